@@ -1,0 +1,288 @@
+//! REST request and response bodies.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use torch_core::{AgentId, Outcome, Skill, TaskId, TaskSpec, TaskState};
+
+/// Error body of every non-2xx response. `code` is stable; `message` is for people.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `task_not_found`.
+    pub code: String,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// Located problems, for spec validation errors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+/// `GET /api/v1/health`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` when the hub serves requests.
+    pub status: String,
+    /// Hub version.
+    pub version: String,
+    /// Store kind, e.g. `sqlite`.
+    pub store: String,
+    /// Milliseconds since the hub started.
+    pub uptime_ms: u64,
+}
+
+/// `POST /api/v1/tasks`: one or many specs, accepted all-or-nothing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// The tasks; `depends_on` may name other tasks in this list.
+    pub tasks: Vec<TaskSpec>,
+    /// Where the specs came from (file name), used in error messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// One accepted task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubmittedTask {
+    /// Its id.
+    pub id: TaskId,
+    /// Its display name.
+    pub name: String,
+    /// Its state right after submission (`queued` or `blocked`).
+    pub state: TaskState,
+    /// True when an idempotency key matched an existing task, which is returned instead.
+    pub duplicate: bool,
+}
+
+/// Response to a submission, in request order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    /// The accepted tasks.
+    pub tasks: Vec<SubmittedTask>,
+}
+
+/// The current lease on a task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// Agent holding the task.
+    pub agent_id: AgentId,
+    /// Fence token of this lease; reports with an older one are refused.
+    pub fence: u64,
+}
+
+/// Last progress report from inside a task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProgressView {
+    /// 0 to 100.
+    pub percent: f64,
+    /// Optional message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was reported (unix ms).
+    pub updated_ms: u64,
+}
+
+/// A task with its state, as `GET /api/v1/tasks/{id}` returns it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskView {
+    /// Its id.
+    pub id: TaskId,
+    /// Display name.
+    pub name: String,
+    /// Current state.
+    pub state: TaskState,
+    /// Priority (higher first).
+    pub priority: i32,
+    /// Current or last attempt (1-based; 0 before the first assignment).
+    pub attempt: u32,
+    /// Retries allowed after the first attempt.
+    pub max_retries: u32,
+    /// Dependencies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<TaskId>,
+    /// Current lease, while assigned or running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseView>,
+    /// Earliest time of the next attempt (unix ms), while waiting out a backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<u64>,
+    /// Last progress report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressView>,
+    /// Outcome of the last finished attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Why the task is dead or cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Agent that ran the last finished attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_agent_id: Option<AgentId>,
+    /// Submission time (unix ms).
+    pub created_ms: u64,
+    /// Last change (unix ms).
+    pub updated_ms: u64,
+    /// Labels from the spec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The spec as submitted.
+    pub spec: TaskSpec,
+}
+
+/// `GET /api/v1/tasks`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskList {
+    /// Newest first.
+    pub tasks: Vec<TaskView>,
+    /// Counts per state over all tasks (not just this page).
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// Captured output of a task's last finished attempt.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogsView {
+    /// The task.
+    pub task_id: TaskId,
+    /// Which attempt the output is from.
+    pub attempt: u32,
+    /// Tail of stdout (bounded).
+    pub stdout: String,
+    /// Tail of stderr (bounded).
+    pub stderr: String,
+    /// True when the agent kept only the tail of a longer output.
+    pub truncated: bool,
+}
+
+/// `POST /api/v1/tasks/{id}/progress` from inside a task (task-scoped token).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressRequest {
+    /// 0 to 100.
+    pub percent: f64,
+    /// Optional message (at most 1 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `POST /api/v1/tasks/{id}/cancel` body (optional).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// Why, recorded with the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Result of a cancel.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CancelResponse {
+    /// Every task cancelled: the target and dependents that can no longer run.
+    pub cancelled: Vec<TaskId>,
+}
+
+/// An agent as the hub sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentView {
+    /// Its id.
+    pub id: AgentId,
+    /// Its name.
+    pub name: String,
+    /// Advertised skills.
+    pub skills: Vec<Skill>,
+    /// Concurrent task slots.
+    pub slots: u32,
+    /// Tasks held now.
+    pub running: u32,
+    /// `idle`, `busy`, `draining`, `disconnected` or `gone`.
+    pub state: String,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// When it registered (unix ms).
+    pub connected_ms: u64,
+    /// Last message from it (unix ms).
+    pub last_seen_ms: u64,
+    /// Tasks it has finished in this session.
+    pub completed: u64,
+}
+
+/// `GET /api/v1/agents`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentList {
+    /// Agents, connected first.
+    pub agents: Vec<AgentView>,
+}
+
+/// One event from a stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventView {
+    /// Position in the global event log (increasing).
+    pub id: u64,
+    /// Stream name, e.g. `nova.torch.tasks.completed`.
+    pub stream: String,
+    /// Event kind, e.g. `task.succeeded`.
+    pub kind: String,
+    /// Task concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<TaskId>,
+    /// Agent concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    /// When (unix ms).
+    pub at_ms: u64,
+    /// Kind-specific details.
+    pub data: serde_json::Value,
+}
+
+/// `GET /api/v1/events?after=N&stream=S&limit=L&wait_ms=W`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventPage {
+    /// Events after the cursor, oldest first.
+    pub events: Vec<EventView>,
+    /// Cursor for the next call.
+    pub last_id: u64,
+}
+
+/// Token roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Submit, read, cancel and retry tasks.
+    Submitter,
+    /// Connect as an agent.
+    Agent,
+}
+
+impl Role {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Submitter => "submitter",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+/// `POST /api/v1/tokens` (admin only).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// Role of the new token.
+    pub role: Role,
+    /// Label for people and the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A newly created token. The secret is shown once and stored only hashed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateTokenResponse {
+    /// The bearer token.
+    pub token: String,
+    /// Its role.
+    pub role: Role,
+    /// Its label.
+    pub name: String,
+}

@@ -1,0 +1,195 @@
+//! The agent WebSocket protocol (`GET /api/v1/agent/ws`).
+//!
+//! Every text frame is a JSON array of messages, so either side can batch.
+//! The agent opens with [`AgentMessage::Hello`]; the hub answers
+//! [`HubMessage::Welcome`]. Every report about a task carries the fence token
+//! of its lease; the hub refuses reports with a stale fence.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use torch_core::{AgentId, Outcome, Skill, SuccessCriteria, TaskId};
+
+/// A task the agent holds, with the fence of its lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldTask {
+    /// The task.
+    pub task_id: TaskId,
+    /// The lease's fence token.
+    pub fence: u64,
+}
+
+/// First message of a session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Agent name (unique per hub among connected agents is recommended).
+    pub name: String,
+    /// The id from an earlier session, when reconnecting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    /// Skills with proficiency.
+    pub skills: Vec<Skill>,
+    /// Concurrent task slots.
+    pub slots: u32,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Agent version.
+    pub version: String,
+    /// Tasks still running from before a reconnect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running: Vec<HeldTask>,
+}
+
+/// Captured output sent with a finished report (bounded by the agent).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskLogs {
+    /// Tail of stdout.
+    pub stdout: String,
+    /// Tail of stderr.
+    pub stderr: String,
+    /// True when only the tail was kept.
+    pub truncated: bool,
+}
+
+/// An attempt ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinishReport {
+    /// The task.
+    pub task_id: TaskId,
+    /// Fence of the lease the attempt ran under.
+    pub fence: u64,
+    /// Attempt number the agent was given.
+    pub attempt: u32,
+    /// How it ended, with evidence.
+    pub outcome: Outcome,
+    /// Captured output, when there was any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<TaskLogs>,
+}
+
+/// Agent → hub.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// Opens (or resumes) a session.
+    Hello(Hello),
+    /// Liveness plus the tasks held; renews their leases.
+    Heartbeat {
+        /// Tasks held now.
+        running: Vec<HeldTask>,
+    },
+    /// The task's process started.
+    Started(HeldTask),
+    /// The attempt ended.
+    Finished(FinishReport),
+    /// Anything newer than this agent understands.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A task handed to an agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The task.
+    pub task_id: TaskId,
+    /// Fence of this lease; every report must carry it.
+    pub fence: u64,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// Display name.
+    pub name: String,
+    /// Program and arguments; `["@noop"]` is the built-in empty task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Prompt, for executors that take one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Extra environment from the spec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Wall-clock limit in milliseconds, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// How to judge success.
+    pub success: SuccessCriteria,
+    /// Token that lets the task's process report progress for this task only.
+    pub task_token: String,
+}
+
+/// How the hub took a finished report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    /// Recorded now.
+    Recorded,
+    /// Already recorded earlier with the same fence (a resend); nothing changed.
+    Duplicate,
+    /// Refused: the lease is no longer this agent's (the fence is stale).
+    Stale,
+    /// Anything newer than this agent understands.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Hub → agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HubMessage {
+    /// Session accepted.
+    Welcome {
+        /// The agent's id (kept across reconnects).
+        agent_id: AgentId,
+        /// How often to send heartbeats.
+        heartbeat_ms: u64,
+        /// Lease length; a task not renewed within it is requeued.
+        lease_ms: u64,
+    },
+    /// Run these tasks.
+    Assign(Assignment),
+    /// Stop this task now and kill its processes.
+    Cancel {
+        /// The task.
+        task_id: TaskId,
+        /// Fence of the lease being cancelled.
+        fence: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Answer to a finished report; the agent may forget it once acked.
+    Ack {
+        /// The task.
+        task_id: TaskId,
+        /// Fence the report carried.
+        fence: u64,
+        /// How the hub took it.
+        status: AckStatus,
+    },
+    /// The session is refused or broken; the agent should log it and reconnect.
+    Error {
+        /// Stable code.
+        code: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Anything newer than this agent understands.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Name of the built-in no-op executor used by benchmarks.
+pub const NOOP_COMMAND: &str = "@noop";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_messages_are_tolerated() {
+        let msgs: Vec<HubMessage> =
+            serde_json::from_str(r#"[{"type":"brand_new","x":1},{"type":"ack","task_id":"01890000-0000-7000-8000-000000000000","fence":3,"status":"recorded"}]"#)
+                .unwrap();
+        assert_eq!(msgs[0], HubMessage::Unknown);
+        assert!(matches!(msgs[1], HubMessage::Ack { fence: 3, status: AckStatus::Recorded, .. }));
+    }
+}

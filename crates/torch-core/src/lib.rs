@@ -1,0 +1,30 @@
+//! Nova Torch domain model: what a task is, how it moves through its states,
+//! and how ready tasks are placed on agents.
+//!
+//! This crate is pure: no I/O, no async runtime, and it never reads the clock.
+//! Every function that depends on time takes `now` (unix milliseconds) from the
+//! caller, so the hub, the store and the tests all drive it the same way.
+//!
+//! # Layout
+//! - [`ids`]: `TaskId` and `AgentId` newtypes.
+//! - [`skill`]: skills, proficiency levels and the requirement check.
+//! - [`spec`]: the user-facing `TaskSpec` and its parsing from TOML and JSON.
+//! - [`validate`]: batch validation (names, dependencies, cycles) with located errors.
+//! - [`state`]: the task state machine and retry/backoff arithmetic.
+//! - [`outcome`]: what an agent reports when a run ends (with retry meaning).
+//! - [`scheduler`]: the pure placement engine (priority, FIFO, skills, slots).
+
+pub mod ids;
+pub mod outcome;
+pub mod scheduler;
+pub mod skill;
+pub mod spec;
+pub mod state;
+pub mod validate;
+
+pub use ids::{AgentId, TaskId};
+pub use outcome::{CriterionResult, Evidence, Outcome, OutcomeKind};
+pub use skill::{Skill, SkillReq};
+pub use spec::{Backoff, SpecFormat, SuccessCriteria, TaskContext, TaskSpec};
+pub use state::TaskState;
+pub use validate::{SpecError, SpecErrors, ValidTask};

@@ -1,0 +1,98 @@
+//! What an agent reports when an attempt ends, and the evidence behind it.
+
+use serde::{Deserialize, Serialize};
+
+/// How an attempt ended, with its retry meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// Exited and met every success criterion.
+    Succeeded,
+    /// Ran and failed (bad exit code or unmet criterion); retryable.
+    Failed,
+    /// Hit its timeout and was killed; retryable.
+    TimedOut,
+    /// Could never succeed as specified (e.g. nothing to run); not retried.
+    Fatal,
+    /// Killed because the task was cancelled.
+    Cancelled,
+}
+
+impl OutcomeKind {
+    /// The lowercase name used on the wire and in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Succeeded => "succeeded",
+            OutcomeKind::Failed => "failed",
+            OutcomeKind::TimedOut => "timed_out",
+            OutcomeKind::Fatal => "fatal",
+            OutcomeKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One success criterion and whether it held.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CriterionResult {
+    /// Which criterion, e.g. `exit_code in [0]` or `file_exists out/report.txt`.
+    pub criterion: String,
+    /// Whether it held.
+    pub ok: bool,
+    /// What was observed.
+    pub detail: String,
+}
+
+/// What the agent saw, so a result can be trusted and debugged.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Process exit code, if it exited normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Signal that ended the process, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Wall time of the attempt in milliseconds.
+    pub duration_ms: u64,
+    /// Each criterion's result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub criteria: Vec<CriterionResult>,
+    /// Last bytes of stdout (UTF-8, lossy).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout_tail: String,
+    /// Last bytes of stderr (UTF-8, lossy).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr_tail: String,
+}
+
+/// The result of one attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// How it ended.
+    pub kind: OutcomeKind,
+    /// One line saying why, for failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What was observed.
+    #[serde(default)]
+    pub evidence: Evidence,
+}
+
+impl Outcome {
+    /// A success with the given evidence.
+    pub fn succeeded(evidence: Evidence) -> Self {
+        Outcome {
+            kind: OutcomeKind::Succeeded,
+            reason: None,
+            evidence,
+        }
+    }
+
+    /// A non-success with a reason.
+    pub fn failed(kind: OutcomeKind, reason: impl Into<String>, evidence: Evidence) -> Self {
+        Outcome {
+            kind,
+            reason: Some(reason.into()),
+            evidence,
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Nova Torch durable store.
+//!
+//! The [`Store`] trait is every durable operation the hub performs. Each
+//! mutating operation is atomic, checks fence tokens itself (the store, not the
+//! hub's memory, is the authority on who owns a task), appends its events on
+//! the seed's stream names, and returns only once durable.
+//!
+//! Implementations:
+//! - [`sqlite::SqliteStore`]: the embedded default. One file in the data dir,
+//!   WAL, one writer thread with group commit, versioned migrations.
+//!
+//! The conformance suite in `tests/conformance.rs` is written against the
+//! trait so that every implementation (Redis next) passes the same cases.
+
+mod error;
+mod model;
+pub mod sqlite;
+mod streams;
+
+use std::future::Future;
+
+use torch_core::{AgentId, TaskId};
+
+pub use error::StoreError;
+pub use model::*;
+pub use streams::*;
+
+/// Every durable operation of the hub. See the crate docs for the guarantees.
+///
+/// Times are unix milliseconds passed in by the caller.
+pub trait Store: Send + Sync + 'static {
+    /// Short name for health output, e.g. `sqlite`.
+    fn kind(&self) -> &'static str;
+
+    /// Everything the hub needs in memory after a (re)start: queued tasks,
+    /// leased tasks, and the number of non-terminal tasks.
+    fn load(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
+
+    /// Inserts a validated batch all-or-nothing. A task whose idempotency key
+    /// (per tenant) exists returns the existing task with `duplicate = true`.
+    /// External dependencies must exist and must not be dead or cancelled.
+    fn submit(
+        &self,
+        batch: Vec<NewTask>,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<Submitted>, StoreError>> + Send;
+
+    /// Leases queued tasks to agents. Each grant gets the next fence token
+    /// (strictly increasing across the store's life) and `attempt + 1`.
+    /// A grant for a task that is no longer queued is refused individually.
+    fn assign(
+        &self,
+        grants: Vec<Grant>,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<Result<Leased, ClaimRefused>>, StoreError>> + Send;
+
+    /// Marks leased tasks running. Stale fences are refused individually.
+    fn start(
+        &self,
+        held: Vec<(TaskId, u64)>,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<FenceCheck>, StoreError>> + Send;
+
+    /// Records finished attempts (each exactly once per fence): success,
+    /// retry with backoff, dead after `max_retries`, dependents released or
+    /// cancelled. A resend with the same fence is `Duplicate`; any other
+    /// mismatch is `Stale` and changes nothing.
+    fn finish(
+        &self,
+        reports: Vec<Finish>,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<FinishResult>, StoreError>> + Send;
+
+    /// A lease ran out: the attempt counts as failed with `reason` (retry or
+    /// dead, as for a failed report). Stale if the fence moved on meanwhile.
+    fn expire(
+        &self,
+        task: TaskId,
+        fence: u64,
+        reason: String,
+        now: u64,
+    ) -> impl Future<Output = Result<FinishResult, StoreError>> + Send;
+
+    /// Cancels a non-terminal task and, transitively, its non-terminal
+    /// dependents. Returns what was cancelled and which leases to revoke.
+    fn cancel(
+        &self,
+        task: TaskId,
+        reason: String,
+        now: u64,
+    ) -> impl Future<Output = Result<Cancelled, StoreError>> + Send;
+
+    /// Requeues a dead or cancelled task with a fresh retry budget.
+    /// Its dependencies must not be dead or cancelled.
+    fn retry(
+        &self,
+        task: TaskId,
+        now: u64,
+    ) -> impl Future<Output = Result<Requeued, StoreError>> + Send;
+
+    /// Records a progress report from inside a task, if the fence is current.
+    fn progress(
+        &self,
+        task: TaskId,
+        fence: u64,
+        percent: f64,
+        message: Option<String>,
+        now: u64,
+    ) -> impl Future<Output = Result<FenceCheck, StoreError>> + Send;
+
+    /// Records an agent session starting (`joined`) or ending.
+    fn agent_event(
+        &self,
+        event: AgentEvent,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Appends a free-form event (e.g. a refused stale report) on a stream.
+    fn append_event(
+        &self,
+        event: NewEvent,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// One task, if it exists.
+    fn get_task(
+        &self,
+        id: TaskId,
+    ) -> impl Future<Output = Result<Option<TaskRecord>, StoreError>> + Send;
+
+    /// Tasks matching `filter`, newest first, plus counts per state.
+    fn list_tasks(
+        &self,
+        filter: TaskFilter,
+    ) -> impl Future<Output = Result<TaskPage, StoreError>> + Send;
+
+    /// Captured output of a task's last finished attempt that had any.
+    fn task_logs(
+        &self,
+        id: TaskId,
+    ) -> impl Future<Output = Result<Option<LogRecord>, StoreError>> + Send;
+
+    /// Events with id greater than `after`, oldest first, optionally limited
+    /// to some streams (exact names or prefixes ending in `.`).
+    fn events(
+        &self,
+        after: u64,
+        streams: Vec<String>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<EventRecord>, StoreError>> + Send;
+
+    /// Id of the newest event (0 when none).
+    fn last_event_id(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Stores a token (only its hash).
+    fn put_token(&self, token: TokenRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Looks a token up by its hash.
+    fn find_token(
+        &self,
+        hash: String,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    /// Number of tokens with the given role (e.g. to know whether an admin exists).
+    fn count_tokens(&self, role: String) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Reads a metadata value (e.g. the hub's signing secret).
+    fn get_meta(
+        &self,
+        key: String,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Sets a metadata value only if it is absent; returns the value now stored.
+    fn init_meta(
+        &self,
+        key: String,
+        value: String,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Which agent currently holds `task`, if any (used to route a cancel).
+    fn lease_holder(
+        &self,
+        task: TaskId,
+    ) -> impl Future<Output = Result<Option<(AgentId, u64)>, StoreError>> + Send;
+}

@@ -1,0 +1,326 @@
+//! Records passed into and out of the store.
+
+use std::collections::BTreeMap;
+
+use torch_core::scheduler::QueuedTask;
+use torch_core::{AgentId, Outcome, Skill, TaskId, TaskSpec, TaskState};
+
+
+/// A validated task ready to insert. The hub mints `id`.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    /// The new task's id.
+    pub id: TaskId,
+    /// Display name (the spec's name or one derived from the command).
+    pub name: String,
+    /// The spec as submitted (normalised).
+    pub spec: TaskSpec,
+    /// Dependencies: ids of tasks in the same batch or already stored.
+    pub deps: Vec<TaskId>,
+}
+
+/// Result of inserting one task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Submitted {
+    /// The task (the existing one when `duplicate`).
+    pub id: TaskId,
+    /// Its display name.
+    pub name: String,
+    /// Its state now.
+    pub state: TaskState,
+    /// True when an idempotency key matched an existing task.
+    pub duplicate: bool,
+    /// Set when the task is queued now: what the scheduler needs.
+    pub ready: Option<QueuedTask>,
+}
+
+/// One lease to grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The task, which must be queued.
+    pub task: TaskId,
+    /// The agent taking it.
+    pub agent: AgentId,
+    /// Lease expiry (unix ms).
+    pub expires_ms: u64,
+}
+
+/// A granted lease, with what the agent needs to run the task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Leased {
+    /// The task.
+    pub task: TaskId,
+    /// The agent.
+    pub agent: AgentId,
+    /// The new fence token.
+    pub fence: u64,
+    /// The attempt number now running (1-based).
+    pub attempt: u32,
+    /// Display name.
+    pub name: String,
+    /// The spec.
+    pub spec: TaskSpec,
+}
+
+/// Why one grant was refused.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimRefused {
+    /// The task.
+    pub task: TaskId,
+    /// Its state when refused (`None` if it does not exist).
+    pub state: Option<TaskState>,
+}
+
+/// Whether a fenced report was accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FenceCheck {
+    /// Accepted.
+    Ok,
+    /// The task's current fence or state no longer matches.
+    Stale {
+        /// The task's current fence.
+        current_fence: u64,
+        /// Its current state.
+        state: TaskState,
+    },
+    /// No such task.
+    NotFound,
+}
+
+/// A finished attempt as reported by an agent.
+#[derive(Clone, Debug)]
+pub struct Finish {
+    /// The task.
+    pub task: TaskId,
+    /// Fence the attempt ran under.
+    pub fence: u64,
+    /// The reporting agent.
+    pub agent: AgentId,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Captured output, if any: (stdout tail, stderr tail, truncated).
+    pub logs: Option<(String, String, bool)>,
+}
+
+/// What recording a finished (or expired) attempt did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FinishResult {
+    /// Recorded now.
+    Recorded(Effect),
+    /// Already recorded with this fence; nothing changed.
+    Duplicate,
+    /// The fence is stale; nothing changed.
+    Stale {
+        /// The task's current fence.
+        current_fence: u64,
+        /// Its current state.
+        state: TaskState,
+    },
+    /// No such task.
+    NotFound,
+}
+
+/// The consequences of one recorded attempt end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Effect {
+    /// The task.
+    pub task: TaskId,
+    /// Its new state: `succeeded`, `queued` (retry), `dead`, or `cancelled`.
+    pub state: TaskState,
+    /// Set when the task itself was requeued for another attempt.
+    pub requeued: Option<QueuedTask>,
+    /// Dependents that became ready.
+    pub released: Vec<QueuedTask>,
+    /// Dependents cancelled because this task can no longer succeed.
+    pub cancelled: Vec<TaskId>,
+}
+
+/// What a cancel did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cancelled {
+    /// Every task cancelled (the target first, then dependents).
+    pub tasks: Vec<TaskId>,
+    /// Leases revoked: (task, agent, fence), so the hub can tell the agents.
+    pub revoked: Vec<(TaskId, AgentId, u64)>,
+}
+
+/// What a manual retry did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Requeued {
+    /// The task.
+    pub task: TaskId,
+    /// `queued`, or `blocked` if its dependencies are not done yet.
+    pub state: TaskState,
+    /// Set when queued.
+    pub ready: Option<QueuedTask>,
+}
+
+/// A lease held at load time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaseRecord {
+    /// The task.
+    pub task: TaskId,
+    /// Holder.
+    pub agent: AgentId,
+    /// Fence.
+    pub fence: u64,
+    /// Attempt.
+    pub attempt: u32,
+}
+
+/// State the hub rebuilds its memory from at start.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Tasks in state `queued` (including those waiting out a backoff).
+    pub queued: Vec<QueuedTask>,
+    /// Tasks in state `assigned` or `running`.
+    pub leased: Vec<LeaseRecord>,
+    /// Number of non-terminal tasks (blocked, queued, assigned, running).
+    pub backlog: u64,
+}
+
+/// A stored task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRecord {
+    /// Id.
+    pub id: TaskId,
+    /// Submission sequence (global, increasing).
+    pub seq: u64,
+    /// Display name.
+    pub name: String,
+    /// State.
+    pub state: TaskState,
+    /// The spec.
+    pub spec: TaskSpec,
+    /// Dependencies.
+    pub deps: Vec<TaskId>,
+    /// Current or last attempt number (0 before the first assignment).
+    pub attempt: u32,
+    /// Fence of the current or last lease (0 before the first).
+    pub fence: u64,
+    /// Lease holder while assigned or running.
+    pub agent: Option<AgentId>,
+    /// Agent of the last finished attempt.
+    pub last_agent: Option<AgentId>,
+    /// Earliest next attempt (unix ms), 0 when none pending.
+    pub not_before_ms: u64,
+    /// Last progress: (percent, message, at).
+    pub progress: Option<(f64, Option<String>, u64)>,
+    /// Last finished attempt's outcome.
+    pub outcome: Option<Outcome>,
+    /// Why dead or cancelled.
+    pub reason: Option<String>,
+    /// Submission time.
+    pub created_ms: u64,
+    /// Last change.
+    pub updated_ms: u64,
+}
+
+/// Which tasks to list.
+#[derive(Clone, Debug, Default)]
+pub struct TaskFilter {
+    /// Only these states (all when empty).
+    pub states: Vec<TaskState>,
+    /// Only tasks with this label key and value.
+    pub label: Option<(String, String)>,
+    /// Only tasks with `seq` below this (paging backwards).
+    pub before_seq: Option<u64>,
+    /// At most this many (the store may cap it).
+    pub limit: usize,
+}
+
+/// A page of tasks.
+#[derive(Clone, Debug, Default)]
+pub struct TaskPage {
+    /// Newest first.
+    pub tasks: Vec<TaskRecord>,
+    /// Counts per state over the whole store.
+    pub counts: BTreeMap<TaskState, u64>,
+}
+
+/// Captured output of one attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogRecord {
+    /// The task.
+    pub task: TaskId,
+    /// Attempt the output is from.
+    pub attempt: u32,
+    /// Stdout tail.
+    pub stdout: String,
+    /// Stderr tail.
+    pub stderr: String,
+    /// Only the tail was kept.
+    pub truncated: bool,
+}
+
+/// A stored event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRecord {
+    /// Increasing id.
+    pub id: u64,
+    /// Stream name.
+    pub stream: String,
+    /// Kind, e.g. `task.succeeded`.
+    pub kind: String,
+    /// Task concerned.
+    pub task: Option<TaskId>,
+    /// Agent concerned.
+    pub agent: Option<AgentId>,
+    /// When.
+    pub at_ms: u64,
+    /// Details (JSON text).
+    pub data: String,
+}
+
+/// An event to append.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    /// Stream name.
+    pub stream: &'static str,
+    /// Kind.
+    pub kind: String,
+    /// Task concerned.
+    pub task: Option<TaskId>,
+    /// Agent concerned.
+    pub agent: Option<AgentId>,
+    /// Details (JSON text).
+    pub data: String,
+}
+
+/// An agent session starting or ending.
+#[derive(Clone, Debug)]
+pub enum AgentEvent {
+    /// Registered (or re-registered after a reconnect).
+    Joined {
+        /// Id.
+        id: AgentId,
+        /// Name.
+        name: String,
+        /// Skills.
+        skills: Vec<Skill>,
+        /// Slots.
+        slots: u32,
+        /// Labels.
+        labels: BTreeMap<String, String>,
+    },
+    /// Disconnected or declared gone.
+    Left {
+        /// Id.
+        id: AgentId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A stored API token (hash only).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenRecord {
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+    /// `admin`, `submitter` or `agent`.
+    pub role: String,
+    /// Label.
+    pub name: String,
+    /// When created.
+    pub created_ms: u64,
+}

@@ -1,0 +1,36 @@
+//! The seed's stream names. Every state change is an event on one of these.
+
+/// Submitted and ready tasks.
+pub const TASKS_QUEUE: &str = "nova.torch.tasks.queue";
+/// Assigned, started and progressing tasks.
+pub const TASKS_ACTIVE: &str = "nova.torch.tasks.active";
+/// Succeeded tasks.
+pub const TASKS_COMPLETED: &str = "nova.torch.tasks.completed";
+/// Failed attempts, dead and cancelled tasks, refused stale reports.
+pub const TASKS_FAILED: &str = "nova.torch.tasks.failed";
+/// Agents joining (and, later, spawn requests).
+pub const AGENTS_SPAWNING: &str = "nova.torch.agents.spawning";
+/// Agents leaving.
+pub const AGENTS_TERMINATING: &str = "nova.torch.agents.terminating";
+/// Auto-scaling decisions.
+pub const AGENTS_SCALING: &str = "nova.torch.agents.scaling";
+/// Agent-to-agent messages.
+pub const COLLAB_PEER: &str = "nova.torch.collaboration.peer";
+/// Team coordination.
+pub const COLLAB_TEAM: &str = "nova.torch.collaboration.team";
+/// Help requests.
+pub const COLLAB_HELP: &str = "nova.torch.collaboration.help";
+
+/// All stream names.
+pub const ALL_STREAMS: [&str; 10] = [
+    TASKS_QUEUE,
+    TASKS_ACTIVE,
+    TASKS_COMPLETED,
+    TASKS_FAILED,
+    AGENTS_SPAWNING,
+    AGENTS_TERMINATING,
+    AGENTS_SCALING,
+    COLLAB_PEER,
+    COLLAB_TEAM,
+    COLLAB_HELP,
+];
