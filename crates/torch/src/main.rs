@@ -1,1 +1,68 @@
-fn main() {}
+//! `torch`: the Nova Torch binary. Every role is a subcommand; see `torch --help`.
+
+mod cli;
+mod client;
+mod cmd;
+mod config;
+mod exit;
+mod local;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+
+fn init_logging(filter: Option<&str>, default: &str) {
+    let filter = EnvFilter::try_new(filter.unwrap_or(default))
+        .unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Supervise { args } = cli.cmd {
+        let code = torch_agent::supervise_main(args);
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    let server_like = matches!(
+        cli.cmd,
+        Command::Serve(_) | Command::Agent(_) | Command::Up(_)
+    );
+    init_logging(
+        cli.log.as_deref(),
+        if server_like { "info" } else { "warn" },
+    );
+    // Agents are small: one thread. Everything else gets the multi-thread runtime.
+    let rt = if matches!(cli.cmd, Command::Agent(_)) {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("torch: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    match rt.block_on(cmd::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            let code = e.downcast_ref::<exit::Exit>().map_or(exit::ERROR, |x| x.code);
+            eprintln!("torch: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}

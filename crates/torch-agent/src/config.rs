@@ -1,0 +1,189 @@
+//! Agent configuration: what the `torch agent` subcommand hands to [`crate::run`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use torch_api::API_PREFIX;
+use torch_core::Skill;
+
+use crate::error::AgentError;
+
+/// Environment variables a task inherits from the agent by default.
+pub const DEFAULT_ENV_ALLOWLIST: &[&str] = &[
+    "PATH", "HOME", "LANG", "LC_ALL", "TERM", "TZ", "USER", "LOGNAME", "TMPDIR", "SHELL",
+];
+
+/// Default grace between SIGTERM and SIGKILL of a task's process group.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Default cap on each of stdout and stderr written to a task's log files.
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Everything an agent needs to join a hub and run tasks.
+///
+/// `Debug` redacts the token.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// Base URL of the hub, e.g. `http://127.0.0.1:7700` (`ws://` is accepted
+    /// too). The agent connects to `{hub_url}/api/v1/agent/ws`.
+    pub hub_url: String,
+    /// Agent bearer token sent when connecting; never logged.
+    pub token: String,
+    /// Agent name shown by the hub.
+    pub name: String,
+    /// Skills (with proficiency) the agent advertises.
+    pub skills: Vec<Skill>,
+    /// How many tasks may run at once (at least 1).
+    pub slots: u32,
+    /// Labels the hub may route on.
+    pub labels: BTreeMap<String, String>,
+    /// Directory under which each attempt gets its own work dir
+    /// `<task_id>-<attempt>`; created if missing.
+    pub work_root: PathBuf,
+    /// Path of the `torch` binary. When set, every task runs under
+    /// `<path> __supervise …`, which kills the task's process group if the
+    /// agent dies, and its directory is prepended to the task's `PATH` so the
+    /// task can call `torch progress`. `None` spawns tasks directly: they
+    /// survive a `kill -9` of the agent.
+    pub supervisor: Option<PathBuf>,
+    /// Names of the agent's environment variables a task inherits; everything
+    /// else is cleared.
+    pub env_allowlist: Vec<String>,
+    /// Time between SIGTERM and SIGKILL when a task is stopped.
+    pub kill_grace: Duration,
+    /// Cap on each of stdout and stderr written to the task's log files; the
+    /// rest is read and dropped so the task never blocks on a full pipe.
+    pub max_log_bytes: u64,
+    /// Keep work dirs after their report is acknowledged (for debugging).
+    pub keep_workdirs: bool,
+}
+
+impl AgentConfig {
+    /// A config with defaults: one slot, no skills or labels, work dirs under
+    /// `$TMPDIR/torch-work`, no supervisor, the default env allowlist, 5 s kill
+    /// grace, 8 MiB log cap, work dirs removed once reported.
+    pub fn new(hub_url: impl Into<String>, token: impl Into<String>, name: impl Into<String>) -> Self {
+        AgentConfig {
+            hub_url: hub_url.into(),
+            token: token.into(),
+            name: name.into(),
+            skills: Vec::new(),
+            slots: 1,
+            labels: BTreeMap::new(),
+            work_root: std::env::temp_dir().join("torch-work"),
+            supervisor: None,
+            env_allowlist: DEFAULT_ENV_ALLOWLIST.iter().map(|s| s.to_string()).collect(),
+            kill_grace: DEFAULT_KILL_GRACE,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            keep_workdirs: false,
+        }
+    }
+
+    /// Checks the config and returns the WebSocket URL of the hub.
+    pub(crate) fn validate(&self) -> Result<String, AgentError> {
+        if self.name.trim().is_empty() {
+            return Err(config_err("name", "must not be empty"));
+        }
+        if self.slots == 0 {
+            return Err(config_err("slots", "must be at least 1"));
+        }
+        if let Some(sup) = &self.supervisor
+            && !sup.is_file()
+        {
+            return Err(config_err(
+                "supervisor",
+                format!("{} is not a file", sup.display()),
+            ));
+        }
+        ws_url(&self.hub_url)
+    }
+}
+
+impl fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("hub_url", &self.hub_url)
+            .field("token", &"<redacted>")
+            .field("name", &self.name)
+            .field("skills", &self.skills)
+            .field("slots", &self.slots)
+            .field("labels", &self.labels)
+            .field("work_root", &self.work_root)
+            .field("supervisor", &self.supervisor)
+            .field("env_allowlist", &self.env_allowlist)
+            .field("kill_grace", &self.kill_grace)
+            .field("max_log_bytes", &self.max_log_bytes)
+            .field("keep_workdirs", &self.keep_workdirs)
+            .finish()
+    }
+}
+
+fn config_err(field: &'static str, problem: impl Into<String>) -> AgentError {
+    AgentError::Config {
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// `http://host:port[/base]` → `ws://host:port[/base]/api/v1/agent/ws`.
+pub(crate) fn ws_url(hub_url: &str) -> Result<String, AgentError> {
+    let base = hub_url.trim().trim_end_matches('/');
+    let rest = if let Some(r) = base.strip_prefix("http://") {
+        r
+    } else if let Some(r) = base.strip_prefix("ws://") {
+        r
+    } else if base.starts_with("https://") || base.starts_with("wss://") {
+        return Err(config_err(
+            "hub_url",
+            format!("{base:?}: this agent build has no TLS support; use http://"),
+        ));
+    } else {
+        return Err(config_err(
+            "hub_url",
+            format!("{base:?}: expected http://HOST:PORT"),
+        ));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(config_err(
+            "hub_url",
+            format!("{base:?}: missing host"),
+        ));
+    }
+    Ok(format!("ws://{rest}{API_PREFIX}/agent/ws"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_urls_and_redaction() {
+        let cfg = AgentConfig::new("http://127.0.0.1:7700/", "s3cret", "a1");
+        assert_eq!(cfg.slots, 1);
+        assert_eq!(cfg.kill_grace, Duration::from_secs(5));
+        assert_eq!(cfg.max_log_bytes, 8 << 20);
+        assert!(cfg.env_allowlist.iter().any(|v| v == "PATH"));
+        assert_eq!(cfg.validate().unwrap(), "ws://127.0.0.1:7700/api/v1/agent/ws");
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+
+        assert_eq!(ws_url("ws://h:1/base").unwrap(), "ws://h:1/base/api/v1/agent/ws");
+        assert!(matches!(
+            ws_url("https://h:1"),
+            Err(AgentError::Config { field: "hub_url", .. })
+        ));
+        assert!(ws_url("h:1").is_err());
+        assert!(ws_url("http://").is_err());
+
+        let mut bad = cfg.clone();
+        bad.slots = 0;
+        assert!(matches!(bad.validate(), Err(AgentError::Config { field: "slots", .. })));
+        let mut bad = cfg;
+        bad.supervisor = Some(PathBuf::from("/nonexistent/torch"));
+        assert!(matches!(
+            bad.validate(),
+            Err(AgentError::Config { field: "supervisor", .. })
+        ));
+    }
+}

@@ -1,0 +1,295 @@
+//! One task attempt: fresh work dir, spawn, watch (timeout, cancel, shutdown),
+//! capture output, judge, report.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::fs::File;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, instrument, warn};
+
+use torch_api::ws::{Assignment, FinishReport, HeldTask, TaskLogs};
+use torch_core::{Evidence, Outcome, OutcomeKind};
+
+use crate::capture::{Capture, EVIDENCE_TAIL_BYTES, REPORT_TAIL_BYTES, drain_while};
+use crate::criteria::{self, Workspace};
+use crate::sandbox::{Exit, Sandbox};
+
+/// Where the supervisor writes the task's exit status (inside the work dir).
+const STATUS_FILE: &str = ".torch-exit-status";
+const STDOUT_LOG: &str = "stdout.log";
+const STDERR_LOG: &str = "stderr.log";
+
+/// Why a running task is being stopped early.
+#[derive(Debug)]
+pub(crate) enum StopReason {
+    /// The hub cancelled it.
+    Cancelled(String),
+    /// The agent is shutting down.
+    Shutdown,
+}
+
+/// What runners tell the session.
+#[derive(Debug)]
+pub(crate) enum RunnerEvent {
+    /// The task's process is running.
+    Started(HeldTask),
+    /// The attempt ended; `workdir` is removed once the hub acks the report.
+    Finished {
+        /// The report to deliver.
+        report: FinishReport,
+        /// The attempt's work dir, if one was created.
+        workdir: Option<PathBuf>,
+    },
+}
+
+/// Everything runners share.
+pub(crate) struct RunnerCtx {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) work_root: PathBuf,
+    pub(crate) kill_grace: Duration,
+    pub(crate) max_log_bytes: u64,
+    pub(crate) supervised: bool,
+}
+
+/// Runs one attempt to its end and sends its report. `a.command` must be a
+/// real (non-empty, non-noop) command.
+#[instrument(skip_all, fields(task_id = %a.task_id, attempt = a.attempt))]
+pub(crate) async fn run_task(
+    ctx: Arc<RunnerCtx>,
+    a: Assignment,
+    stop: oneshot::Receiver<StopReason>,
+    events: mpsc::Sender<RunnerEvent>,
+) {
+    let workdir = ctx.work_root.join(format!("{}-{}", a.task_id, a.attempt));
+    let started = Instant::now();
+    let (outcome, logs) = match attempt(&ctx, &a, &workdir, stop, &events).await {
+        Ok(done) => done,
+        Err(reason) => (
+            Outcome::failed(OutcomeKind::Failed, reason, evidence_since(started)),
+            None,
+        ),
+    };
+    info!(
+        outcome = outcome.kind.as_str(),
+        duration_ms = outcome.evidence.duration_ms,
+        reason = outcome.reason.as_deref().unwrap_or(""),
+        "task finished"
+    );
+    let report = FinishReport {
+        task_id: a.task_id,
+        fence: a.fence,
+        attempt: a.attempt,
+        outcome,
+        logs,
+    };
+    let finished = RunnerEvent::Finished {
+        report,
+        workdir: Some(workdir),
+    };
+    if events.send(finished).await.is_err() {
+        warn!("the agent session is gone; dropping the report");
+    }
+}
+
+fn evidence_since(started: Instant) -> Evidence {
+    Evidence {
+        duration_ms: millis(started.elapsed()),
+        ..Evidence::default()
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Why the watch loop stopped the task.
+enum Stopped {
+    TimedOut,
+    By(StopReason),
+}
+
+async fn attempt(
+    ctx: &RunnerCtx,
+    a: &Assignment,
+    workdir: &Path,
+    mut stop: oneshot::Receiver<StopReason>,
+    events: &mpsc::Sender<RunnerEvent>,
+) -> Result<(Outcome, Option<TaskLogs>), String> {
+    let argv = a.command.as_deref().unwrap_or_default();
+    fresh_dir(workdir)
+        .await
+        .map_err(|e| format!("cannot create work dir {}: {e}", workdir.display()))?;
+    let stdout_log = workdir.join(STDOUT_LOG);
+    let out_file = create(&stdout_log).await?;
+    let err_file = create(&workdir.join(STDERR_LOG)).await?;
+    let env = ctx.sandbox.task_env(a, workdir);
+    let status_file = workdir.join(STATUS_FILE);
+
+    let started = Instant::now();
+    let mut proc = ctx.sandbox.spawn_task(argv, &env, workdir, &status_file)?;
+    let held = HeldTask {
+        task_id: a.task_id,
+        fence: a.fence,
+    };
+    if events.send(RunnerEvent::Started(held)).await.is_err() {
+        warn!("the agent session is gone; stopping the task");
+    }
+
+    let mut out = Capture::new(Some(out_file), ctx.max_log_bytes, REPORT_TAIL_BYTES);
+    let mut err = Capture::new(Some(err_file), ctx.max_log_bytes, REPORT_TAIL_BYTES);
+    let (o, e) = (proc.stdout.take(), proc.stderr.take());
+    let grace = ctx.kill_grace;
+    let (leader_exit, stopped) = drain_while(&mut out, o, &mut err, e, async {
+        let timeout = async {
+            match a.timeout_ms {
+                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            exit = proc.wait_exit() => (exit, None),
+            () = timeout => {
+                warn!(timeout_ms = a.timeout_ms, "task timed out; stopping its process group");
+                (proc.terminate(grace).await, Some(Stopped::TimedOut))
+            }
+            Ok(reason) = &mut stop => {
+                info!(?reason, "stopping task");
+                (proc.terminate(grace).await, Some(Stopped::By(reason)))
+            }
+        };
+        proc.reap().await;
+        result
+    })
+    .await;
+    let duration_ms = millis(started.elapsed());
+    let exit = if ctx.supervised {
+        supervised_exit(&status_file, leader_exit).await
+    } else {
+        leader_exit
+    };
+
+    if out.file_truncated() || err.file_truncated() {
+        warn!(
+            stdout_bytes = out.total(),
+            stderr_bytes = err.total(),
+            max_log_bytes = ctx.max_log_bytes,
+            "task output exceeded the log cap; the log files hold only the beginning"
+        );
+    }
+    let mut evidence = Evidence {
+        exit_code: match exit {
+            Exit::Code(c) => Some(c),
+            _ => None,
+        },
+        signal: match exit {
+            Exit::Signal(s) => Some(s),
+            _ => None,
+        },
+        duration_ms,
+        criteria: Vec::new(),
+        stdout_tail: out.tail_text(EVIDENCE_TAIL_BYTES),
+        stderr_tail: err.tail_text(EVIDENCE_TAIL_BYTES),
+    };
+    let outcome = match (stopped, exit) {
+        (Some(Stopped::TimedOut), _) => {
+            let ms = a.timeout_ms.unwrap_or_default();
+            let reason = format!("timed out after {ms} ms");
+            Outcome::failed(OutcomeKind::TimedOut, reason, evidence)
+        }
+        (Some(Stopped::By(StopReason::Cancelled(why))), _) => {
+            Outcome::failed(OutcomeKind::Cancelled, format!("cancelled: {why}"), evidence)
+        }
+        (Some(Stopped::By(StopReason::Shutdown)), _) => {
+            Outcome::failed(OutcomeKind::Failed, "agent shutting down", evidence)
+        }
+        (None, Exit::Unknown(why)) => Outcome::failed(OutcomeKind::Failed, why, evidence),
+        (None, exit) => {
+            let ws = Workspace {
+                dir: workdir,
+                stdout_log: &stdout_log,
+                max_stdout: ctx.max_log_bytes,
+                env: &env,
+            };
+            evidence.criteria = criteria::evaluate(&a.success, &exit, &ws).await;
+            match criteria::first_failure(&evidence.criteria) {
+                None => Outcome::succeeded(evidence),
+                Some(reason) => Outcome::failed(OutcomeKind::Failed, reason, evidence),
+            }
+        }
+    };
+    let logs = (out.total() > 0 || err.total() > 0).then(|| TaskLogs {
+        stdout: out.tail_text(REPORT_TAIL_BYTES),
+        stderr: err.tail_text(REPORT_TAIL_BYTES),
+        truncated: out.tail_truncated() || err.tail_truncated(),
+    });
+    Ok((outcome, logs))
+}
+
+/// Removes what an earlier run left at `dir`, then creates it empty.
+async fn fresh_dir(dir: &Path) -> io::Result<()> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    tokio::fs::create_dir_all(dir).await
+}
+
+async fn create(path: &Path) -> Result<File, String> {
+    File::create(path)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
+}
+
+/// The task's own exit as the supervisor recorded it. The supervisor itself
+/// always ends by SIGKILL (it kills its whole group last), so its own status
+/// only matters when it wrote none.
+async fn supervised_exit(status_file: &Path, leader: Exit) -> Exit {
+    let exit = match tokio::fs::read_to_string(status_file).await {
+        Ok(text) => parse_status(&text).unwrap_or_else(|| {
+            Exit::Unknown(format!("the supervisor wrote an unreadable status {text:?}"))
+        }),
+        // Killed together with the task before it could write (timeout/cancel).
+        Err(_) if leader == Exit::Signal(9) => leader,
+        Err(_) => Exit::Unknown(format!(
+            "the supervisor ended ({leader:?}) without reporting the task's exit status"
+        )),
+    };
+    if let Err(e) = tokio::fs::remove_file(status_file).await
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        warn!(error = %e, "cannot remove the supervisor status file");
+    }
+    exit
+}
+
+/// Parses `exit N`, `signal N` or `error MESSAGE` (see `supervise`).
+pub(crate) fn parse_status(text: &str) -> Option<Exit> {
+    let (word, rest) = text.trim_end().split_once(' ')?;
+    match word {
+        "exit" => rest.parse().ok().map(Exit::Code),
+        "signal" => rest.parse().ok().map(Exit::Signal),
+        "error" => Some(Exit::Unknown(rest.to_string())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status("exit 3\n"), Some(Exit::Code(3)));
+        assert_eq!(parse_status("signal 15"), Some(Exit::Signal(15)));
+        assert_eq!(
+            parse_status("error cannot start `x`: not found\n"),
+            Some(Exit::Unknown("cannot start `x`: not found".into()))
+        );
+        assert_eq!(parse_status("garbage"), None);
+        assert_eq!(parse_status("exit x"), None);
+    }
+}

@@ -1,0 +1,192 @@
+//! Health, stats, agents, events, tokens and the agent WebSocket upgrade.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use torch_api::rest::{
+    AgentList, CreateTokenRequest, CreateTokenResponse, EventPage, EventView, Health,
+};
+use torch_store::{Store, TokenRecord};
+
+use super::{ApiError, Need, authorize};
+use crate::auth::{generate_token, hash_token};
+use crate::clock::now_ms;
+use crate::engine::Cmd;
+use crate::hub::Shared;
+use crate::stats::StatsView;
+
+type St<S> = State<Arc<Shared<S>>>;
+
+/// `GET /api/v1/health` (no auth).
+pub(crate) async fn health<S: Store>(State(shared): St<S>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        store: shared.store.kind().into(),
+        uptime_ms: shared.started.elapsed().as_millis() as u64,
+    })
+}
+
+/// `GET /api/v1/stats`.
+pub(crate) async fn stats<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+) -> Result<Json<StatsView>, ApiError> {
+    authorize(&shared, &headers, Need::Submit).await?;
+    Ok(Json(shared.stats.view()))
+}
+
+/// `POST /api/v1/stats/reset` (admin): clears the latency histogram.
+pub(crate) async fn reset_stats<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    authorize(&shared, &headers, Need::Admin).await?;
+    shared.stats.reset();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/agents`.
+pub(crate) async fn agents<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+) -> Result<Json<AgentList>, ApiError> {
+    authorize(&shared, &headers, Need::Submit).await?;
+    let (tx, rx) = oneshot::channel();
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "hub_stopping",
+            "the hub is shutting down",
+        )
+    };
+    shared
+        .engine
+        .send(Cmd::Agents(tx))
+        .await
+        .map_err(|_| unavailable())?;
+    let agents = rx.await.map_err(|_| unavailable())?;
+    Ok(Json(AgentList { agents }))
+}
+
+/// Query of `GET /api/v1/events`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+    /// Comma-separated stream names or prefixes ending in `.`.
+    stream: Option<String>,
+    limit: Option<usize>,
+    /// Long-poll: wait up to this long for new events.
+    wait_ms: Option<u64>,
+    /// Return no events, only the newest id as `last_id` (to follow from now on).
+    #[serde(default)]
+    tail: bool,
+}
+
+/// `GET /api/v1/events`.
+pub(crate) async fn events<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<EventPage>, ApiError> {
+    authorize(&shared, &headers, Need::Submit).await?;
+    let streams: Vec<String> = q
+        .stream
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if q.tail {
+        let last_id = shared.store.last_event_id().await?;
+        return Ok(Json(EventPage {
+            events: Vec::new(),
+            last_id,
+        }));
+    }
+    let limit = q.limit.unwrap_or(500).clamp(1, 5000);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(30_000));
+    let mut gen_rx = shared.events_gen.subscribe();
+    loop {
+        gen_rx.borrow_and_update();
+        let events = shared.store.events(q.after, streams.clone(), limit).await?;
+        if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+            let last_id = events.last().map_or(q.after, |e| e.id);
+            let events = events
+                .into_iter()
+                .map(|e| EventView {
+                    id: e.id,
+                    stream: e.stream,
+                    kind: e.kind,
+                    task_id: e.task,
+                    agent_id: e.agent,
+                    at_ms: e.at_ms,
+                    data: serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null),
+                })
+                .collect();
+            return Ok(Json(EventPage { events, last_id }));
+        }
+        tokio::select! {
+            _ = gen_rx.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shared.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// `POST /api/v1/tokens` (admin).
+pub(crate) async fn create_token<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+    body: Result<Json<CreateTokenRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<CreateTokenResponse>), ApiError> {
+    authorize(&shared, &headers, Need::Admin).await?;
+    let Json(req) = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
+    let token = generate_token();
+    let name = req
+        .name
+        .unwrap_or_else(|| format!("{} token", req.role.as_str()));
+    shared
+        .store
+        .put_token(TokenRecord {
+            hash: hash_token(&token),
+            role: req.role.as_str().into(),
+            name: name.clone(),
+            created_ms: now_ms(),
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateTokenResponse {
+            token,
+            role: req.role,
+            name,
+        }),
+    ))
+}
+
+/// `GET /api/v1/agent/ws`: upgrade to the agent protocol (agent or admin token).
+pub(crate) async fn agent_ws<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    authorize(&shared, &headers, Need::Agent).await?;
+    Ok(ws
+        .max_message_size(64 << 20)
+        .on_upgrade(move |socket| crate::session::run(shared, socket)))
+}
+
+/// Unknown routes.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::not_found("no_such_route", "no such API route; see docs/api.md")
+}

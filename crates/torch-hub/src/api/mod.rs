@@ -1,0 +1,114 @@
+//! REST API under `/api/v1`: router, authentication and the error type.
+
+mod error;
+mod misc;
+mod tasks;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use torch_api::rest::Role;
+use torch_store::Store;
+
+pub(crate) use error::ApiError;
+
+use crate::auth::{Caller, bearer, hash_token, parse_role};
+use crate::hub::Shared;
+
+/// Builds the router.
+pub(crate) fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
+    let limit = shared.cfg.max_body_bytes;
+    Router::new()
+        .route("/api/v1/health", get(misc::health::<S>))
+        .route("/api/v1/stats", get(misc::stats::<S>))
+        .route("/api/v1/stats/reset", post(misc::reset_stats::<S>))
+        .route("/api/v1/tasks", post(tasks::submit::<S>).get(tasks::list::<S>))
+        .route("/api/v1/tasks/{id}", get(tasks::get::<S>))
+        .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel::<S>))
+        .route("/api/v1/tasks/{id}/retry", post(tasks::retry::<S>))
+        .route("/api/v1/tasks/{id}/logs", get(tasks::logs::<S>))
+        .route("/api/v1/tasks/{id}/progress", post(tasks::progress::<S>))
+        .route("/api/v1/agents", get(misc::agents::<S>))
+        .route("/api/v1/events", get(misc::events::<S>))
+        .route("/api/v1/tokens", post(misc::create_token::<S>))
+        .route("/api/v1/agent/ws", get(misc::agent_ws::<S>))
+        .fallback(misc::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(shared)
+}
+
+/// What a route requires.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Need {
+    /// admin or submitter
+    Submit,
+    /// admin only
+    Admin,
+    /// admin or agent
+    Agent,
+    /// a task-scoped token
+    Task,
+}
+
+/// Authenticates the caller and checks the role: 401 without a valid token, 403 for the wrong role.
+pub(crate) async fn authorize<S: Store>(
+    shared: &Shared<S>,
+    headers: &HeaderMap,
+    need: Need,
+) -> Result<Caller, ApiError> {
+    let Some(token) = bearer(headers) else {
+        return Err(ApiError::unauthorized(
+            "missing bearer token: send `Authorization: Bearer <token>` (torch: --token or TORCH_TOKEN)",
+        ));
+    };
+    let caller = if token.starts_with("tt1.") {
+        match shared.task_tokens.verify(token) {
+            Some((task, fence)) => Caller::Task { task, fence },
+            None => return Err(ApiError::unauthorized("invalid task token")),
+        }
+    } else {
+        let hash = hash_token(token);
+        let found = match shared.tokens.get(&hash) {
+            Some(v) => Some(v),
+            None => match shared.store.find_token(hash.clone()).await? {
+                Some(rec) => parse_role(&rec.role).map(|role| {
+                    shared.tokens.put(hash.clone(), role, rec.name.clone());
+                    (role, rec.name)
+                }),
+                None => None,
+            },
+        };
+        match found {
+            Some((role, name)) => Caller::Token { role, name },
+            None => return Err(ApiError::unauthorized("unknown token")),
+        }
+    };
+    let allowed = match (&caller, need) {
+        (Caller::Token { role: Role::Admin, .. }, Need::Submit | Need::Admin | Need::Agent) => true,
+        (Caller::Token { role: Role::Submitter, .. }, Need::Submit) => true,
+        (Caller::Token { role: Role::Agent, .. }, Need::Agent) => true,
+        (Caller::Task { .. }, Need::Task) => true,
+        _ => false,
+    };
+    if allowed {
+        Ok(caller)
+    } else {
+        let role = match &caller {
+            Caller::Token { role, .. } => role.as_str(),
+            Caller::Task { .. } => "task",
+        };
+        let want = match need {
+            Need::Submit => "admin or submitter",
+            Need::Admin => "admin",
+            Need::Agent => "admin or agent",
+            Need::Task => "a task-scoped token (TORCH_TASK_TOKEN inside a task)",
+        };
+        Err(ApiError::forbidden(format!(
+            "a {role} token cannot do this; it needs {want}"
+        )))
+    }
+}

@@ -1,0 +1,313 @@
+//! `/api/v1/tasks`: submit, list, get, cancel, retry, logs, progress.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use torch_api::rest::{
+    CancelRequest, CancelResponse, LogsView, ProgressRequest, SubmitRequest, SubmitResponse,
+    SubmittedTask, TaskList, TaskView,
+};
+use torch_core::validate::validate_batch;
+use torch_core::{TaskId, TaskState};
+use torch_store::{FenceCheck, NewTask, Store, TaskFilter};
+
+use super::views::task_view;
+use super::{ApiError, Need, authorize};
+use crate::auth::Caller;
+use crate::clock::now_ms;
+use crate::engine::Cmd;
+use crate::hub::Shared;
+
+type St<S> = State<Arc<Shared<S>>>;
+
+fn body_error(e: BytesRejection) -> ApiError {
+    let status = e.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            status,
+            "payload_too_large",
+            "request body is larger than hub.max-body-bytes; split the submission",
+        )
+    } else {
+        ApiError::new(status, "bad_body", e.body_text())
+    }
+}
+
+fn parse_id(id: &str) -> Result<TaskId, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request("invalid_task_id", format!("{id:?} is not a task id")))
+}
+
+/// `POST /api/v1/tasks`.
+pub(crate) async fn submit<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    authorize(&shared, &headers, Need::Submit).await?;
+    let body = body.map_err(body_error)?;
+    let backlog = shared.backlog.load(Ordering::Relaxed).max(0) as u64;
+    if backlog >= shared.cfg.queue_high_water {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue_full",
+            format!(
+                "{backlog} unfinished tasks is past the high-water mark ({}); retry later",
+                shared.cfg.queue_high_water
+            ),
+        );
+        e.retry_after = Some(shared.cfg.retry_after_secs);
+        return Err(e);
+    }
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let req: SubmitRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ApiError::bad_request(
+            "invalid_spec",
+            format!("request body at {path} (line {}, column {}): {inner}", inner.line(), inner.column()),
+        )
+    })?;
+    let source = req.source.clone().unwrap_or_else(|| "request".into());
+    let valid = validate_batch(&source, req.tasks).map_err(|errs| {
+        let details: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();
+        ApiError::bad_request("invalid_spec", details.join("; ")).with_details(details)
+    })?;
+    let ids: Vec<TaskId> = valid
+        .iter()
+        .map(|_| TaskId::from_uuid(uuid::Uuid::now_v7()))
+        .collect();
+    let batch: Vec<NewTask> = valid
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let mut deps: Vec<TaskId> = v.local_deps.iter().map(|&k| ids[k]).collect();
+            deps.extend(v.external_deps);
+            NewTask {
+                id: ids[i],
+                name: v.spec.display_name(),
+                spec: v.spec,
+                deps,
+            }
+        })
+        .collect();
+    let results = shared.store.submit(batch, now_ms()).await?;
+    shared.bump();
+    let fresh = results.iter().filter(|r| !r.duplicate).count();
+    shared.add_backlog(fresh as i64);
+    let ready: Vec<_> = results.iter().filter_map(|r| r.ready.clone()).collect();
+    if !ready.is_empty() {
+        let _ = shared.engine.send(Cmd::Ready(ready)).await;
+    }
+    let tasks = results
+        .into_iter()
+        .map(|r| SubmittedTask {
+            id: r.id,
+            name: r.name,
+            state: r.state,
+            duplicate: r.duplicate,
+        })
+        .collect();
+    Ok((StatusCode::CREATED, Json(SubmitResponse { tasks })))
+}
+
+/// Query of `GET /api/v1/tasks`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    /// Comma-separated states.
+    state: Option<String>,
+    /// `key=value`.
+    label: Option<String>,
+    limit: Option<usize>,
+    /// Page before this sequence number.
+    before: Option<u64>,
+}
+
+/// `GET /api/v1/tasks`.
+pub(crate) async fn list<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<TaskList>, ApiError> {
+    authorize(&shared, &headers, Need::Submit).await?;
+    let mut states = Vec::new();
+    for s in q.state.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+        states.push(
+            s.parse::<TaskState>()
+                .map_err(|e| ApiError::bad_request("invalid_state", e.to_string()))?,
+        );
+    }
+    let label = match q.label {
+        Some(l) => match l.split_once('=') {
+            Some((k, v)) => Some((k.to_string(), v.to_string())),
+            None => {
+                return Err(ApiError::bad_request(
+                    "invalid_label",
+                    format!("label filter {l:?} must be key=value"),
+                ));
+            }
+        },
+        None => None,
+    };
+    let page = shared
+        .store
+        .list_tasks(TaskFilter {
+            states,
+            label,
+            before_seq: q.before,
+            limit: q.limit.unwrap_or(100).min(1000),
+        })
+        .await?;
+    let counts: BTreeMap<String, u64> = page
+        .counts
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    Ok(Json(TaskList {
+        tasks: page.tasks.into_iter().map(task_view).collect(),
+        counts,
+    }))
+}
+
+/// `GET /api/v1/tasks/{id}`.
+pub(crate) async fn get<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    authorize(&shared, &headers, Need::Submit).await?;
+    let id = parse_id(&id)?;
+    match shared.store.get_task(id).await? {
+        Some(r) => Ok(Json(task_view(r))),
+        None => Err(ApiError::not_found("task_not_found", format!("task {id} not found"))),
+    }
+}
+
+/// `POST /api/v1/tasks/{id}/cancel`.
+pub(crate) async fn cancel<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<CancelRequest>>,
+) -> Result<Json<CancelResponse>, ApiError> {
+    let caller = authorize(&shared, &headers, Need::Submit).await?;
+    let id = parse_id(&id)?;
+    let who = match caller {
+        Caller::Token { name, .. } => name,
+        Caller::Task { task, .. } => format!("task {task}"),
+    };
+    let reason = body
+        .and_then(|b| b.0.reason)
+        .unwrap_or_else(|| format!("cancelled by {who}"));
+    let res = shared.store.cancel(id, reason, now_ms()).await?;
+    shared.bump();
+    shared.add_backlog(-(res.tasks.len() as i64));
+    let _ = shared
+        .engine
+        .send(Cmd::Cancelled {
+            tasks: res.tasks.clone(),
+            revoked: res.revoked,
+        })
+        .await;
+    Ok(Json(CancelResponse { cancelled: res.tasks }))
+}
+
+/// `POST /api/v1/tasks/{id}/retry`.
+pub(crate) async fn retry<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    authorize(&shared, &headers, Need::Submit).await?;
+    let id = parse_id(&id)?;
+    let res = shared.store.retry(id, now_ms()).await?;
+    shared.bump();
+    shared.add_backlog(1);
+    if let Some(r) = res.ready {
+        let _ = shared.engine.send(Cmd::Ready(vec![r])).await;
+    }
+    match shared.store.get_task(id).await? {
+        Some(r) => Ok(Json(task_view(r))),
+        None => Err(ApiError::not_found("task_not_found", format!("task {id} not found"))),
+    }
+}
+
+/// `GET /api/v1/tasks/{id}/logs`.
+pub(crate) async fn logs<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<LogsView>, ApiError> {
+    authorize(&shared, &headers, Need::Submit).await?;
+    let id = parse_id(&id)?;
+    match shared.store.task_logs(id).await? {
+        Some(l) => Ok(Json(LogsView {
+            task_id: l.task,
+            attempt: l.attempt,
+            stdout: l.stdout,
+            stderr: l.stderr,
+            truncated: l.truncated,
+        })),
+        None => match shared.store.get_task(id).await? {
+            Some(_) => Err(ApiError::not_found(
+                "no_logs",
+                format!("task {id} has no captured output yet (it has not finished an attempt, or printed nothing)"),
+            )),
+            None => Err(ApiError::not_found("task_not_found", format!("task {id} not found"))),
+        },
+    }
+}
+
+/// `POST /api/v1/tasks/{id}/progress` with the task-scoped token.
+pub(crate) async fn progress<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let caller = authorize(&shared, &headers, Need::Task).await?;
+    let id = parse_id(&id)?;
+    let Caller::Task { task, fence } = caller else {
+        return Err(ApiError::forbidden("progress needs a task-scoped token"));
+    };
+    if task != id {
+        return Err(ApiError::forbidden(format!(
+            "this task token belongs to task {task}, not {id}"
+        )));
+    }
+    let body = body.map_err(body_error)?;
+    let req: ProgressRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_progress", e.to_string()))?;
+    if !(0.0..=100.0).contains(&req.percent) {
+        return Err(ApiError::bad_request(
+            "invalid_progress",
+            format!("percent {} is outside 0..=100", req.percent),
+        ));
+    }
+    if req.message.as_ref().is_some_and(|m| m.len() > 1024) {
+        return Err(ApiError::bad_request("invalid_progress", "message is longer than 1024 bytes"));
+    }
+    match shared
+        .store
+        .progress(id, fence, req.percent, req.message, now_ms())
+        .await?
+    {
+        FenceCheck::Ok => {
+            shared.bump();
+            Ok(StatusCode::NO_CONTENT)
+        }
+        FenceCheck::Stale { current_fence, state } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_fence",
+            format!("lease fence {fence} is stale (task is {state} with fence {current_fence})"),
+        )),
+        FenceCheck::NotFound => Err(ApiError::not_found("task_not_found", format!("task {id} not found"))),
+    }
+}

@@ -1,0 +1,152 @@
+//! Bearer tokens and roles.
+//!
+//! API tokens are random (`torch_` + 64 hex digits), stored only as SHA-256.
+//! Task-scoped tokens are `tt1.<task>.<fence>.<mac>` where `mac` is
+//! HMAC-SHA256 over `task.fence` with the hub's secret: stateless to check,
+//! and useless once the lease (fence) moves on.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::http::HeaderMap;
+use rand::RngExt;
+use sha2::{Digest, Sha256};
+use torch_api::rest::Role;
+use torch_core::TaskId;
+
+/// A fresh random API token.
+pub fn generate_token() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    format!("torch_{}", hex::encode(bytes))
+}
+
+/// SHA-256 of a token, hex: what the store keeps.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(msg);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Mints and checks task-scoped tokens with the hub's secret.
+pub(crate) struct TaskTokens {
+    secret: Vec<u8>,
+}
+
+impl TaskTokens {
+    pub(crate) fn new(secret: &str) -> Self {
+        TaskTokens {
+            secret: secret.as_bytes().to_vec(),
+        }
+    }
+
+    pub(crate) fn mint(&self, task: TaskId, fence: u64) -> String {
+        let msg = format!("{task}.{fence}");
+        format!(
+            "tt1.{msg}.{}",
+            hex::encode(hmac_sha256(&self.secret, msg.as_bytes()))
+        )
+    }
+
+    /// Returns (task, fence) when the token is authentic.
+    pub(crate) fn verify(&self, token: &str) -> Option<(TaskId, u64)> {
+        let rest = token.strip_prefix("tt1.")?;
+        let (msg, mac) = rest.rsplit_once('.')?;
+        let (task, fence) = msg.split_once('.')?;
+        let expected = hex::encode(hmac_sha256(&self.secret, msg.as_bytes()));
+        // Constant-time comparison.
+        if expected.len() != mac.len()
+            || expected
+                .bytes()
+                .zip(mac.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                != 0
+        {
+            return None;
+        }
+        Some((task.parse().ok()?, fence.parse().ok()?))
+    }
+}
+
+/// Extracts the bearer token from headers.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let t = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+    Some(t.trim())
+}
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// An API token with a role.
+    Token { role: Role, name: String },
+    /// A task-scoped token.
+    Task { task: TaskId, fence: u64 },
+}
+
+/// Cache of token hash → (role, name), so a request costs no store read.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    known: Mutex<HashMap<String, (Role, String)>>,
+}
+
+impl TokenCache {
+    pub(crate) fn get(&self, hash: &str) -> Option<(Role, String)> {
+        self.known.lock().ok()?.get(hash).cloned()
+    }
+    pub(crate) fn put(&self, hash: String, role: Role, name: String) {
+        if let Ok(mut m) = self.known.lock() {
+            if m.len() > 10_000 {
+                m.clear();
+            }
+            m.insert(hash, (role, name));
+        }
+    }
+}
+
+/// Parses a stored role name.
+pub(crate) fn parse_role(s: &str) -> Option<Role> {
+    match s {
+        "admin" => Some(Role::Admin),
+        "submitter" => Some(Role::Submitter),
+        "agent" => Some(Role::Agent),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_tokens_verify_only_when_authentic() {
+        let t = TaskTokens::new("secret");
+        let id: TaskId = "01890000-0000-7000-8000-000000000001".parse().unwrap();
+        let tok = t.mint(id, 42);
+        assert_eq!(t.verify(&tok), Some((id, 42)));
+        let forged = tok.replace(".42.", ".43.");
+        assert_eq!(t.verify(&forged), None);
+        assert_eq!(TaskTokens::new("other").verify(&tok), None);
+        assert_eq!(t.verify("tt1.garbage"), None);
+        assert_ne!(generate_token(), generate_token());
+        assert_eq!(hash_token("a").len(), 64);
+        // RFC 4231 test case 2.
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

@@ -1,0 +1,646 @@
+//! The engine: the one owner of the scheduler, agent capacity and leases.
+//!
+//! Handlers and sessions send [`Cmd`]s; the engine applies them, then places
+//! ready tasks in one pass. Store writes it needs (assign, expire) run as
+//! tracked jobs whose results come back as commands, so the loop never waits
+//! on the disk. Leases live here in memory: heartbeats renew them without a
+//! store write; after a hub restart every loaded lease gets a fresh term.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use torch_api::rest::AgentView;
+use torch_api::ws::{Assignment, HeldTask, Hello, HubMessage};
+use torch_core::scheduler::{AgentSlots, QueuedTask, Scheduler};
+use torch_core::{AgentId, Skill, TaskId, TaskState};
+use torch_store::{ClaimRefused, Effect, FinishResult, Grant, Leased, Snapshot, Store, StoreError};
+use tracing::{debug, info, warn};
+
+use crate::clock::now_ms;
+use crate::hub::Shared;
+
+/// Requests to the engine.
+pub(crate) enum Cmd {
+    /// Tasks that became ready (submitted, released, requeued, retried).
+    Ready(Vec<QueuedTask>),
+    /// Tasks cancelled: drop from the queue; revoke leases (task, agent, fence).
+    Cancelled {
+        tasks: Vec<TaskId>,
+        revoked: Vec<(TaskId, AgentId, u64)>,
+    },
+    /// An agent session opened.
+    Join {
+        hello: Hello,
+        tx: mpsc::Sender<HubMessage>,
+        session: u64,
+        reply: oneshot::Sender<AgentId>,
+    },
+    /// An agent session closed.
+    Leave { agent: AgentId, session: u64 },
+    /// Heartbeat: renew the leases the agent still holds.
+    Heartbeat { agent: AgentId, running: Vec<HeldTask> },
+    /// Finished reports arrived (slots are free; recording is under way).
+    Ended { agent: AgentId, held: Vec<HeldTask> },
+    /// Finished reports were recorded (or failed to be).
+    Recorded {
+        agent: AgentId,
+        results: Vec<(HeldTask, Result<FinishResult, String>)>,
+    },
+    /// Results of an assign job.
+    Granted {
+        grants: Vec<Grant>,
+        results: Result<Vec<Result<Leased, ClaimRefused>>, StoreError>,
+    },
+    /// Result of a lease expiry.
+    Expired {
+        task: TaskId,
+        agent: AgentId,
+        result: Result<FinishResult, StoreError>,
+    },
+    /// List agents.
+    Agents(oneshot::Sender<Vec<AgentView>>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The store is writing the lease; fence unknown yet.
+    Granting,
+    /// The agent holds it.
+    Held,
+    /// The agent reported the end; the store is recording it.
+    Finishing,
+    /// Cancelled; waiting for the agent to confirm the kill.
+    Cancelled,
+    /// Lease ran out; the store is requeueing it.
+    Expiring,
+}
+
+struct Lease {
+    agent: AgentId,
+    fence: u64,
+    expires_ms: u64,
+    phase: Phase,
+}
+
+struct AgentEntry {
+    name: String,
+    skills: Vec<Skill>,
+    slots: u32,
+    labels: BTreeMap<String, String>,
+    session: u64,
+    tx: Option<mpsc::Sender<HubMessage>>,
+    connected_ms: u64,
+    last_seen_ms: u64,
+    completed: u64,
+}
+
+/// The scheduling engine; see the module docs.
+pub(crate) struct Engine<S> {
+    shared: Arc<Shared<S>>,
+    rx: mpsc::Receiver<Cmd>,
+    tx: mpsc::Sender<Cmd>,
+    sched: Scheduler,
+    agents: HashMap<AgentId, AgentEntry>,
+    leases: HashMap<TaskId, Lease>,
+    /// When each queued task became ready (unix ms), for latency stats.
+    ready_at: HashMap<TaskId, u64>,
+    jobs: TaskTracker,
+}
+
+impl<S: Store> Engine<S> {
+    pub(crate) fn new(
+        shared: Arc<Shared<S>>,
+        rx: mpsc::Receiver<Cmd>,
+        tx: mpsc::Sender<Cmd>,
+        snapshot: Snapshot,
+        now: u64,
+    ) -> Self {
+        let mut e = Engine {
+            shared,
+            rx,
+            tx,
+            sched: Scheduler::new(),
+            agents: HashMap::new(),
+            leases: HashMap::new(),
+            ready_at: HashMap::new(),
+            jobs: TaskTracker::new(),
+        };
+        let lease = e.lease_ms();
+        for l in snapshot.leased {
+            e.leases.insert(
+                l.task,
+                Lease {
+                    agent: l.agent,
+                    fence: l.fence,
+                    expires_ms: now + lease,
+                    phase: Phase::Held,
+                },
+            );
+        }
+        e.enqueue(snapshot.queued, now);
+        e
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.shared.cfg.lease.as_millis() as u64
+    }
+
+    fn enqueue(&mut self, tasks: Vec<QueuedTask>, now: u64) {
+        for t in tasks {
+            self.ready_at.insert(t.id, t.not_before.max(now));
+            self.sched.enqueue(t);
+        }
+    }
+
+    /// Runs until `shutdown` fires.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        let tick = Duration::from_millis((self.lease_ms() / 4).clamp(20, 1000));
+        let mut reap_at = tokio::time::Instant::now() + tick;
+        loop {
+            let wake = match self.sched.next_wakeup() {
+                Some(t) => {
+                    let now = now_ms();
+                    let d = Duration::from_millis(t.saturating_sub(now));
+                    (tokio::time::Instant::now() + d).min(reap_at)
+                }
+                None => reap_at,
+            };
+            tokio::select! {
+                cmd = self.rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.handle(cmd);
+                    // Drain what else is waiting, then schedule once.
+                    for _ in 0..4096 {
+                        match self.rx.try_recv() {
+                            Ok(c) => self.handle(c),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            let now = now_ms();
+            if tokio::time::Instant::now() >= reap_at {
+                self.reap(now);
+                reap_at = tokio::time::Instant::now() + tick;
+            }
+            self.schedule(now);
+        }
+        self.jobs.close();
+        self.jobs.wait().await;
+        debug!("engine stopped");
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        let now = now_ms();
+        match cmd {
+            Cmd::Ready(tasks) => self.enqueue(tasks, now),
+            Cmd::Cancelled { tasks, revoked } => {
+                for t in tasks {
+                    self.sched.remove_task(t);
+                    self.ready_at.remove(&t);
+                }
+                for (task, agent, fence) in revoked {
+                    if let Some(l) = self.leases.get_mut(&task) {
+                        l.phase = Phase::Cancelled;
+                        l.expires_ms = now + self.shared.cfg.lease.as_millis() as u64;
+                    }
+                    self.send(
+                        agent,
+                        HubMessage::Cancel {
+                            task_id: task,
+                            fence,
+                            reason: "task cancelled".into(),
+                        },
+                    );
+                }
+            }
+            Cmd::Join {
+                hello,
+                tx,
+                session,
+                reply,
+            } => {
+                let id = self.join(hello, tx, session, now);
+                let _ = reply.send(id);
+            }
+            Cmd::Leave { agent, session } => {
+                if let Some(a) = self.agents.get_mut(&agent) {
+                    if a.session == session {
+                        a.tx = None;
+                        self.sched.remove_agent(agent);
+                        info!(agent_id = %agent, "agent disconnected; its leases run until they expire");
+                    }
+                }
+            }
+            Cmd::Heartbeat { agent, running } => self.heartbeat(agent, running, now),
+            Cmd::Ended { agent, held } => {
+                for h in held {
+                    if let Some(l) = self.leases.get_mut(&h.task_id) {
+                        if l.agent == agent && (l.fence == h.fence || l.fence == 0) {
+                            match l.phase {
+                                Phase::Held | Phase::Granting => {
+                                    l.phase = Phase::Finishing;
+                                    self.sched.release_slot(agent);
+                                }
+                                Phase::Cancelled => {
+                                    self.leases.remove(&h.task_id);
+                                    self.sched.release_slot(agent);
+                                }
+                                Phase::Finishing | Phase::Expiring => {}
+                            }
+                        }
+                    }
+                }
+                if let Some(a) = self.agents.get_mut(&agent) {
+                    a.last_seen_ms = now;
+                }
+            }
+            Cmd::Recorded { agent, results } => {
+                for (h, r) in results {
+                    match r {
+                        Ok(res) => {
+                            if let Some(l) = self.leases.get(&h.task_id) {
+                                if l.agent == agent && l.fence == h.fence && l.phase == Phase::Finishing {
+                                    self.leases.remove(&h.task_id);
+                                }
+                            }
+                            if let FinishResult::Recorded(effect) = res {
+                                if let Some(a) = self.agents.get_mut(&agent) {
+                                    a.completed += 1;
+                                }
+                                self.apply(effect, now);
+                            }
+                        }
+                        Err(e) => {
+                            warn!(task_id = %h.task_id, error = %e, "could not record a finished report; the lease stays until the agent resends or it expires");
+                            if let Some(l) = self.leases.get_mut(&h.task_id) {
+                                if l.phase == Phase::Finishing {
+                                    l.phase = Phase::Held;
+                                    l.expires_ms = now + self.shared.cfg.lease.as_millis() as u64;
+                                    self.sched.take_slot(agent);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Cmd::Granted { grants, results } => self.granted(grants, results, now),
+            Cmd::Expired {
+                task,
+                agent,
+                result,
+            } => {
+                match result {
+                    Ok(res) => {
+                        if let Some(l) = self.leases.get(&task) {
+                            if l.phase == Phase::Expiring {
+                                self.leases.remove(&task);
+                                self.sched.release_slot(agent);
+                            }
+                        }
+                        if let FinishResult::Recorded(effect) = res {
+                            self.shared.stats.expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            self.apply(effect, now);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(task_id = %task, error = %e, "lease expiry could not be recorded; will retry");
+                        if let Some(l) = self.leases.get_mut(&task) {
+                            l.phase = Phase::Held;
+                            l.expires_ms = now;
+                        }
+                    }
+                }
+            }
+            Cmd::Agents(reply) => {
+                let _ = reply.send(self.agent_views());
+            }
+        }
+    }
+
+    fn apply(&mut self, effect: Effect, now: u64) {
+        if effect.state.is_terminal() {
+            self.shared.add_backlog(-1);
+        }
+        self.shared
+            .add_backlog(-(effect.cancelled.len() as i64));
+        for t in &effect.cancelled {
+            self.sched.remove_task(*t);
+            self.ready_at.remove(t);
+        }
+        let mut ready = effect.released;
+        if let Some(r) = effect.requeued {
+            ready.push(r);
+        }
+        self.enqueue(ready, now);
+    }
+
+    fn join(&mut self, hello: Hello, tx: mpsc::Sender<HubMessage>, session: u64, now: u64) -> AgentId {
+        let id = hello
+            .agent_id
+            .unwrap_or_else(|| AgentId::from_uuid(uuid::Uuid::now_v7()));
+        let lease = self.lease_ms();
+        // Re-attach what the agent still runs; tell it to drop what is no longer its.
+        for h in &hello.running {
+            match self.leases.get_mut(&h.task_id) {
+                Some(l) if l.agent == id && l.fence == h.fence => {
+                    if l.phase == Phase::Held {
+                        l.expires_ms = now + lease;
+                    }
+                }
+                _ => {
+                    let _ = tx.try_send(HubMessage::Cancel {
+                        task_id: h.task_id,
+                        fence: h.fence,
+                        reason: "lease is no longer yours (expired or reassigned)".into(),
+                    });
+                }
+            }
+        }
+        let used = self
+            .leases
+            .values()
+            .filter(|l| l.agent == id && matches!(l.phase, Phase::Held | Phase::Granting | Phase::Cancelled))
+            .count() as u32;
+        let entry = self.agents.entry(id).or_insert_with(|| AgentEntry {
+            name: String::new(),
+            skills: Vec::new(),
+            slots: 0,
+            labels: BTreeMap::new(),
+            session,
+            tx: None,
+            connected_ms: now,
+            last_seen_ms: now,
+            completed: 0,
+        });
+        entry.name = hello.name;
+        entry.skills = hello.skills.clone();
+        entry.slots = hello.slots;
+        entry.labels = hello.labels;
+        entry.session = session;
+        entry.tx = Some(tx);
+        entry.connected_ms = now;
+        entry.last_seen_ms = now;
+        self.sched.upsert_agent(AgentSlots {
+            id,
+            skills: hello.skills,
+            slots: hello.slots,
+            used,
+            draining: false,
+        });
+        id
+    }
+
+    fn heartbeat(&mut self, agent: AgentId, running: Vec<HeldTask>, now: u64) {
+        let lease = self.lease_ms();
+        if let Some(a) = self.agents.get_mut(&agent) {
+            a.last_seen_ms = now;
+        }
+        for h in running {
+            match self.leases.get_mut(&h.task_id) {
+                Some(l) if l.agent == agent && l.fence == h.fence => {
+                    if l.phase == Phase::Held {
+                        l.expires_ms = now + lease;
+                    }
+                }
+                Some(l) if l.agent == agent && l.phase == Phase::Granting => {}
+                _ => self.send(
+                    agent,
+                    HubMessage::Cancel {
+                        task_id: h.task_id,
+                        fence: h.fence,
+                        reason: "lease is no longer yours (expired or reassigned)".into(),
+                    },
+                ),
+            }
+        }
+    }
+
+    fn send(&self, agent: AgentId, msg: HubMessage) {
+        if let Some(tx) = self.agents.get(&agent).and_then(|a| a.tx.as_ref()) {
+            if tx.try_send(msg).is_err() {
+                warn!(agent_id = %agent, "agent outbox full or closed; message dropped (lease expiry covers it)");
+            }
+        }
+    }
+
+    fn schedule(&mut self, now: u64) {
+        let placements = self.sched.schedule(now, 8192);
+        if placements.is_empty() {
+            return;
+        }
+        let expires_ms = now + self.lease_ms();
+        let grants: Vec<Grant> = placements
+            .iter()
+            .map(|p| Grant {
+                task: p.task,
+                agent: p.agent,
+                expires_ms,
+            })
+            .collect();
+        for g in &grants {
+            self.leases.insert(
+                g.task,
+                Lease {
+                    agent: g.agent,
+                    fence: 0,
+                    expires_ms,
+                    phase: Phase::Granting,
+                },
+            );
+        }
+        let store = self.shared.store.clone();
+        let tx = self.tx.clone();
+        self.jobs.spawn(async move {
+            let results = store.assign(grants.clone(), now).await;
+            let _ = tx.send(Cmd::Granted { grants, results }).await;
+        });
+    }
+
+    fn granted(
+        &mut self,
+        grants: Vec<Grant>,
+        results: Result<Vec<Result<Leased, ClaimRefused>>, StoreError>,
+        now: u64,
+    ) {
+        self.shared.bump();
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, count = grants.len(), "assign failed; tasks go back to the queue");
+                // Nothing was written: the tasks are still queued in the store.
+                let mut back = Vec::new();
+                for g in grants {
+                    if self.leases.remove(&g.task).is_some() {
+                        self.sched.release_slot(g.agent);
+                    }
+                    back.push(g.task);
+                }
+                self.requeue_from_store(back);
+                return;
+            }
+        };
+        let mut latencies = Vec::with_capacity(results.len());
+        let mut by_agent: HashMap<AgentId, Vec<HubMessage>> = HashMap::new();
+        for r in results {
+            match r {
+                Ok(leased) => {
+                    let Some(l) = self.leases.get_mut(&leased.task) else {
+                        continue;
+                    };
+                    l.fence = leased.fence;
+                    if l.phase == Phase::Granting {
+                        l.phase = Phase::Held;
+                    }
+                    if let Some(t) = self.ready_at.remove(&leased.task) {
+                        latencies.push(now_ms().saturating_sub(t) * 1000);
+                    }
+                    let token = self.shared.task_tokens.mint(leased.task, leased.fence);
+                    let spec = leased.spec;
+                    let msg = HubMessage::Assign(Assignment {
+                        task_id: leased.task,
+                        fence: leased.fence,
+                        attempt: leased.attempt,
+                        name: leased.name,
+                        success: spec.success(),
+                        timeout_ms: spec.timeout.map(|d| d.as_millis() as u64),
+                        command: spec.command,
+                        prompt: spec.prompt,
+                        env: spec.env,
+                        task_token: token,
+                    });
+                    by_agent.entry(leased.agent).or_default().push(msg);
+                }
+                Err(refused) => {
+                    debug!(task_id = %refused.task, state = ?refused.state, "grant refused");
+                    if let Some(l) = self.leases.remove(&refused.task) {
+                        self.sched.release_slot(l.agent);
+                    }
+                    self.ready_at.remove(&refused.task);
+                    if refused.state == Some(TaskState::Queued) {
+                        self.requeue_from_store(vec![refused.task]);
+                    }
+                }
+            }
+        }
+        for (agent, msgs) in by_agent {
+            for m in msgs {
+                self.send(agent, m);
+            }
+        }
+        self.shared.stats.record_assign(&latencies);
+        let _ = now;
+    }
+
+    /// Reloads tasks that are queued in the store but not in memory.
+    fn requeue_from_store(&self, tasks: Vec<TaskId>) {
+        let store = self.shared.store.clone();
+        let tx = self.tx.clone();
+        self.jobs.spawn(async move {
+            let mut ready = Vec::new();
+            for t in tasks {
+                if let Ok(Some(rec)) = store.get_task(t).await {
+                    if rec.state == TaskState::Queued {
+                        ready.push(QueuedTask {
+                            id: rec.id,
+                            priority: rec.spec.priority,
+                            seq: rec.seq,
+                            skills: rec.spec.skills.clone(),
+                            not_before: rec.not_before_ms,
+                        });
+                    }
+                }
+            }
+            if !ready.is_empty() {
+                let _ = tx.send(Cmd::Ready(ready)).await;
+            }
+        });
+    }
+
+    fn reap(&mut self, now: u64) {
+        let lease = self.lease_ms();
+        let mut expired = Vec::new();
+        let mut dropped = Vec::new();
+        for (task, l) in self.leases.iter_mut() {
+            if l.expires_ms > now {
+                continue;
+            }
+            match l.phase {
+                Phase::Held => {
+                    l.phase = Phase::Expiring;
+                    expired.push((*task, l.agent, l.fence));
+                }
+                Phase::Cancelled => dropped.push((*task, l.agent)),
+                Phase::Finishing if l.expires_ms + lease * 4 <= now => {
+                    // The recording never came back: let the store decide.
+                    l.phase = Phase::Expiring;
+                    expired.push((*task, l.agent, l.fence));
+                }
+                _ => {}
+            }
+        }
+        for (task, agent) in dropped {
+            self.leases.remove(&task);
+            self.sched.release_slot(agent);
+        }
+        for (task, agent, fence) in expired {
+            let name = self
+                .agents
+                .get(&agent)
+                .map(|a| a.name.clone())
+                .unwrap_or_default();
+            warn!(task_id = %task, agent_id = %agent, fence, "lease expired; requeueing");
+            let reason = format!(
+                "lease expired: agent {name} ({agent}) sent no heartbeat for {} ms",
+                lease
+            );
+            let store = self.shared.store.clone();
+            let tx = self.tx.clone();
+            self.jobs.spawn(async move {
+                let result = store.expire(task, fence, reason, now).await;
+                let _ = tx.send(Cmd::Expired { task, agent, result }).await;
+            });
+        }
+    }
+
+    fn agent_views(&self) -> Vec<AgentView> {
+        let mut v: Vec<AgentView> = self
+            .agents
+            .iter()
+            .map(|(id, a)| {
+                let running = self
+                    .leases
+                    .values()
+                    .filter(|l| l.agent == *id && l.phase != Phase::Finishing)
+                    .count() as u32;
+                let state = if a.tx.is_none() {
+                    "disconnected"
+                } else if running == 0 {
+                    "idle"
+                } else {
+                    "busy"
+                };
+                AgentView {
+                    id: *id,
+                    name: a.name.clone(),
+                    skills: a.skills.clone(),
+                    slots: a.slots,
+                    running,
+                    state: state.into(),
+                    labels: a.labels.clone(),
+                    connected_ms: a.connected_ms,
+                    last_seen_ms: a.last_seen_ms,
+                    completed: a.completed,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| (a.state == "disconnected", &a.name).cmp(&(b.state == "disconnected", &b.name)));
+        v
+    }
+}

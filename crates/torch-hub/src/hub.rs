@@ -1,0 +1,147 @@
+//! The hub: shared state, start-up and the HTTP server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use torch_store::{Store, TokenRecord};
+use tracing::info;
+
+use crate::auth::{TaskTokens, TokenCache, generate_token, hash_token};
+use crate::clock::now_ms;
+use crate::config::HubConfig;
+use crate::engine::{Cmd, Engine};
+use crate::error::HubError;
+use crate::stats::Stats;
+
+/// State shared by every handler and session.
+pub(crate) struct Shared<S> {
+    pub(crate) store: Arc<S>,
+    pub(crate) engine: mpsc::Sender<Cmd>,
+    pub(crate) cfg: HubConfig,
+    pub(crate) tokens: TokenCache,
+    pub(crate) task_tokens: TaskTokens,
+    /// Unfinished tasks (blocked, queued, leased), for load shedding.
+    pub(crate) backlog: AtomicI64,
+    /// Bumped after every store write, to wake event long-polls.
+    pub(crate) events_gen: watch::Sender<u64>,
+    pub(crate) stats: Stats,
+    pub(crate) started: Instant,
+    /// URL tasks use to reach the hub.
+    pub(crate) public_url: String,
+    pub(crate) session_seq: AtomicU64,
+    /// Fires when the hub stops: sessions and long-polls end.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl<S> Shared<S> {
+    /// Wakes event followers after a write.
+    pub(crate) fn bump(&self) {
+        self.events_gen.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Adjusts the unfinished-task count.
+    pub(crate) fn add_backlog(&self, delta: i64) {
+        self.backlog.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+/// A started hub: the engine runs; call [`Hub::serve`] to accept connections.
+pub struct Hub<S: Store> {
+    shared: Arc<Shared<S>>,
+    engine: Option<Engine<S>>,
+    /// Set on first start: the admin token, shown once.
+    pub admin_token: Option<String>,
+}
+
+impl<S: Store> Hub<S> {
+    /// Loads state from `store`, creates the admin token on first start (or
+    /// uses `bootstrap_admin` if given and no admin exists yet), and prepares
+    /// the engine. `public_url` is what tasks use as `TORCH_HUB`.
+    pub async fn start(
+        cfg: HubConfig,
+        store: S,
+        public_url: String,
+        bootstrap_admin: Option<String>,
+    ) -> Result<Hub<S>, HubError> {
+        cfg.validate().map_err(HubError::Config)?;
+        let store = Arc::new(store);
+        let secret = store
+            .init_meta("hub_secret".into(), generate_token())
+            .await?;
+        let mut admin_token = None;
+        if store.count_tokens("admin".into()).await? == 0 {
+            let token = bootstrap_admin.unwrap_or_else(generate_token);
+            store
+                .put_token(TokenRecord {
+                    hash: hash_token(&token),
+                    role: "admin".into(),
+                    name: "admin (first start)".into(),
+                    created_ms: now_ms(),
+                })
+                .await?;
+            info!("created the admin token (shown once)");
+            admin_token = Some(token);
+        }
+        let snapshot = store.load().await?;
+        let (tx, rx) = mpsc::channel(8192);
+        let (events_gen, _) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            engine: tx.clone(),
+            public_url: cfg.public_url.clone().unwrap_or(public_url),
+            cfg,
+            tokens: TokenCache::default(),
+            task_tokens: TaskTokens::new(&secret),
+            backlog: AtomicI64::new(snapshot.backlog as i64),
+            events_gen,
+            stats: Stats::new(),
+            started: Instant::now(),
+            session_seq: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+        });
+        info!(
+            queued = snapshot.queued.len(),
+            leased = snapshot.leased.len(),
+            backlog = snapshot.backlog,
+            "state loaded"
+        );
+        let engine = Engine::new(shared.clone(), rx, tx, snapshot, now_ms());
+        Ok(Hub {
+            shared,
+            engine: Some(engine),
+            admin_token,
+        })
+    }
+
+    /// Serves the API and agent sessions on `listener` until `shutdown` fires.
+    pub async fn serve(
+        mut self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), HubError> {
+        let engine = self.engine.take();
+        let inner = self.shared.shutdown.clone();
+        let outer = shutdown.clone();
+        tokio::spawn(async move {
+            outer.cancelled().await;
+            inner.cancel();
+        });
+        let engine_task = engine.map(|e| tokio::spawn(e.run(self.shared.shutdown.clone())));
+        let app = crate::api::router(self.shared.clone());
+        let sd = shutdown.clone();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { sd.cancelled().await })
+            .await;
+        shutdown.cancel();
+        if let Some(t) = engine_task {
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "engine task failed");
+            }
+        }
+        result.map_err(HubError::Io)
+    }
+}

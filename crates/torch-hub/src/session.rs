@@ -1,0 +1,335 @@
+//! One agent's WebSocket session.
+//!
+//! The agent opens with `Hello`; we register it with the engine and answer
+//! `Welcome`. Outgoing messages are batched: one frame carries everything
+//! queued. Incoming `Started`/`Finished` reports go to a per-session recorder
+//! that writes them to the store in arrival order (coalescing what queued up
+//! meanwhile into one store call), then acks the agent and tells the engine.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use torch_api::ws::{AckStatus, AgentMessage, HeldTask, Hello, HubMessage};
+use torch_core::AgentId;
+use torch_store::{AgentEvent, Finish, FinishResult, NewEvent, Store, TASKS_FAILED};
+use tracing::{debug, info, warn};
+
+use crate::clock::now_ms;
+use crate::engine::Cmd;
+use crate::hub::Shared;
+
+const OUTBOX: usize = 8192;
+
+fn encode(msgs: &[HubMessage]) -> Message {
+    match serde_json::to_string(msgs) {
+        Ok(s) => Message::Text(s.into()),
+        Err(e) => {
+            warn!(error = %e, "could not encode hub messages");
+            Message::Text("[]".into())
+        }
+    }
+}
+
+async fn read_hello(socket: &mut WebSocket) -> Result<Hello, String> {
+    let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .map_err(|_| "no hello within 10 s".to_string())?
+        .ok_or("connection closed before hello")?
+        .map_err(|e| format!("websocket error before hello: {e}"))?;
+    let Message::Text(text) = frame else {
+        return Err("first frame must be a text frame holding [hello]".into());
+    };
+    let mut msgs: Vec<AgentMessage> =
+        serde_json::from_str(&text).map_err(|e| format!("malformed hello: {e}"))?;
+    match msgs.drain(..).next() {
+        Some(AgentMessage::Hello(h)) => {
+            if h.slots == 0 || h.slots > 10_000 {
+                return Err(format!("slots must be 1..=10000, got {}", h.slots));
+            }
+            Ok(h)
+        }
+        _ => Err("first message must be hello".into()),
+    }
+}
+
+/// Runs a session until the agent disconnects or the hub stops.
+pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket) {
+    let hello = match read_hello(&mut socket).await {
+        Ok(h) => h,
+        Err(msg) => {
+            warn!(error = %msg, "agent session refused");
+            let _ = socket
+                .send(encode(&[HubMessage::Error {
+                    code: "bad_hello".into(),
+                    message: msg,
+                }]))
+                .await;
+            return;
+        }
+    };
+    let session = shared.session_seq.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::channel::<HubMessage>(OUTBOX);
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let (name, skills, slots, labels) = (
+        hello.name.clone(),
+        hello.skills.clone(),
+        hello.slots,
+        hello.labels.clone(),
+    );
+    if shared
+        .engine
+        .send(Cmd::Join {
+            hello,
+            tx: tx.clone(),
+            session,
+            reply: reply_tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let Ok(agent) = reply_rx.await else { return };
+    let welcome = HubMessage::Welcome {
+        agent_id: agent,
+        heartbeat_ms: shared.cfg.heartbeat.as_millis() as u64,
+        lease_ms: shared.cfg.lease.as_millis() as u64,
+    };
+    if socket.send(encode(&[welcome])).await.is_err() {
+        let _ = shared.engine.send(Cmd::Leave { agent, session }).await;
+        return;
+    }
+    info!(agent_id = %agent, name = %name, "agent connected");
+    let ev = AgentEvent::Joined {
+        id: agent,
+        name,
+        skills,
+        slots,
+        labels,
+    };
+    if let Err(e) = shared.store.agent_event(ev, now_ms()).await {
+        warn!(error = %e, "could not record agent join");
+    }
+    shared.bump();
+
+    let (rec_tx, rec_rx) = mpsc::channel::<Vec<AgentMessage>>(1024);
+    let recorder = tokio::spawn(record(shared.clone(), agent, rec_rx, tx.clone()));
+    drop(tx);
+    let (mut sink, mut stream) = socket.split();
+    let reason = loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(first) = msg else { break "replaced by a newer session".to_string() };
+                let mut batch = vec![first];
+                while batch.len() < 1024 {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = sink.send(encode(&batch)).await {
+                    break format!("send failed: {e}");
+                }
+            }
+            frame = stream.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None => break "agent closed the connection".to_string(),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => break format!("connection error: {e}"),
+                };
+                let msgs: Vec<AgentMessage> = match serde_json::from_str(&text) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!(agent_id = %agent, error = %e, "malformed frame from agent ignored");
+                        continue;
+                    }
+                };
+                if !dispatch(&shared, agent, msgs, &rec_tx).await {
+                    break "hub stopping".to_string();
+                }
+            }
+            _ = shared.shutdown.cancelled() => {
+                let _ = sink.send(Message::Close(None)).await;
+                break "hub stopping".to_string();
+            }
+        }
+    };
+    drop(rec_tx);
+    if let Err(e) = recorder.await {
+        warn!(error = %e, "session recorder failed");
+    }
+    info!(agent_id = %agent, reason = %reason, "agent session ended");
+    let _ = shared.engine.send(Cmd::Leave { agent, session }).await;
+    if let Err(e) = shared
+        .store
+        .agent_event(AgentEvent::Left { id: agent, reason }, now_ms())
+        .await
+    {
+        debug!(error = %e, "could not record agent leave");
+    }
+    shared.bump();
+}
+
+/// Routes one frame's messages; false when the hub is going away.
+async fn dispatch<S: Store>(
+    shared: &Arc<Shared<S>>,
+    agent: AgentId,
+    msgs: Vec<AgentMessage>,
+    rec_tx: &mpsc::Sender<Vec<AgentMessage>>,
+) -> bool {
+    let mut reports = Vec::new();
+    let mut ended = Vec::new();
+    for m in msgs {
+        match m {
+            AgentMessage::Heartbeat { running } => {
+                if shared.engine.send(Cmd::Heartbeat { agent, running }).await.is_err() {
+                    return false;
+                }
+            }
+            AgentMessage::Finished(f) => {
+                ended.push(HeldTask {
+                    task_id: f.task_id,
+                    fence: f.fence,
+                });
+                reports.push(AgentMessage::Finished(f));
+            }
+            m @ AgentMessage::Started(_) => reports.push(m),
+            AgentMessage::Hello(_) => warn!(agent_id = %agent, "repeated hello ignored"),
+            AgentMessage::Unknown => debug!(agent_id = %agent, "unknown message ignored"),
+        }
+    }
+    if !ended.is_empty() && shared.engine.send(Cmd::Ended { agent, held: ended }).await.is_err() {
+        return false;
+    }
+    reports.is_empty() || rec_tx.send(reports).await.is_ok()
+}
+
+/// Writes reports to the store in order; acks the agent; informs the engine.
+async fn record<S: Store>(
+    shared: Arc<Shared<S>>,
+    agent: AgentId,
+    mut rx: mpsc::Receiver<Vec<AgentMessage>>,
+    tx: mpsc::Sender<HubMessage>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut msgs = first;
+        while let Ok(more) = rx.try_recv() {
+            msgs.extend(more);
+        }
+        let mut starts = Vec::new();
+        let mut finishes = Vec::new();
+        for m in msgs {
+            match m {
+                AgentMessage::Started(h) => starts.push(h),
+                AgentMessage::Finished(f) => finishes.push(f),
+                _ => {}
+            }
+        }
+        // A start immediately followed by its finish needs no separate write.
+        starts.retain(|s| !finishes.iter().any(|f| f.task_id == s.task_id && f.fence == s.fence));
+        let now = now_ms();
+        if !starts.is_empty() {
+            let held: Vec<_> = starts.iter().map(|h| (h.task_id, h.fence)).collect();
+            match shared.store.start(held, now).await {
+                Ok(checks) => {
+                    for (h, c) in starts.iter().zip(checks) {
+                        if c != torch_store::FenceCheck::Ok {
+                            debug!(task_id = %h.task_id, fence = h.fence, check = ?c, "start report refused");
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "could not record task starts"),
+            }
+        }
+        if finishes.is_empty() {
+            shared.bump();
+            continue;
+        }
+        let held: Vec<HeldTask> = finishes
+            .iter()
+            .map(|f| HeldTask {
+                task_id: f.task_id,
+                fence: f.fence,
+            })
+            .collect();
+        let batch: Vec<Finish> = finishes
+            .into_iter()
+            .map(|f| Finish {
+                task: f.task_id,
+                fence: f.fence,
+                agent,
+                outcome: f.outcome,
+                logs: f.logs.map(|l| (l.stdout, l.stderr, l.truncated)),
+            })
+            .collect();
+        let results: Vec<Result<FinishResult, String>> = match shared.store.finish(batch, now).await {
+            Ok(r) => r.into_iter().map(Ok).collect(),
+            Err(e) => held.iter().map(|_| Err(e.to_string())).collect(),
+        };
+        shared.bump();
+        let mut acks = Vec::with_capacity(held.len());
+        for (h, r) in held.iter().zip(&results) {
+            let status = match r {
+                Ok(FinishResult::Recorded(_)) => {
+                    shared.stats.finished.fetch_add(1, Ordering::Relaxed);
+                    Some(AckStatus::Recorded)
+                }
+                Ok(FinishResult::Duplicate) => Some(AckStatus::Duplicate),
+                Ok(FinishResult::Stale { current_fence, state }) => {
+                    refuse_stale(&shared, agent, *h, *current_fence, &state.to_string()).await;
+                    Some(AckStatus::Stale)
+                }
+                Ok(FinishResult::NotFound) => {
+                    refuse_stale(&shared, agent, *h, 0, "unknown").await;
+                    Some(AckStatus::Stale)
+                }
+                Err(_) => None, // not durable: no ack, the agent resends after reconnect
+            };
+            if let Some(status) = status {
+                acks.push(HubMessage::Ack {
+                    task_id: h.task_id,
+                    fence: h.fence,
+                    status,
+                });
+            }
+        }
+        let _ = shared
+            .engine
+            .send(Cmd::Recorded {
+                agent,
+                results: held.into_iter().zip(results).collect(),
+            })
+            .await;
+        for a in acks {
+            if tx.send(a).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+async fn refuse_stale<S: Store>(
+    shared: &Arc<Shared<S>>,
+    agent: AgentId,
+    h: HeldTask,
+    current_fence: u64,
+    state: &str,
+) {
+    shared.stats.stale_refused.fetch_add(1, Ordering::Relaxed);
+    warn!(task_id = %h.task_id, agent_id = %agent, fence = h.fence, current_fence, state, "stale report refused");
+    let ev = NewEvent {
+        stream: TASKS_FAILED,
+        kind: "task.stale_report_refused".into(),
+        task: Some(h.task_id),
+        agent: Some(agent),
+        data: serde_json::json!({"fence": h.fence, "current_fence": current_fence, "state": state}).to_string(),
+    };
+    if let Err(e) = shared.store.append_event(ev, now_ms()).await {
+        debug!(error = %e, "could not record stale report event");
+    }
+}

@@ -1,0 +1,515 @@
+//! Attempt ends (finish, expire) and the moves in and out of terminal states
+//! (cancel, retry), with their effects on dependents.
+//!
+//! Fencing: a report is recorded only while the task is leased under the
+//! report's fence (and, for agent reports, to the reporting agent). The fence
+//! of the last recorded attempt end is kept in `finished_fence`, so a resent
+//! report is `Duplicate` while every other mismatch is `Stale`. Either way
+//! nothing changes, so each fence yields at most one completion event.
+
+use std::collections::VecDeque;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+use torch_core::scheduler::QueuedTask;
+use torch_core::state::{RetryDecision, retry_decision};
+use torch_core::{AgentId, Backoff, Evidence, Outcome, OutcomeKind, TaskId, TaskState};
+
+use super::rows::{self, Ev, put_event, to_i64};
+use super::writer::Tx;
+use crate::{
+    Cancelled, Effect, Finish, FinishResult, Requeued, StoreError, TASKS_COMPLETED, TASKS_FAILED,
+    TASKS_QUEUE,
+};
+
+/// The columns of a task that an attempt end reads.
+struct Attempt {
+    id: TaskId,
+    name: String,
+    state: TaskState,
+    fence: u64,
+    finished_fence: u64,
+    agent: Option<AgentId>,
+    attempt: u32,
+    retries_used: u32,
+    priority: i32,
+    seq: u64,
+    skills: String,
+    max_retries: u32,
+    backoff: Option<String>,
+}
+
+fn load_attempt(conn: &Connection, id: TaskId) -> Result<Option<Attempt>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT name, state, fence, finished_fence, agent_id, attempt, retries_used, priority,
+                seq, skills, max_retries, backoff
+         FROM tasks WHERE id = ?1",
+    )?;
+    let mut q = st.query([id.to_string()])?;
+    let Some(r) = q.next()? else {
+        return Ok(None);
+    };
+    Ok(Some(Attempt {
+        id,
+        name: r.get(0)?,
+        state: rows::state(&r.get::<_, String>(1)?)?,
+        fence: rows::to_u64(r.get(2)?)?,
+        finished_fence: rows::to_u64(r.get(3)?)?,
+        agent: rows::opt_agent(r.get(4)?)?,
+        attempt: r.get(5)?,
+        retries_used: r.get(6)?,
+        priority: r.get(7)?,
+        seq: rows::to_u64(r.get(8)?)?,
+        skills: r.get(9)?,
+        max_retries: r.get(10)?,
+        backoff: r.get(11)?,
+    }))
+}
+
+/// `None` when a report under `fence` (from `agent`, if given) may be recorded.
+fn gate(a: &Attempt, fence: u64, agent: Option<AgentId>) -> Option<FinishResult> {
+    if fence != 0 && fence == a.finished_fence {
+        return Some(FinishResult::Duplicate);
+    }
+    let holder = agent.is_none_or(|ag| a.agent == Some(ag));
+    if a.state.is_leased() && a.fence == fence && holder {
+        None
+    } else {
+        Some(FinishResult::Stale {
+            current_fence: a.fence,
+            state: a.state,
+        })
+    }
+}
+
+/// How an attempt ended.
+enum Ending {
+    Success,
+    Failure {
+        reason: String,
+        fatal: bool,
+        /// Event kind when the task is requeued.
+        kind: &'static str,
+        /// Recorded in the `task.dead` event.
+        cause: &'static str,
+    },
+}
+
+pub(crate) fn finish(
+    tx: &mut Tx<'_>,
+    reports: Vec<Finish>,
+    now: u64,
+) -> Result<Vec<FinishResult>, StoreError> {
+    reports
+        .into_iter()
+        .map(|r| finish_one(tx.conn, r, now))
+        .collect()
+}
+
+fn finish_one(conn: &Connection, r: Finish, now: u64) -> Result<FinishResult, StoreError> {
+    let Some(a) = load_attempt(conn, r.task)? else {
+        return Ok(FinishResult::NotFound);
+    };
+    if let Some(refused) = gate(&a, r.fence, Some(r.agent)) {
+        return Ok(refused);
+    }
+    if let Some((stdout, stderr, truncated)) = &r.logs {
+        let mut st = conn.prepare_cached(
+            "INSERT OR REPLACE INTO task_logs (task_id, attempt, stdout, stderr, truncated)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        st.execute(params![a.id.to_string(), a.attempt, stdout, stderr, truncated])?;
+    }
+    let ending = match r.outcome.kind {
+        OutcomeKind::Succeeded => Ending::Success,
+        kind => Ending::Failure {
+            reason: r
+                .outcome
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("attempt {} {}", a.attempt, kind.as_str())),
+            fatal: kind == OutcomeKind::Fatal,
+            kind: "task.failed",
+            cause: kind.as_str(),
+        },
+    };
+    let outcome = rows::to_json("outcome", &r.outcome)?;
+    end_attempt(conn, &a, Some(r.agent), &outcome, ending, now).map(FinishResult::Recorded)
+}
+
+pub(crate) fn expire(
+    tx: &mut Tx<'_>,
+    task: TaskId,
+    fence: u64,
+    reason: String,
+    now: u64,
+) -> Result<FinishResult, StoreError> {
+    let Some(a) = load_attempt(tx.conn, task)? else {
+        return Ok(FinishResult::NotFound);
+    };
+    if let Some(refused) = gate(&a, fence, None) {
+        return Ok(refused);
+    }
+    let outcome = Outcome::failed(OutcomeKind::Failed, reason.clone(), Evidence::default());
+    let outcome = rows::to_json("outcome", &outcome)?;
+    let ending = Ending::Failure {
+        reason,
+        fatal: false,
+        kind: "task.lease_expired",
+        cause: "lease_expired",
+    };
+    end_attempt(tx.conn, &a, a.agent, &outcome, ending, now).map(FinishResult::Recorded)
+}
+
+fn end_attempt(
+    conn: &Connection,
+    a: &Attempt,
+    agent: Option<AgentId>,
+    outcome: &str,
+    ending: Ending,
+    now: u64,
+) -> Result<Effect, StoreError> {
+    let set = |state: TaskState, not_before: u64, retries: u32, reason: Option<&str>| {
+        let mut st = conn.prepare_cached(
+            "UPDATE tasks SET state = ?2, agent_id = NULL, last_agent_id = ?3,
+                 finished_fence = fence, lease_expires_ms = 0, not_before_ms = ?4,
+                 retries_used = ?5, outcome = ?6, reason = ?7, updated_ms = ?8
+             WHERE id = ?1",
+        )?;
+        st.execute(params![
+            a.id.to_string(),
+            state.as_str(),
+            agent.map(|g| g.to_string()),
+            to_i64(not_before),
+            retries,
+            outcome,
+            reason,
+            to_i64(now)
+        ])?;
+        Ok::<_, StoreError>(state)
+    };
+    let mut effect = Effect {
+        task: a.id,
+        state: TaskState::Succeeded,
+        requeued: None,
+        released: Vec::new(),
+        cancelled: Vec::new(),
+    };
+    let (stream, kind, data) = match &ending {
+        Ending::Success => {
+            effect.state = set(TaskState::Succeeded, 0, a.retries_used, None)?;
+            let data = json!({"agent": agent, "fence": a.fence, "attempt": a.attempt});
+            (TASKS_COMPLETED, "task.succeeded", data)
+        }
+        Ending::Failure {
+            reason,
+            fatal,
+            kind,
+            cause,
+        } => {
+            let backoff: Backoff = match &a.backoff {
+                Some(b) => rows::json("backoff", b)?,
+                None => Backoff::default(),
+            };
+            let budget_attempt = a.retries_used.saturating_add(1);
+            match retry_decision(budget_attempt, a.max_retries, &backoff, *fatal, now) {
+                RetryDecision::Retry { not_before, .. } => {
+                    effect.state = set(TaskState::Queued, not_before, budget_attempt, None)?;
+                    effect.requeued = Some(QueuedTask {
+                        id: a.id,
+                        priority: a.priority,
+                        seq: a.seq,
+                        skills: rows::skills(&a.skills)?,
+                        not_before,
+                    });
+                    let data = json!({"reason": reason, "attempt": a.attempt, "fence": a.fence,
+                        "will_retry": true, "retry_at_ms": not_before});
+                    (TASKS_FAILED, *kind, data)
+                }
+                RetryDecision::Dead => {
+                    effect.state = set(TaskState::Dead, 0, a.retries_used, Some(reason))?;
+                    let data = json!({"reason": reason, "attempt": a.attempt, "fence": a.fence,
+                        "cause": cause});
+                    (TASKS_FAILED, "task.dead", data)
+                }
+            }
+        }
+    };
+    let ev = Ev {
+        stream,
+        kind,
+        task: Some(a.id),
+        agent,
+        data: data.to_string(),
+    };
+    put_event(conn, ev, now)?;
+    // Dependents' events follow the task's own.
+    match effect.state {
+        TaskState::Succeeded => effect.released = release(conn, a.id, now)?,
+        TaskState::Dead => {
+            let why = format!("dependency {} ({}) is dead", a.name, a.id);
+            let mut gone = Cancelled {
+                tasks: Vec::new(),
+                revoked: Vec::new(),
+            };
+            cascade(conn, a.id, &why, now, &mut gone)?;
+            effect.cancelled = gone.tasks;
+        }
+        _ => {}
+    }
+    Ok(effect)
+}
+
+/// One fewer pending dependency for each blocked dependent of `dep`; those
+/// reaching zero become queued and are returned.
+fn release(conn: &Connection, dep: TaskId, now: u64) -> Result<Vec<QueuedTask>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT t.id, t.deps_pending, t.priority, t.seq, t.skills
+         FROM deps d JOIN tasks t ON t.id = d.task_id
+         WHERE d.dep_id = ?1 AND t.state = 'blocked'",
+    )?;
+    let found = st
+        .query_map([dep.to_string()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i32>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::new();
+    for (id, pending, priority, seq, skills) in found {
+        if pending > 1 {
+            conn.prepare_cached(
+                "UPDATE tasks SET deps_pending = deps_pending - 1, updated_ms = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, to_i64(now)])?;
+            continue;
+        }
+        conn.prepare_cached(
+            "UPDATE tasks SET state = 'queued', deps_pending = 0, not_before_ms = 0,
+                 updated_ms = ?2
+             WHERE id = ?1",
+        )?
+        .execute(params![id, to_i64(now)])?;
+        let task = rows::task_id(&id)?;
+        let ev = Ev {
+            stream: TASKS_QUEUE,
+            kind: "task.ready",
+            task: Some(task),
+            agent: None,
+            data: json!({"released_by": dep}).to_string(),
+        };
+        put_event(conn, ev, now)?;
+        out.push(QueuedTask {
+            id: task,
+            priority,
+            seq: rows::to_u64(seq)?,
+            skills: rows::skills(&skills)?,
+            not_before: 0,
+        });
+    }
+    Ok(out)
+}
+
+/// Cancels one non-terminal task, recording a lease to revoke if it had one.
+fn cancel_one(
+    conn: &Connection,
+    (id, state, agent, fence): (TaskId, TaskState, Option<AgentId>, u64),
+    reason: &str,
+    now: u64,
+    out: &mut Cancelled,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE tasks SET state = 'cancelled', reason = ?2, agent_id = NULL,
+             lease_expires_ms = 0, not_before_ms = 0, updated_ms = ?3
+         WHERE id = ?1",
+    )?
+    .execute(params![id.to_string(), reason, to_i64(now)])?;
+    let holder = agent.filter(|_| state.is_leased());
+    if let Some(agent) = holder {
+        out.revoked.push((id, agent, fence));
+    }
+    let ev = Ev {
+        stream: TASKS_FAILED,
+        kind: "task.cancelled",
+        task: Some(id),
+        agent: holder,
+        data: json!({"reason": reason, "was": state}).to_string(),
+    };
+    put_event(conn, ev, now)?;
+    out.tasks.push(id);
+    Ok(())
+}
+
+/// Cancels the non-terminal dependents of `root`, transitively, breadth first.
+fn cascade(
+    conn: &Connection,
+    root: TaskId,
+    reason: &str,
+    now: u64,
+    out: &mut Cancelled,
+) -> Result<(), StoreError> {
+    let mut queue = VecDeque::from([root]);
+    while let Some(id) = queue.pop_front() {
+        let mut st = conn.prepare_cached(
+            "SELECT t.id, t.state, t.agent_id, t.fence
+             FROM deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ?1",
+        )?;
+        let found = st
+            .query_map([id.to_string()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(st);
+        for (dep_id, state, agent, fence) in found {
+            let state = rows::state(&state)?;
+            if state.is_terminal() {
+                continue;
+            }
+            let dep_id = rows::task_id(&dep_id)?;
+            let victim = (dep_id, state, rows::opt_agent(agent)?, rows::to_u64(fence)?);
+            cancel_one(conn, victim, reason, now, out)?;
+            queue.push_back(dep_id);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn cancel(
+    tx: &mut Tx<'_>,
+    task: TaskId,
+    reason: String,
+    now: u64,
+) -> Result<Cancelled, StoreError> {
+    let conn = tx.conn;
+    let mut st =
+        conn.prepare_cached("SELECT name, state, agent_id, fence FROM tasks WHERE id = ?1")?;
+    let row: Option<(String, String, Option<String>, i64)> = st
+        .query_row([task.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    drop(st);
+    let Some((name, state, agent, fence)) = row else {
+        return Err(StoreError::NotFound(task));
+    };
+    let state = rows::state(&state)?;
+    if state.is_terminal() {
+        return Err(StoreError::Conflict {
+            task,
+            state,
+            message: "only unfinished tasks can be cancelled".into(),
+        });
+    }
+    let mut out = Cancelled {
+        tasks: Vec::new(),
+        revoked: Vec::new(),
+    };
+    let victim = (task, state, rows::opt_agent(agent)?, rows::to_u64(fence)?);
+    cancel_one(conn, victim, &reason, now, &mut out)?;
+    let why = format!("dependency {name} ({task}) was cancelled");
+    cascade(conn, task, &why, now, &mut out)?;
+    Ok(out)
+}
+
+pub(crate) fn retry(tx: &mut Tx<'_>, task: TaskId, now: u64) -> Result<Requeued, StoreError> {
+    let conn = tx.conn;
+    let id = task.to_string();
+    let state: Option<String> = conn
+        .prepare_cached("SELECT state FROM tasks WHERE id = ?1")?
+        .query_row([&id], |r| r.get(0))
+        .optional()?;
+    let Some(state) = state else {
+        return Err(StoreError::NotFound(task));
+    };
+    let state = rows::state(&state)?;
+    if !matches!(state, TaskState::Dead | TaskState::Cancelled) {
+        return Err(StoreError::Conflict {
+            task,
+            state,
+            message: "only dead or cancelled tasks can be retried".into(),
+        });
+    }
+    let mut st = conn.prepare_cached(
+        "SELECT d.dep_id, t.name, t.state
+         FROM deps d LEFT JOIN tasks t ON t.id = d.dep_id
+         WHERE d.task_id = ?1 ORDER BY d.pos",
+    )?;
+    let deps = st
+        .query_map([&id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(st);
+    let mut pending = 0u32;
+    for (dep, dep_name, dep_state) in deps {
+        let conflict = |message: String| StoreError::Conflict {
+            task,
+            state,
+            message,
+        };
+        let (Some(dep_name), Some(dep_state)) = (dep_name, dep_state) else {
+            return Err(conflict(format!("dependency {dep} no longer exists")));
+        };
+        match rows::state(&dep_state)? {
+            TaskState::Succeeded => {}
+            s @ (TaskState::Dead | TaskState::Cancelled) => {
+                return Err(conflict(format!(
+                    "dependency {dep_name} ({dep}) is {s}; retry it first"
+                )));
+            }
+            _ => pending += 1,
+        }
+    }
+    let new_state = if pending == 0 {
+        TaskState::Queued
+    } else {
+        TaskState::Blocked
+    };
+    let (priority, seq, skills): (i32, i64, String) = conn
+        .prepare_cached(
+            "UPDATE tasks SET state = ?2, retries_used = 0, deps_pending = ?3, reason = NULL,
+                 agent_id = NULL, lease_expires_ms = 0, not_before_ms = 0, updated_ms = ?4
+             WHERE id = ?1
+             RETURNING priority, seq, skills",
+        )?
+        .query_row(
+            params![id, new_state.as_str(), pending, to_i64(now)],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+    let ev = Ev {
+        stream: TASKS_QUEUE,
+        kind: "task.retried",
+        task: Some(task),
+        agent: None,
+        data: json!({"state": new_state, "was": state}).to_string(),
+    };
+    put_event(conn, ev, now)?;
+    let ready = match new_state {
+        TaskState::Queued => Some(QueuedTask {
+            id: task,
+            priority,
+            seq: rows::to_u64(seq)?,
+            skills: rows::skills(&skills)?,
+            not_before: 0,
+        }),
+        _ => None,
+    };
+    Ok(Requeued {
+        task,
+        state: new_state,
+        ready,
+    })
+}

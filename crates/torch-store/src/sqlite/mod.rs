@@ -1,0 +1,233 @@
+//! The embedded SQLite store: one file, WAL, one writer thread with group
+//! commit, and a small pool of read-only connections.
+//!
+//! # Layout
+//! - `schema`: connection setup and versioned migrations (`PRAGMA user_version`).
+//! - `writer`: the writer thread; batches operations into one transaction,
+//!   one savepoint per operation, and replies only after `COMMIT`.
+//! - `ops`: submission, leasing, start, progress and the small writes.
+//! - `finish`: attempt ends, cancel and retry, with their cascades.
+//! - `read`: queries on the read pool.
+//! - `rows`: value conversions and error mapping.
+//!
+//! # Durability
+//! An operation's future resolves only after the transaction holding it has
+//! committed. With the default `synchronous=NORMAL` a commit is in the WAL
+//! file before the reply, so it survives the process being killed; with
+//! [`SqliteOptions::synchronous_full`] each commit is also fsynced and
+//! survives power loss. One commit covers a whole batch, so the fsync cost is
+//! shared by up to [`SqliteOptions::max_batch`] operations.
+//!
+//! # Limits
+//! `list_tasks` returns at most 1000 tasks (100 when the filter's limit is 0);
+//! `events` returns at most 10,000 events (1000 when `limit` is 0).
+
+mod finish;
+mod ops;
+mod read;
+mod rows;
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::info;
+use torch_core::{AgentId, TaskId};
+
+use crate::{
+    AgentEvent, Cancelled, ClaimRefused, EventRecord, FenceCheck, Finish, FinishResult, Grant,
+    LogRecord, Leased, NewEvent, NewTask, Requeued, Snapshot, Store, StoreError, Submitted,
+    TaskFilter, TaskPage, TaskRecord, TokenRecord,
+};
+use read::Readers;
+use writer::Writer;
+
+/// Tuning for [`SqliteStore::open`].
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// `synchronous=FULL`: fsync every commit, so acknowledged writes also
+    /// survive power loss. Off (`NORMAL`), they survive the process being
+    /// killed but the last commits may be lost if the machine loses power.
+    pub synchronous_full: bool,
+    /// Most operations committed together in one transaction (at least 1).
+    /// Larger batches raise throughput under load; a lone operation never
+    /// waits for company.
+    pub max_batch: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous_full: false,
+            max_batch: 512,
+        }
+    }
+}
+
+/// The embedded [`Store`]: a single SQLite file in WAL mode.
+///
+/// Open it once per file: two stores (or processes) writing the same file
+/// stay correct (fences are read inside each write transaction) but contend
+/// for the write lock. Dropping the store finishes queued writes and closes
+/// the file.
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<Readers>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, with its directory) and migrates the store
+    /// at `path`, then starts its writer thread.
+    ///
+    /// Fails with [`StoreError::Corrupt`] when the file is not a database or
+    /// was written by a newer version of the schema, and with
+    /// [`StoreError::Unavailable`] when it cannot be opened or locked.
+    pub fn open(path: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let conn = schema::open_writer(path, opts.synchronous_full)?;
+        let writer = Writer::spawn(conn, opts.max_batch)?;
+        info!(path = %path.display(), synchronous_full = opts.synchronous_full, "store opened");
+        Ok(SqliteStore {
+            writer,
+            readers: Readers::new(path.to_path_buf()),
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        self.readers.run(read::load).await
+    }
+
+    async fn submit(&self, batch: Vec<NewTask>, now: u64) -> Result<Vec<Submitted>, StoreError> {
+        self.writer
+            .call(move |tx| ops::submit(tx, batch, now))
+            .await
+    }
+
+    async fn assign(
+        &self,
+        grants: Vec<Grant>,
+        now: u64,
+    ) -> Result<Vec<Result<Leased, ClaimRefused>>, StoreError> {
+        self.writer
+            .call(move |tx| ops::assign(tx, grants, now))
+            .await
+    }
+
+    async fn start(&self, held: Vec<(TaskId, u64)>, now: u64) -> Result<Vec<FenceCheck>, StoreError> {
+        self.writer.call(move |tx| ops::start(tx, held, now)).await
+    }
+
+    async fn finish(&self, reports: Vec<Finish>, now: u64) -> Result<Vec<FinishResult>, StoreError> {
+        self.writer
+            .call(move |tx| finish::finish(tx, reports, now))
+            .await
+    }
+
+    async fn expire(
+        &self,
+        task: TaskId,
+        fence: u64,
+        reason: String,
+        now: u64,
+    ) -> Result<FinishResult, StoreError> {
+        self.writer
+            .call(move |tx| finish::expire(tx, task, fence, reason, now))
+            .await
+    }
+
+    async fn cancel(&self, task: TaskId, reason: String, now: u64) -> Result<Cancelled, StoreError> {
+        self.writer
+            .call(move |tx| finish::cancel(tx, task, reason, now))
+            .await
+    }
+
+    async fn retry(&self, task: TaskId, now: u64) -> Result<Requeued, StoreError> {
+        self.writer
+            .call(move |tx| finish::retry(tx, task, now))
+            .await
+    }
+
+    async fn progress(
+        &self,
+        task: TaskId,
+        fence: u64,
+        percent: f64,
+        message: Option<String>,
+        now: u64,
+    ) -> Result<FenceCheck, StoreError> {
+        self.writer
+            .call(move |tx| ops::progress(tx, task, fence, percent, message, now))
+            .await
+    }
+
+    async fn agent_event(&self, event: AgentEvent, now: u64) -> Result<(), StoreError> {
+        self.writer
+            .call(move |tx| ops::agent_event(tx, event, now))
+            .await
+    }
+
+    async fn append_event(&self, event: NewEvent, now: u64) -> Result<(), StoreError> {
+        self.writer
+            .call(move |tx| ops::append_event(tx, event, now))
+            .await
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        self.readers.run(move |c| read::get_task(c, id)).await
+    }
+
+    async fn list_tasks(&self, filter: TaskFilter) -> Result<TaskPage, StoreError> {
+        self.readers.run(move |c| read::list_tasks(c, filter)).await
+    }
+
+    async fn task_logs(&self, id: TaskId) -> Result<Option<LogRecord>, StoreError> {
+        self.readers.run(move |c| read::task_logs(c, id)).await
+    }
+
+    async fn events(
+        &self,
+        after: u64,
+        streams: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        self.readers
+            .run(move |c| read::events(c, after, streams, limit))
+            .await
+    }
+
+    async fn last_event_id(&self) -> Result<u64, StoreError> {
+        self.readers.run(read::last_event_id).await
+    }
+
+    async fn put_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+        self.writer.call(move |tx| ops::put_token(tx, token)).await
+    }
+
+    async fn find_token(&self, hash: String) -> Result<Option<TokenRecord>, StoreError> {
+        self.readers.run(move |c| read::find_token(c, hash)).await
+    }
+
+    async fn count_tokens(&self, role: String) -> Result<u64, StoreError> {
+        self.readers.run(move |c| read::count_tokens(c, role)).await
+    }
+
+    async fn get_meta(&self, key: String) -> Result<Option<String>, StoreError> {
+        self.readers.run(move |c| read::get_meta(c, key)).await
+    }
+
+    async fn init_meta(&self, key: String, value: String) -> Result<String, StoreError> {
+        self.writer
+            .call(move |tx| ops::init_meta(tx, key, value))
+            .await
+    }
+
+    async fn lease_holder(&self, task: TaskId) -> Result<Option<(AgentId, u64)>, StoreError> {
+        self.readers.run(move |c| read::lease_holder(c, task)).await
+    }
+}

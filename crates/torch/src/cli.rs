@@ -1,0 +1,359 @@
+//! Command-line definitions (clap). One subcommand per file under `cmd/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Nova Torch: route tasks to a fleet of agents, durably.
+///
+/// Start everything locally with `torch up`, submit work with `torch submit`,
+/// follow it with `torch tasks` and `torch watch`. Try `torch demo` first.
+#[derive(Debug, Parser)]
+#[command(name = "torch", version, propagate_version = true, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// Configuration file (default: ./torch.toml if present). Env: TORCH_CONFIG.
+    #[arg(long, global = true, env = "TORCH_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `torch_hub=debug`. Env: TORCH_LOG.
+    #[arg(long, global = true, env = "TORCH_LOG")]
+    pub(crate) log: Option<String>,
+    #[command(subcommand)]
+    pub(crate) cmd: Command,
+}
+
+/// Where the hub is and how to authenticate (client commands).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HubArgs {
+    /// Hub URL.
+    #[arg(long, env = "TORCH_HUB", default_value = "http://127.0.0.1:7700")]
+    pub(crate) hub: String,
+    /// API token (admin or submitter). Env: TORCH_TOKEN.
+    #[arg(long, env = "TORCH_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+/// Output format of read commands.
+#[derive(Debug, Clone, Copy, Args)]
+pub(crate) struct OutArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the hub: API, scheduler, leases, agent sessions.
+    Serve(ServeArgs),
+    /// Join a hub as an agent and run tasks.
+    Agent(AgentArgs),
+    /// Start a hub plus local agents in one process tree (Ctrl-C stops all).
+    Up(UpArgs),
+    /// Submit tasks from a file (TOML/JSON), stdin (`-`), or inline after `--`.
+    Submit(SubmitArgs),
+    /// List, show, cancel, retry tasks and read their logs.
+    Tasks {
+        #[command(subcommand)]
+        cmd: TasksCmd,
+    },
+    /// List agents.
+    Agents {
+        #[command(subcommand)]
+        cmd: AgentsCmd,
+    },
+    /// Follow the event streams (all, or the named streams / prefixes).
+    Watch(WatchArgs),
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+    /// From inside a task: report progress (uses TORCH_TASK_TOKEN).
+    Progress(ProgressArgs),
+    /// Validate a spec file without submitting it.
+    Validate(ValidateArgs),
+    /// Run the demo: a real DAG of shell tasks on a fresh embedded store.
+    Demo(DemoArgs),
+    /// Built-in benchmarks with machine-readable output.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+    /// Internal: supervises one task process for an agent.
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (default from config: 127.0.0.1:7700).
+    #[arg(long)]
+    pub(crate) listen: Option<String>,
+    /// Data directory holding the embedded store (default .torch).
+    #[arg(long, env = "TORCH_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Also write the admin token created on first start to this file (mode 0600).
+    #[arg(long)]
+    pub(crate) admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// Hub URL.
+    #[arg(long, env = "TORCH_HUB", default_value = "http://127.0.0.1:7700")]
+    pub(crate) hub: String,
+    /// Agent (or admin) token. Env: TORCH_TOKEN.
+    #[arg(long, env = "TORCH_TOKEN", hide_env_values = true)]
+    pub(crate) token: String,
+    /// Agent name (default: host name plus pid).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Skills with optional proficiency, e.g. `rust:0.9,python,sh`.
+    #[arg(long, default_value = "sh")]
+    pub(crate) skills: String,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) slots: u32,
+    /// Labels, `key=value`, repeatable.
+    #[arg(long = "label")]
+    pub(crate) labels: Vec<String>,
+    /// Directory for per-task work dirs (default: a temp dir).
+    #[arg(long)]
+    pub(crate) work_dir: Option<PathBuf>,
+    /// Keep task work dirs after they finish.
+    #[arg(long)]
+    pub(crate) keep_workdirs: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// Number of local agents (default from config: 2).
+    #[arg(long)]
+    pub(crate) agents: Option<u32>,
+    /// Slots per agent (default from config: 4).
+    #[arg(long)]
+    pub(crate) slots: Option<u32>,
+    /// Skills of the local agents (default from config: `sh`).
+    #[arg(long)]
+    pub(crate) skills: Option<String>,
+    /// Address to listen on.
+    #[arg(long)]
+    pub(crate) listen: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "TORCH_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    #[command(flatten)]
+    pub(crate) hub: HubArgs,
+    /// Spec file (TOML or JSON) or `-` for stdin. Omit to give a command after `--`.
+    pub(crate) file: Option<String>,
+    /// Inline task: required skill (repeatable).
+    #[arg(long = "skill")]
+    pub(crate) skills: Vec<String>,
+    /// Inline task: name.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Inline task: priority (higher first).
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) priority: Option<i32>,
+    /// Inline task: timeout, e.g. `30s`.
+    #[arg(long)]
+    pub(crate) timeout: Option<String>,
+    /// Inline task: retries after the first attempt.
+    #[arg(long)]
+    pub(crate) retries: Option<u32>,
+    /// Inline task: prompt.
+    #[arg(long)]
+    pub(crate) prompt: Option<String>,
+    /// Follow the tasks to the end; exit 3 if any fails.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Inline task: the command and its arguments.
+    #[arg(last = true)]
+    pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TasksCmd {
+    /// List tasks, newest first.
+    List {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Only these states (comma-separated).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only tasks with this label, `key=value`.
+        #[arg(long)]
+        label: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one task with its evidence.
+    Show {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Task id.
+        id: String,
+    },
+    /// Cancel a task (and dependents that can no longer run).
+    Cancel {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Task id.
+        id: String,
+        /// Reason recorded with the task.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Requeue a dead or cancelled task with a fresh retry budget.
+    Retry {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Task id.
+        id: String,
+    },
+    /// Print the captured output of the task's last finished attempt.
+    Logs {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Task id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentsCmd {
+    /// List agents, connected first.
+    List {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    #[command(flatten)]
+    pub(crate) hub: HubArgs,
+    #[command(flatten)]
+    pub(crate) out: OutArgs,
+    /// Streams or prefixes, e.g. `nova.torch.tasks.completed` or `nova.torch.tasks.`.
+    pub(crate) streams: Vec<String>,
+    /// Start after this event id (default: only new events).
+    #[arg(long)]
+    pub(crate) after: Option<u64>,
+    /// Start from the first event.
+    #[arg(long, conflicts_with = "after")]
+    pub(crate) from_start: bool,
+    /// Exit after this many events.
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCmd {
+    /// Create a token (needs an admin token).
+    Create {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Role of the new token.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Label for people and the audit trail.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+/// Token roles.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum RoleArg {
+    Admin,
+    Submitter,
+    Agent,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProgressArgs {
+    /// Percent done, 0 to 100.
+    pub(crate) percent: f64,
+    /// Message.
+    pub(crate) message: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// Spec file or `-` for stdin.
+    pub(crate) file: String,
+    #[command(flatten)]
+    pub(crate) out: OutArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Keep the demo's data dir and print where it is.
+    #[arg(long)]
+    pub(crate) keep: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCmd {
+    /// End-to-end throughput and assignment latency with agent processes.
+    Throughput(ThroughputArgs),
+}
+
+/// What a benchmark task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ExecMode {
+    /// The built-in empty task: measures orchestration only.
+    Noop,
+    /// Runs `true` as a real process.
+    Process,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ThroughputArgs {
+    /// Agent processes.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) agents: u32,
+    /// Tasks to run.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) tasks: u64,
+    /// Slots per agent.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) slots: u32,
+    /// What each task runs.
+    #[arg(long, value_enum, default_value_t = ExecMode::Noop)]
+    pub(crate) exec: ExecMode,
+    /// Also measure latency at a steady rate of this many tasks per minute (0 = skip).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) steady_rate: u64,
+    /// Seconds of the steady-rate phase.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) steady_secs: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}

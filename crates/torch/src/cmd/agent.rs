@@ -1,0 +1,55 @@
+//! `torch agent`: join a hub and run tasks.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+use torch_core::skill::parse_skill_list;
+
+use crate::cli::AgentArgs;
+use crate::config::Config;
+use crate::exit::{BAD_INPUT, exit};
+use crate::local::shutdown_signal;
+
+pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
+    let skills = parse_skill_list(&args.skills)
+        .map_err(|e| exit(BAD_INPUT, format!("--skills {:?}: {e}", args.skills)))?;
+    if args.slots == 0 {
+        return Err(exit(BAD_INPUT, "--slots must be at least 1"));
+    }
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| exit(BAD_INPUT, format!("--label {l:?} must be key=value")))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let name = args
+        .name
+        .unwrap_or_else(|| format!("agent-{}", std::process::id()));
+    let work_root = match args.work_dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("torch-agent-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work_root)
+        .with_context(|| format!("creating work dir {}", work_root.display()))?;
+    let mut ac = torch_agent::AgentConfig::new(args.hub, args.token, name);
+    ac.skills = skills;
+    ac.slots = args.slots;
+    ac.labels = labels;
+    ac.work_root = work_root;
+    ac.supervisor = std::env::current_exe().ok();
+    ac.env_allowlist = cfg.agent.env_allowlist;
+    ac.kill_grace = cfg.agent.kill_grace;
+    ac.max_log_bytes = cfg.agent.max_log_bytes;
+    ac.keep_workdirs = args.keep_workdirs;
+    let shutdown = CancellationToken::new();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        sd.cancel();
+    });
+    torch_agent::run(ac, shutdown)
+        .await
+        .map_err(|e| exit(crate::exit::ERROR, format!("agent stopped: {e}")))
+}

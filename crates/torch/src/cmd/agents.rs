@@ -1,0 +1,32 @@
+//! `torch agents list`.
+
+use anyhow::Result;
+use torch_api::rest::AgentList;
+
+use crate::cli::{HubArgs, OutArgs};
+use crate::client::Client;
+use crate::output::{self, age, now_ms};
+
+pub(crate) async fn list(hub: HubArgs, out: OutArgs) -> Result<()> {
+    let client = Client::new(&hub.hub, hub.token)?;
+    let list: AgentList = client.get("/api/v1/agents").await?;
+    if out.json {
+        return output::json(&list);
+    }
+    let now = now_ms();
+    let mut t = output::table(&["NAME", "STATE", "RUNNING", "SKILLS", "DONE", "SEEN", "ID"]);
+    for a in &list.agents {
+        let skills: Vec<String> = a.skills.iter().map(|s| s.to_string()).collect();
+        t.add_row(vec![
+            a.name.clone(),
+            a.state.clone(),
+            format!("{}/{}", a.running, a.slots),
+            skills.join(","),
+            a.completed.to_string(),
+            age(a.last_seen_ms, now),
+            a.id.to_string(),
+        ]);
+    }
+    output::line(t.to_string())?;
+    output::line(format!("{} agent(s)", list.agents.len()))
+}

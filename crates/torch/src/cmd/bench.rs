@@ -1,0 +1,225 @@
+//! `torch bench throughput`: agent processes connected to an in-process hub on
+//! the embedded store. Phase 1 (burst) measures end-to-end tasks/s; phase 2
+//! (steady rate) measures assignment latency (task ready → assignment written
+//! to the agent's socket) under a realistic arrival rate.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::resource::{UsageWho, getrusage};
+use serde::Serialize;
+use serde_json::Value;
+use torch_api::rest::{AgentList, SubmitRequest, SubmitResponse};
+use torch_api::ws::NOOP_COMMAND;
+use torch_core::TaskSpec;
+
+use crate::cli::{ExecMode, ThroughputArgs};
+use crate::client::Client;
+use crate::config::Config;
+use crate::exit::{BAD_INPUT, ERROR, exit};
+use crate::local::{AgentSpawn, spawn_agent, start_hub, stop_agents};
+use crate::output;
+
+#[derive(Serialize)]
+struct Report {
+    tasks_per_sec: f64,
+    tasks: u64,
+    elapsed_s: f64,
+    agents: u32,
+    slots: u32,
+    exec: &'static str,
+    store: &'static str,
+    assign_latency_ms: Value,
+    burst_assign_latency_ms: Value,
+    steady: Value,
+    cpu: Value,
+}
+
+fn cpu_secs(who: UsageWho) -> f64 {
+    match getrusage(who) {
+        Ok(u) => {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        }
+        Err(_) => 0.0,
+    }
+}
+
+fn spec(exec: ExecMode) -> TaskSpec {
+    TaskSpec {
+        command: Some(match exec {
+            ExecMode::Noop => vec![NOOP_COMMAND.to_string()],
+            ExecMode::Process => vec!["true".to_string()],
+        }),
+        skills: vec![bench_skill()],
+        max_retries: Some(3),
+        ..TaskSpec::default()
+    }
+}
+
+fn bench_skill() -> torch_core::SkillReq {
+    torch_core::SkillReq { name: "bench".into(), min: 0.0 }
+}
+
+async fn stats(client: &Client) -> Result<Value> {
+    client.get("/api/v1/stats").await
+}
+
+async fn wait_finished(client: &Client, target: u64, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = stats(client).await?;
+        if s["finished"].as_u64().unwrap_or(0) >= target {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(exit(ERROR, format!("benchmark stalled: {} of {target} tasks finished", s["finished"])));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
+    if args.agents == 0 || args.slots == 0 || args.tasks == 0 {
+        return Err(exit(BAD_INPUT, "--agents, --slots and --tasks must be positive"));
+    }
+    let dir = tempfile::Builder::new().prefix("torch-bench-").tempdir()?;
+    let cfg = Config::default();
+    let mut hub_cfg = cfg.hub.clone();
+    hub_cfg.queue_high_water = u64::MAX;
+    hub_cfg.max_body_bytes = 64 << 20;
+    let hub = start_hub(&cfg, hub_cfg, "127.0.0.1:0", dir.path(), &["admin", "agent"]).await?;
+    let client = Client::new(&hub.url, hub.token("admin").map(str::to_string))?;
+    let agent_token = hub.token("agent").unwrap_or_default().to_string();
+    if !args.json {
+        eprintln!("starting {} agent processes ({} slots each)…", args.agents, args.slots);
+    }
+    let mut children = Vec::with_capacity(args.agents as usize);
+    for i in 0..args.agents {
+        children.push(spawn_agent(AgentSpawn {
+            hub: &hub.url,
+            token: &agent_token,
+            name: format!("bench-{i}"),
+            skills: "bench",
+            slots: args.slots,
+            work_dir: dir.path().join("work"),
+            log_file: None,
+        })?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list: AgentList = client.get("/api/v1/agents").await?;
+        if list.agents.iter().filter(|a| a.state != "disconnected").count() >= args.agents as usize {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(exit(ERROR, "agents did not all connect within 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Phase 1: burst.
+    if !args.json {
+        eprintln!("burst: {} {:?} tasks…", args.tasks, args.exec);
+    }
+    let _: Value = client.post("/api/v1/stats/reset", &serde_json::json!({})).await?;
+    let cpu0 = cpu_secs(UsageWho::RUSAGE_SELF);
+    let t0 = Instant::now();
+    let batch = 5000u64;
+    let mut submitters = tokio::task::JoinSet::new();
+    let mut left = args.tasks;
+    let mut chunks = Vec::new();
+    while left > 0 {
+        let n = left.min(batch);
+        chunks.push(n);
+        left -= n;
+    }
+    // Two concurrent submitters keep the hub fed without starving it of CPU.
+    let per = chunks.len().div_ceil(2);
+    for part in chunks.chunks(per.max(1)) {
+        let part = part.to_vec();
+        let c = client.clone();
+        let exec = args.exec;
+        submitters.spawn(async move {
+            for n in part {
+                let tasks = (0..n).map(|_| spec(exec)).collect();
+                let _: SubmitResponse = c.post("/api/v1/tasks", &SubmitRequest { tasks, source: None }).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = submitters.join_next().await {
+        r.context("submitter panicked")??;
+    }
+    let submitted_s = t0.elapsed().as_secs_f64();
+    wait_finished(&client, args.tasks, Duration::from_secs(600)).await?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let hub_cpu = cpu_secs(UsageWho::RUSAGE_SELF) - cpu0;
+    let burst = stats(&client).await?;
+
+    // Phase 2: steady rate.
+    let mut steady = serde_json::json!(null);
+    let mut steady_lat = serde_json::json!(null);
+    if args.steady_rate > 0 && args.steady_secs > 0 {
+        if !args.json {
+            eprintln!("steady: {} tasks/min for {} s…", args.steady_rate, args.steady_secs);
+        }
+        let _: Value = client.post("/api/v1/stats/reset", &serde_json::json!({})).await?;
+        let before = stats(&client).await?["finished"].as_u64().unwrap_or(0);
+        let n = args.steady_rate * args.steady_secs / 60;
+        let gap = Duration::from_secs_f64(60.0 / args.steady_rate as f64);
+        let mut tick = tokio::time::interval(gap);
+        for _ in 0..n {
+            tick.tick().await;
+            let _: SubmitResponse = client
+                .post("/api/v1/tasks", &SubmitRequest { tasks: vec![spec(args.exec)], source: None })
+                .await?;
+        }
+        wait_finished(&client, before + n, Duration::from_secs(120)).await?;
+        let s = stats(&client).await?;
+        steady_lat = s["assign_latency_ms"].clone();
+        steady = serde_json::json!({"rate_per_min": args.steady_rate, "tasks": n, "assign_latency_ms": steady_lat});
+    }
+
+    stop_agents(&mut children, Duration::from_secs(10)).await;
+    let agents_cpu = cpu_secs(UsageWho::RUSAGE_CHILDREN);
+    hub.stop().await?;
+    let report = Report {
+        tasks_per_sec: args.tasks as f64 / elapsed,
+        tasks: args.tasks,
+        elapsed_s: elapsed,
+        agents: args.agents,
+        slots: args.slots,
+        exec: match args.exec {
+            ExecMode::Noop => "noop",
+            ExecMode::Process => "process",
+        },
+        store: "sqlite",
+        assign_latency_ms: if steady_lat.is_null() { burst["assign_latency_ms"].clone() } else { steady_lat },
+        burst_assign_latency_ms: burst["assign_latency_ms"].clone(),
+        steady,
+        cpu: serde_json::json!({
+            "hub_and_client_s": hub_cpu,
+            "agents_total_s": agents_cpu,
+            "submit_phase_s": submitted_s,
+        }),
+    };
+    if args.json {
+        output::json(&report)
+    } else {
+        output::line(format!(
+            "{:.0} tasks/s end to end ({} tasks, {} agents × {} slots, {}, {:.2}s)\nassignment latency p50 {} ms, p99 {} ms{}\nCPU: hub+client {:.1}s, agents {:.1}s",
+            report.tasks_per_sec,
+            report.tasks,
+            report.agents,
+            report.slots,
+            report.exec,
+            report.elapsed_s,
+            report.assign_latency_ms["p50"],
+            report.assign_latency_ms["p99"],
+            if report.steady.is_null() { " (burst)".to_string() } else { format!(" (at {} tasks/min)", args.steady_rate) },
+            hub_cpu,
+            agents_cpu,
+        ))
+    }
+}

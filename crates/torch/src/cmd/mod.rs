@@ -1,0 +1,68 @@
+//! Subcommand dispatch.
+
+mod agent;
+mod agents;
+mod bench;
+mod demo;
+mod progress;
+mod serve;
+mod submit;
+mod tasks;
+mod token;
+mod up;
+mod validate;
+mod watch;
+
+use anyhow::Result;
+
+use crate::cli::{AgentsCmd, BenchCmd, Cli, Command, TasksCmd, TokenCmd};
+use crate::config;
+
+/// Runs the parsed command.
+pub(crate) async fn run(cli: Cli) -> Result<()> {
+    let cfg_path = cli.config.clone();
+    let load = || config::load(cfg_path.as_deref());
+    match cli.cmd {
+        Command::Serve(a) => serve::run(load()?, a).await,
+        Command::Agent(a) => agent::run(load()?, a).await,
+        Command::Up(a) => up::run(load()?, a).await,
+        Command::Submit(a) => submit::run(a).await,
+        Command::Tasks { cmd } => match cmd {
+            TasksCmd::List {
+                hub,
+                out,
+                state,
+                label,
+                limit,
+            } => tasks::list(hub, out, state, label, limit).await,
+            TasksCmd::Show { hub, out, id } => tasks::show(hub, out, id).await,
+            TasksCmd::Cancel {
+                hub,
+                out,
+                id,
+                reason,
+            } => tasks::cancel(hub, out, id, reason).await,
+            TasksCmd::Retry { hub, out, id } => tasks::retry(hub, out, id).await,
+            TasksCmd::Logs { hub, out, id } => tasks::logs(hub, out, id).await,
+        },
+        Command::Agents { cmd } => match cmd {
+            AgentsCmd::List { hub, out } => agents::list(hub, out).await,
+        },
+        Command::Watch(a) => watch::run(a).await,
+        Command::Token { cmd } => match cmd {
+            TokenCmd::Create {
+                hub,
+                out,
+                role,
+                name,
+            } => token::create(hub, out, role, name).await,
+        },
+        Command::Progress(a) => progress::run(a).await,
+        Command::Validate(a) => validate::run(a),
+        Command::Demo(a) => demo::run(a).await,
+        Command::Bench { cmd } => match cmd {
+            BenchCmd::Throughput(a) => bench::throughput(a).await,
+        },
+        Command::Supervise { .. } => Ok(()),
+    }
+}

@@ -1,0 +1,42 @@
+//! `torch serve`: the hub.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+
+use crate::cli::ServeArgs;
+use crate::config::Config;
+use crate::local::{shutdown_signal, start_hub};
+
+pub(crate) async fn run(mut cfg: Config, args: ServeArgs) -> Result<()> {
+    if let Some(d) = args.data_dir {
+        cfg.store.data_dir = d;
+    }
+    let listen = args.listen.unwrap_or_else(|| cfg.hub.listen.clone());
+    let hub = start_hub(&cfg, cfg.hub.clone(), &listen, &cfg.store.data_dir, &[]).await?;
+    tracing::info!(url = %hub.url, data_dir = %cfg.store.data_dir.display(), "hub listening");
+    if let Some(token) = &hub.first_admin_token {
+        if let Some(path) = &args.admin_token_file {
+            write_secret(path, token)?;
+        }
+        let mut err = std::io::stderr().lock();
+        writeln!(err, "\nAdmin token (shown once; store it safely):\n\n    {token}\n")?;
+        writeln!(err, "    export TORCH_HUB={} TORCH_TOKEN={token}\n", hub.url)?;
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    hub.stop().await
+}
+
+fn write_secret(path: &std::path::Path, token: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing admin token file {}", path.display()))?;
+    f.write_all(token.as_bytes())?;
+    Ok(())
+}

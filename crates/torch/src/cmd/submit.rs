@@ -1,0 +1,205 @@
+//! `torch submit`: from a file, stdin, or inline; `--wait` follows to the end.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use torch_api::rest::{EventPage, SubmitRequest, SubmitResponse, TaskView};
+use torch_core::spec::SpecFormat;
+use torch_core::validate::{ValidTask, parse_and_validate, validate_batch};
+use torch_core::{TaskId, TaskSpec, TaskState};
+
+use crate::cli::SubmitArgs;
+use crate::client::Client;
+use crate::exit::{BAD_INPUT, TASK_FAILED, exit};
+use crate::output;
+
+/// Reads and validates a spec file (`-` for stdin) with located errors.
+pub(crate) fn read_specs(file: &str) -> Result<Vec<ValidTask>> {
+    let (source, text) = if file == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading specs from stdin")?;
+        ("<stdin>".to_string(), s)
+    } else {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| exit(BAD_INPUT, format!("cannot read {file}: {e}")))?;
+        (file.to_string(), text)
+    };
+    let format = SpecFormat::detect(&source, &text);
+    parse_and_validate(&source, &text, format).map_err(|e| exit(BAD_INPUT, e.to_string()))
+}
+
+fn inline_spec(args: &SubmitArgs) -> Result<TaskSpec> {
+    let mut skills = Vec::new();
+    for s in &args.skills {
+        skills.push(
+            s.parse()
+                .map_err(|e| exit(BAD_INPUT, format!("--skill {s:?}: {e}")))?,
+        );
+    }
+    let timeout = match &args.timeout {
+        Some(t) => Some(
+            humantime::parse_duration(t)
+                .map_err(|e| exit(BAD_INPUT, format!("--timeout {t:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(TaskSpec {
+        name: args.name.clone(),
+        prompt: args.prompt.clone(),
+        command: (!args.command.is_empty()).then(|| args.command.clone()),
+        skills,
+        priority: args.priority.unwrap_or(0),
+        timeout,
+        max_retries: args.retries,
+        ..TaskSpec::default()
+    })
+}
+
+pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
+    let (source, specs) = match &args.file {
+        Some(f) => {
+            if !args.command.is_empty() {
+                return Err(exit(BAD_INPUT, "give either a spec file or a command after --, not both"));
+            }
+            let valid = read_specs(f)?;
+            (f.clone(), valid.into_iter().map(|v| v.spec).collect::<Vec<_>>())
+        }
+        None => {
+            if args.command.is_empty() && args.prompt.is_none() {
+                return Err(exit(
+                    BAD_INPUT,
+                    "nothing to submit: give a spec file, `-` for stdin, or a command after `--` (e.g. torch submit --skill sh -- echo hi)",
+                ));
+            }
+            let spec = inline_spec(&args)?;
+            validate_batch("command line", vec![spec.clone()])
+                .map_err(|e| exit(BAD_INPUT, e.to_string()))?;
+            ("command line".to_string(), vec![spec])
+        }
+    };
+    let client = Client::new(&args.hub.hub, args.hub.token.clone())?;
+    let start_after = if args.wait {
+        let page: EventPage = client.get("/api/v1/events?tail=true").await?;
+        page.last_id
+    } else {
+        0
+    };
+    let resp: SubmitResponse = client
+        .post(
+            "/api/v1/tasks",
+            &SubmitRequest {
+                tasks: specs,
+                source: Some(source),
+            },
+        )
+        .await?;
+    if !args.wait {
+        if args.json {
+            return output::json(&resp);
+        }
+        for t in &resp.tasks {
+            let dup = if t.duplicate { " (existing, same idempotency key)" } else { "" };
+            output::line(format!("{}  {}  {}{dup}", t.id, t.state, t.name))?;
+        }
+        return Ok(());
+    }
+    let names: HashMap<TaskId, String> = resp.tasks.iter().map(|t| (t.id, t.name.clone())).collect();
+    let finals = wait_for(&client, &names, start_after, args.json).await?;
+    if args.json {
+        output::json(&finals)?;
+    } else {
+        let mut t = output::table(&["TASK", "STATE", "ATTEMPT", "REASON", "ID"]);
+        for v in &finals {
+            t.add_row(vec![
+                v.name.clone(),
+                v.state.to_string(),
+                v.attempt.to_string(),
+                v.reason.clone().or_else(|| v.outcome.as_ref().and_then(|o| o.reason.clone())).unwrap_or_default(),
+                v.id.to_string(),
+            ]);
+        }
+        output::line(t.to_string())?;
+    }
+    let failed = finals.iter().filter(|v| v.state != TaskState::Succeeded).count();
+    if failed > 0 {
+        return Err(exit(TASK_FAILED, format!("{failed} of {} task(s) did not succeed", finals.len())));
+    }
+    Ok(())
+}
+
+/// Follows the task streams until every task in `names` is terminal.
+pub(crate) async fn wait_for(
+    client: &Client,
+    names: &HashMap<TaskId, String>,
+    mut after: u64,
+    quiet: bool,
+) -> Result<Vec<TaskView>> {
+    let mut pending: HashSet<TaskId> = names.keys().copied().collect();
+    // Tasks may have finished before we started following.
+    for id in names.keys() {
+        let v: TaskView = client.get(&format!("/api/v1/tasks/{id}")).await?;
+        if v.state.is_terminal() {
+            pending.remove(id);
+        }
+    }
+    let mut failures = 0u32;
+    while !pending.is_empty() {
+        let page: EventPage = match client
+            .get(&format!("/api/v1/events?after={after}&stream=nova.torch.tasks.&wait_ms=2000&limit=2000"))
+            .await
+        {
+            Ok(p) => {
+                failures = 0;
+                p
+            }
+            Err(e) => {
+                failures += 1;
+                if failures > 60 {
+                    return Err(e);
+                }
+                tracing::warn!("{e:#}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        after = page.last_id;
+        for e in page.events {
+            let Some(id) = e.task_id else { continue };
+            let Some(name) = names.get(&id) else { continue };
+            if !quiet {
+                print_event(name, &e.kind, &e.data)?;
+            }
+            if matches!(e.kind.as_str(), "task.succeeded" | "task.dead" | "task.cancelled") {
+                pending.remove(&id);
+            }
+        }
+    }
+    let mut finals = Vec::with_capacity(names.len());
+    for id in names.keys() {
+        finals.push(client.get::<TaskView>(&format!("/api/v1/tasks/{id}")).await?);
+    }
+    finals.sort_by_key(|v| v.created_ms);
+    Ok(finals)
+}
+
+fn print_event(name: &str, kind: &str, data: &serde_json::Value) -> Result<()> {
+    let s = |k: &str| data.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+    let line = match kind {
+        "task.submitted" => return Ok(()),
+        "task.ready" => format!("{name}: ready"),
+        "task.assigned" => format!("{name}: assigned (attempt {}, fence {})", s("attempt"), s("fence")),
+        "task.started" => format!("{name}: running"),
+        "task.progress" => format!("{name}: {:>3}% {}", s("percent"), s("message")),
+        "task.succeeded" => format!("{name}: ✔ succeeded"),
+        "task.failed" => format!("{name}: ✘ attempt failed: {} (retrying)", s("reason")),
+        "task.lease_expired" => format!("{name}: lease expired: {}", s("reason")),
+        "task.dead" => format!("{name}: ✘ dead: {}", s("reason")),
+        "task.cancelled" => format!("{name}: cancelled: {}", s("reason")),
+        other => format!("{name}: {other}"),
+    };
+    output::line(line)
+}

@@ -1,0 +1,167 @@
+//! `torch tasks list|show|cancel|retry|logs`.
+
+use anyhow::Result;
+use torch_api::rest::{CancelRequest, CancelResponse, LogsView, TaskList, TaskView};
+
+use crate::cli::{HubArgs, OutArgs};
+use crate::client::Client;
+use crate::output::{self, age, now_ms};
+
+fn client(hub: HubArgs) -> Result<Client> {
+    Client::new(&hub.hub, hub.token)
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub(crate) async fn list(
+    hub: HubArgs,
+    out: OutArgs,
+    state: Option<String>,
+    label: Option<String>,
+    limit: usize,
+) -> Result<()> {
+    let mut q = format!("/api/v1/tasks?limit={limit}");
+    if let Some(s) = state {
+        q.push_str(&format!("&state={}", encode(&s)));
+    }
+    if let Some(l) = label {
+        q.push_str(&format!("&label={}", encode(&l)));
+    }
+    let list: TaskList = client(hub)?.get(&q).await?;
+    if out.json {
+        return output::json(&list);
+    }
+    let now = now_ms();
+    let mut t = output::table(&["NAME", "STATE", "PRI", "TRY", "PROGRESS", "AGE", "ID"]);
+    for v in &list.tasks {
+        let progress = v
+            .progress
+            .as_ref()
+            .map(|p| format!("{:.0}% {}", p.percent, p.message.clone().unwrap_or_default()))
+            .unwrap_or_default();
+        t.add_row(vec![
+            v.name.clone(),
+            v.state.to_string(),
+            v.priority.to_string(),
+            format!("{}/{}", v.attempt, v.max_retries + 1),
+            progress,
+            age(v.created_ms, now),
+            v.id.to_string(),
+        ]);
+    }
+    output::line(t.to_string())?;
+    let counts: Vec<String> = list.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    output::line(format!("total: {}", counts.join(", ")))
+}
+
+pub(crate) async fn show(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
+    let v: TaskView = client(hub)?.get(&format!("/api/v1/tasks/{}", encode(&id))).await?;
+    if out.json {
+        return output::json(&v);
+    }
+    let mut lines = vec![
+        format!("task      {} ({})", v.name, v.id),
+        format!("state     {}", v.state),
+        format!("priority  {}", v.priority),
+        format!("attempt   {} of {}", v.attempt, v.max_retries + 1),
+    ];
+    if let Some(c) = &v.spec.command {
+        lines.push(format!("command   {}", c.join(" ")));
+    }
+    if !v.spec.skills.is_empty() {
+        let s: Vec<String> = v.spec.skills.iter().map(|s| s.to_string()).collect();
+        lines.push(format!("skills    {}", s.join(", ")));
+    }
+    if !v.depends_on.is_empty() {
+        let d: Vec<String> = v.depends_on.iter().map(|d| d.to_string()).collect();
+        lines.push(format!("depends   {}", d.join(", ")));
+    }
+    if let Some(l) = &v.lease {
+        lines.push(format!("lease     agent {} fence {}", l.agent_id, l.fence));
+    }
+    if let Some(p) = &v.progress {
+        lines.push(format!(
+            "progress  {:.0}% {} ({} ago)",
+            p.percent,
+            p.message.clone().unwrap_or_default(),
+            age(p.updated_ms, now_ms())
+        ));
+    }
+    if let Some(r) = &v.reason {
+        lines.push(format!("reason    {r}"));
+    }
+    if let Some(o) = &v.outcome {
+        lines.push(format!(
+            "outcome   {}{}",
+            o.kind.as_str(),
+            o.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+        ));
+        let e = &o.evidence;
+        lines.push(format!(
+            "evidence  exit {} signal {} in {} ms",
+            e.exit_code.map_or("-".into(), |c| c.to_string()),
+            e.signal.map_or("-".into(), |c| c.to_string()),
+            e.duration_ms
+        ));
+        for c in &e.criteria {
+            lines.push(format!(
+                "          {} {} — {}",
+                if c.ok { "✔" } else { "✘" },
+                c.criterion,
+                c.detail
+            ));
+        }
+        if !e.stdout_tail.is_empty() {
+            lines.push(format!("stdout    …{}", e.stdout_tail.trim_end()));
+        }
+        if !e.stderr_tail.is_empty() {
+            lines.push(format!("stderr    …{}", e.stderr_tail.trim_end()));
+        }
+    }
+    output::line(lines.join("\n"))
+}
+
+pub(crate) async fn cancel(hub: HubArgs, out: OutArgs, id: String, reason: Option<String>) -> Result<()> {
+    let resp: CancelResponse = client(hub)?
+        .post(&format!("/api/v1/tasks/{}/cancel", encode(&id)), &CancelRequest { reason })
+        .await?;
+    if out.json {
+        return output::json(&resp);
+    }
+    output::line(format!("cancelled {} task(s)", resp.cancelled.len()))?;
+    for t in &resp.cancelled {
+        output::line(format!("  {t}"))?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn retry(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
+    let v: TaskView = client(hub)?
+        .post(&format!("/api/v1/tasks/{}/retry", encode(&id)), &serde_json::json!({}))
+        .await?;
+    if out.json {
+        return output::json(&v);
+    }
+    output::line(format!("{}  {}  {}", v.id, v.state, v.name))
+}
+
+pub(crate) async fn logs(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
+    let l: LogsView = client(hub)?.get(&format!("/api/v1/tasks/{}/logs", encode(&id))).await?;
+    if out.json {
+        return output::json(&l);
+    }
+    let mut s = format!("== stdout (attempt {}){} ==\n", l.attempt, if l.truncated { ", tail only" } else { "" });
+    s.push_str(&l.stdout);
+    if !l.stderr.is_empty() {
+        s.push_str("\n== stderr ==\n");
+        s.push_str(&l.stderr);
+    }
+    output::line(s)
+}

@@ -1,0 +1,53 @@
+//! `torch watch [STREAM…]`: tail the event streams.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use torch_api::rest::EventPage;
+
+use crate::cli::WatchArgs;
+use crate::client::Client;
+use crate::output;
+
+pub(crate) async fn run(args: WatchArgs) -> Result<()> {
+    let client = Client::new(&args.hub.hub, args.hub.token.clone())?;
+    let mut after = match (args.after, args.from_start) {
+        (Some(a), _) => a,
+        (None, true) => 0,
+        (None, false) => client.get::<EventPage>("/api/v1/events?tail=true").await?.last_id,
+    };
+    let streams = args.streams.join(",");
+    let mut seen = 0u64;
+    let mut failures = 0u32;
+    loop {
+        let path = format!("/api/v1/events?after={after}&stream={streams}&wait_ms=10000&limit=1000");
+        let page: EventPage = match client.get(&path).await {
+            Ok(p) => {
+                failures = 0;
+                p
+            }
+            Err(e) => {
+                failures += 1;
+                if failures > 30 {
+                    return Err(e);
+                }
+                tracing::warn!("{e:#}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        after = page.last_id;
+        for e in page.events {
+            if args.out.json {
+                output::line(serde_json::to_string(&e)?)?;
+            } else {
+                let task = e.task_id.map(|t| t.to_string()).unwrap_or_default();
+                output::line(format!("{:>8} {:<28} {:<24} {} {}", e.id, e.stream, e.kind, task, e.data))?;
+            }
+            seen += 1;
+            if args.count.is_some_and(|c| seen >= c) {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Running a hub in this process and agents as child processes: shared by
+//! `serve`, `up`, `demo` and `bench`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use torch_hub::{Hub, HubConfig, generate_token, hash_token};
+use torch_store::sqlite::{SqliteOptions, SqliteStore};
+use torch_store::{Store, TokenRecord};
+
+use crate::config::{Config, SyncMode};
+use crate::output::now_ms;
+
+/// A hub running inside this process.
+pub(crate) struct LocalHub {
+    /// Base URL, e.g. `http://127.0.0.1:7700`.
+    pub(crate) url: String,
+    /// Admin token created on first start, if this was the first start.
+    pub(crate) first_admin_token: Option<String>,
+    /// Extra tokens minted for this run: (role, token).
+    pub(crate) session_tokens: Vec<(String, String)>,
+    /// Stops the hub.
+    pub(crate) shutdown: CancellationToken,
+    handle: JoinHandle<Result<(), torch_hub::HubError>>,
+}
+
+impl LocalHub {
+    /// A session token of the given role.
+    pub(crate) fn token(&self, role: &str) -> Option<&str> {
+        self.session_tokens
+            .iter()
+            .find(|(r, _)| r == role)
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// Stops the hub and waits for it.
+    pub(crate) async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        self.handle
+            .await
+            .context("hub task panicked")?
+            .context("hub stopped with an error")
+    }
+}
+
+/// Opens the embedded store in `data_dir`.
+pub(crate) fn open_store(data_dir: &Path, sync: SyncMode) -> Result<SqliteStore> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let path = data_dir.join("torch.db");
+    let opts = SqliteOptions {
+        synchronous_full: sync == SyncMode::Full,
+        ..SqliteOptions::default()
+    };
+    SqliteStore::open(&path, opts).with_context(|| format!("opening store {}", path.display()))
+}
+
+/// Starts a hub on `listen` over the store in `data_dir`, minting tokens with
+/// the given roles for this run (stored hashed like any other token).
+pub(crate) async fn start_hub(
+    cfg: &Config,
+    hub_cfg: HubConfig,
+    listen: &str,
+    data_dir: &Path,
+    mint: &[&str],
+) -> Result<LocalHub> {
+    let store = open_store(data_dir, cfg.store.sync)?;
+    let mut session_tokens = Vec::new();
+    for role in mint {
+        let token = generate_token();
+        store
+            .put_token(TokenRecord {
+                hash: hash_token(&token),
+                role: (*role).to_string(),
+                name: format!("{role} (local session)"),
+                created_ms: now_ms(),
+            })
+            .await
+            .context("storing a session token")?;
+        session_tokens.push((role.to_string(), token));
+    }
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen} (is another hub running? use --listen)"))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let url = format!("http://{addr}");
+    let hub = Hub::start(hub_cfg, store, url.clone(), None)
+        .await
+        .context("starting the hub")?;
+    let first_admin_token = hub.admin_token.clone();
+    let shutdown = CancellationToken::new();
+    let sd = shutdown.clone();
+    let handle = tokio::spawn(async move { hub.serve(listener, sd).await });
+    Ok(LocalHub {
+        url,
+        first_admin_token,
+        session_tokens,
+        shutdown,
+        handle,
+    })
+}
+
+/// How to start local agent processes.
+pub(crate) struct AgentSpawn<'a> {
+    pub(crate) hub: &'a str,
+    pub(crate) token: &'a str,
+    pub(crate) name: String,
+    pub(crate) skills: &'a str,
+    pub(crate) slots: u32,
+    pub(crate) work_dir: PathBuf,
+    pub(crate) log_file: Option<PathBuf>,
+}
+
+/// Starts `torch agent` as a child process (killed when dropped).
+pub(crate) fn spawn_agent(a: AgentSpawn<'_>) -> Result<Child> {
+    let exe = std::env::current_exe().context("locating the torch binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("agent")
+        .arg("--hub")
+        .arg(a.hub)
+        .arg("--name")
+        .arg(&a.name)
+        .arg("--skills")
+        .arg(a.skills)
+        .arg("--slots")
+        .arg(a.slots.to_string())
+        .arg("--work-dir")
+        .arg(&a.work_dir)
+        .env("TORCH_TOKEN", a.token)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    match &a.log_file {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening agent log {}", p.display()))?;
+            let f2 = f.try_clone().context("duplicating agent log handle")?;
+            cmd.stdout(Stdio::from(f)).stderr(Stdio::from(f2));
+        }
+        None => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    cmd.spawn()
+        .with_context(|| format!("starting agent {}", a.name))
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Stops child agents: SIGTERM, then SIGKILL after `grace`.
+pub(crate) async fn stop_agents(children: &mut [Child], grace: std::time::Duration) {
+    for c in children.iter() {
+        if let Some(pid) = c.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    for c in children.iter_mut() {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(remaining, c.wait()).await.is_err() {
+            let _ = c.kill().await;
+        }
+    }
+}
