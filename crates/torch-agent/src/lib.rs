@@ -18,6 +18,7 @@
 //!   agent dies.
 
 mod agent;
+mod connect;
 mod capture;
 pub mod config;
 mod criteria;

@@ -39,7 +39,7 @@ pub(crate) enum RunnerEvent {
     /// The attempt ended; `workdir` is removed once the hub acks the report.
     Finished {
         /// The report to deliver.
-        report: FinishReport,
+        report: Box<FinishReport>,
         /// The attempt's work dir, if one was created.
         workdir: Option<PathBuf>,
     },
@@ -86,7 +86,7 @@ pub(crate) async fn run_task(
         logs,
     };
     let finished = RunnerEvent::Finished {
-        report,
+        report: Box::new(report),
         workdir: Some(workdir),
     };
     if events.send(finished).await.is_err() {

@@ -22,8 +22,6 @@ pub struct HubConfig {
     pub queue_high_water: u64,
     /// Seconds suggested in Retry-After when shedding load.
     pub retry_after_secs: u64,
-    /// URL tasks use to reach the hub (`TORCH_HUB` inside a task). Defaults to the listen address.
-    pub public_url: Option<String>,
 }
 
 impl Default for HubConfig {
@@ -35,7 +33,6 @@ impl Default for HubConfig {
             max_body_bytes: 8 << 20,
             queue_high_water: 1_000_000,
             retry_after_secs: 5,
-            public_url: None,
         }
     }
 }

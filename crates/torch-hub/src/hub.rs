@@ -30,8 +30,6 @@ pub(crate) struct Shared<S> {
     pub(crate) events_gen: watch::Sender<u64>,
     pub(crate) stats: Stats,
     pub(crate) started: Instant,
-    /// URL tasks use to reach the hub.
-    pub(crate) public_url: String,
     pub(crate) session_seq: AtomicU64,
     /// Fires when the hub stops: sessions and long-polls end.
     pub(crate) shutdown: CancellationToken,
@@ -60,11 +58,10 @@ pub struct Hub<S: Store> {
 impl<S: Store> Hub<S> {
     /// Loads state from `store`, creates the admin token on first start (or
     /// uses `bootstrap_admin` if given and no admin exists yet), and prepares
-    /// the engine. `public_url` is what tasks use as `TORCH_HUB`.
+    /// the engine.
     pub async fn start(
         cfg: HubConfig,
         store: S,
-        public_url: String,
         bootstrap_admin: Option<String>,
     ) -> Result<Hub<S>, HubError> {
         cfg.validate().map_err(HubError::Config)?;
@@ -92,7 +89,6 @@ impl<S: Store> Hub<S> {
         let shared = Arc::new(Shared {
             store: store.clone(),
             engine: tx.clone(),
-            public_url: cfg.public_url.clone().unwrap_or(public_url),
             cfg,
             tokens: TokenCache::default(),
             task_tokens: TaskTokens::new(&secret),

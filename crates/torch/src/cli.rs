@@ -97,6 +97,9 @@ pub(crate) struct ServeArgs {
     /// Also write the admin token created on first start to this file (mode 0600).
     #[arg(long)]
     pub(crate) admin_token_file: Option<PathBuf>,
+    /// Write the hub's URL to this file once listening (useful with `--listen 127.0.0.1:0`).
+    #[arg(long)]
+    pub(crate) url_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -33,9 +33,6 @@ impl Client {
         })
     }
 
-    pub(crate) fn base(&self) -> &str {
-        &self.base
-    }
 
     async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,

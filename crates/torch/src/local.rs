@@ -89,7 +89,7 @@ pub(crate) async fn start_hub(
         .with_context(|| format!("binding {listen} (is another hub running? use --listen)"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let url = format!("http://{addr}");
-    let hub = Hub::start(hub_cfg, store, url.clone(), None)
+    let hub = Hub::start(hub_cfg, store, None)
         .await
         .context("starting the hub")?;
     let first_admin_token = hub.admin_token.clone();

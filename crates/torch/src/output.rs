@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::presets::NOTHING;
 use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
@@ -18,7 +18,7 @@ pub(crate) fn json<T: Serialize>(value: &T) -> Result<()> {
 /// A table with a header row.
 pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY)
+    t.load_style(NOTHING)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.to_vec());
     t

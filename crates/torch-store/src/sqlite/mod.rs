@@ -5,8 +5,10 @@
 //! - `schema`: connection setup and versioned migrations (`PRAGMA user_version`).
 //! - `writer`: the writer thread; batches operations into one transaction,
 //!   one savepoint per operation, and replies only after `COMMIT`.
-//! - `ops`: submission, leasing, start, progress and the small writes.
-//! - `finish`: attempt ends, cancel and retry, with their cascades.
+//! - `submit`: submission (idempotency, dependency checks, inserts).
+//! - `ops`: leasing, start, progress and the small writes.
+//! - `finish`: attempt ends (finish, expire), releasing dependents.
+//! - `cancel`: cancel and retry, and the cascade to dependents.
 //! - `read`: queries on the read pool.
 //! - `rows`: value conversions and error mapping.
 //!
@@ -22,22 +24,24 @@
 //! `list_tasks` returns at most 1000 tasks (100 when the filter's limit is 0);
 //! `events` returns at most 10,000 events (1000 when `limit` is 0).
 
+mod cancel;
 mod finish;
 mod ops;
 mod read;
 mod rows;
 mod schema;
+mod submit;
 mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing::info;
 use torch_core::{AgentId, TaskId};
+use tracing::info;
 
 use crate::{
     AgentEvent, Cancelled, ClaimRefused, EventRecord, FenceCheck, Finish, FinishResult, Grant,
-    LogRecord, Leased, NewEvent, NewTask, Requeued, Snapshot, Store, StoreError, Submitted,
+    Leased, LogRecord, NewEvent, NewTask, Requeued, Snapshot, Store, StoreError, Submitted,
     TaskFilter, TaskPage, TaskRecord, TokenRecord,
 };
 use read::Readers;
@@ -105,7 +109,7 @@ impl Store for SqliteStore {
 
     async fn submit(&self, batch: Vec<NewTask>, now: u64) -> Result<Vec<Submitted>, StoreError> {
         self.writer
-            .call(move |tx| ops::submit(tx, batch, now))
+            .call(move |tx| submit::submit(tx, batch, now))
             .await
     }
 
@@ -119,11 +123,19 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn start(&self, held: Vec<(TaskId, u64)>, now: u64) -> Result<Vec<FenceCheck>, StoreError> {
+    async fn start(
+        &self,
+        held: Vec<(TaskId, u64)>,
+        now: u64,
+    ) -> Result<Vec<FenceCheck>, StoreError> {
         self.writer.call(move |tx| ops::start(tx, held, now)).await
     }
 
-    async fn finish(&self, reports: Vec<Finish>, now: u64) -> Result<Vec<FinishResult>, StoreError> {
+    async fn finish(
+        &self,
+        reports: Vec<Finish>,
+        now: u64,
+    ) -> Result<Vec<FinishResult>, StoreError> {
         self.writer
             .call(move |tx| finish::finish(tx, reports, now))
             .await
@@ -141,15 +153,20 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn cancel(&self, task: TaskId, reason: String, now: u64) -> Result<Cancelled, StoreError> {
+    async fn cancel(
+        &self,
+        task: TaskId,
+        reason: String,
+        now: u64,
+    ) -> Result<Cancelled, StoreError> {
         self.writer
-            .call(move |tx| finish::cancel(tx, task, reason, now))
+            .call(move |tx| cancel::cancel(tx, task, reason, now))
             .await
     }
 
     async fn retry(&self, task: TaskId, now: u64) -> Result<Requeued, StoreError> {
         self.writer
-            .call(move |tx| finish::retry(tx, task, now))
+            .call(move |tx| cancel::retry(tx, task, now))
             .await
     }
 

@@ -82,7 +82,11 @@ const TASK_COLS: &str = "id, seq, name, state, spec, attempt, fence, agent_id, l
 fn task_row(r: &Row<'_>) -> Result<TaskRecord, StoreError> {
     let pct: Option<f64> = r.get(10)?;
     let progress = match pct {
-        Some(p) => Some((p, r.get(11)?, to_u64(r.get::<_, Option<i64>>(12)?.unwrap_or(0))?)),
+        Some(p) => Some((
+            p,
+            r.get(11)?,
+            to_u64(r.get::<_, Option<i64>>(12)?.unwrap_or(0))?,
+        )),
         None => None,
     };
     let outcome: Option<String> = r.get(13)?;
@@ -99,7 +103,10 @@ fn task_row(r: &Row<'_>) -> Result<TaskRecord, StoreError> {
         last_agent: rows::opt_agent(r.get(8)?)?,
         not_before_ms: to_u64(r.get(9)?)?,
         progress,
-        outcome: outcome.as_deref().map(|o| rows::json("outcome", o)).transpose()?,
+        outcome: outcome
+            .as_deref()
+            .map(|o| rows::json("outcome", o))
+            .transpose()?,
         reason: r.get(14)?,
         created_ms: to_u64(r.get(15)?)?,
         updated_ms: to_u64(r.get(16)?)?,
@@ -244,7 +251,10 @@ pub(crate) fn last_event_id(conn: &Connection) -> Result<u64, StoreError> {
     to_u64(id)
 }
 
-pub(crate) fn find_token(conn: &Connection, hash: String) -> Result<Option<TokenRecord>, StoreError> {
+pub(crate) fn find_token(
+    conn: &Connection,
+    hash: String,
+) -> Result<Option<TokenRecord>, StoreError> {
     let mut st =
         conn.prepare_cached("SELECT role, name, created_ms FROM tokens WHERE hash = ?1")?;
     let row: Option<(String, String, i64)> = st
@@ -319,7 +329,9 @@ pub(crate) fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
         let task = rows::task_id(&r.get::<_, String>(0)?)?;
         let agent: Option<String> = r.get(1)?;
         let Some(agent) = agent else {
-            return Err(StoreError::Corrupt(format!("leased task {task} has no agent")));
+            return Err(StoreError::Corrupt(format!(
+                "leased task {task} has no agent"
+            )));
         };
         snap.leased.push(LeaseRecord {
             task,

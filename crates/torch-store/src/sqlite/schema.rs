@@ -176,7 +176,9 @@ fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
         StoreError::Unavailable(m) => {
             StoreError::Unavailable(format!("cannot open {}: {m}", path.display()))
         }
-        StoreError::Corrupt(m) => StoreError::Corrupt(format!("cannot open {}: {m}", path.display())),
+        StoreError::Corrupt(m) => {
+            StoreError::Corrupt(format!("cannot open {}: {m}", path.display()))
+        }
         other => other,
     }
 }
@@ -199,7 +201,10 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             return Ok(());
         };
         tx.execute_batch(script).map_err(|e| {
-            StoreError::Corrupt(format!("migration to schema version {} failed: {e}", version + 1))
+            StoreError::Corrupt(format!(
+                "migration to schema version {} failed: {e}",
+                version + 1
+            ))
         })?;
         tx.pragma_update(None, "user_version", version as i64 + 1)?;
         tx.commit()?;

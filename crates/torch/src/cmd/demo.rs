@@ -153,7 +153,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         .post("/api/v1/tasks", &SubmitRequest { tasks: specs, source: Some("demo pipeline".into()) })
         .await?;
     output::line(format!("▶ submitted {} tasks (a DAG with priorities, skills, a flaky test and a hanging benchmark)\n", resp.tasks.len()))?;
-    let names: HashMap<_, _> = resp.tasks.iter().map(|t| (t.id, t.name.clone())).collect();
+    let names: Vec<_> = resp.tasks.iter().map(|t| (t.id, t.name.clone())).collect();
     let finals = wait_for(&client, &names, after, false).await?;
     let elapsed = started.elapsed();
     let agent_names: HashMap<_, _> = client

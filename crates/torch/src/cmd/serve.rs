@@ -23,6 +23,12 @@ pub(crate) async fn run(mut cfg: Config, args: ServeArgs) -> Result<()> {
         writeln!(err, "\nAdmin token (shown once; store it safely):\n\n    {token}\n")?;
         writeln!(err, "    export TORCH_HUB={} TORCH_TOKEN={token}\n", hub.url)?;
     }
+    if let Some(path) = &args.url_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &hub.url)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .with_context(|| format!("writing url file {}", path.display()))?;
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     hub.stop().await

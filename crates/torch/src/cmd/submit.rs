@@ -107,7 +107,7 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let names: HashMap<TaskId, String> = resp.tasks.iter().map(|t| (t.id, t.name.clone())).collect();
+    let names: Vec<(TaskId, String)> = resp.tasks.iter().map(|t| (t.id, t.name.clone())).collect();
     let finals = wait_for(&client, &names, start_after, args.json).await?;
     if args.json {
         output::json(&finals)?;
@@ -134,10 +134,11 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
 /// Follows the task streams until every task in `names` is terminal.
 pub(crate) async fn wait_for(
     client: &Client,
-    names: &HashMap<TaskId, String>,
+    order: &[(TaskId, String)],
     mut after: u64,
     quiet: bool,
 ) -> Result<Vec<TaskView>> {
+    let names: HashMap<TaskId, String> = order.iter().cloned().collect();
     let mut pending: HashSet<TaskId> = names.keys().copied().collect();
     // Tasks may have finished before we started following.
     for id in names.keys() {
@@ -178,11 +179,10 @@ pub(crate) async fn wait_for(
             }
         }
     }
-    let mut finals = Vec::with_capacity(names.len());
-    for id in names.keys() {
+    let mut finals = Vec::with_capacity(order.len());
+    for (id, _) in order {
         finals.push(client.get::<TaskView>(&format!("/api/v1/tasks/{id}")).await?);
     }
-    finals.sort_by_key(|v| v.created_ms);
     Ok(finals)
 }
 
@@ -193,7 +193,11 @@ fn print_event(name: &str, kind: &str, data: &serde_json::Value) -> Result<()> {
         "task.ready" => format!("{name}: ready"),
         "task.assigned" => format!("{name}: assigned (attempt {}, fence {})", s("attempt"), s("fence")),
         "task.started" => format!("{name}: running"),
-        "task.progress" => format!("{name}: {:>3}% {}", s("percent"), s("message")),
+        "task.progress" => format!(
+            "{name}: {:>3.0}% {}",
+            data.get("percent").and_then(|v| v.as_f64()).unwrap_or(0.0),
+            s("message")
+        ),
         "task.succeeded" => format!("{name}: ✔ succeeded"),
         "task.failed" => format!("{name}: ✘ attempt failed: {} (retrying)", s("reason")),
         "task.lease_expired" => format!("{name}: lease expired: {}", s("reason")),

@@ -1,0 +1,99 @@
+//! The batching writer: every message for the hub is queued here, and one
+//! writer task per connection sends everything queued as ONE frame (a JSON
+//! array) per wakeup. Under load many reports share a frame; when idle a
+//! message goes out alone, immediately.
+//!
+//! The queue is bounded by what the agent generates: at most two messages per
+//! task slot in flight (Started, Finished), one heartbeat per period and the
+//! resent reports after a reconnect.
+
+use std::mem;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use futures_util::SinkExt;
+use futures_util::stream::SplitSink;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::{self, Bytes, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::{error, trace};
+
+use torch_api::ws::AgentMessage;
+
+/// The agent's side of a hub connection.
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Default)]
+struct Pending {
+    msgs: Vec<AgentMessage>,
+    ping: bool,
+    close: bool,
+}
+
+/// Messages waiting for the writer.
+#[derive(Default)]
+pub(crate) struct Outq {
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+impl Outq {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a message for the next frame.
+    pub(crate) fn push(&self, msg: AgentMessage) {
+        self.lock().msgs.push(msg);
+        self.wake.notify_one();
+    }
+
+    /// Asks for a WebSocket ping after the next frame (liveness probe).
+    pub(crate) fn ping(&self) {
+        self.lock().ping = true;
+        self.wake.notify_one();
+    }
+
+    /// Asks the writer to send what is queued, close the socket and stop.
+    pub(crate) fn close(&self) {
+        self.lock().close = true;
+        self.wake.notify_one();
+    }
+}
+
+/// Sends queued messages until the socket fails or [`Outq::close`] is called.
+pub(crate) async fn write_loop(
+    q: &Outq,
+    mut sink: SplitSink<Ws, Message>,
+) -> Result<(), tungstenite::Error> {
+    let mut batch: Vec<AgentMessage> = Vec::new();
+    loop {
+        q.wake.notified().await;
+        let (ping, close) = {
+            let mut p = q.lock();
+            mem::swap(&mut p.msgs, &mut batch);
+            (mem::take(&mut p.ping), p.close)
+        };
+        if !batch.is_empty() {
+            match serde_json::to_string(&batch) {
+                Ok(text) => {
+                    trace!(messages = batch.len(), bytes = text.len(), "sending frame");
+                    sink.feed(Message::text(text)).await?;
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot encode messages for the hub; dropping them");
+                    debug_assert!(false, "agent messages always serialize");
+                }
+            }
+            // Keep the allocation for the next round.
+            batch.clear();
+        }
+        if ping {
+            sink.feed(Message::Ping(Bytes::new())).await?;
+        }
+        sink.flush().await?;
+        if close {
+            return sink.close().await;
+        }
+    }
+}

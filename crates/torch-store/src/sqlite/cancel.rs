@@ -1,0 +1,212 @@
+//! Moves in and out of terminal states by hand: cancel (with its cascade to
+//! dependents, also used when a task dies) and retry.
+
+use std::collections::VecDeque;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+use torch_core::scheduler::QueuedTask;
+use torch_core::{AgentId, TaskId, TaskState};
+
+use super::rows::{self, Ev, put_event, to_i64};
+use super::writer::Tx;
+use crate::{Cancelled, Requeued, StoreError, TASKS_FAILED, TASKS_QUEUE};
+
+/// Cancels one non-terminal task, recording a lease to revoke if it had one.
+fn cancel_one(
+    conn: &Connection,
+    (id, state, agent, fence): (TaskId, TaskState, Option<AgentId>, u64),
+    reason: &str,
+    now: u64,
+    out: &mut Cancelled,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE tasks SET state = 'cancelled', reason = ?2, agent_id = NULL,
+             lease_expires_ms = 0, not_before_ms = 0, updated_ms = ?3
+         WHERE id = ?1",
+    )?
+    .execute(params![id.to_string(), reason, to_i64(now)])?;
+    let holder = agent.filter(|_| state.is_leased());
+    if let Some(agent) = holder {
+        out.revoked.push((id, agent, fence));
+    }
+    let ev = Ev {
+        stream: TASKS_FAILED,
+        kind: "task.cancelled",
+        task: Some(id),
+        agent: holder,
+        data: json!({"reason": reason, "was": state}).to_string(),
+    };
+    put_event(conn, ev, now)?;
+    out.tasks.push(id);
+    Ok(())
+}
+
+/// Cancels the non-terminal dependents of `root`, transitively, breadth first.
+pub(crate) fn cascade(
+    conn: &Connection,
+    root: TaskId,
+    reason: &str,
+    now: u64,
+    out: &mut Cancelled,
+) -> Result<(), StoreError> {
+    let mut queue = VecDeque::from([root]);
+    while let Some(id) = queue.pop_front() {
+        let mut st = conn.prepare_cached(
+            "SELECT t.id, t.state, t.agent_id, t.fence
+             FROM deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ?1",
+        )?;
+        let found = st
+            .query_map([id.to_string()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(st);
+        for (dep_id, state, agent, fence) in found {
+            let state = rows::state(&state)?;
+            if state.is_terminal() {
+                continue;
+            }
+            let dep_id = rows::task_id(&dep_id)?;
+            let victim = (dep_id, state, rows::opt_agent(agent)?, rows::to_u64(fence)?);
+            cancel_one(conn, victim, reason, now, out)?;
+            queue.push_back(dep_id);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn cancel(
+    tx: &mut Tx<'_>,
+    task: TaskId,
+    reason: String,
+    now: u64,
+) -> Result<Cancelled, StoreError> {
+    let conn = tx.conn;
+    let mut st =
+        conn.prepare_cached("SELECT name, state, agent_id, fence FROM tasks WHERE id = ?1")?;
+    let row: Option<(String, String, Option<String>, i64)> = st
+        .query_row([task.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    drop(st);
+    let Some((name, state, agent, fence)) = row else {
+        return Err(StoreError::NotFound(task));
+    };
+    let state = rows::state(&state)?;
+    if state.is_terminal() {
+        return Err(StoreError::Conflict {
+            task,
+            state,
+            message: "only unfinished tasks can be cancelled".into(),
+        });
+    }
+    let mut out = Cancelled {
+        tasks: Vec::new(),
+        revoked: Vec::new(),
+    };
+    let victim = (task, state, rows::opt_agent(agent)?, rows::to_u64(fence)?);
+    cancel_one(conn, victim, &reason, now, &mut out)?;
+    let why = format!("dependency {name} ({task}) was cancelled");
+    cascade(conn, task, &why, now, &mut out)?;
+    Ok(out)
+}
+
+pub(crate) fn retry(tx: &mut Tx<'_>, task: TaskId, now: u64) -> Result<Requeued, StoreError> {
+    let conn = tx.conn;
+    let id = task.to_string();
+    let state: Option<String> = conn
+        .prepare_cached("SELECT state FROM tasks WHERE id = ?1")?
+        .query_row([&id], |r| r.get(0))
+        .optional()?;
+    let Some(state) = state else {
+        return Err(StoreError::NotFound(task));
+    };
+    let state = rows::state(&state)?;
+    if !matches!(state, TaskState::Dead | TaskState::Cancelled) {
+        return Err(StoreError::Conflict {
+            task,
+            state,
+            message: "only dead or cancelled tasks can be retried".into(),
+        });
+    }
+    let mut st = conn.prepare_cached(
+        "SELECT d.dep_id, t.name, t.state
+         FROM deps d LEFT JOIN tasks t ON t.id = d.dep_id
+         WHERE d.task_id = ?1 ORDER BY d.pos",
+    )?;
+    let deps = st
+        .query_map([&id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(st);
+    let mut pending = 0u32;
+    for (dep, dep_name, dep_state) in deps {
+        let conflict = |message: String| StoreError::Conflict {
+            task,
+            state,
+            message,
+        };
+        let (Some(dep_name), Some(dep_state)) = (dep_name, dep_state) else {
+            return Err(conflict(format!("dependency {dep} no longer exists")));
+        };
+        match rows::state(&dep_state)? {
+            TaskState::Succeeded => {}
+            s @ (TaskState::Dead | TaskState::Cancelled) => {
+                return Err(conflict(format!(
+                    "dependency {dep_name} ({dep}) is {s}; retry it first"
+                )));
+            }
+            _ => pending += 1,
+        }
+    }
+    let new_state = if pending == 0 {
+        TaskState::Queued
+    } else {
+        TaskState::Blocked
+    };
+    let (priority, seq, skills): (i32, i64, String) = conn
+        .prepare_cached(
+            "UPDATE tasks SET state = ?2, retries_used = 0, deps_pending = ?3, reason = NULL,
+                 agent_id = NULL, lease_expires_ms = 0, not_before_ms = 0, updated_ms = ?4
+             WHERE id = ?1
+             RETURNING priority, seq, skills",
+        )?
+        .query_row(params![id, new_state.as_str(), pending, to_i64(now)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    let ev = Ev {
+        stream: TASKS_QUEUE,
+        kind: "task.retried",
+        task: Some(task),
+        agent: None,
+        data: json!({"state": new_state, "was": state}).to_string(),
+    };
+    put_event(conn, ev, now)?;
+    let ready = match new_state {
+        TaskState::Queued => Some(QueuedTask {
+            id: task,
+            priority,
+            seq: rows::to_u64(seq)?,
+            skills: rows::skills(&skills)?,
+            not_before: 0,
+        }),
+        _ => None,
+    };
+    Ok(Requeued {
+        task,
+        state: new_state,
+        ready,
+    })
+}

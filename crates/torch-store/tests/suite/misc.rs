@@ -1,0 +1,215 @@
+//! Event streams, listing, tokens, metadata and agents.
+
+use std::collections::BTreeMap;
+
+use torch_core::{OutcomeKind, TaskState};
+use torch_store::{
+    AGENTS_SPAWNING, AGENTS_TERMINATING, AgentEvent, COLLAB_HELP, NewEvent, TASKS_ACTIVE,
+    TASKS_COMPLETED, TASKS_QUEUE, TaskFilter, TokenRecord,
+};
+
+use super::*;
+
+pub(crate) async fn events_filter_and_order(h: &impl Harness) {
+    let s = h.open();
+    assert_eq!(s.last_event_id().await.expect("last"), 0);
+    s.submit(vec![task(1, &[])], NOW).await.expect("submit");
+    let joined = AgentEvent::Joined {
+        id: aid(1),
+        name: "a1".into(),
+        skills: vec!["sh".parse().expect("skill")],
+        slots: 2,
+        labels: BTreeMap::new(),
+    };
+    s.agent_event(joined, NOW).await.expect("joined");
+    let l = lease(&s, 1, 1, NOW).await;
+    s.finish(vec![report(&l, OutcomeKind::Succeeded)], NOW)
+        .await
+        .expect("finish");
+    let help = NewEvent {
+        stream: COLLAB_HELP,
+        kind: "help.requested".into(),
+        task: Some(tid(1)),
+        agent: Some(aid(1)),
+        data: r#"{"topic":"x"}"#.into(),
+    };
+    s.append_event(help, NOW + 1).await.expect("append");
+    let left = AgentEvent::Left {
+        id: aid(1),
+        reason: "bye".into(),
+    };
+    s.agent_event(left, NOW + 2).await.expect("left");
+
+    let all = s.events(0, vec![], 0).await.expect("events");
+    let kinds: Vec<_> = all
+        .iter()
+        .map(|e| (e.stream.as_str(), e.kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (TASKS_QUEUE, "task.submitted"),
+            (AGENTS_SPAWNING, "agent.joined"),
+            (TASKS_ACTIVE, "task.assigned"),
+            (TASKS_COMPLETED, "task.succeeded"),
+            (COLLAB_HELP, "help.requested"),
+            (AGENTS_TERMINATING, "agent.left"),
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
+    assert_eq!(s.last_event_id().await.expect("last"), all[5].id);
+    assert_eq!(
+        (all[4].task, all[4].agent, all[4].at_ms),
+        (Some(tid(1)), Some(aid(1)), NOW + 1)
+    );
+    assert_eq!(all[4].data, r#"{"topic":"x"}"#);
+
+    let only = |streams: &[&str]| {
+        let streams = streams.iter().map(|s| s.to_string()).collect();
+        let s = &s;
+        async move {
+            s.events(0, streams, 0)
+                .await
+                .expect("events")
+                .into_iter()
+                .map(|e| e.kind)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(only(&[TASKS_QUEUE]).await, ["task.submitted"]);
+    assert_eq!(
+        only(&["nova.torch.tasks."]).await,
+        ["task.submitted", "task.assigned", "task.succeeded"]
+    );
+    assert_eq!(
+        only(&["nova.torch.agents.", COLLAB_HELP]).await,
+        ["agent.joined", "help.requested", "agent.left"]
+    );
+    assert!(
+        only(&["nova.torch.tasks"]).await.is_empty(),
+        "no dot: exact name only"
+    );
+
+    // Paging with `after` and `limit` walks the same sequence.
+    let mut cursor = 0;
+    let mut paged = Vec::new();
+    loop {
+        let page = s.events(cursor, vec![], 2).await.expect("events");
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        cursor = last.id;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+}
+
+pub(crate) async fn list_filters(h: &impl Harness) {
+    let s = h.open();
+    let labelled = |n: u64, team: &str| {
+        let team = team.to_string();
+        task_with(n, &[], move |sp| {
+            sp.labels.insert("team".into(), team);
+        })
+    };
+    let batch = vec![
+        labelled(1, "a"),
+        labelled(2, "b"),
+        labelled(3, "a"),
+        task(4, &[1]),
+        labelled(5, "a"),
+    ];
+    s.submit(batch, NOW).await.expect("submit");
+    let list = |f: TaskFilter| {
+        let s = &s;
+        async move {
+            let page = s.list_tasks(f).await.expect("list");
+            (
+                page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+                page.counts,
+            )
+        }
+    };
+    let (all, counts) = list(TaskFilter::default()).await;
+    assert_eq!(
+        all,
+        [tid(5), tid(4), tid(3), tid(2), tid(1)],
+        "newest first"
+    );
+    assert_eq!(
+        (counts[&TaskState::Queued], counts[&TaskState::Blocked]),
+        (4, 1)
+    );
+    let (team_a, counts_a) = list(TaskFilter {
+        label: Some(("team".into(), "a".into())),
+        ..TaskFilter::default()
+    })
+    .await;
+    assert_eq!(team_a, [tid(5), tid(3), tid(1)]);
+    assert_eq!(counts_a, counts, "counts are over all tasks");
+    let (blocked, _) = list(TaskFilter {
+        states: vec![TaskState::Blocked, TaskState::Running],
+        ..TaskFilter::default()
+    })
+    .await;
+    assert_eq!(blocked, [tid(4)]);
+    let first = s
+        .list_tasks(TaskFilter {
+            limit: 2,
+            ..TaskFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        first.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [tid(5), tid(4)]
+    );
+    let (next, _) = list(TaskFilter {
+        limit: 2,
+        before_seq: Some(first.tasks[1].seq),
+        ..TaskFilter::default()
+    })
+    .await;
+    assert_eq!(next, [tid(3), tid(2)]);
+    assert_eq!(
+        first.tasks[1].deps,
+        vec![tid(1)],
+        "listed tasks carry their deps"
+    );
+}
+
+pub(crate) async fn tokens_and_meta(h: &impl Harness) {
+    let s = h.open();
+    assert_eq!(s.count_tokens("admin".into()).await.expect("count"), 0);
+    let tok = |hash: &str, role: &str| TokenRecord {
+        hash: hash.into(),
+        role: role.into(),
+        name: format!("{role} token"),
+        created_ms: NOW,
+    };
+    s.put_token(tok("h1", "admin")).await.expect("put");
+    s.put_token(tok("h2", "agent")).await.expect("put");
+    s.put_token(tok("h3", "agent")).await.expect("put");
+    assert_eq!(s.count_tokens("admin".into()).await.expect("count"), 1);
+    assert_eq!(s.count_tokens("agent".into()).await.expect("count"), 2);
+    assert_eq!(
+        s.find_token("h2".into()).await.expect("find"),
+        Some(tok("h2", "agent"))
+    );
+    assert_eq!(s.find_token("nope".into()).await.expect("find"), None);
+
+    assert_eq!(s.get_meta("secret".into()).await.expect("get"), None);
+    let v = s
+        .init_meta("secret".into(), "one".into())
+        .await
+        .expect("init");
+    assert_eq!(v, "one");
+    let v = s
+        .init_meta("secret".into(), "two".into())
+        .await
+        .expect("init");
+    assert_eq!(v, "one", "init_meta keeps the first value");
+    assert_eq!(
+        s.get_meta("secret".into()).await.expect("get").as_deref(),
+        Some("one")
+    );
+}
