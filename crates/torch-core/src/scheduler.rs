@@ -215,12 +215,11 @@ impl<P: Placer> Scheduler<P> {
                 break;
             }
             self.delayed.pop();
-            if let Some(task) = self.tasks.get_mut(&id) {
-                if task.not_before == t {
+            if let Some(task) = self.tasks.get_mut(&id)
+                && task.not_before == t {
                     task.not_before = 0;
                     self.ready.insert((Reverse(task.priority), task.seq, task.id));
                 }
-            }
         }
     }
 

@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(skills[0].level, 0.9);
         assert_eq!(skills[1].level, 1.0);
         let need: SkillReq = "rust:0.8".parse().unwrap();
-        assert!(covers(&skills, &[need.clone()]));
+        assert!(covers(&skills, std::slice::from_ref(&need)));
         let too_high: SkillReq = "rust:0.95".parse().unwrap();
         assert!(!covers(&skills, &[need, too_high]));
         assert!(covers(&skills, &[]));

@@ -242,14 +242,13 @@ pub fn validate_batch(source: &str, specs: Vec<TaskSpec>) -> Result<Vec<ValidTas
     for (i, spec) in specs.iter().enumerate() {
         let p = task_path(n, i, spec);
         check_fields(spec, &p, &mut |f, m| errors.push(err(join(&p, f), m)));
-        if let Some(name) = &spec.name {
-            if let Some(first) = names.insert(name.clone(), i) {
+        if let Some(name) = &spec.name
+            && let Some(first) = names.insert(name.clone(), i) {
                 errors.push(err(
                     join(&p, "name"),
                     format!("duplicate task name {name:?} (first used by task[{first}])"),
                 ));
             }
-        }
     }
     let mut out = Vec::with_capacity(n);
     for (i, spec) in specs.into_iter().enumerate() {
@@ -345,16 +344,14 @@ fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, Strin
         if s.exit_codes.is_empty() {
             report("success.exit_codes", "must list at least one exit code".into());
         }
-        if let Some(re) = &s.stdout_matches {
-            if let Err(e) = regex::RegexBuilder::new(re).size_limit(1 << 20).build() {
+        if let Some(re) = &s.stdout_matches
+            && let Err(e) = regex::RegexBuilder::new(re).size_limit(1 << 20).build() {
                 report("success.stdout_matches", format!("invalid regular expression: {e}"));
             }
-        }
-        if let Some(c) = &s.check {
-            if c.is_empty() || c[0].trim().is_empty() {
+        if let Some(c) = &s.check
+            && (c.is_empty() || c[0].trim().is_empty()) {
                 report("success.check", "is empty: give a program and its arguments".into());
             }
-        }
         for (i, f) in s.file_exists.iter().enumerate() {
             if f.trim().is_empty() {
                 report(&format!("success.file_exists[{i}]"), "is empty".into());
@@ -371,11 +368,10 @@ fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, Strin
             report("env", format!("invalid variable name {k:?}"));
         }
     }
-    if let Some(k) = &spec.idempotency_key {
-        if k.is_empty() || k.len() > 256 {
+    if let Some(k) = &spec.idempotency_key
+        && (k.is_empty() || k.len() > 256) {
             report("idempotency_key", "must be 1 to 256 characters".into());
         }
-    }
 }
 
 /// Finds one dependency cycle among local dependencies, as a closed path of indices.

@@ -23,6 +23,19 @@ use tracing::{debug, info, warn};
 use crate::clock::now_ms;
 use crate::hub::Shared;
 
+/// A message for an agent's session; `ready` is when an assigned task became
+/// ready, so the session can record assignment latency once the frame is sent.
+pub(crate) struct Outbound {
+    pub(crate) msg: HubMessage,
+    pub(crate) ready: Option<std::time::Instant>,
+}
+
+impl From<HubMessage> for Outbound {
+    fn from(msg: HubMessage) -> Self {
+        Outbound { msg, ready: None }
+    }
+}
+
 /// Requests to the engine.
 pub(crate) enum Cmd {
     /// Tasks that became ready (submitted, released, requeued, retried).
@@ -35,7 +48,7 @@ pub(crate) enum Cmd {
     /// An agent session opened.
     Join {
         hello: Hello,
-        tx: mpsc::Sender<HubMessage>,
+        tx: mpsc::Sender<Outbound>,
         session: u64,
         reply: oneshot::Sender<AgentId>,
     },
@@ -92,7 +105,7 @@ struct AgentEntry {
     slots: u32,
     labels: BTreeMap<String, String>,
     session: u64,
-    tx: Option<mpsc::Sender<HubMessage>>,
+    tx: Option<mpsc::Sender<Outbound>>,
     connected_ms: u64,
     last_seen_ms: u64,
     completed: u64,
@@ -106,8 +119,8 @@ pub(crate) struct Engine<S> {
     sched: Scheduler,
     agents: HashMap<AgentId, AgentEntry>,
     leases: HashMap<TaskId, Lease>,
-    /// When each queued task became ready (unix ms), for latency stats.
-    ready_at: HashMap<TaskId, u64>,
+    /// When each queued task became ready (monotonic), for latency stats.
+    ready_at: HashMap<TaskId, std::time::Instant>,
     jobs: TaskTracker,
 }
 
@@ -150,8 +163,10 @@ impl<S: Store> Engine<S> {
     }
 
     fn enqueue(&mut self, tasks: Vec<QueuedTask>, now: u64) {
+        let mono = std::time::Instant::now();
         for t in tasks {
-            self.ready_at.insert(t.id, t.not_before.max(now));
+            let delay = Duration::from_millis(t.not_before.saturating_sub(now));
+            self.ready_at.insert(t.id, mono + delay);
             self.sched.enqueue(t);
         }
     }
@@ -341,7 +356,7 @@ impl<S: Store> Engine<S> {
         self.enqueue(ready, now);
     }
 
-    fn join(&mut self, hello: Hello, tx: mpsc::Sender<HubMessage>, session: u64, now: u64) -> AgentId {
+    fn join(&mut self, hello: Hello, tx: mpsc::Sender<Outbound>, session: u64, now: u64) -> AgentId {
         let id = hello
             .agent_id
             .unwrap_or_else(|| AgentId::from_uuid(uuid::Uuid::now_v7()));
@@ -355,18 +370,27 @@ impl<S: Store> Engine<S> {
                     }
                 }
                 _ => {
-                    let _ = tx.try_send(HubMessage::Cancel {
-                        task_id: h.task_id,
-                        fence: h.fence,
-                        reason: "lease is no longer yours (expired or reassigned)".into(),
-                    });
+                    let _ = tx.try_send(
+                        HubMessage::Cancel {
+                            task_id: h.task_id,
+                            fence: h.fence,
+                            reason: "lease is no longer yours (expired or reassigned)".into(),
+                        }
+                        .into(),
+                    );
                 }
             }
         }
         let used = self
             .leases
             .values()
-            .filter(|l| l.agent == id && matches!(l.phase, Phase::Held | Phase::Granting | Phase::Cancelled))
+            .filter(|l| {
+                l.agent == id
+                    && matches!(
+                        l.phase,
+                        Phase::Held | Phase::Granting | Phase::Cancelled | Phase::Expiring
+                    )
+            })
             .count() as u32;
         let entry = self.agents.entry(id).or_insert_with(|| AgentEntry {
             name: String::new(),
@@ -422,9 +446,9 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    fn send(&self, agent: AgentId, msg: HubMessage) {
+    fn send(&self, agent: AgentId, msg: impl Into<Outbound>) {
         if let Some(tx) = self.agents.get(&agent).and_then(|a| a.tx.as_ref()) {
-            if tx.try_send(msg).is_err() {
+            if tx.try_send(msg.into()).is_err() {
                 warn!(agent_id = %agent, "agent outbox full or closed; message dropped (lease expiry covers it)");
             }
         }
@@ -486,8 +510,7 @@ impl<S: Store> Engine<S> {
                 return;
             }
         };
-        let mut latencies = Vec::with_capacity(results.len());
-        let mut by_agent: HashMap<AgentId, Vec<HubMessage>> = HashMap::new();
+        let mut by_agent: HashMap<AgentId, Vec<Outbound>> = HashMap::new();
         for r in results {
             match r {
                 Ok(leased) => {
@@ -495,12 +518,19 @@ impl<S: Store> Engine<S> {
                         continue;
                     };
                     l.fence = leased.fence;
+                    if l.phase == Phase::Cancelled {
+                        // Cancelled while the grant was being written: the agent
+                        // never hears of it, so its slot is free again.
+                        let agent = l.agent;
+                        self.leases.remove(&leased.task);
+                        self.sched.release_slot(agent);
+                        self.ready_at.remove(&leased.task);
+                        continue;
+                    }
                     if l.phase == Phase::Granting {
                         l.phase = Phase::Held;
                     }
-                    if let Some(t) = self.ready_at.remove(&leased.task) {
-                        latencies.push(now_ms().saturating_sub(t) * 1000);
-                    }
+                    let ready = self.ready_at.remove(&leased.task);
                     let token = self.shared.task_tokens.mint(leased.task, leased.fence);
                     let spec = leased.spec;
                     let msg = HubMessage::Assign(Assignment {
@@ -515,7 +545,10 @@ impl<S: Store> Engine<S> {
                         env: spec.env,
                         task_token: token,
                     });
-                    by_agent.entry(leased.agent).or_default().push(msg);
+                    by_agent
+                        .entry(leased.agent)
+                        .or_default()
+                        .push(Outbound { msg, ready });
                 }
                 Err(refused) => {
                     debug!(task_id = %refused.task, state = ?refused.state, "grant refused");
@@ -534,7 +567,6 @@ impl<S: Store> Engine<S> {
                 self.send(agent, m);
             }
         }
-        self.shared.stats.record_assign(&latencies);
         let _ = now;
     }
 

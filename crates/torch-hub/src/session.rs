@@ -19,7 +19,7 @@ use torch_store::{AgentEvent, Finish, FinishResult, NewEvent, Store, TASKS_FAILE
 use tracing::{debug, info, warn};
 
 use crate::clock::now_ms;
-use crate::engine::Cmd;
+use crate::engine::{Cmd, Outbound};
 use crate::hub::Shared;
 
 const OUTBOX: usize = 8192;
@@ -72,7 +72,7 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
         }
     };
     let session = shared.session_seq.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = mpsc::channel::<HubMessage>(OUTBOX);
+    let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOX);
     let (reply_tx, reply_rx) = oneshot::channel();
     let (name, skills, slots, labels) = (
         hello.name.clone(),
@@ -124,15 +124,23 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
         tokio::select! {
             msg = rx.recv() => {
                 let Some(first) = msg else { break "replaced by a newer session".to_string() };
-                let mut batch = vec![first];
+                let mut batch = vec![first.msg];
+                let mut readies: Vec<std::time::Instant> = first.ready.into_iter().collect();
                 while batch.len() < 1024 {
                     match rx.try_recv() {
-                        Ok(m) => batch.push(m),
+                        Ok(m) => {
+                            readies.extend(m.ready);
+                            batch.push(m.msg);
+                        }
                         Err(_) => break,
                     }
                 }
                 if let Err(e) = sink.send(encode(&batch)).await {
                     break format!("send failed: {e}");
+                }
+                if !readies.is_empty() {
+                    let lat: Vec<u64> = readies.iter().map(|t| t.elapsed().as_micros() as u64).collect();
+                    shared.stats.record_assign(&lat);
                 }
             }
             frame = stream.next() => {
@@ -214,7 +222,7 @@ async fn record<S: Store>(
     shared: Arc<Shared<S>>,
     agent: AgentId,
     mut rx: mpsc::Receiver<Vec<AgentMessage>>,
-    tx: mpsc::Sender<HubMessage>,
+    tx: mpsc::Sender<Outbound>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut msgs = first;
@@ -306,7 +314,7 @@ async fn record<S: Store>(
             })
             .await;
         for a in acks {
-            if tx.send(a).await.is_err() {
+            if tx.send(a.into()).await.is_err() {
                 break;
             }
         }

@@ -161,7 +161,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
         }
         let n = jobs.len();
         run_batch(&conn, jobs.drain(..));
-        debug!(ops = n, "store batch committed");
+        debug!(ops = n, "store batch done");
     }
     if let Err((_, e)) = conn.close() {
         error!(error = %e, "closing the store failed");
@@ -179,8 +179,7 @@ fn read_fence(conn: &Connection) -> Result<u64, StoreError> {
     to_u64(v)
 }
 
-fn run_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) {
-    let mut jobs = jobs;
+fn run_batch(conn: &Connection, mut jobs: impl Iterator<Item = Job>) {
     let start = exec(conn, "BEGIN IMMEDIATE").and_then(|()| match read_fence(conn) {
         Ok(f) => Ok(f),
         Err(e) => {

@@ -38,7 +38,7 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     ac.slots = args.slots;
     ac.labels = labels;
     ac.work_root = work_root;
-    ac.supervisor = std::env::current_exe().ok();
+    ac.supervisor = torch_binary_on_path(&ac.work_root);
     ac.env_allowlist = cfg.agent.env_allowlist;
     ac.kill_grace = cfg.agent.kill_grace;
     ac.max_log_bytes = cfg.agent.max_log_bytes;
@@ -52,4 +52,25 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     torch_agent::run(ac, shutdown)
         .await
         .map_err(|e| exit(crate::exit::ERROR, format!("agent stopped: {e}")))
+}
+
+/// The path of this binary as `…/torch`, so tasks can call `torch progress`
+/// even when the binary was installed under another file name: in that case a
+/// `torch` symlink in the work root points at it.
+fn torch_binary_on_path(work_root: &std::path::Path) -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    if exe.file_name().is_some_and(|n| n == "torch") {
+        return Some(exe);
+    }
+    let dir = work_root.join(".bin");
+    let link = dir.join("torch");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::remove_file(&link);
+    match std::os::unix::fs::symlink(&exe, &link) {
+        Ok(()) => Some(link),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not link `torch` into the work dir; tasks may not find `torch` on PATH");
+            Some(exe)
+        }
+    }
 }
