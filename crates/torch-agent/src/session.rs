@@ -26,6 +26,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Liveness check period until the hub says how often to heartbeat.
 const HANDSHAKE_TICK: Duration = Duration::from_secs(1);
 const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+/// How long shutdown waits for the hub to ack the last reports.
+const ACK_WAIT: Duration = Duration::from_secs(1);
 /// How long the writer may take to flush and close at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Hub error codes that mean the token is not accepted.
@@ -187,6 +189,7 @@ async fn session(
         tick: interval(HANDSHAKE_TICK),
     };
     let mut draining = false;
+    let mut waiting_for_acks = false;
     let drain_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(drain_deadline);
 
@@ -244,12 +247,24 @@ async fn session(
                 break End::Lost { welcomed: conn.welcomed };
             }
             () = &mut drain_deadline, if draining => {
-                warn!("shutdown deadline passed with reports unacknowledged");
+                if !agent.idle() {
+                    warn!(tasks = agent.held().len(), "shutdown deadline passed with tasks still stopping");
+                } else {
+                    debug!("shutdown: some reports were not acknowledged");
+                }
                 break End::Shutdown;
             }
         }
-        if draining && agent.drained() {
-            break End::Shutdown;
+        if draining {
+            if agent.drained() {
+                break End::Shutdown;
+            }
+            if agent.idle() && !waiting_for_acks {
+                // Every task reported: give the hub a moment to ack, no more.
+                waiting_for_acks = true;
+                let by = (Instant::now() + ACK_WAIT).min(drain_deadline.deadline());
+                drain_deadline.as_mut().reset(by);
+            }
         }
     };
     if matches!(end, End::Shutdown) && !writer.is_finished() {

@@ -109,6 +109,9 @@ struct AgentEntry {
     connected_ms: u64,
     last_seen_ms: u64,
     completed: u64,
+    /// A lease of this agent expired without heartbeats: it gets no new work
+    /// until it is heard from again.
+    silent: bool,
 }
 
 /// The scheduling engine; see the module docs.
@@ -272,9 +275,7 @@ impl<S: Store> Engine<S> {
                         }
                     }
                 }
-                if let Some(a) = self.agents.get_mut(&agent) {
-                    a.last_seen_ms = now;
-                }
+                self.heard_from(agent, now);
             }
             Cmd::Recorded { agent, results } => {
                 for (h, r) in results {
@@ -402,6 +403,7 @@ impl<S: Store> Engine<S> {
             connected_ms: now,
             last_seen_ms: now,
             completed: 0,
+            silent: false,
         });
         entry.name = hello.name;
         entry.skills = hello.skills.clone();
@@ -411,6 +413,7 @@ impl<S: Store> Engine<S> {
         entry.tx = Some(tx);
         entry.connected_ms = now;
         entry.last_seen_ms = now;
+        entry.silent = false;
         self.sched.upsert_agent(AgentSlots {
             id,
             skills: hello.skills,
@@ -423,9 +426,7 @@ impl<S: Store> Engine<S> {
 
     fn heartbeat(&mut self, agent: AgentId, running: Vec<HeldTask>, now: u64) {
         let lease = self.lease_ms();
-        if let Some(a) = self.agents.get_mut(&agent) {
-            a.last_seen_ms = now;
-        }
+        self.heard_from(agent, now);
         for h in running {
             match self.leases.get_mut(&h.task_id) {
                 Some(l) if l.agent == agent && l.fence == h.fence => {
@@ -442,6 +443,18 @@ impl<S: Store> Engine<S> {
                         reason: "lease is no longer yours (expired or reassigned)".into(),
                     },
                 ),
+            }
+        }
+    }
+
+    /// Notes a sign of life; an agent held back as silent gets work again.
+    fn heard_from(&mut self, agent: AgentId, now: u64) {
+        if let Some(a) = self.agents.get_mut(&agent) {
+            a.last_seen_ms = now;
+            if a.silent && a.tx.is_some() {
+                a.silent = false;
+                self.sched.set_draining(agent, false);
+                info!(agent_id = %agent, "agent is responsive again; it may take new tasks");
             }
         }
     }
@@ -622,11 +635,15 @@ impl<S: Store> Engine<S> {
             self.sched.release_slot(agent);
         }
         for (task, agent, fence) in expired {
-            let name = self
-                .agents
-                .get(&agent)
-                .map(|a| a.name.clone())
-                .unwrap_or_default();
+            let mut name = String::new();
+            if let Some(a) = self.agents.get_mut(&agent) {
+                name = a.name.clone();
+                if !a.silent {
+                    a.silent = true;
+                    self.sched.set_draining(agent, true);
+                    warn!(agent_id = %agent, name = %a.name, "agent missed its heartbeats; no new tasks for it until it is heard from");
+                }
+            }
             warn!(task_id = %task, agent_id = %agent, fence, "lease expired; requeueing");
             let reason = format!(
                 "lease expired: agent {name} ({agent}) sent no heartbeat for {} ms",
@@ -653,6 +670,8 @@ impl<S: Store> Engine<S> {
                     .count() as u32;
                 let state = if a.tx.is_none() {
                     "disconnected"
+                } else if a.silent {
+                    "silent"
                 } else if running == 0 {
                     "idle"
                 } else {

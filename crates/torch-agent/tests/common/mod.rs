@@ -37,6 +37,8 @@ pub(crate) struct Conn {
     pub(crate) log: Vec<AgentMessage>,
     /// Text frames received.
     pub(crate) frames: usize,
+    /// Finished reports received while waiting for another one.
+    unclaimed: Vec<FinishReport>,
 }
 
 impl Hub {
@@ -51,6 +53,7 @@ impl Hub {
             .await
             .expect("agent did not connect in time")
             .unwrap();
+        tcp.set_nodelay(true).unwrap();
         tcp
     }
 
@@ -68,7 +71,7 @@ impl Hub {
         let (path, auth) = seen.unwrap();
         assert_eq!(path, "/api/v1/agent/ws");
         assert_eq!(auth.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
-        let mut conn = Conn { ws, hello: hello_placeholder(), pending: VecDeque::new(), log: Vec::new(), frames: 0 };
+        let mut conn = Conn { ws, hello: hello_placeholder(), pending: VecDeque::new(), log: Vec::new(), frames: 0, unclaimed: Vec::new() };
         match conn.next().await {
             AgentMessage::Hello(h) => conn.hello = h,
             other => panic!("expected Hello first, got {other:?}"),
@@ -118,12 +121,16 @@ impl Conn {
 
     /// The next message other than a heartbeat.
     pub(crate) async fn next(&mut self) -> AgentMessage {
-        loop {
-            let m = self.next_raw().await;
-            if !matches!(m, AgentMessage::Heartbeat { .. }) {
-                return m;
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                let m = self.next_raw().await;
+                if !matches!(m, AgentMessage::Heartbeat { .. }) {
+                    return m;
+                }
             }
-        }
+        })
+        .await
+        .expect("no message other than heartbeats in time")
     }
 
     /// The next message, heartbeats included.
@@ -151,15 +158,24 @@ impl Conn {
         }
     }
 
-    /// Reads until the Finished report for `task_id` arrives.
+    /// The Finished report for `task_id`: one received earlier and not
+    /// claimed yet, or the next to arrive (bounded by [`DEADLINE`]).
     pub(crate) async fn finished(&mut self, task_id: TaskId) -> FinishReport {
-        loop {
-            if let AgentMessage::Finished(r) = self.next().await
-                && r.task_id == task_id
-            {
-                return r;
-            }
+        if let Some(i) = self.unclaimed.iter().position(|r| r.task_id == task_id) {
+            return self.unclaimed.remove(i);
         }
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                if let AgentMessage::Finished(r) = self.next().await {
+                    if r.task_id == task_id {
+                        return r;
+                    }
+                    self.unclaimed.push(r);
+                }
+            }
+        })
+        .await
+        .expect("no Finished report in time")
     }
 
     pub(crate) async fn ack(&mut self, r: &FinishReport) {
@@ -220,6 +236,10 @@ pub(crate) struct Agent {
 
 impl Agent {
     pub(crate) fn start(cfg: AgentConfig) -> Agent {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(torch_agent::run(cfg, shutdown.clone()));
         Agent { shutdown, handle }

@@ -1,1 +1,14 @@
-//! End-to-end tests.
+//! End-to-end tests of Nova Torch: real `torch serve` and `torch agent`
+//! processes on ephemeral ports in a temp dir per test, driven through the
+//! `torch` CLI and the HTTP API. Set `TORCH_TEST_KEEP_TMP=1` to keep the dirs
+//! (hub and agent logs included).
+
+// Tests report seeds, kept dirs and informational counts on stderr.
+#![allow(clippy::print_stderr)]
+
+mod crash;
+mod faults;
+mod harness;
+mod input;
+mod processes;
+mod scheduling;
