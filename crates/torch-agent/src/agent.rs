@@ -10,7 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use torch_api::ws::{NOOP_COMMAND, AckStatus, AgentMessage, Assignment, FinishReport, HeldTask, Hello};
+use torch_api::ws::{
+    AckStatus, AgentMessage, Assignment, FinishReport, HeldTask, Hello, NOOP_COMMAND,
+};
 use torch_core::{AgentId, Evidence, Outcome, OutcomeKind, TaskId};
 
 use crate::config::AgentConfig;
@@ -95,7 +97,10 @@ impl Agent {
     /// Queues every unacknowledged report again (after a Welcome).
     pub(crate) fn resend_unacked(&self, q: &Outq) {
         if !self.outbox.is_empty() {
-            info!(reports = self.outbox.len(), "resending unacknowledged reports");
+            info!(
+                reports = self.outbox.len(),
+                "resending unacknowledged reports"
+            );
         }
         for u in self.outbox.values() {
             q.push(AgentMessage::Finished(u.report.clone()));
@@ -143,7 +148,8 @@ impl Agent {
             debug!(task_id = %a.task_id, attempt = a.attempt, "duplicate assignment ignored");
             return;
         }
-        let refuse = |reason: &str| Outcome::failed(OutcomeKind::Failed, reason, Evidence::default());
+        let refuse =
+            |reason: &str| Outcome::failed(OutcomeKind::Failed, reason, Evidence::default());
         if self.stopping {
             return self.report_now(&a, refuse("agent shutting down"), q);
         }
@@ -163,19 +169,30 @@ impl Agent {
         }
         info!(task_id = %a.task_id, attempt = a.attempt, name = %a.name, "task assigned");
         let (stop_tx, stop_rx) = oneshot::channel();
-        self.running.insert(key, Running { stop: Some(stop_tx) });
+        self.running.insert(
+            key,
+            Running {
+                stop: Some(stop_tx),
+            },
+        );
         self.tracker
             .spawn(run_task(self.ctx.clone(), a, stop_rx, self.events.clone()));
     }
 
     /// Stops a running task at the hub's request.
     pub(crate) fn on_cancel(&mut self, task_id: TaskId, fence: u64, reason: String) {
-        match self.running.get_mut(&(task_id, fence)).and_then(|r| r.stop.take()) {
+        match self
+            .running
+            .get_mut(&(task_id, fence))
+            .and_then(|r| r.stop.take())
+        {
             Some(stop) => {
                 info!(%task_id, fence, reason = %reason, "task cancelled by the hub");
                 let _ = stop.send(StopReason::Cancelled(reason));
             }
-            None => debug!(%task_id, fence, "cancel for a task not running here (or already stopping)"),
+            None => {
+                debug!(%task_id, fence, "cancel for a task not running here (or already stopping)")
+            }
         }
     }
 

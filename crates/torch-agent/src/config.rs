@@ -64,7 +64,11 @@ impl AgentConfig {
     /// A config with defaults: one slot, no skills or labels, work dirs under
     /// `$TMPDIR/torch-work`, no supervisor, the default env allowlist, 5 s kill
     /// grace, 8 MiB log cap, work dirs removed once reported.
-    pub fn new(hub_url: impl Into<String>, token: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(
+        hub_url: impl Into<String>,
+        token: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
         AgentConfig {
             hub_url: hub_url.into(),
             token: token.into(),
@@ -74,7 +78,10 @@ impl AgentConfig {
             labels: BTreeMap::new(),
             work_root: std::env::temp_dir().join("torch-work"),
             supervisor: None,
-            env_allowlist: DEFAULT_ENV_ALLOWLIST.iter().map(|s| s.to_string()).collect(),
+            env_allowlist: DEFAULT_ENV_ALLOWLIST
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             kill_grace: DEFAULT_KILL_GRACE,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             keep_workdirs: false,
@@ -146,10 +153,7 @@ pub(crate) fn ws_url(hub_url: &str) -> Result<String, AgentError> {
         ));
     };
     if rest.is_empty() || rest.starts_with('/') {
-        return Err(config_err(
-            "hub_url",
-            format!("{base:?}: missing host"),
-        ));
+        return Err(config_err("hub_url", format!("{base:?}: missing host")));
     }
     Ok(format!("ws://{rest}{API_PREFIX}/agent/ws"))
 }
@@ -165,25 +169,40 @@ mod tests {
         assert_eq!(cfg.kill_grace, Duration::from_secs(5));
         assert_eq!(cfg.max_log_bytes, 8 << 20);
         assert!(cfg.env_allowlist.iter().any(|v| v == "PATH"));
-        assert_eq!(cfg.validate().unwrap(), "ws://127.0.0.1:7700/api/v1/agent/ws");
+        assert_eq!(
+            cfg.validate().unwrap(),
+            "ws://127.0.0.1:7700/api/v1/agent/ws"
+        );
         assert!(!format!("{cfg:?}").contains("s3cret"));
 
-        assert_eq!(ws_url("ws://h:1/base").unwrap(), "ws://h:1/base/api/v1/agent/ws");
+        assert_eq!(
+            ws_url("ws://h:1/base").unwrap(),
+            "ws://h:1/base/api/v1/agent/ws"
+        );
         assert!(matches!(
             ws_url("https://h:1"),
-            Err(AgentError::Config { field: "hub_url", .. })
+            Err(AgentError::Config {
+                field: "hub_url",
+                ..
+            })
         ));
         assert!(ws_url("h:1").is_err());
         assert!(ws_url("http://").is_err());
 
         let mut bad = cfg.clone();
         bad.slots = 0;
-        assert!(matches!(bad.validate(), Err(AgentError::Config { field: "slots", .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(AgentError::Config { field: "slots", .. })
+        ));
         let mut bad = cfg;
         bad.supervisor = Some(PathBuf::from("/nonexistent/torch"));
         assert!(matches!(
             bad.validate(),
-            Err(AgentError::Config { field: "supervisor", .. })
+            Err(AgentError::Config {
+                field: "supervisor",
+                ..
+            })
         ));
     }
 }

@@ -5,10 +5,10 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use tokio_tungstenite::connect_async_with_config;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
-use tokio_tungstenite::tungstenite::Error as WsError;
 
 use crate::error::AgentError;
 use crate::writer::Ws;
@@ -28,12 +28,10 @@ pub(crate) enum ConnectError {
 
 /// Builds the upgrade request; fails only for a token that cannot be a header.
 pub(crate) fn request(url: &str, token: &str) -> Result<Request, AgentError> {
-    let mut req = url
-        .into_client_request()
-        .map_err(|e| AgentError::Config {
-            field: "hub_url",
-            problem: e.to_string(),
-        })?;
+    let mut req = url.into_client_request().map_err(|e| AgentError::Config {
+        field: "hub_url",
+        problem: e.to_string(),
+    })?;
     let value =
         HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| AgentError::Config {
             field: "token",
@@ -60,9 +58,7 @@ pub(crate) async fn connect(url: &str, token: &str) -> Result<Ws, ConnectError> 
                 detail: format!("HTTP {}", resp.status()),
             }))
         }
-        Ok(Err(WsError::Http(resp))) => {
-            Err(ConnectError::Retry(format!("HTTP {}", resp.status())))
-        }
+        Ok(Err(WsError::Http(resp))) => Err(ConnectError::Retry(format!("HTTP {}", resp.status()))),
         Ok(Err(e)) => Err(ConnectError::Retry(e.to_string())),
     }
 }

@@ -55,7 +55,11 @@ pub(crate) async fn evaluate(
         if results.iter().all(|r| r.ok) {
             results.push(check(criterion, argv, ws).await);
         } else {
-            results.push(result(criterion, false, "not run: an earlier criterion failed"));
+            results.push(result(
+                criterion,
+                false,
+                "not run: an earlier criterion failed",
+            ));
         }
     }
     results
@@ -80,7 +84,11 @@ fn result(criterion: String, ok: bool, detail: impl Into<String>) -> CriterionRe
 fn exit_code(allowed: &[i32], exit: &Exit) -> CriterionResult {
     let criterion = format!("exit_code in {allowed:?}");
     match exit {
-        Exit::Code(code) => result(criterion, allowed.contains(code), format!("exited with {code}")),
+        Exit::Code(code) => result(
+            criterion,
+            allowed.contains(code),
+            format!("exited with {code}"),
+        ),
         Exit::Signal(sig) => result(criterion, false, format!("killed by signal {sig}")),
         Exit::Unknown(why) => result(criterion, false, why.clone()),
     }
@@ -93,7 +101,11 @@ async fn file_exists(dir: &Path, rel: &str) -> CriterionResult {
         .components()
         .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
     if !inside {
-        return result(criterion, false, "path must be relative and stay inside the work dir");
+        return result(
+            criterion,
+            false,
+            "path must be relative and stay inside the work dir",
+        );
     }
     match tokio::fs::try_exists(dir.join(path)).await {
         Ok(true) => result(criterion, true, "exists"),
@@ -120,7 +132,11 @@ async fn stdout_matches(pattern: &str, ws: &Workspace<'_>) -> CriterionResult {
     if re.is_match(&text) {
         result(criterion, true, "matched")
     } else {
-        result(criterion, false, format!("no match in {} bytes of stdout", text.len()))
+        result(
+            criterion,
+            false,
+            format!("no match in {} bytes of stdout", text.len()),
+        )
     }
 }
 
@@ -146,15 +162,29 @@ async fn check(criterion: String, argv: &[String], ws: &Workspace<'_>) -> Criter
     .await;
     let said = {
         let e = err.tail_text(CHECK_TAIL_BYTES);
-        let text = if e.trim().is_empty() { out.tail_text(CHECK_TAIL_BYTES) } else { e };
+        let text = if e.trim().is_empty() {
+            out.tail_text(CHECK_TAIL_BYTES)
+        } else {
+            e
+        };
         let text = text.trim().to_string();
-        if text.is_empty() { String::new() } else { format!(": {text}") }
+        if text.is_empty() {
+            String::new()
+        } else {
+            format!(": {text}")
+        }
     };
     match exit {
-        None => result(criterion, false, format!("timed out after {}s", CHECK_TIMEOUT.as_secs())),
+        None => result(
+            criterion,
+            false,
+            format!("timed out after {}s", CHECK_TIMEOUT.as_secs()),
+        ),
         Some(Exit::Code(0)) => result(criterion, true, "exited with 0"),
         Some(Exit::Code(code)) => result(criterion, false, format!("exited with {code}{said}")),
-        Some(Exit::Signal(sig)) => result(criterion, false, format!("killed by signal {sig}{said}")),
+        Some(Exit::Signal(sig)) => {
+            result(criterion, false, format!("killed by signal {sig}{said}"))
+        }
         Some(Exit::Unknown(why)) => result(criterion, false, why),
     }
 }
@@ -174,7 +204,12 @@ mod tests {
         std::fs::write(&log, "build ok: 42 tests passed\n").unwrap();
         std::fs::write(dir.path().join("report.txt"), "x").unwrap();
         let env = env();
-        let ws = Workspace { dir: dir.path(), stdout_log: &log, max_stdout: 1 << 20, env: &env };
+        let ws = Workspace {
+            dir: dir.path(),
+            stdout_log: &log,
+            max_stdout: 1 << 20,
+            env: &env,
+        };
 
         let all_good = SuccessCriteria {
             exit_codes: vec![0, 3],
@@ -200,14 +235,21 @@ mod tests {
         assert_eq!((r[1].ok, r[1].detail.as_str()), (false, "missing"));
         assert!(!r[2].ok);
         assert!(!r[3].ok && r[3].detail.starts_with("no match"));
-        assert!(!r[4].ok && r[4].detail.starts_with("not run"), "check skipped");
+        assert!(
+            !r[4].ok && r[4].detail.starts_with("not run"),
+            "check skipped"
+        );
         assert_eq!(
             first_failure(&r).unwrap(),
             "criterion not met: file_exists missing.txt (missing)"
         );
 
         let failing_check = SuccessCriteria {
-            check: Some(vec!["sh".into(), "-c".into(), "echo nope >&2; exit 4".into()]),
+            check: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                "echo nope >&2; exit 4".into(),
+            ]),
             ..SuccessCriteria::default()
         };
         let r = evaluate(&failing_check, &Exit::Signal(9), &ws).await;
@@ -224,12 +266,19 @@ mod tests {
         let r = evaluate(&bad_regex, &Exit::Code(0), &ws).await;
         assert!(r[1].detail.starts_with("invalid regex"));
         let r = evaluate(
-            &SuccessCriteria { stdout_matches: None, ..bad_regex },
+            &SuccessCriteria {
+                stdout_matches: None,
+                ..bad_regex
+            },
             &Exit::Code(0),
             &ws,
         )
         .await;
         assert!(!r[1].ok);
-        assert!(r[1].detail.contains("no-such-check-program-xyz"), "{}", r[1].detail);
+        assert!(
+            r[1].detail.contains("no-such-check-program-xyz"),
+            "{}",
+            r[1].detail
+        );
     }
 }

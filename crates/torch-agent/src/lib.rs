@@ -18,9 +18,9 @@
 //!   agent dies.
 
 mod agent;
-mod connect;
 mod capture;
 pub mod config;
+mod connect;
 mod criteria;
 mod error;
 mod runner;

@@ -199,9 +199,11 @@ async fn attempt(
             let reason = format!("timed out after {ms} ms");
             Outcome::failed(OutcomeKind::TimedOut, reason, evidence)
         }
-        (Some(Stopped::By(StopReason::Cancelled(why))), _) => {
-            Outcome::failed(OutcomeKind::Cancelled, format!("cancelled: {why}"), evidence)
-        }
+        (Some(Stopped::By(StopReason::Cancelled(why))), _) => Outcome::failed(
+            OutcomeKind::Cancelled,
+            format!("cancelled: {why}"),
+            evidence,
+        ),
         (Some(Stopped::By(StopReason::Shutdown)), _) => {
             Outcome::failed(OutcomeKind::Failed, "agent shutting down", evidence)
         }
@@ -220,10 +222,15 @@ async fn attempt(
             }
         }
     };
+    // `truncated`: some output is kept nowhere in full (not in these tails,
+    // or not in the capped log files).
     let logs = (out.total() > 0 || err.total() > 0).then(|| TaskLogs {
         stdout: out.tail_text(REPORT_TAIL_BYTES),
         stderr: err.tail_text(REPORT_TAIL_BYTES),
-        truncated: out.tail_truncated() || err.tail_truncated(),
+        truncated: out.tail_truncated()
+            || err.tail_truncated()
+            || out.file_truncated()
+            || err.file_truncated(),
     });
     Ok((outcome, logs))
 }
@@ -250,7 +257,9 @@ async fn create(path: &Path) -> Result<File, String> {
 async fn supervised_exit(status_file: &Path, leader: Exit) -> Exit {
     let exit = match tokio::fs::read_to_string(status_file).await {
         Ok(text) => parse_status(&text).unwrap_or_else(|| {
-            Exit::Unknown(format!("the supervisor wrote an unreadable status {text:?}"))
+            Exit::Unknown(format!(
+                "the supervisor wrote an unreadable status {text:?}"
+            ))
         }),
         // Killed together with the task before it could write (timeout/cancel).
         Err(_) if leader == Exit::Signal(9) => leader,

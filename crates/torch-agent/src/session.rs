@@ -1,6 +1,7 @@
 //! The agent's main loop: connect, Hello/Welcome, serve hub messages and
 //! runner events, heartbeat, reconnect with backoff, shut down.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,11 +47,11 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let url = cfg.validate()?;
     request(&url, &cfg.token)?;
     let mut cfg = cfg;
-    cfg.work_root = std::path::absolute(&cfg.work_root).map_err(|source| AgentError::Io {
-        action: "resolve work root",
-        path: cfg.work_root.clone(),
-        source,
-    })?;
+    // Tasks run in their work dir: relative paths would resolve from there.
+    cfg.work_root = absolute(&cfg.work_root, "resolve work root")?;
+    if let Some(sup) = &cfg.supervisor {
+        cfg.supervisor = Some(absolute(sup, "resolve supervisor path")?);
+    }
     tokio::fs::create_dir_all(&cfg.work_root)
         .await
         .map_err(|source| AgentError::Io {
@@ -60,7 +61,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         })?;
     // Each runner sends at most two events and at most `slots` run at once,
     // so runners never wait on this channel.
-    let capacity = usize::try_from(cfg.slots).unwrap_or(usize::MAX).saturating_mul(2).saturating_add(8);
+    let capacity = usize::try_from(cfg.slots)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .saturating_add(8);
     let (events_tx, mut events) = mpsc::channel(capacity);
     let mut agent = Agent::new(cfg, events_tx);
     info!(name = %agent.cfg.name, slots = agent.cfg.slots, hub = %url, "agent starting");
@@ -95,7 +99,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             Some(Err(ConnectError::Retry(why))) => warn!(error = %why, "cannot reach the hub"),
         }
         let delay = backoff.next_delay();
-        debug!(delay_ms = delay.as_millis() as u64, "reconnecting after a pause");
+        debug!(
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting after a pause"
+        );
         let pause = async {
             tokio::select! {
                 () = tokio::time::sleep(delay) => false,
@@ -112,6 +119,14 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         Err(e) => warn!(error = %e, "agent stopped"),
     }
     result
+}
+
+fn absolute(path: &Path, action: &'static str) -> Result<PathBuf, AgentError> {
+    std::path::absolute(path).map_err(|source| AgentError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Drives `fut` while recording runner events (no session to send them on).
@@ -143,7 +158,10 @@ async fn stop_remaining(agent: &mut Agent, events: &mut mpsc::Receiver<RunnerEve
         }
     }
     agent.tracker.close();
-    if tokio::time::timeout_at(deadline, agent.tracker.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, agent.tracker.wait())
+        .await
+        .is_err()
+    {
         warn!("background work did not finish in time");
     }
 }
@@ -301,7 +319,8 @@ fn on_frame(agent: &mut Agent, conn: &mut Conn, text: &str) -> Result<(), End> {
             } => {
                 let period = Duration::from_millis(heartbeat_ms).max(MIN_HEARTBEAT);
                 conn.tick = interval_at(Instant::now() + period, period);
-                conn.tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                conn.tick
+                    .set_missed_tick_behavior(MissedTickBehavior::Delay);
                 conn.dead_after = (period * 3).max(Duration::from_millis(lease_ms));
                 if !conn.welcomed {
                     info!(%agent_id, heartbeat_ms, lease_ms, "session established");

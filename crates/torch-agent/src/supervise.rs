@@ -51,7 +51,12 @@ pub fn supervise_main(args: Vec<OsString>) -> i32 {
         return 2;
     }
     let mut blocked = SigSet::empty();
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
         blocked.add(sig);
     }
     if let Err(e) = blocked.thread_block() {
@@ -119,8 +124,9 @@ fn parse_args(args: Vec<OsString>) -> Result<(PathBuf, Vec<OsString>), String> {
         return Err("expected --status FILE -- PROGRAM [ARGS...]".into());
     }
     let status = it.next().ok_or("--status needs a file")?;
-    if it.next().is_none_or(|a| a != "--") {
-        return Err("expected -- before the program".into());
+    // Tolerate a front end that already consumed the `--` separator.
+    if it.peek().is_some_and(|a| a == "--") {
+        it.next();
     }
     let argv: Vec<OsString> = it.collect();
     if argv.is_empty() {
@@ -131,7 +137,10 @@ fn parse_args(args: Vec<OsString>) -> Result<(PathBuf, Vec<OsString>), String> {
 
 fn write_status(path: &PathBuf, line: &str) {
     if let Err(e) = std::fs::write(path, format!("{line}\n")) {
-        say(&format!("cannot write the status file {}: {e}", path.display()));
+        say(&format!(
+            "cannot write the status file {}: {e}",
+            path.display()
+        ));
     }
 }
 
@@ -153,12 +162,14 @@ mod tests {
     #[test]
     fn argument_forms() {
         let ok = |v: &[&str]| parse_args(v.iter().map(OsString::from).collect());
-        let (status, argv) = ok(&["__supervise", "--status", "/t/s", "--", "sh", "-c", "x"]).unwrap();
+        let (status, argv) =
+            ok(&["__supervise", "--status", "/t/s", "--", "sh", "-c", "x"]).unwrap();
         assert_eq!(status, PathBuf::from("/t/s"));
         assert_eq!(argv, ["sh", "-c", "x"]);
         assert!(ok(&["--status", "/t/s", "--", "true"]).is_ok());
         assert!(ok(&["--status", "/t/s", "--"]).is_err());
-        assert!(ok(&["--status", "/t/s", "true"]).is_err());
+        let (_, argv) = ok(&["--status", "/t/s", "true", "--", "x"]).unwrap();
+        assert_eq!(argv, ["true", "--", "x"], "separator already consumed");
         assert!(ok(&["true"]).is_err());
         assert_eq!(supervise_main(vec!["--bogus".into()]), 2);
     }

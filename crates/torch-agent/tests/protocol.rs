@@ -32,7 +32,11 @@ async fn reports_carry_fences_and_survive_a_reconnect() {
     let mut echo = sh("echo hi");
     echo.fence = 9;
     echo.attempt = 2;
-    conn.send(vec![HubMessage::Assign(noop.clone()), HubMessage::Assign(echo.clone())]).await;
+    conn.send(vec![
+        HubMessage::Assign(noop.clone()),
+        HubMessage::Assign(echo.clone()),
+    ])
+    .await;
 
     let r_noop = conn.finished(noop.task_id).await;
     assert_eq!((r_noop.fence, r_noop.attempt), (7, 1));
@@ -40,7 +44,12 @@ async fn reports_carry_fences_and_survive_a_reconnect() {
     assert!(r_noop.logs.is_none());
     let r_echo = conn.finished(echo.task_id).await;
     assert_eq!((r_echo.fence, r_echo.attempt), (9, 2));
-    assert_eq!(r_echo.outcome.kind, OutcomeKind::Succeeded, "{:?}", r_echo.outcome);
+    assert_eq!(
+        r_echo.outcome.kind,
+        OutcomeKind::Succeeded,
+        "{:?}",
+        r_echo.outcome
+    );
     assert_eq!(r_echo.outcome.evidence.exit_code, Some(0));
     assert_eq!(r_echo.logs.as_ref().unwrap().stdout, "hi\n");
     assert_eq!(r_echo.outcome.evidence.stdout_tail, "hi\n");
@@ -49,7 +58,9 @@ async fn reports_carry_fences_and_survive_a_reconnect() {
     let started_at = conn
         .log
         .iter()
-        .position(|m| matches!(m, AgentMessage::Started(h) if h.task_id == echo.task_id && h.fence == 9))
+        .position(
+            |m| matches!(m, AgentMessage::Started(h) if h.task_id == echo.task_id && h.fence == 9),
+        )
         .expect("Started for the command");
     let finished_at = conn
         .log
@@ -60,12 +71,19 @@ async fn reports_carry_fences_and_survive_a_reconnect() {
     // No work dir for @noop; one for the command, kept until acked.
     assert!(!workdir(root.path(), &noop).exists());
     let echo_dir = workdir(root.path(), &echo);
-    assert_eq!(std::fs::read_to_string(echo_dir.join("stdout.log")).unwrap(), "hi\n");
+    assert_eq!(
+        std::fs::read_to_string(echo_dir.join("stdout.log")).unwrap(),
+        "hi\n"
+    );
 
     // The hub goes away before acking anything.
     drop(conn);
     let mut conn = hub.accept().await;
-    assert_eq!(conn.hello.agent_id, Some(agent_id()), "reconnect reuses the id");
+    assert_eq!(
+        conn.hello.agent_id,
+        Some(agent_id()),
+        "reconnect reuses the id"
+    );
     assert!(conn.hello.running.is_empty());
     conn.welcome(agent_id()).await;
     let again_noop = conn.finished(noop.task_id).await;
@@ -74,8 +92,16 @@ async fn reports_carry_fences_and_survive_a_reconnect() {
     assert_eq!(again_echo, r_echo, "resent unchanged, same fence");
 
     conn.send(vec![
-        HubMessage::Ack { task_id: noop.task_id, fence: 7, status: AckStatus::Duplicate },
-        HubMessage::Ack { task_id: echo.task_id, fence: 9, status: AckStatus::Recorded },
+        HubMessage::Ack {
+            task_id: noop.task_id,
+            fence: 7,
+            status: AckStatus::Duplicate,
+        },
+        HubMessage::Ack {
+            task_id: echo.task_id,
+            fence: 9,
+            status: AckStatus::Recorded,
+        },
     ])
     .await;
     eventually("work dir removed after the ack", || !echo_dir.exists()).await;
@@ -114,10 +140,16 @@ async fn heartbeats_list_running_tasks_and_many_reports_share_frames() {
     let frames_before = conn.frames;
     conn.send(batch).await;
     for n in &noops {
-        assert_eq!(conn.finished(n.task_id).await.outcome.kind, OutcomeKind::Succeeded);
+        assert_eq!(
+            conn.finished(n.task_id).await.outcome.kind,
+            OutcomeKind::Succeeded
+        );
     }
     let frames = conn.frames - frames_before;
-    assert!(frames < 20, "500 reports took {frames} frames: the writer does not batch");
+    assert!(
+        frames < 20,
+        "500 reports took {frames} frames: the writer does not batch"
+    );
     // A heartbeat naming the slow task arrives.
     let mut seen = 0;
     let held = loop {
@@ -132,8 +164,12 @@ async fn heartbeats_list_running_tasks_and_many_reports_share_frames() {
     assert_eq!(held.len(), 1);
     assert_eq!((held[0].task_id, held[0].fence), (slow.task_id, slow.fence));
 
-    conn.send(vec![HubMessage::Cancel { task_id: slow.task_id, fence: slow.fence, reason: "test".into() }])
-        .await;
+    conn.send(vec![HubMessage::Cancel {
+        task_id: slow.task_id,
+        fence: slow.fence,
+        reason: "test".into(),
+    }])
+    .await;
     let r = conn.finished(slow.task_id).await;
     assert_eq!(r.outcome.kind, OutcomeKind::Cancelled);
     assert_eq!(r.outcome.reason.as_deref(), Some("cancelled: test"));
@@ -165,6 +201,9 @@ async fn keeps_reconnecting_until_the_hub_answers() {
     conn.welcome(agent_id()).await;
     let t = assign(&["@noop"]);
     conn.send(vec![HubMessage::Assign(t.clone())]).await;
-    assert_eq!(conn.finished(t.task_id).await.outcome.kind, OutcomeKind::Succeeded);
+    assert_eq!(
+        conn.finished(t.task_id).await.outcome.kind,
+        OutcomeKind::Succeeded
+    );
     agent.stop().await.unwrap();
 }

@@ -7,41 +7,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use torch_agent::AgentConfig;
-use torch_api::ws::{Assignment, FinishReport, HubMessage};
-use torch_core::{OutcomeKind, SuccessCriteria};
+use torch_api::ws::HubMessage;
+use torch_core::OutcomeKind;
 
 use common::*;
-
-/// Runs `tasks` on a fresh agent and returns their reports in order.
-async fn run_all(
-    tweak: impl FnOnce(&mut AgentConfig),
-    tasks: &[Assignment],
-) -> (Vec<FinishReport>, tempfile::TempDir) {
-    let hub = Hub::start().await;
-    let root = tempfile::tempdir().unwrap();
-    let mut cfg = config(&hub, root.path());
-    cfg.slots = 32;
-    tweak(&mut cfg);
-    let agent = Agent::start(cfg);
-    let mut conn = hub.accept().await;
-    conn.welcome(agent_id()).await;
-    conn.send(tasks.iter().cloned().map(HubMessage::Assign).collect()).await;
-    let mut reports = Vec::new();
-    for t in tasks {
-        let r = conn.finished(t.task_id).await;
-        assert_eq!((r.fence, r.attempt), (t.fence, t.attempt));
-        conn.ack(&r).await;
-        reports.push(r);
-    }
-    agent.stop().await.unwrap();
-    (reports, root)
-}
-
-fn with(mut a: Assignment, f: impl FnOnce(&mut SuccessCriteria)) -> Assignment {
-    f(&mut a.success);
-    a
-}
 
 #[tokio::test]
 async fn success_criteria_decide_the_outcome() {
@@ -49,12 +18,24 @@ async fn success_criteria_decide_the_outcome() {
         assign(&["true"]),
         with(sh("exit 3"), |c| c.exit_codes = vec![3]),
         sh("exit 1"),
-        with(sh("mkdir out && echo x > out/r.txt"), |c| c.file_exists = vec!["out/r.txt".into()]),
-        with(assign(&["true"]), |c| c.file_exists = vec!["nope.txt".into()]),
-        with(sh("echo passed: 12"), |c| c.stdout_matches = Some(r"passed: \d+".into())),
-        with(sh("echo failed"), |c| c.stdout_matches = Some(r"passed: \d+".into())),
-        with(sh("echo ok > flag"), |c| c.check = Some(vec!["sh".into(), "-c".into(), "grep -q ok flag".into()])),
-        with(assign(&["true"]), |c| c.check = Some(vec!["sh".into(), "-c".into(), "exit 2".into()])),
+        with(sh("mkdir out && echo x > out/r.txt"), |c| {
+            c.file_exists = vec!["out/r.txt".into()]
+        }),
+        with(assign(&["true"]), |c| {
+            c.file_exists = vec!["nope.txt".into()]
+        }),
+        with(sh("echo passed: 12"), |c| {
+            c.stdout_matches = Some(r"passed: \d+".into())
+        }),
+        with(sh("echo failed"), |c| {
+            c.stdout_matches = Some(r"passed: \d+".into())
+        }),
+        with(sh("echo ok > flag"), |c| {
+            c.check = Some(vec!["sh".into(), "-c".into(), "grep -q ok flag".into()])
+        }),
+        with(assign(&["true"]), |c| {
+            c.check = Some(vec!["sh".into(), "-c".into(), "exit 2".into()])
+        }),
         with(sh("echo all good; touch a b"), |c| {
             c.file_exists = vec!["a".into(), "b".into()];
             c.stdout_matches = Some("good".into());
@@ -66,19 +47,39 @@ async fn success_criteria_decide_the_outcome() {
     use OutcomeKind::{Failed, Succeeded};
     assert_eq!(
         kinds,
-        [Succeeded, Succeeded, Failed, Succeeded, Failed, Succeeded, Failed, Succeeded, Failed, Succeeded],
+        [
+            Succeeded, Succeeded, Failed, Succeeded, Failed, Succeeded, Failed, Succeeded, Failed,
+            Succeeded
+        ],
         "{r:#?}"
     );
     let reason = |i: usize| r[i].outcome.reason.clone().unwrap_or_default();
     assert_eq!(r[0].outcome.evidence.criteria.len(), 1);
-    assert_eq!(r[0].outcome.evidence.criteria[0].criterion, "exit_code in [0]");
+    assert_eq!(
+        r[0].outcome.evidence.criteria[0].criterion,
+        "exit_code in [0]"
+    );
     assert_eq!(r[1].outcome.evidence.exit_code, Some(3));
-    assert_eq!(reason(2), "criterion not met: exit_code in [0] (exited with 1)");
+    assert_eq!(
+        reason(2),
+        "criterion not met: exit_code in [0] (exited with 1)"
+    );
     // Exit 0 with an unmet criterion is a failure naming the criterion.
     assert_eq!(r[4].outcome.evidence.exit_code, Some(0));
-    assert_eq!(reason(4), "criterion not met: file_exists nope.txt (missing)");
-    assert!(reason(6).starts_with(r"criterion not met: stdout_matches passed: \d+"), "{}", reason(6));
-    assert!(reason(8).starts_with("criterion not met: check sh -c exit 2 (exited with 2"), "{}", reason(8));
+    assert_eq!(
+        reason(4),
+        "criterion not met: file_exists nope.txt (missing)"
+    );
+    assert!(
+        reason(6).starts_with(r"criterion not met: stdout_matches passed: \d+"),
+        "{}",
+        reason(6)
+    );
+    assert!(
+        reason(8).starts_with("criterion not met: check sh -c exit 2 (exited with 2"),
+        "{}",
+        reason(8)
+    );
     // Every criterion is listed with its result.
     let all = &r[9].outcome.evidence.criteria;
     let listed: Vec<(&str, bool)> = all.iter().map(|c| (c.criterion.as_str(), c.ok)).collect();
@@ -99,9 +100,19 @@ async fn the_environment_is_cleared() {
     let mut t = assign(&["env"]);
     t.env.insert("SPEC_VAR".into(), "from spec".into());
     t.env.insert("TORCH_TASK_ID".into(), "spoofed".into());
-    let outside: Vec<String> = std::env::vars().map(|(k, _)| k).filter(|k| k != "PATH").collect();
-    assert!(!outside.is_empty(), "the test process has variables to leak");
-    let (r, root) = run_all(|cfg| cfg.env_allowlist = vec!["PATH".into(), "NOT_SET_ANYWHERE".into()], &[t.clone()]).await;
+    let outside: Vec<String> = std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k != "PATH")
+        .collect();
+    assert!(
+        !outside.is_empty(),
+        "the test process has variables to leak"
+    );
+    let (r, root) = run_all(
+        |cfg| cfg.env_allowlist = vec!["PATH".into(), "NOT_SET_ANYWHERE".into()],
+        std::slice::from_ref(&t),
+    )
+    .await;
     assert_eq!(r[0].outcome.kind, OutcomeKind::Succeeded);
     let out = &r[0].logs.as_ref().unwrap().stdout;
     let vars: Vec<(&str, &str)> = out.lines().filter_map(|l| l.split_once('=')).collect();
@@ -118,7 +129,11 @@ async fn the_environment_is_cleared() {
     .into();
     assert_eq!(keys, expected, "task saw: {out}");
     let get = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| *v).unwrap();
-    assert_eq!(get("TORCH_TASK_ID"), t.task_id.to_string(), "TORCH_* cannot be overridden by the spec");
+    assert_eq!(
+        get("TORCH_TASK_ID"),
+        t.task_id.to_string(),
+        "TORCH_* cannot be overridden by the spec"
+    );
     assert_eq!(get("TORCH_ATTEMPT"), "1");
     assert_eq!(get("TORCH_TASK_TOKEN"), "task-token");
     assert_eq!(get("SPEC_VAR"), "from spec");
@@ -132,28 +147,43 @@ async fn a_timeout_kills_the_whole_process_group() {
     // grace period ends them.
     let mut t = sh("trap '' TERM; sleep 100 & echo $! >> pids; sleep 100 & echo $! >> pids; wait");
     t.timeout_ms = Some(300);
-    let (r, root) = run_all(|_| {}, &[t.clone()]).await;
+    let (r, root) = run_all(|_| {}, std::slice::from_ref(&t)).await;
     let o = &r[0].outcome;
     assert_eq!(o.kind, OutcomeKind::TimedOut, "{o:?}");
     assert_eq!(o.reason.as_deref(), Some("timed out after 300 ms"));
-    assert_eq!(o.evidence.signal, Some(9), "SIGTERM was ignored, SIGKILL ended it");
-    assert!(o.evidence.duration_ms >= 600, "timeout plus grace: {}", o.evidence.duration_ms);
+    assert_eq!(
+        o.evidence.signal,
+        Some(9),
+        "SIGTERM was ignored, SIGKILL ended it"
+    );
+    assert!(
+        o.evidence.duration_ms >= 600,
+        "timeout plus grace: {}",
+        o.evidence.duration_ms
+    );
     assert!(o.evidence.criteria.is_empty());
     let pids = read_pids(&workdir(root.path(), &t).join("pids"));
     assert_eq!(pids.len(), 2);
-    eventually("forked children are gone", || pids.iter().all(|p| !alive(*p))).await;
+    eventually("forked children are gone", || {
+        pids.iter().all(|p| !alive(*p))
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn output_is_capped_and_the_task_never_blocks() {
     let t = sh("head -c 300000 /dev/zero | tr '\\0' a; echo; echo END; echo oops >&2");
-    let (r, root) = run_all(|cfg| cfg.max_log_bytes = 1000, &[t.clone()]).await;
+    let small = sh("head -c 5000 /dev/zero | tr '\\0' b");
+    let (r, root) = run_all(|cfg| cfg.max_log_bytes = 1000, &[t.clone(), small.clone()]).await;
     assert_eq!(r[0].outcome.kind, OutcomeKind::Succeeded);
     let dir = workdir(root.path(), &t);
     let file = std::fs::read(dir.join("stdout.log")).unwrap();
     assert_eq!(file.len(), 1000);
     assert!(file.iter().all(|b| *b == b'a'));
-    assert_eq!(std::fs::read_to_string(dir.join("stderr.log")).unwrap(), "oops\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("stderr.log")).unwrap(),
+        "oops\n"
+    );
     let logs = r[0].logs.as_ref().unwrap();
     assert!(logs.truncated);
     assert_eq!(logs.stdout.len(), 64 * 1024);
@@ -163,6 +193,16 @@ async fn output_is_capped_and_the_task_never_blocks() {
     assert_eq!(ev.stdout_tail.len(), 2048);
     assert!(ev.stdout_tail.ends_with("\nEND\n"));
     assert_eq!(ev.stderr_tail, "oops\n");
+    // The report holds all 5000 bytes, but the log file does not.
+    let logs = r[1].logs.as_ref().unwrap();
+    assert_eq!(logs.stdout.len(), 5000);
+    assert!(logs.truncated);
+    assert_eq!(
+        std::fs::metadata(workdir(root.path(), &small).join("stdout.log"))
+            .unwrap()
+            .len(),
+        1000
+    );
 }
 
 #[tokio::test]
@@ -194,33 +234,53 @@ async fn capacity_cancel_and_shutdown() {
 
     let first = sh("sleep 100 & echo $! > pids; wait");
     let second = assign(&["true"]);
-    conn.send(vec![HubMessage::Assign(first.clone()), HubMessage::Assign(second.clone())]).await;
+    conn.send(vec![
+        HubMessage::Assign(first.clone()),
+        HubMessage::Assign(second.clone()),
+    ])
+    .await;
     let refused = conn.finished(second.task_id).await;
     assert_eq!(refused.outcome.kind, OutcomeKind::Failed);
     assert_eq!(refused.outcome.reason.as_deref(), Some("agent at capacity"));
     assert!(!conn.saw_started(second.task_id));
     let pid_file = workdir(root.path(), &first).join("pids");
-    eventually("the first task wrote its pid", || read_pids(&pid_file).len() == 1).await;
+    eventually("the first task wrote its pid", || {
+        read_pids(&pid_file).len() == 1
+    })
+    .await;
     let pid = read_pids(&pid_file)[0];
     assert!(alive(pid));
-    conn.send(vec![HubMessage::Cancel { task_id: first.task_id, fence: first.fence, reason: "user asked".into() }])
-        .await;
+    conn.send(vec![HubMessage::Cancel {
+        task_id: first.task_id,
+        fence: first.fence,
+        reason: "user asked".into(),
+    }])
+    .await;
     let cancelled = conn.finished(first.task_id).await;
     assert_eq!(cancelled.outcome.kind, OutcomeKind::Cancelled);
-    assert_eq!(cancelled.outcome.reason.as_deref(), Some("cancelled: user asked"));
+    assert_eq!(
+        cancelled.outcome.reason.as_deref(),
+        Some("cancelled: user asked")
+    );
     eventually("the cancelled task's child is gone", || !alive(pid)).await;
 
     // A slot is free again; then shut down while a task runs.
     let third = sh("sleep 100 & echo $! > pids; wait");
     conn.send(vec![HubMessage::Assign(third.clone())]).await;
     let pid_file = workdir(root.path(), &third).join("pids");
-    eventually("the third task wrote its pid", || read_pids(&pid_file).len() == 1).await;
+    eventually("the third task wrote its pid", || {
+        read_pids(&pid_file).len() == 1
+    })
+    .await;
     let pid = read_pids(&pid_file)[0];
     agent.shutdown.cancel();
     let stopped = conn.finished(third.task_id).await;
     assert_eq!(stopped.outcome.kind, OutcomeKind::Failed);
-    assert_eq!(stopped.outcome.reason.as_deref(), Some("agent shutting down"));
+    assert_eq!(
+        stopped.outcome.reason.as_deref(),
+        Some("agent shutting down")
+    );
     conn.ack(&stopped).await;
     assert!(agent.join().await.is_ok());
-    assert!(!alive(pid), "shutdown killed the task's group");
+    eventually("shutdown killed the task's group", || !alive(pid)).await;
 }

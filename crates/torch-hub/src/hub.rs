@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -129,6 +130,13 @@ impl<S: Store> Hub<S> {
         let engine_task = engine.map(|e| tokio::spawn(e.run(self.shared.shutdown.clone())));
         let app = crate::api::router(self.shared.clone());
         let sd = shutdown.clone();
+        // Assignments and acks are small frames sent back to back: without
+        // TCP_NODELAY, Nagle's algorithm delays them by tens of milliseconds.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move { sd.cancelled().await })
             .await;

@@ -1,6 +1,13 @@
 //! A minimal in-test hub (a real WebSocket server on 127.0.0.1:0) and helpers
 //! to run a real agent against it.
-#![allow(dead_code)]
+// Test helpers: panicking on unexpected errors is the point; not every test
+// binary uses every helper.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::result_large_err
+)]
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -10,9 +17,9 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{WebSocketStream, accept_hdr_async};
 use tokio_util::sync::CancellationToken;
 
@@ -62,7 +69,10 @@ impl Hub {
         let tcp = self.accept_tcp().await;
         let mut seen = None;
         let ws = accept_hdr_async(tcp, |req: &Request, resp: Response| {
-            let auth = req.headers().get("authorization").map(|v| v.to_str().unwrap().to_string());
+            let auth = req
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_string());
             seen = Some((req.uri().path().to_string(), auth));
             Ok(resp)
         })
@@ -71,7 +81,14 @@ impl Hub {
         let (path, auth) = seen.unwrap();
         assert_eq!(path, "/api/v1/agent/ws");
         assert_eq!(auth.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
-        let mut conn = Conn { ws, hello: hello_placeholder(), pending: VecDeque::new(), log: Vec::new(), frames: 0, unclaimed: Vec::new() };
+        let mut conn = Conn {
+            ws,
+            hello: hello_placeholder(),
+            pending: VecDeque::new(),
+            log: Vec::new(),
+            frames: 0,
+            unclaimed: Vec::new(),
+        };
         match conn.next().await {
             AgentMessage::Hello(h) => conn.hello = h,
             other => panic!("expected Hello first, got {other:?}"),
@@ -116,7 +133,12 @@ impl Conn {
     }
 
     pub(crate) async fn welcome(&mut self, agent_id: AgentId) {
-        self.send(vec![HubMessage::Welcome { agent_id, heartbeat_ms: 200, lease_ms: 5_000 }]).await;
+        self.send(vec![HubMessage::Welcome {
+            agent_id,
+            heartbeat_ms: 200,
+            lease_ms: 5_000,
+        }])
+        .await;
     }
 
     /// The next message other than a heartbeat.
@@ -179,13 +201,19 @@ impl Conn {
     }
 
     pub(crate) async fn ack(&mut self, r: &FinishReport) {
-        self.send(vec![HubMessage::Ack { task_id: r.task_id, fence: r.fence, status: AckStatus::Recorded }])
-            .await;
+        self.send(vec![HubMessage::Ack {
+            task_id: r.task_id,
+            fence: r.fence,
+            status: AckStatus::Recorded,
+        }])
+        .await;
     }
 
     /// True if a Started for `task_id` was received.
     pub(crate) fn saw_started(&self, task_id: TaskId) -> bool {
-        self.log.iter().any(|m| matches!(m, AgentMessage::Started(h) if h.task_id == task_id))
+        self.log
+            .iter()
+            .any(|m| matches!(m, AgentMessage::Started(h) if h.task_id == task_id))
     }
 }
 
@@ -247,7 +275,10 @@ impl Agent {
 
     /// Waits for `run` to return (without asking it to stop).
     pub(crate) async fn join(self) -> Result<(), AgentError> {
-        tokio::time::timeout(DEADLINE, self.handle).await.expect("agent did not stop in time").unwrap()
+        tokio::time::timeout(DEADLINE, self.handle)
+            .await
+            .expect("agent did not stop in time")
+            .unwrap()
     }
 
     pub(crate) async fn stop(self) -> Result<(), AgentError> {
@@ -287,7 +318,40 @@ pub(crate) fn alive(pid: i32) -> bool {
     }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name.
-        Ok(stat) => stat.rsplit_once(") ").is_none_or(|(_, rest)| !rest.starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_none_or(|(_, rest)| !rest.starts_with('Z')),
         Err(_) => false,
     }
+}
+
+/// Runs `tasks` on a fresh agent and returns their reports in order.
+pub(crate) async fn run_all(
+    tweak: impl FnOnce(&mut AgentConfig),
+    tasks: &[Assignment],
+) -> (Vec<FinishReport>, tempfile::TempDir) {
+    let hub = Hub::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = config(&hub, root.path());
+    cfg.slots = 32;
+    tweak(&mut cfg);
+    let agent = Agent::start(cfg);
+    let mut conn = hub.accept().await;
+    conn.welcome(agent_id()).await;
+    conn.send(tasks.iter().cloned().map(HubMessage::Assign).collect())
+        .await;
+    let mut reports = Vec::new();
+    for t in tasks {
+        let r = conn.finished(t.task_id).await;
+        assert_eq!((r.fence, r.attempt), (t.fence, t.attempt));
+        conn.ack(&r).await;
+        reports.push(r);
+    }
+    agent.stop().await.unwrap();
+    (reports, root)
+}
+
+pub(crate) fn with(mut a: Assignment, f: impl FnOnce(&mut SuccessCriteria)) -> Assignment {
+    f(&mut a.success);
+    a
 }

@@ -1,0 +1,284 @@
+//! The per-task supervisor. This test binary (harness = false) doubles as the
+//! `torch` binary: run as `<exe> __supervise …` it is the supervisor, run as
+//! `<exe> __agent HUB_URL WORK_ROOT` it is an agent process the tests can
+//! `kill -9`. Without those it runs the tests below in order.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod common;
+
+use std::ffi::OsString;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio_util::sync::CancellationToken;
+
+use torch_api::ws::HubMessage;
+use torch_core::OutcomeKind;
+
+use common::*;
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "__supervise") {
+        std::process::exit(torch_agent::supervise_main(args));
+    }
+    if args.first().is_some_and(|a| a == "__agent") {
+        agent_process(&args[1], &args[2]);
+        return;
+    }
+    let filter = args.iter().find(|a| !a.to_string_lossy().starts_with('-'));
+    let tests: [(&str, fn()); 4] = [
+        (
+            "supervisor_kills_its_group_when_stdin_closes",
+            supervisor_kills_its_group_when_stdin_closes,
+        ),
+        (
+            "supervisor_reports_status_and_cleans_up",
+            supervisor_reports_status_and_cleans_up,
+        ),
+        (
+            "supervised_tasks_through_the_agent",
+            supervised_tasks_through_the_agent,
+        ),
+        (
+            "tasks_die_with_a_killed_agent",
+            tasks_die_with_a_killed_agent,
+        ),
+    ];
+    let mut ran = 0;
+    for (name, test) in tests {
+        if filter.is_some_and(|f| !name.contains(&*f.to_string_lossy())) {
+            continue;
+        }
+        println!("test {name} ...");
+        test();
+        println!("test {name} ... ok");
+        ran += 1;
+    }
+    println!("test result: ok. {ran} passed");
+}
+
+fn exe() -> PathBuf {
+    std::env::current_exe().unwrap()
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Polls `cond` (synchronously) until it holds, or panics after [`DEADLINE`].
+fn poll_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `<exe> __supervise --status DIR/status -- sh -c SCRIPT` the way the
+/// agent does: own process group, stdin a pipe we hold.
+fn supervise(dir: &Path, script: &str) -> Child {
+    Command::new(exe())
+        .args(["__supervise", "--status"])
+        .arg(dir.join("status"))
+        .args(["--", "sh", "-c", script])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+fn wait_child(child: &mut Child) -> std::process::ExitStatus {
+    let mut status = None;
+    poll_until("the supervisor exits", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
+
+fn supervisor_kills_its_group_when_stdin_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sup = supervise(
+        dir.path(),
+        "echo $$ >> pids; sleep 100 & echo $! >> pids; sleep 100 & echo $! >> pids; wait",
+    );
+    let pid_file = dir.path().join("pids");
+    poll_until("the task wrote its pids", || {
+        read_pids(&pid_file).len() == 3
+    });
+    let pids = read_pids(&pid_file);
+    assert!(pids.iter().all(|p| alive(*p)));
+    // The agent dies: the write end of the supervisor's stdin closes.
+    drop(sup.stdin.take());
+    let status = wait_child(&mut sup);
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the supervisor killed its own group"
+    );
+    poll_until("every task process is gone", || {
+        pids.iter().all(|p| !alive(*p))
+    });
+    assert!(
+        !dir.path().join("status").exists(),
+        "no status: the task did not finish"
+    );
+}
+
+fn supervisor_reports_status_and_cleans_up() {
+    let cases = [
+        ("exit 7", "exit 7"),
+        ("kill -USR1 $$", "signal 10"),
+        ("sleep 100 & echo $! > pids; exit 0", "exit 0"),
+        ("exec no-such-program-xyz", "exit 127"),
+    ];
+    for (script, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sup = supervise(dir.path(), script);
+        let status = wait_child(&mut sup);
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{script}: ends by killing its group"
+        );
+        let got = std::fs::read_to_string(dir.path().join("status")).unwrap();
+        assert_eq!(got.trim_end(), want, "{script}");
+        for pid in read_pids(&dir.path().join("pids")) {
+            poll_until("the background child is gone", || !alive(pid));
+        }
+    }
+    // A program that cannot start at all.
+    let dir = tempfile::tempdir().unwrap();
+    let mut sup = Command::new(exe())
+        .args(["__supervise", "--status"])
+        .arg(dir.path().join("status"))
+        .args(["--", "no-such-program-xyz"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    wait_child(&mut sup);
+    let got = std::fs::read_to_string(dir.path().join("status")).unwrap();
+    assert!(
+        got.starts_with("error cannot start `no-such-program-xyz`"),
+        "{got}"
+    );
+}
+
+fn supervised_tasks_through_the_agent() {
+    block_on(async {
+        let mut bad_exit = sh("exit 7");
+        bad_exit.success.exit_codes = vec![7];
+        let mut timed = sh("sleep 100 & echo $! >> pids; sleep 100 & echo $! >> pids; wait");
+        timed.timeout_ms = Some(300);
+        let tasks = [
+            bad_exit,
+            sh("kill -USR1 $$"),
+            assign(&["no-such-program-xyz"]),
+            timed.clone(),
+            sh("echo $PATH"),
+            sh("sleep 100 & echo $! > pids; echo bye"),
+        ];
+        let (r, root) = run_all(|cfg| cfg.supervisor = Some(exe()), &tasks).await;
+        assert_eq!(
+            r[0].outcome.kind,
+            OutcomeKind::Succeeded,
+            "{:?}",
+            r[0].outcome
+        );
+        assert_eq!(r[0].outcome.evidence.exit_code, Some(7));
+        assert_eq!(r[1].outcome.kind, OutcomeKind::Failed);
+        assert_eq!(r[1].outcome.evidence.signal, Some(10));
+        assert_eq!(
+            r[1].outcome.reason.as_deref(),
+            Some("criterion not met: exit_code in [0] (killed by signal 10)")
+        );
+        let reason = r[2].outcome.reason.as_deref().unwrap();
+        assert!(
+            reason.contains("cannot start `no-such-program-xyz`"),
+            "{reason}"
+        );
+        assert_eq!(r[3].outcome.kind, OutcomeKind::TimedOut);
+        let pids = read_pids(&workdir(root.path(), &timed).join("pids"));
+        assert_eq!(pids.len(), 2);
+        eventually("timed-out children are gone", || {
+            pids.iter().all(|p| !alive(*p))
+        })
+        .await;
+        let path = r[4].logs.as_ref().unwrap().stdout.clone();
+        let torch_dir = exe().parent().unwrap().display().to_string();
+        assert!(
+            path.starts_with(&format!("{torch_dir}:")),
+            "PATH starts with the torch dir: {path}"
+        );
+        assert_eq!(r[5].outcome.kind, OutcomeKind::Succeeded);
+        assert_eq!(r[5].logs.as_ref().unwrap().stdout, "bye\n");
+        let leftover = read_pids(&workdir(root.path(), &tasks[5]).join("pids"));
+        eventually("no background child outlives its task", || {
+            !alive(leftover[0])
+        })
+        .await;
+        assert!(
+            !workdir(root.path(), &tasks[0])
+                .join(".torch-exit-status")
+                .exists()
+        );
+    });
+}
+
+/// Body of `<exe> __agent HUB_URL WORK_ROOT`.
+fn agent_process(url: &OsString, root: &OsString) {
+    block_on(async {
+        let mut cfg = torch_agent::AgentConfig::new(url.to_string_lossy(), TOKEN, "doomed");
+        cfg.work_root = PathBuf::from(root);
+        cfg.supervisor = Some(exe());
+        cfg.keep_workdirs = true;
+        torch_agent::run(cfg, CancellationToken::new())
+            .await
+            .unwrap();
+    });
+}
+
+fn tasks_die_with_a_killed_agent() {
+    block_on(async {
+        let hub = Hub::start().await;
+        let root = tempfile::tempdir().unwrap();
+        let mut agent = Command::new(exe())
+            .arg("__agent")
+            .arg(&hub.url)
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut conn = hub.accept().await;
+        conn.welcome(agent_id()).await;
+        let t = sh("echo $$ >> pids; sleep 100 & echo $! >> pids; wait");
+        conn.send(vec![HubMessage::Assign(t.clone())]).await;
+        let pid_file = workdir(root.path(), &t).join("pids");
+        eventually("the task wrote its pids", || {
+            read_pids(&pid_file).len() == 2
+        })
+        .await;
+        let pids = read_pids(&pid_file);
+        assert!(pids.iter().all(|p| alive(*p)));
+        kill(Pid::from_raw(agent.id() as i32), Signal::SIGKILL).unwrap();
+        agent.wait().unwrap();
+        eventually("the task group died with its agent", || {
+            pids.iter().all(|p| !alive(*p))
+        })
+        .await;
+    });
+}

@@ -1,0 +1,81 @@
+//! Spec parsing and batch validation: every error names where it is.
+
+use torch_core::spec::SpecFormat;
+use torch_core::validate::parse_and_validate;
+
+fn errors(name: &str, text: &str) -> String {
+    let format = SpecFormat::detect(name, text);
+    match parse_and_validate(name, text, format) {
+        Ok(v) => panic!("{name} should be rejected, got {} valid tasks", v.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn toml_syntax_error_names_file_line_and_column() {
+    let e = errors("jobs.toml", "[[task]]\nname = \"a\"\ncommand = [\"true\"\n");
+    assert!(e.starts_with("jobs.toml:3:"), "{e}");
+}
+
+#[test]
+fn unknown_field_and_wrong_type_name_the_field() {
+    let e = errors("t.toml", "[[task]]\nname = \"a\"\ncommand = [\"true\"]\ncomand = 1\n");
+    assert!(e.contains("t.toml:4:1") && e.contains("comand"), "{e}");
+    let e = errors("t.toml", "name = \"a\"\ncommand = [\"true\"]\npriority = \"high\"\n");
+    assert!(e.contains("priority") && e.contains(":3:"), "{e}");
+    let e = errors("t.json", r#"{"task": [{"name": "a", "command": ["true"], "timeout": "soon"}]}"#);
+    assert!(e.contains("task[0].timeout") && e.contains("invalid duration"), "{e}");
+}
+
+#[test]
+fn semantic_errors_name_the_task_and_field() {
+    let e = errors("t.toml", "[[task]]\nname = \"a\"\ncommand = []\n");
+    assert!(e.contains("command") && e.contains("empty"), "{e}");
+    let e = errors("t.toml", "[[task]]\nname = \"a\"\n");
+    assert!(e.contains("needs a command or a prompt"), "{e}");
+    let e = errors(
+        "t.toml",
+        "[[task]]\nname = \"a\"\ncommand = [\"true\"]\ndepends_on = [\"ghost\"]\n[[task]]\nname = \"b\"\ncommand = [\"true\"]\n",
+    );
+    assert!(e.contains("task[0].depends_on[0]") && e.contains("\"ghost\""), "{e}");
+    let e = errors(
+        "t.toml",
+        "[[task]]\nname = \"a\"\ncommand = [\"x\"]\n[[task]]\nname = \"a\"\ncommand = [\"y\"]\n",
+    );
+    assert!(e.contains("duplicate task name"), "{e}");
+    let e = errors("t.toml", "name = \"a\"\ncommand = [\"x\"]\nsuccess = { stdout_matches = \"(\" }\n");
+    assert!(e.contains("success.stdout_matches") && e.contains("regular expression"), "{e}");
+}
+
+#[test]
+fn dependency_cycle_is_named() {
+    let text = "[[task]]\nname = \"a\"\ncommand = [\"x\"]\ndepends_on = [\"c\"]\n\
+                [[task]]\nname = \"b\"\ncommand = [\"x\"]\ndepends_on = [\"a\"]\n\
+                [[task]]\nname = \"c\"\ncommand = [\"x\"]\ndepends_on = [\"b\"]\n\
+                [[task]]\nname = \"d\"\ncommand = [\"x\"]\n";
+    let e = errors("cycle.toml", text);
+    assert!(e.contains("dependency cycle: a -> c -> b -> a"), "{e}");
+    let e = errors("self.toml", "[[task]]\nname = \"s\"\ncommand = [\"x\"]\ndepends_on = [\"s\"]\n");
+    assert!(e.contains("dependency cycle: s -> s"), "{e}");
+}
+
+#[test]
+fn valid_documents_in_every_shape() {
+    let toml = "[[task]]\nname = \"build\"\ncommand = [\"make\"]\nskills = [\"rust:0.8\", {name = \"sh\"}]\n\
+                timeout = \"30s\"\n[[task]]\nname = \"test\"\ncommand = [\"make\", \"test\"]\ndepends_on = [\"build\"]\n";
+    let v = parse_and_validate("ok.toml", toml, SpecFormat::Toml).unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[1].local_deps, vec![0]);
+    assert_eq!(v[0].spec.skills[0].min, 0.8);
+    assert_eq!(v[0].spec.timeout, Some(std::time::Duration::from_secs(30)));
+    let one = parse_and_validate("one.json", r#"{"command": ["true"], "priority": 5}"#, SpecFormat::Json).unwrap();
+    assert_eq!(one[0].spec.priority, 5);
+    let arr = parse_and_validate(
+        "arr.json",
+        r#"[{"name": "a", "command": ["true"]}, {"name": "b", "command": ["true"], "depends_on": ["a", "01890000-0000-7000-8000-000000000001"]}]"#,
+        SpecFormat::Json,
+    )
+    .unwrap();
+    assert_eq!(arr[1].local_deps, vec![0]);
+    assert_eq!(arr[1].external_deps.len(), 1);
+}
