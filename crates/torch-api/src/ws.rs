@@ -194,6 +194,13 @@ mod tests {
             serde_json::from_str(r#"[{"type":"brand_new","x":1},{"type":"ack","task_id":"01890000-0000-7000-8000-000000000000","fence":3,"status":"recorded"}]"#)
                 .unwrap();
         assert_eq!(msgs[0], HubMessage::Unknown);
-        assert!(matches!(msgs[1], HubMessage::Ack { fence: 3, status: AckStatus::Recorded, .. }));
+        assert!(matches!(
+            msgs[1],
+            HubMessage::Ack {
+                fence: 3,
+                status: AckStatus::Recorded,
+                ..
+            }
+        ));
     }
 }

@@ -55,7 +55,10 @@ pub(crate) enum Cmd {
     /// An agent session closed.
     Leave { agent: AgentId, session: u64 },
     /// Heartbeat: renew the leases the agent still holds.
-    Heartbeat { agent: AgentId, running: Vec<HeldTask> },
+    Heartbeat {
+        agent: AgentId,
+        running: Vec<HeldTask>,
+    },
     /// Finished reports arrived (slots are free; recording is under way).
     Ended { agent: AgentId, held: Vec<HeldTask> },
     /// Finished reports were recorded (or failed to be).
@@ -248,30 +251,31 @@ impl<S: Store> Engine<S> {
                 let _ = reply.send(id);
             }
             Cmd::Leave { agent, session } => {
-                if let Some(a) = self.agents.get_mut(&agent) {
-                    if a.session == session {
-                        a.tx = None;
-                        self.sched.remove_agent(agent);
-                        info!(agent_id = %agent, "agent disconnected; its leases run until they expire");
-                    }
+                if let Some(a) = self.agents.get_mut(&agent)
+                    && a.session == session
+                {
+                    a.tx = None;
+                    self.sched.remove_agent(agent);
+                    info!(agent_id = %agent, "agent disconnected; its leases run until they expire");
                 }
             }
             Cmd::Heartbeat { agent, running } => self.heartbeat(agent, running, now),
             Cmd::Ended { agent, held } => {
                 for h in held {
-                    if let Some(l) = self.leases.get_mut(&h.task_id) {
-                        if l.agent == agent && (l.fence == h.fence || l.fence == 0) {
-                            match l.phase {
-                                Phase::Held | Phase::Granting => {
-                                    l.phase = Phase::Finishing;
-                                    self.sched.release_slot(agent);
-                                }
-                                Phase::Cancelled => {
-                                    self.leases.remove(&h.task_id);
-                                    self.sched.release_slot(agent);
-                                }
-                                Phase::Finishing | Phase::Expiring => {}
+                    if let Some(l) = self.leases.get_mut(&h.task_id)
+                        && l.agent == agent
+                        && (l.fence == h.fence || l.fence == 0)
+                    {
+                        match l.phase {
+                            Phase::Held | Phase::Granting => {
+                                l.phase = Phase::Finishing;
+                                self.sched.release_slot(agent);
                             }
+                            Phase::Cancelled => {
+                                self.leases.remove(&h.task_id);
+                                self.sched.release_slot(agent);
+                            }
+                            Phase::Finishing | Phase::Expiring => {}
                         }
                     }
                 }
@@ -281,10 +285,12 @@ impl<S: Store> Engine<S> {
                 for (h, r) in results {
                     match r {
                         Ok(res) => {
-                            if let Some(l) = self.leases.get(&h.task_id) {
-                                if l.agent == agent && l.fence == h.fence && l.phase == Phase::Finishing {
-                                    self.leases.remove(&h.task_id);
-                                }
+                            if let Some(l) = self.leases.get(&h.task_id)
+                                && l.agent == agent
+                                && l.fence == h.fence
+                                && l.phase == Phase::Finishing
+                            {
+                                self.leases.remove(&h.task_id);
                             }
                             if let FinishResult::Recorded(effect) = res {
                                 if let Some(a) = self.agents.get_mut(&agent) {
@@ -295,12 +301,12 @@ impl<S: Store> Engine<S> {
                         }
                         Err(e) => {
                             warn!(task_id = %h.task_id, error = %e, "could not record a finished report; the lease stays until the agent resends or it expires");
-                            if let Some(l) = self.leases.get_mut(&h.task_id) {
-                                if l.phase == Phase::Finishing {
-                                    l.phase = Phase::Held;
-                                    l.expires_ms = now + self.shared.cfg.lease.as_millis() as u64;
-                                    self.sched.take_slot(agent);
-                                }
+                            if let Some(l) = self.leases.get_mut(&h.task_id)
+                                && l.phase == Phase::Finishing
+                            {
+                                l.phase = Phase::Held;
+                                l.expires_ms = now + self.shared.cfg.lease.as_millis() as u64;
+                                self.sched.take_slot(agent);
                             }
                         }
                     }
@@ -311,29 +317,30 @@ impl<S: Store> Engine<S> {
                 task,
                 agent,
                 result,
-            } => {
-                match result {
-                    Ok(res) => {
-                        if let Some(l) = self.leases.get(&task) {
-                            if l.phase == Phase::Expiring {
-                                self.leases.remove(&task);
-                                self.sched.release_slot(agent);
-                            }
-                        }
-                        if let FinishResult::Recorded(effect) = res {
-                            self.shared.stats.expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            self.apply(effect, now);
-                        }
+            } => match result {
+                Ok(res) => {
+                    if let Some(l) = self.leases.get(&task)
+                        && l.phase == Phase::Expiring
+                    {
+                        self.leases.remove(&task);
+                        self.sched.release_slot(agent);
                     }
-                    Err(e) => {
-                        warn!(task_id = %task, error = %e, "lease expiry could not be recorded; will retry");
-                        if let Some(l) = self.leases.get_mut(&task) {
-                            l.phase = Phase::Held;
-                            l.expires_ms = now;
-                        }
+                    if let FinishResult::Recorded(effect) = res {
+                        self.shared
+                            .stats
+                            .expired
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.apply(effect, now);
                     }
                 }
-            }
+                Err(e) => {
+                    warn!(task_id = %task, error = %e, "lease expiry could not be recorded; will retry");
+                    if let Some(l) = self.leases.get_mut(&task) {
+                        l.phase = Phase::Held;
+                        l.expires_ms = now;
+                    }
+                }
+            },
             Cmd::Agents(reply) => {
                 let _ = reply.send(self.agent_views());
             }
@@ -344,8 +351,7 @@ impl<S: Store> Engine<S> {
         if effect.state.is_terminal() {
             self.shared.add_backlog(-1);
         }
-        self.shared
-            .add_backlog(-(effect.cancelled.len() as i64));
+        self.shared.add_backlog(-(effect.cancelled.len() as i64));
         for t in &effect.cancelled {
             self.sched.remove_task(*t);
             self.ready_at.remove(t);
@@ -357,7 +363,13 @@ impl<S: Store> Engine<S> {
         self.enqueue(ready, now);
     }
 
-    fn join(&mut self, hello: Hello, tx: mpsc::Sender<Outbound>, session: u64, now: u64) -> AgentId {
+    fn join(
+        &mut self,
+        hello: Hello,
+        tx: mpsc::Sender<Outbound>,
+        session: u64,
+        now: u64,
+    ) -> AgentId {
         let id = hello
             .agent_id
             .unwrap_or_else(|| AgentId::from_uuid(uuid::Uuid::now_v7()));
@@ -460,10 +472,10 @@ impl<S: Store> Engine<S> {
     }
 
     fn send(&self, agent: AgentId, msg: impl Into<Outbound>) {
-        if let Some(tx) = self.agents.get(&agent).and_then(|a| a.tx.as_ref()) {
-            if tx.try_send(msg.into()).is_err() {
-                warn!(agent_id = %agent, "agent outbox full or closed; message dropped (lease expiry covers it)");
-            }
+        if let Some(tx) = self.agents.get(&agent).and_then(|a| a.tx.as_ref())
+            && tx.try_send(msg.into()).is_err()
+        {
+            warn!(agent_id = %agent, "agent outbox full or closed; message dropped (lease expiry covers it)");
         }
     }
 
@@ -590,16 +602,16 @@ impl<S: Store> Engine<S> {
         self.jobs.spawn(async move {
             let mut ready = Vec::new();
             for t in tasks {
-                if let Ok(Some(rec)) = store.get_task(t).await {
-                    if rec.state == TaskState::Queued {
-                        ready.push(QueuedTask {
-                            id: rec.id,
-                            priority: rec.spec.priority,
-                            seq: rec.seq,
-                            skills: rec.spec.skills.clone(),
-                            not_before: rec.not_before_ms,
-                        });
-                    }
+                if let Ok(Some(rec)) = store.get_task(t).await
+                    && rec.state == TaskState::Queued
+                {
+                    ready.push(QueuedTask {
+                        id: rec.id,
+                        priority: rec.spec.priority,
+                        seq: rec.seq,
+                        skills: rec.spec.skills.clone(),
+                        not_before: rec.not_before_ms,
+                    });
                 }
             }
             if !ready.is_empty() {
@@ -653,7 +665,13 @@ impl<S: Store> Engine<S> {
             let tx = self.tx.clone();
             self.jobs.spawn(async move {
                 let result = store.expire(task, fence, reason, now).await;
-                let _ = tx.send(Cmd::Expired { task, agent, result }).await;
+                let _ = tx
+                    .send(Cmd::Expired {
+                        task,
+                        agent,
+                        result,
+                    })
+                    .await;
             });
         }
     }
@@ -691,7 +709,9 @@ impl<S: Store> Engine<S> {
                 }
             })
             .collect();
-        v.sort_by(|a, b| (a.state == "disconnected", &a.name).cmp(&(b.state == "disconnected", &b.name)));
+        v.sort_by(|a, b| {
+            (a.state == "disconnected", &a.name).cmp(&(b.state == "disconnected", &b.name))
+        });
         v
     }
 }

@@ -141,10 +141,10 @@ impl<S: Store> Hub<S> {
             .with_graceful_shutdown(async move { sd.cancelled().await })
             .await;
         shutdown.cancel();
-        if let Some(t) = engine_task {
-            if let Err(e) = t.await {
-                tracing::error!(error = %e, "engine task failed");
-            }
+        if let Some(t) = engine_task
+            && let Err(e) = t.await
+        {
+            tracing::error!(error = %e, "engine task failed");
         }
         result.map_err(HubError::Io)
     }

@@ -195,7 +195,12 @@ async fn dispatch<S: Store>(
     for m in msgs {
         match m {
             AgentMessage::Heartbeat { running } => {
-                if shared.engine.send(Cmd::Heartbeat { agent, running }).await.is_err() {
+                if shared
+                    .engine
+                    .send(Cmd::Heartbeat { agent, running })
+                    .await
+                    .is_err()
+                {
                     return false;
                 }
             }
@@ -211,7 +216,13 @@ async fn dispatch<S: Store>(
             AgentMessage::Unknown => debug!(agent_id = %agent, "unknown message ignored"),
         }
     }
-    if !ended.is_empty() && shared.engine.send(Cmd::Ended { agent, held: ended }).await.is_err() {
+    if !ended.is_empty()
+        && shared
+            .engine
+            .send(Cmd::Ended { agent, held: ended })
+            .await
+            .is_err()
+    {
         return false;
     }
     reports.is_empty() || rec_tx.send(reports).await.is_ok()
@@ -239,7 +250,11 @@ async fn record<S: Store>(
             }
         }
         // A start immediately followed by its finish needs no separate write.
-        starts.retain(|s| !finishes.iter().any(|f| f.task_id == s.task_id && f.fence == s.fence));
+        starts.retain(|s| {
+            !finishes
+                .iter()
+                .any(|f| f.task_id == s.task_id && f.fence == s.fence)
+        });
         let now = now_ms();
         if !starts.is_empty() {
             let held: Vec<_> = starts.iter().map(|h| (h.task_id, h.fence)).collect();
@@ -275,7 +290,8 @@ async fn record<S: Store>(
                 logs: f.logs.map(|l| (l.stdout, l.stderr, l.truncated)),
             })
             .collect();
-        let results: Vec<Result<FinishResult, String>> = match shared.store.finish(batch, now).await {
+        let results: Vec<Result<FinishResult, String>> = match shared.store.finish(batch, now).await
+        {
             Ok(r) => r.into_iter().map(Ok).collect(),
             Err(e) => held.iter().map(|_| Err(e.to_string())).collect(),
         };
@@ -288,7 +304,10 @@ async fn record<S: Store>(
                     Some(AckStatus::Recorded)
                 }
                 Ok(FinishResult::Duplicate) => Some(AckStatus::Duplicate),
-                Ok(FinishResult::Stale { current_fence, state }) => {
+                Ok(FinishResult::Stale {
+                    current_fence,
+                    state,
+                }) => {
                     refuse_stale(&shared, agent, *h, *current_fence, &state.to_string()).await;
                     Some(AckStatus::Stale)
                 }
@@ -335,7 +354,8 @@ async fn refuse_stale<S: Store>(
         kind: "task.stale_report_refused".into(),
         task: Some(h.task_id),
         agent: Some(agent),
-        data: serde_json::json!({"fence": h.fence, "current_fence": current_fence, "state": state}).to_string(),
+        data: serde_json::json!({"fence": h.fence, "current_fence": current_fence, "state": state})
+            .to_string(),
     };
     if let Err(e) = shared.store.append_event(ev, now_ms()).await {
         debug!(error = %e, "could not record stale report event");

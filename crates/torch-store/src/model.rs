@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use torch_core::scheduler::QueuedTask;
 use torch_core::{AgentId, Outcome, Skill, TaskId, TaskSpec, TaskState};
 
-
 /// A validated task ready to insert. The hub mints `id`.
 #[derive(Clone, Debug)]
 pub struct NewTask {

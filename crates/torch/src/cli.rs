@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Start everything locally with `torch up`, submit work with `torch submit`,
 /// follow it with `torch tasks` and `torch watch`. Try `torch demo` first.
 #[derive(Debug, Parser)]
-#[command(name = "torch", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "torch",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub(crate) struct Cli {
     /// Configuration file (default: ./torch.toml if present). Env: TORCH_CONFIG.
     #[arg(long, global = true, env = "TORCH_CONFIG")]

@@ -33,7 +33,6 @@ impl Client {
         })
     }
 
-
     async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -65,8 +64,9 @@ impl Client {
             .map_err(|e| exit(UNREACHABLE, format!("reading response from {url}: {e}")))?;
         if status.is_success() {
             if bytes.is_empty() {
-                return serde_json::from_slice(b"null")
-                    .map_err(|e| exit(ERROR, format!("unexpected empty response from {url}: {e}")));
+                return serde_json::from_slice(b"null").map_err(|e| {
+                    exit(ERROR, format!("unexpected empty response from {url}: {e}"))
+                });
             }
             return serde_json::from_slice(&bytes)
                 .map_err(|e| exit(ERROR, format!("unexpected response from {url}: {e}")));
@@ -88,7 +88,11 @@ impl Client {
             msg.push_str(" — pass --token or set TORCH_TOKEN");
         }
         if details.len() > 1 {
-            msg = format!("hub answered {} ({code}):\n  {}", status.as_u16(), details.join("\n  "));
+            msg = format!(
+                "hub answered {} ({code}):\n  {}",
+                status.as_u16(),
+                details.join("\n  ")
+            );
         }
         Err(exit(exit_code, msg))
     }

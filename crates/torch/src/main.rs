@@ -1,5 +1,8 @@
 //! `torch`: the Nova Torch binary. Every role is a subcommand; see `torch --help`.
 
+// The binary is where output to the terminal belongs (libraries use tracing).
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
 mod cli;
 mod client;
 mod cmd;
@@ -16,8 +19,8 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Cli, Command};
 
 fn init_logging(filter: Option<&str>, default: &str) {
-    let filter = EnvFilter::try_new(filter.unwrap_or(default))
-        .unwrap_or_else(|_| EnvFilter::new(default));
+    let filter =
+        EnvFilter::try_new(filter.unwrap_or(default)).unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -42,9 +45,13 @@ fn main() -> ExitCode {
     );
     // Agents are small: one thread. Everything else gets the multi-thread runtime.
     let rt = if matches!(cli.cmd, Command::Agent(_)) {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     };
     let rt = match rt {
         Ok(rt) => rt,
@@ -56,12 +63,14 @@ fn main() -> ExitCode {
     match rt.block_on(cmd::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::BrokenPipe {
-                    return ExitCode::SUCCESS;
-                }
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                return ExitCode::SUCCESS;
             }
-            let code = e.downcast_ref::<exit::Exit>().map_or(exit::ERROR, |x| x.code);
+            let code = e
+                .downcast_ref::<exit::Exit>()
+                .map_or(exit::ERROR, |x| x.code);
             eprintln!("torch: {e:#}");
             ExitCode::from(code)
         }

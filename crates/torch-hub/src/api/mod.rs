@@ -26,7 +26,10 @@ pub(crate) fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
         .route("/api/v1/health", get(misc::health::<S>))
         .route("/api/v1/stats", get(misc::stats::<S>))
         .route("/api/v1/stats/reset", post(misc::reset_stats::<S>))
-        .route("/api/v1/tasks", post(tasks::submit::<S>).get(tasks::list::<S>))
+        .route(
+            "/api/v1/tasks",
+            post(tasks::submit::<S>).get(tasks::list::<S>),
+        )
         .route("/api/v1/tasks/{id}", get(tasks::get::<S>))
         .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel::<S>))
         .route("/api/v1/tasks/{id}/retry", post(tasks::retry::<S>))
@@ -87,13 +90,28 @@ pub(crate) async fn authorize<S: Store>(
             None => return Err(ApiError::unauthorized("unknown token")),
         }
     };
-    let allowed = match (&caller, need) {
-        (Caller::Token { role: Role::Admin, .. }, Need::Submit | Need::Admin | Need::Agent) => true,
-        (Caller::Token { role: Role::Submitter, .. }, Need::Submit) => true,
-        (Caller::Token { role: Role::Agent, .. }, Need::Agent) => true,
-        (Caller::Task { .. }, Need::Task) => true,
-        _ => false,
-    };
+    let allowed = matches!(
+        (&caller, need),
+        (
+            Caller::Token {
+                role: Role::Admin,
+                ..
+            },
+            Need::Submit | Need::Admin | Need::Agent
+        ) | (
+            Caller::Token {
+                role: Role::Submitter,
+                ..
+            },
+            Need::Submit
+        ) | (
+            Caller::Token {
+                role: Role::Agent,
+                ..
+            },
+            Need::Agent
+        ) | (Caller::Task { .. }, Need::Task)
+    );
     if allowed {
         Ok(caller)
     } else {

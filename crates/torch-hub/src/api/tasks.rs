@@ -72,7 +72,11 @@ pub(crate) async fn submit<S: Store>(
         let inner = e.into_inner();
         ApiError::bad_request(
             "invalid_spec",
-            format!("request body at {path} (line {}, column {}): {inner}", inner.line(), inner.column()),
+            format!(
+                "request body at {path} (line {}, column {}): {inner}",
+                inner.line(),
+                inner.column()
+            ),
         )
     })?;
     let source = req.source.clone().unwrap_or_else(|| "request".into());
@@ -138,7 +142,12 @@ pub(crate) async fn list<S: Store>(
 ) -> Result<Json<TaskList>, ApiError> {
     authorize(&shared, &headers, Need::Submit).await?;
     let mut states = Vec::new();
-    for s in q.state.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+    for s in q
+        .state
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
         states.push(
             s.parse::<TaskState>()
                 .map_err(|e| ApiError::bad_request("invalid_state", e.to_string()))?,
@@ -186,7 +195,10 @@ pub(crate) async fn get<S: Store>(
     let id = parse_id(&id)?;
     match shared.store.get_task(id).await? {
         Some(r) => Ok(Json(task_view(r))),
-        None => Err(ApiError::not_found("task_not_found", format!("task {id} not found"))),
+        None => Err(ApiError::not_found(
+            "task_not_found",
+            format!("task {id} not found"),
+        )),
     }
 }
 
@@ -216,7 +228,9 @@ pub(crate) async fn cancel<S: Store>(
             revoked: res.revoked,
         })
         .await;
-    Ok(Json(CancelResponse { cancelled: res.tasks }))
+    Ok(Json(CancelResponse {
+        cancelled: res.tasks,
+    }))
 }
 
 /// `POST /api/v1/tasks/{id}/retry`.
@@ -235,7 +249,10 @@ pub(crate) async fn retry<S: Store>(
     }
     match shared.store.get_task(id).await? {
         Some(r) => Ok(Json(task_view(r))),
-        None => Err(ApiError::not_found("task_not_found", format!("task {id} not found"))),
+        None => Err(ApiError::not_found(
+            "task_not_found",
+            format!("task {id} not found"),
+        )),
     }
 }
 
@@ -258,9 +275,14 @@ pub(crate) async fn logs<S: Store>(
         None => match shared.store.get_task(id).await? {
             Some(_) => Err(ApiError::not_found(
                 "no_logs",
-                format!("task {id} has no captured output yet (it has not finished an attempt, or printed nothing)"),
+                format!(
+                    "task {id} has no captured output yet (it has not finished an attempt, or printed nothing)"
+                ),
             )),
-            None => Err(ApiError::not_found("task_not_found", format!("task {id} not found"))),
+            None => Err(ApiError::not_found(
+                "task_not_found",
+                format!("task {id} not found"),
+            )),
         },
     }
 }
@@ -292,7 +314,10 @@ pub(crate) async fn progress<S: Store>(
         ));
     }
     if req.message.as_ref().is_some_and(|m| m.len() > 1024) {
-        return Err(ApiError::bad_request("invalid_progress", "message is longer than 1024 bytes"));
+        return Err(ApiError::bad_request(
+            "invalid_progress",
+            "message is longer than 1024 bytes",
+        ));
     }
     match shared
         .store
@@ -303,11 +328,17 @@ pub(crate) async fn progress<S: Store>(
             shared.bump();
             Ok(StatusCode::NO_CONTENT)
         }
-        FenceCheck::Stale { current_fence, state } => Err(ApiError::new(
+        FenceCheck::Stale {
+            current_fence,
+            state,
+        } => Err(ApiError::new(
             StatusCode::CONFLICT,
             "stale_fence",
             format!("lease fence {fence} is stale (task is {state} with fence {current_fence})"),
         )),
-        FenceCheck::NotFound => Err(ApiError::not_found("task_not_found", format!("task {id} not found"))),
+        FenceCheck::NotFound => Err(ApiError::not_found(
+            "task_not_found",
+            format!("task {id} not found"),
+        )),
     }
 }

@@ -22,11 +22,13 @@ pub(crate) fn task_view(r: TaskRecord) -> TaskView {
         lease,
         not_before_ms: (r.not_before_ms > 0 && r.state == torch_core::TaskState::Queued)
             .then_some(r.not_before_ms),
-        progress: r.progress.map(|(percent, message, updated_ms)| ProgressView {
-            percent,
-            message,
-            updated_ms,
-        }),
+        progress: r
+            .progress
+            .map(|(percent, message, updated_ms)| ProgressView {
+                percent,
+                message,
+                updated_ms,
+            }),
         outcome: r.outcome,
         reason: r.reason,
         last_agent_id: r.last_agent,

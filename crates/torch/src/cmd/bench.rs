@@ -58,7 +58,10 @@ fn spec(exec: ExecMode) -> TaskSpec {
 }
 
 fn bench_skill() -> torch_core::SkillReq {
-    torch_core::SkillReq { name: "bench".into(), min: 0.0 }
+    torch_core::SkillReq {
+        name: "bench".into(),
+        min: 0.0,
+    }
 }
 
 async fn stats(client: &Client) -> Result<Value> {
@@ -73,7 +76,13 @@ async fn wait_finished(client: &Client, target: u64, limit: Duration) -> Result<
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(exit(ERROR, format!("benchmark stalled: {} of {target} tasks finished", s["finished"])));
+            return Err(exit(
+                ERROR,
+                format!(
+                    "benchmark stalled: {} of {target} tasks finished",
+                    s["finished"]
+                ),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -81,18 +90,31 @@ async fn wait_finished(client: &Client, target: u64, limit: Duration) -> Result<
 
 pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
     if args.agents == 0 || args.slots == 0 || args.tasks == 0 {
-        return Err(exit(BAD_INPUT, "--agents, --slots and --tasks must be positive"));
+        return Err(exit(
+            BAD_INPUT,
+            "--agents, --slots and --tasks must be positive",
+        ));
     }
     let dir = tempfile::Builder::new().prefix("torch-bench-").tempdir()?;
     let cfg = Config::default();
     let mut hub_cfg = cfg.hub.clone();
     hub_cfg.queue_high_water = u64::MAX;
     hub_cfg.max_body_bytes = 64 << 20;
-    let hub = start_hub(&cfg, hub_cfg, "127.0.0.1:0", dir.path(), &["admin", "agent"]).await?;
+    let hub = start_hub(
+        &cfg,
+        hub_cfg,
+        "127.0.0.1:0",
+        dir.path(),
+        &["admin", "agent"],
+    )
+    .await?;
     let client = Client::new(&hub.url, hub.token("admin").map(str::to_string))?;
     let agent_token = hub.token("agent").unwrap_or_default().to_string();
     if !args.json {
-        eprintln!("starting {} agent processes ({} slots each)…", args.agents, args.slots);
+        eprintln!(
+            "starting {} agent processes ({} slots each)…",
+            args.agents, args.slots
+        );
     }
     let mut children = Vec::with_capacity(args.agents as usize);
     for i in 0..args.agents {
@@ -109,7 +131,13 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let list: AgentList = client.get("/api/v1/agents").await?;
-        if list.agents.iter().filter(|a| a.state != "disconnected").count() >= args.agents as usize {
+        if list
+            .agents
+            .iter()
+            .filter(|a| a.state != "disconnected")
+            .count()
+            >= args.agents as usize
+        {
             break;
         }
         if Instant::now() > deadline {
@@ -122,7 +150,9 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
     if !args.json {
         eprintln!("burst: {} {:?} tasks…", args.tasks, args.exec);
     }
-    let _: Value = client.post("/api/v1/stats/reset", &serde_json::json!({})).await?;
+    let _: Value = client
+        .post("/api/v1/stats/reset", &serde_json::json!({}))
+        .await?;
     let cpu0 = cpu_secs(UsageWho::RUSAGE_SELF);
     let t0 = Instant::now();
     let batch = 5000u64;
@@ -143,7 +173,15 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
         submitters.spawn(async move {
             for n in part {
                 let tasks = (0..n).map(|_| spec(exec)).collect();
-                let _: SubmitResponse = c.post("/api/v1/tasks", &SubmitRequest { tasks, source: None }).await?;
+                let _: SubmitResponse = c
+                    .post(
+                        "/api/v1/tasks",
+                        &SubmitRequest {
+                            tasks,
+                            source: None,
+                        },
+                    )
+                    .await?;
             }
             anyhow::Ok(())
         });
@@ -162,9 +200,14 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
     let mut steady_lat = serde_json::json!(null);
     if args.steady_rate > 0 && args.steady_secs > 0 {
         if !args.json {
-            eprintln!("steady: {} tasks/min for {} s…", args.steady_rate, args.steady_secs);
+            eprintln!(
+                "steady: {} tasks/min for {} s…",
+                args.steady_rate, args.steady_secs
+            );
         }
-        let _: Value = client.post("/api/v1/stats/reset", &serde_json::json!({})).await?;
+        let _: Value = client
+            .post("/api/v1/stats/reset", &serde_json::json!({}))
+            .await?;
         let before = stats(&client).await?["finished"].as_u64().unwrap_or(0);
         let n = args.steady_rate * args.steady_secs / 60;
         let gap = Duration::from_secs_f64(60.0 / args.steady_rate as f64);
@@ -172,7 +215,13 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
         for _ in 0..n {
             tick.tick().await;
             let _: SubmitResponse = client
-                .post("/api/v1/tasks", &SubmitRequest { tasks: vec![spec(args.exec)], source: None })
+                .post(
+                    "/api/v1/tasks",
+                    &SubmitRequest {
+                        tasks: vec![spec(args.exec)],
+                        source: None,
+                    },
+                )
                 .await?;
         }
         wait_finished(&client, before + n, Duration::from_secs(120)).await?;
@@ -195,7 +244,11 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
             ExecMode::Process => "process",
         },
         store: "sqlite",
-        assign_latency_ms: if steady_lat.is_null() { burst["assign_latency_ms"].clone() } else { steady_lat },
+        assign_latency_ms: if steady_lat.is_null() {
+            burst["assign_latency_ms"].clone()
+        } else {
+            steady_lat
+        },
         burst_assign_latency_ms: burst["assign_latency_ms"].clone(),
         steady,
         cpu: serde_json::json!({
@@ -217,7 +270,11 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
             report.elapsed_s,
             report.assign_latency_ms["p50"],
             report.assign_latency_ms["p99"],
-            if report.steady.is_null() { " (burst)".to_string() } else { format!(" (at {} tasks/min)", args.steady_rate) },
+            if report.steady.is_null() {
+                " (burst)".to_string()
+            } else {
+                format!(" (at {} tasks/min)", args.steady_rate)
+            },
             hub_cpu,
             agents_cpu,
         ))

@@ -108,7 +108,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     let hub = start_hub(&cfg, hub_cfg, "127.0.0.1:0", &data_dir, &["admin", "agent"]).await?;
     let admin = hub.token("admin").unwrap_or_default().to_string();
     let agent_token = hub.token("agent").unwrap_or_default().to_string();
-    output::line(format!("▶ hub {} on a fresh embedded store in {}", hub.url, data_dir.display()))?;
+    output::line(format!(
+        "▶ hub {} on a fresh embedded store in {}",
+        hub.url,
+        data_dir.display()
+    ))?;
     let agents = [
         ("builder", "sh,rust:0.9", 2),
         ("tester", "sh,python:0.8", 2),
@@ -125,17 +129,28 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
             work_dir: data_dir.join("work").join(name),
             log_file: Some(data_dir.join(format!("{name}.log"))),
         })?);
-        output::line(format!("▶ agent {name:<8} skills {skills:<18} slots {slots}"))?;
+        output::line(format!(
+            "▶ agent {name:<8} skills {skills:<18} slots {slots}"
+        ))?;
     }
     let client = Client::new(&hub.url, Some(admin))?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let list: AgentList = client.get("/api/v1/agents").await?;
-        if list.agents.iter().filter(|a| a.state != "disconnected").count() >= agents.len() {
+        if list
+            .agents
+            .iter()
+            .filter(|a| a.state != "disconnected")
+            .count()
+            >= agents.len()
+        {
             break;
         }
         if Instant::now() > deadline {
-            return Err(exit(ERROR, "demo agents did not connect within 20 s (see agent logs in the data dir)"));
+            return Err(exit(
+                ERROR,
+                "demo agents did not connect within 20 s (see agent logs in the data dir)",
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -145,14 +160,27 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         .map(|v| v.spec)
         .collect();
     for s in &mut specs {
-        s.env.insert("DEMO_DIR".into(), demo_dir.display().to_string());
+        s.env
+            .insert("DEMO_DIR".into(), demo_dir.display().to_string());
     }
-    let after = client.get::<EventPage>("/api/v1/events?tail=true").await?.last_id;
+    let after = client
+        .get::<EventPage>("/api/v1/events?tail=true")
+        .await?
+        .last_id;
     let started = Instant::now();
     let resp: SubmitResponse = client
-        .post("/api/v1/tasks", &SubmitRequest { tasks: specs, source: Some("demo pipeline".into()) })
+        .post(
+            "/api/v1/tasks",
+            &SubmitRequest {
+                tasks: specs,
+                source: Some("demo pipeline".into()),
+            },
+        )
         .await?;
-    output::line(format!("▶ submitted {} tasks (a DAG with priorities, skills, a flaky test and a hanging benchmark)\n", resp.tasks.len()))?;
+    output::line(format!(
+        "▶ submitted {} tasks (a DAG with priorities, skills, a flaky test and a hanging benchmark)\n",
+        resp.tasks.len()
+    ))?;
     let names: Vec<_> = resp.tasks.iter().map(|t| (t.id, t.name.clone())).collect();
     let finals = wait_for(&client, &names, after, false).await?;
     let elapsed = started.elapsed();
@@ -165,10 +193,28 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         .collect();
     let mut t = output::table(&["TASK", "STATE", "ATTEMPTS", "AGENT", "TIME", "WHY"]);
     for v in &finals {
-        let agent = v.last_agent_id.and_then(|a| agent_names.get(&a).cloned()).unwrap_or_default();
-        let time = v.outcome.as_ref().map(|o| format!("{} ms", o.evidence.duration_ms)).unwrap_or_default();
-        let why = v.reason.clone().or_else(|| v.outcome.as_ref().and_then(|o| o.reason.clone())).unwrap_or_default();
-        t.add_row(vec![v.name.clone(), v.state.to_string(), v.attempt.to_string(), agent, time, why]);
+        let agent = v
+            .last_agent_id
+            .and_then(|a| agent_names.get(&a).cloned())
+            .unwrap_or_default();
+        let time = v
+            .outcome
+            .as_ref()
+            .map(|o| format!("{} ms", o.evidence.duration_ms))
+            .unwrap_or_default();
+        let why = v
+            .reason
+            .clone()
+            .or_else(|| v.outcome.as_ref().and_then(|o| o.reason.clone()))
+            .unwrap_or_default();
+        t.add_row(vec![
+            v.name.clone(),
+            v.state.to_string(),
+            v.attempt.to_string(),
+            agent,
+            time,
+            why,
+        ]);
     }
     output::line(format!("\n{t}"))?;
     let state = |n: &str| finals.iter().find(|v| v.name == n).map(|v| v.state);
@@ -180,7 +226,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         && state("publish-benchmark") == Some(TaskState::Cancelled);
     output::line(format!(
         "\n{} in {:.1}s: every task that could succeed did (the flaky test on its retry); the hanging benchmark timed out and its dependent was cancelled.",
-        if ok { "✔ demo complete" } else { "✘ demo ended unexpectedly" },
+        if ok {
+            "✔ demo complete"
+        } else {
+            "✘ demo ended unexpectedly"
+        },
         elapsed.as_secs_f64()
     ))?;
     stop_agents(&mut children, Duration::from_secs(5)).await;

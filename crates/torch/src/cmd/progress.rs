@@ -13,7 +13,9 @@ pub(crate) async fn run(args: ProgressArgs) -> Result<()> {
         std::env::var(k).map_err(|_| {
             exit(
                 BAD_INPUT,
-                format!("{k} is not set: `torch progress` runs inside a task started by a torch agent"),
+                format!(
+                    "{k} is not set: `torch progress` runs inside a task started by a torch agent"
+                ),
             )
         })
     };
@@ -21,7 +23,10 @@ pub(crate) async fn run(args: ProgressArgs) -> Result<()> {
     let task = var(ENV_TASK_ID)?;
     let token = var(ENV_TASK_TOKEN)?;
     if !(0.0..=100.0).contains(&args.percent) {
-        return Err(exit(BAD_INPUT, format!("percent {} must be between 0 and 100", args.percent)));
+        return Err(exit(
+            BAD_INPUT,
+            format!("percent {} must be between 0 and 100", args.percent),
+        ));
     }
     let message = (!args.message.is_empty()).then(|| args.message.join(" "));
     let client = Client::new(&hub, Some(token))?;

@@ -20,8 +20,15 @@ pub(crate) async fn run(mut cfg: Config, args: ServeArgs) -> Result<()> {
             write_secret(path, token)?;
         }
         let mut err = std::io::stderr().lock();
-        writeln!(err, "\nAdmin token (shown once; store it safely):\n\n    {token}\n")?;
-        writeln!(err, "    export TORCH_HUB={} TORCH_TOKEN={token}\n", hub.url)?;
+        writeln!(
+            err,
+            "\nAdmin token (shown once; store it safely):\n\n    {token}\n"
+        )?;
+        writeln!(
+            err,
+            "    export TORCH_HUB={} TORCH_TOKEN={token}\n",
+            hub.url
+        )?;
     }
     if let Some(path) = &args.url_file {
         let tmp = path.with_extension("tmp");

@@ -63,10 +63,16 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
     let (source, specs) = match &args.file {
         Some(f) => {
             if !args.command.is_empty() {
-                return Err(exit(BAD_INPUT, "give either a spec file or a command after --, not both"));
+                return Err(exit(
+                    BAD_INPUT,
+                    "give either a spec file or a command after --, not both",
+                ));
             }
             let valid = read_specs(f)?;
-            (f.clone(), valid.into_iter().map(|v| v.spec).collect::<Vec<_>>())
+            (
+                f.clone(),
+                valid.into_iter().map(|v| v.spec).collect::<Vec<_>>(),
+            )
         }
         None => {
             if args.command.is_empty() && args.prompt.is_none() {
@@ -102,7 +108,11 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
             return output::json(&resp);
         }
         for t in &resp.tasks {
-            let dup = if t.duplicate { " (existing, same idempotency key)" } else { "" };
+            let dup = if t.duplicate {
+                " (existing, same idempotency key)"
+            } else {
+                ""
+            };
             output::line(format!("{}  {}  {}{dup}", t.id, t.state, t.name))?;
         }
         return Ok(());
@@ -118,15 +128,24 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
                 v.name.clone(),
                 v.state.to_string(),
                 v.attempt.to_string(),
-                v.reason.clone().or_else(|| v.outcome.as_ref().and_then(|o| o.reason.clone())).unwrap_or_default(),
+                v.reason
+                    .clone()
+                    .or_else(|| v.outcome.as_ref().and_then(|o| o.reason.clone()))
+                    .unwrap_or_default(),
                 v.id.to_string(),
             ]);
         }
         output::line(t.to_string())?;
     }
-    let failed = finals.iter().filter(|v| v.state != TaskState::Succeeded).count();
+    let failed = finals
+        .iter()
+        .filter(|v| v.state != TaskState::Succeeded)
+        .count();
     if failed > 0 {
-        return Err(exit(TASK_FAILED, format!("{failed} of {} task(s) did not succeed", finals.len())));
+        return Err(exit(
+            TASK_FAILED,
+            format!("{failed} of {} task(s) did not succeed", finals.len()),
+        ));
     }
     Ok(())
 }
@@ -150,7 +169,9 @@ pub(crate) async fn wait_for(
     let mut failures = 0u32;
     while !pending.is_empty() {
         let page: EventPage = match client
-            .get(&format!("/api/v1/events?after={after}&stream=nova.torch.tasks.&wait_ms=2000&limit=2000"))
+            .get(&format!(
+                "/api/v1/events?after={after}&stream=nova.torch.tasks.&wait_ms=2000&limit=2000"
+            ))
             .await
         {
             Ok(p) => {
@@ -174,24 +195,39 @@ pub(crate) async fn wait_for(
             if !quiet {
                 print_event(name, &e.kind, &e.data)?;
             }
-            if matches!(e.kind.as_str(), "task.succeeded" | "task.dead" | "task.cancelled") {
+            if matches!(
+                e.kind.as_str(),
+                "task.succeeded" | "task.dead" | "task.cancelled"
+            ) {
                 pending.remove(&id);
             }
         }
     }
     let mut finals = Vec::with_capacity(order.len());
     for (id, _) in order {
-        finals.push(client.get::<TaskView>(&format!("/api/v1/tasks/{id}")).await?);
+        finals.push(
+            client
+                .get::<TaskView>(&format!("/api/v1/tasks/{id}"))
+                .await?,
+        );
     }
     Ok(finals)
 }
 
 fn print_event(name: &str, kind: &str, data: &serde_json::Value) -> Result<()> {
-    let s = |k: &str| data.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+    let s = |k: &str| {
+        data.get(k)
+            .map(|v| v.to_string().trim_matches('"').to_string())
+            .unwrap_or_default()
+    };
     let line = match kind {
         "task.submitted" => return Ok(()),
         "task.ready" => format!("{name}: ready"),
-        "task.assigned" => format!("{name}: assigned (attempt {}, fence {})", s("attempt"), s("fence")),
+        "task.assigned" => format!(
+            "{name}: assigned (attempt {}, fence {})",
+            s("attempt"),
+            s("fence")
+        ),
         "task.started" => format!("{name}: running"),
         "task.progress" => format!(
             "{name}: {:>3.0}% {}",

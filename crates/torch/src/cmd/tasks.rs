@@ -14,7 +14,9 @@ fn client(hub: HubArgs) -> Result<Client> {
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -44,7 +46,13 @@ pub(crate) async fn list(
         let progress = v
             .progress
             .as_ref()
-            .map(|p| format!("{:.0}% {}", p.percent, p.message.clone().unwrap_or_default()))
+            .map(|p| {
+                format!(
+                    "{:.0}% {}",
+                    p.percent,
+                    p.message.clone().unwrap_or_default()
+                )
+            })
             .unwrap_or_default();
         t.add_row(vec![
             v.name.clone(),
@@ -57,12 +65,18 @@ pub(crate) async fn list(
         ]);
     }
     output::line(t.to_string())?;
-    let counts: Vec<String> = list.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let counts: Vec<String> = list
+        .counts
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
     output::line(format!("total: {}", counts.join(", ")))
 }
 
 pub(crate) async fn show(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
-    let v: TaskView = client(hub)?.get(&format!("/api/v1/tasks/{}", encode(&id))).await?;
+    let v: TaskView = client(hub)?
+        .get(&format!("/api/v1/tasks/{}", encode(&id)))
+        .await?;
     if out.json {
         return output::json(&v);
     }
@@ -101,7 +115,10 @@ pub(crate) async fn show(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
         lines.push(format!(
             "outcome   {}{}",
             o.kind.as_str(),
-            o.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+            o.reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         ));
         let e = &o.evidence;
         lines.push(format!(
@@ -128,9 +145,17 @@ pub(crate) async fn show(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
     output::line(lines.join("\n"))
 }
 
-pub(crate) async fn cancel(hub: HubArgs, out: OutArgs, id: String, reason: Option<String>) -> Result<()> {
+pub(crate) async fn cancel(
+    hub: HubArgs,
+    out: OutArgs,
+    id: String,
+    reason: Option<String>,
+) -> Result<()> {
     let resp: CancelResponse = client(hub)?
-        .post(&format!("/api/v1/tasks/{}/cancel", encode(&id)), &CancelRequest { reason })
+        .post(
+            &format!("/api/v1/tasks/{}/cancel", encode(&id)),
+            &CancelRequest { reason },
+        )
         .await?;
     if out.json {
         return output::json(&resp);
@@ -144,7 +169,10 @@ pub(crate) async fn cancel(hub: HubArgs, out: OutArgs, id: String, reason: Optio
 
 pub(crate) async fn retry(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
     let v: TaskView = client(hub)?
-        .post(&format!("/api/v1/tasks/{}/retry", encode(&id)), &serde_json::json!({}))
+        .post(
+            &format!("/api/v1/tasks/{}/retry", encode(&id)),
+            &serde_json::json!({}),
+        )
         .await?;
     if out.json {
         return output::json(&v);
@@ -153,11 +181,17 @@ pub(crate) async fn retry(hub: HubArgs, out: OutArgs, id: String) -> Result<()> 
 }
 
 pub(crate) async fn logs(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
-    let l: LogsView = client(hub)?.get(&format!("/api/v1/tasks/{}/logs", encode(&id))).await?;
+    let l: LogsView = client(hub)?
+        .get(&format!("/api/v1/tasks/{}/logs", encode(&id)))
+        .await?;
     if out.json {
         return output::json(&l);
     }
-    let mut s = format!("== stdout (attempt {}){} ==\n", l.attempt, if l.truncated { ", tail only" } else { "" });
+    let mut s = format!(
+        "== stdout (attempt {}){} ==\n",
+        l.attempt,
+        if l.truncated { ", tail only" } else { "" }
+    );
     s.push_str(&l.stdout);
     if !l.stderr.is_empty() {
         s.push_str("\n== stderr ==\n");

@@ -7,7 +7,12 @@ use crate::cli::{HubArgs, OutArgs, RoleArg};
 use crate::client::Client;
 use crate::output;
 
-pub(crate) async fn create(hub: HubArgs, out: OutArgs, role: RoleArg, name: Option<String>) -> Result<()> {
+pub(crate) async fn create(
+    hub: HubArgs,
+    out: OutArgs,
+    role: RoleArg,
+    name: Option<String>,
+) -> Result<()> {
     let client = Client::new(&hub.hub, hub.token)?;
     let role = match role {
         RoleArg::Admin => Role::Admin,

@@ -18,7 +18,14 @@ pub(crate) async fn run(mut cfg: Config, args: UpArgs) -> Result<()> {
     let skills = args.skills.unwrap_or_else(|| cfg.up.skills.clone());
     let listen = args.listen.unwrap_or_else(|| cfg.hub.listen.clone());
     let data_dir = cfg.store.data_dir.clone();
-    let hub = start_hub(&cfg, cfg.hub.clone(), &listen, &data_dir, &["admin", "agent"]).await?;
+    let hub = start_hub(
+        &cfg,
+        cfg.hub.clone(),
+        &listen,
+        &data_dir,
+        &["admin", "agent"],
+    )
+    .await?;
     let admin = hub.token("admin").unwrap_or_default().to_string();
     let agent_token = hub.token("agent").unwrap_or_default().to_string();
     let log_dir = data_dir.join("logs");
@@ -37,13 +44,32 @@ pub(crate) async fn run(mut cfg: Config, args: UpArgs) -> Result<()> {
     }
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "Nova Torch is up: hub {} with {agents} agent(s) × {slots} slot(s), skills {skills}", hub.url)?;
-        writeln!(out, "data dir {} (agent logs in {})", data_dir.display(), log_dir.display())?;
-        writeln!(out, "\n    export TORCH_HUB={} TORCH_TOKEN={admin}\n", hub.url)?;
+        writeln!(
+            out,
+            "Nova Torch is up: hub {} with {agents} agent(s) × {slots} slot(s), skills {skills}",
+            hub.url
+        )?;
+        writeln!(
+            out,
+            "data dir {} (agent logs in {})",
+            data_dir.display(),
+            log_dir.display()
+        )?;
+        writeln!(
+            out,
+            "\n    export TORCH_HUB={} TORCH_TOKEN={admin}\n",
+            hub.url
+        )?;
         if let Some(t) = &hub.first_admin_token {
-            writeln!(out, "Permanent admin token of this data dir (shown once): {t}\n")?;
+            writeln!(
+                out,
+                "Permanent admin token of this data dir (shown once): {t}\n"
+            )?;
         }
-        writeln!(out, "Then: torch submit --skill sh -- echo hello   |   torch tasks list   |   torch watch")?;
+        writeln!(
+            out,
+            "Then: torch submit --skill sh -- echo hello   |   torch tasks list   |   torch watch"
+        )?;
         writeln!(out, "Ctrl-C stops everything.")?;
         out.flush()?;
     }

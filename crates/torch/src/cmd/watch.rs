@@ -14,13 +14,19 @@ pub(crate) async fn run(args: WatchArgs) -> Result<()> {
     let mut after = match (args.after, args.from_start) {
         (Some(a), _) => a,
         (None, true) => 0,
-        (None, false) => client.get::<EventPage>("/api/v1/events?tail=true").await?.last_id,
+        (None, false) => {
+            client
+                .get::<EventPage>("/api/v1/events?tail=true")
+                .await?
+                .last_id
+        }
     };
     let streams = args.streams.join(",");
     let mut seen = 0u64;
     let mut failures = 0u32;
     loop {
-        let path = format!("/api/v1/events?after={after}&stream={streams}&wait_ms=10000&limit=1000");
+        let path =
+            format!("/api/v1/events?after={after}&stream={streams}&wait_ms=10000&limit=1000");
         let page: EventPage = match client.get(&path).await {
             Ok(p) => {
                 failures = 0;
@@ -42,7 +48,10 @@ pub(crate) async fn run(args: WatchArgs) -> Result<()> {
                 output::line(serde_json::to_string(&e)?)?;
             } else {
                 let task = e.task_id.map(|t| t.to_string()).unwrap_or_default();
-                output::line(format!("{:>8} {:<28} {:<24} {} {}", e.id, e.stream, e.kind, task, e.data))?;
+                output::line(format!(
+                    "{:>8} {:<28} {:<24} {} {}",
+                    e.id, e.stream, e.kind, task, e.data
+                ))?;
             }
             seen += 1;
             if args.count.is_some_and(|c| seen >= c) {

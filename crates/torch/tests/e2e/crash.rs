@@ -18,7 +18,7 @@ const KILL_AFTER: usize = 300;
 fn spec(n: usize, out: &Path) -> Value {
     // Every other task runs a real process with a side effect; the rest are
     // built-in no-ops so the test stays fast.
-    let command = if n % 2 == 0 {
+    let command = if n.is_multiple_of(2) {
         json!(["sh", "-c", r#"echo "$TORCH_TASK_ID" >> "$OUT/done.log""#])
     } else {
         json!(["@noop"])
