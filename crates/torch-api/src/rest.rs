@@ -87,6 +87,9 @@ pub struct ProgressView {
 pub struct TaskView {
     /// Its id.
     pub id: TaskId,
+    /// Submission sequence number; page with `GET /api/v1/tasks?before=<seq>`.
+    #[serde(default)]
+    pub seq: u64,
     /// Display name.
     pub name: String,
     /// Current state.
@@ -192,7 +195,7 @@ pub struct AgentView {
     pub slots: u32,
     /// Tasks held now.
     pub running: u32,
-    /// `idle`, `busy`, `draining`, `disconnected` or `gone`.
+    /// `idle`, `busy`, `silent` (missed heartbeats; gets no new work) or `disconnected`.
     pub state: String,
     /// Labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -12,10 +12,14 @@
 //! - [`validate`]: batch validation (names, dependencies, cycles) with located errors.
 //! - [`state`]: the task state machine and retry/backoff arithmetic.
 //! - [`outcome`]: what an agent reports when a run ends (with retry meaning).
-//! - [`scheduler`]: the pure placement engine (priority, FIFO, skills, slots).
+//! - [`scheduler`]: the pure placement engine (priority, tenant fairness, FIFO,
+//!   hard filters, scoring policies, batch assignment, explanations).
+//! - [`routing`]: task analysis, the skill taxonomy, multi-factor scoring,
+//!   circuit breakers and the routing simulation.
 
 pub mod ids;
 pub mod outcome;
+pub mod routing;
 pub mod scheduler;
 pub mod skill;
 pub mod spec;

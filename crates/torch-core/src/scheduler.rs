@@ -1,18 +1,46 @@
-//! The pure placement engine: which ready task goes to which agent.
+//! The pure placement engine: which ready task goes to which agent, and why.
 //!
-//! Order: highest priority first, FIFO (submission sequence) within a priority.
-//! A task is placed only on an agent that covers its required skills, has a
-//! free slot and is not draining. Among fitting agents a [`Placer`] chooses;
-//! [`LeastLoaded`] is the default. The multi-factor scorer of the routing work
-//! is another `Placer`, so the queue logic here does not change with it.
+//! Order: highest priority first; within a priority, tenants share capacity
+//! by stride scheduling, FIFO (submission sequence) within a tenant. With one
+//! tenant that is exactly priority-then-FIFO.
+//!
+//! A task is placed only on an agent that passes every hard filter: required
+//! skills at their levels, the task's agent labels, a free slot, not
+//! draining, circuit breaker not open (half-open admits one probe), and not
+//! on the task's avoid-list unless only avoided agents are capable. Among
+//! feasible agents a [`Placer`] scores; the top total wins (ties: fewer
+//! running tasks, then lower agent id), and the [`Placement`] carries the
+//! [`Explanation`].
+//!
+//! With the default multi-factor policy ([`Torch`]) a pass is computed in
+//! batches: the queue order first decides *which* tasks are placed, then the
+//! agents for that set are chosen jointly (see [`crate::routing::batch`] and
+//! [`Scheduler::schedule`]).
 //!
 //! No I/O and no clock: `now` is passed in, and the caller persists placements.
 
+mod agents;
+mod eval;
+mod pass;
+mod queue;
+#[cfg(test)]
+mod tests;
+
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use crate::ids::{AgentId, TaskId};
-use crate::skill::{Skill, SkillReq, covers};
+use crate::routing::analysis::TaskAnalysis;
+use crate::routing::profile::{AgentProfile, AgentStateView, FleetStats};
+use crate::routing::score::RoutingConfig;
+use crate::skill::{Skill, SkillReq};
+use crate::spec::{TaskContext, TaskSpec};
+
+pub use crate::routing::explain::Explanation;
+pub use crate::routing::policy::{LeastLoaded, Placer, Torch};
+
+/// Tenant of tasks that name none.
+pub const DEFAULT_TENANT: &str = "default";
 
 /// A task waiting to be placed.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,20 +49,82 @@ pub struct QueuedTask {
     pub id: TaskId,
     /// Higher first.
     pub priority: i32,
-    /// Submission sequence: lower first within a priority.
+    /// Submission sequence: lower first within a priority and tenant.
     pub seq: u64,
-    /// Required skills.
+    /// Required skills (canonical names; see `TaxonomyIndex::normalize`).
     pub skills: Vec<SkillReq>,
     /// Not placed before this time (unix ms); 0 for "now".
     pub not_before: u64,
+    /// Skills that make an agent a better fit (explicit and inferred).
+    pub preferred: Vec<SkillReq>,
+    /// Labels an agent must carry, with these values (hard filter).
+    pub agent_labels: BTreeMap<String, String>,
+    /// Where the work lives, for context affinity.
+    pub context: Option<TaskContext>,
+    /// Agents that already failed this task: avoided while another capable
+    /// agent exists (if only these are capable, they are used again).
+    pub avoid: Vec<AgentId>,
+    /// Owner for fair sharing; [`DEFAULT_TENANT`] when unnamed.
+    pub tenant: String,
 }
 
-/// An agent's capacity as the scheduler sees it.
+impl QueuedTask {
+    /// A task with no preferences, labels, context or avoid-list, in the default tenant.
+    pub fn new(id: TaskId, priority: i32, seq: u64, skills: Vec<SkillReq>) -> Self {
+        QueuedTask {
+            id,
+            priority,
+            seq,
+            skills,
+            not_before: 0,
+            preferred: Vec::new(),
+            agent_labels: BTreeMap::new(),
+            context: None,
+            avoid: Vec::new(),
+            tenant: DEFAULT_TENANT.to_string(),
+        }
+    }
+
+    /// Sets the earliest placement time (unix ms).
+    pub fn with_not_before(mut self, not_before: u64) -> Self {
+        self.not_before = not_before;
+        self
+    }
+
+    /// Everything routing needs from a spec: skills, preferred skills,
+    /// context, tenant, and agent labels from spec labels named `agent.KEY`
+    /// (`"agent.gpu" = "a100"` requires an agent labelled `gpu=a100`).
+    pub fn from_spec(id: TaskId, seq: u64, spec: &TaskSpec) -> Self {
+        let agent_labels = spec
+            .labels
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("agent.")?.to_string(), v.clone())))
+            .collect();
+        QueuedTask {
+            preferred: spec.preferred_skills.clone(),
+            agent_labels,
+            context: spec.context.clone(),
+            tenant: spec.tenant.clone().unwrap_or_else(|| DEFAULT_TENANT.to_string()),
+            ..QueuedTask::new(id, spec.priority, seq, spec.skills.clone())
+        }
+    }
+
+    /// Uses an analysis' normalised required skills and its preferred
+    /// (explicit and inferred) skills.
+    pub fn with_analysis(mut self, analysis: &TaskAnalysis) -> Self {
+        self.skills = analysis.required.clone();
+        self.preferred = analysis.preferred.iter().map(|p| p.skill.clone()).collect();
+        self
+    }
+}
+
+/// An agent as the scheduler sees it: capacity, capabilities, and what the
+/// scheduler has learned about it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentSlots {
     /// The agent.
     pub id: AgentId,
-    /// What it can do.
+    /// What it can do (canonical names).
     pub skills: Vec<Skill>,
     /// Concurrent tasks it accepts.
     pub slots: u32,
@@ -42,79 +132,104 @@ pub struct AgentSlots {
     pub used: u32,
     /// Draining agents take no new tasks.
     pub draining: bool,
+    /// Labels matched against a task's `agent_labels`.
+    pub labels: BTreeMap<String, String>,
+    /// Cost per task in any consistent unit; 0 when free or unknown.
+    pub cost: f64,
+    /// Learned performance, recent contexts and breaker; kept across
+    /// re-registrations (see [`Scheduler::upsert_agent`]).
+    pub profile: AgentProfile,
 }
 
 impl AgentSlots {
-    /// True when the agent can take one more task.
+    /// An idle agent with no labels, no cost and nothing learned.
+    pub fn new(id: AgentId, skills: Vec<Skill>, slots: u32) -> Self {
+        AgentSlots {
+            id,
+            skills,
+            slots,
+            used: 0,
+            draining: false,
+            labels: BTreeMap::new(),
+            cost: 0.0,
+            profile: AgentProfile::default(),
+        }
+    }
+
+    /// True when the agent can take one more task (ignoring its breaker).
     pub fn has_free_slot(&self) -> bool {
         !self.draining && self.used < self.slots
     }
 }
 
-/// One decision: run `task` on `agent`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One decision: run `task` on `agent`, and why.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Placement {
     /// The task placed.
     pub task: TaskId,
     /// The agent chosen.
     pub agent: AgentId,
+    /// Candidates, factor scores, rejections.
+    pub explanation: Explanation,
 }
 
-/// Chooses an agent for a task among those that fit (skills, free slot).
-pub trait Placer {
-    /// Picks one of `fitting` (never empty), or `None` to leave the task queued.
-    fn choose(&mut self, task: &QueuedTask, fitting: &[&AgentSlots]) -> Option<AgentId>;
-}
-
-/// Picks the agent with the lowest load ratio; ties go to the fewest running
-/// tasks, then to the lowest agent id (deterministic).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LeastLoaded;
-
-impl Placer for LeastLoaded {
-    fn choose(&mut self, _task: &QueuedTask, fitting: &[&AgentSlots]) -> Option<AgentId> {
-        fitting
-            .iter()
-            .min_by(|a, b| {
-                let la = a.used as f64 / a.slots.max(1) as f64;
-                let lb = b.used as f64 / b.slots.max(1) as f64;
-                la.total_cmp(&lb)
-                    .then(a.used.cmp(&b.used))
-                    .then(a.id.cmp(&b.id))
-            })
-            .map(|a| a.id)
-    }
-}
-
-type ReadyKey = (Reverse<i32>, u64, TaskId);
-
-/// Ready and delayed tasks plus agent capacity; produces placements.
-#[derive(Debug, Default)]
-pub struct Scheduler<P: Placer = LeastLoaded> {
-    ready: BTreeSet<ReadyKey>,
+/// Ready and delayed tasks plus the agent index; produces placements.
+#[derive(Debug)]
+pub struct Scheduler<P: Placer = Torch> {
+    queue: queue::FairQueue,
     delayed: BinaryHeap<Reverse<(u64, TaskId)>>,
     tasks: HashMap<TaskId, QueuedTask>,
-    agents: BTreeMap<AgentId, AgentSlots>,
+    agents: agents::AgentTable,
+    fleet: FleetStats,
+    config: RoutingConfig,
     placer: P,
 }
 
-impl Scheduler<LeastLoaded> {
-    /// A scheduler with the least-loaded placer.
+impl Scheduler<Torch> {
+    /// A scheduler with the multi-factor policy and default routing config.
     pub fn new() -> Self {
-        Self::with_placer(LeastLoaded)
+        Self::with_config(RoutingConfig::default())
+    }
+
+    /// A scheduler with the multi-factor policy and `config`.
+    pub fn with_config(config: RoutingConfig) -> Self {
+        Self::with_placer_and_config(Torch, config)
+    }
+}
+
+impl Default for Scheduler<Torch> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 impl<P: Placer> Scheduler<P> {
-    /// A scheduler that uses `placer` to choose among fitting agents.
+    /// A scheduler that uses `placer` with the default routing config.
     pub fn with_placer(placer: P) -> Self {
+        Self::with_placer_and_config(placer, RoutingConfig::default())
+    }
+
+    /// A scheduler with `placer` and `config`.
+    pub fn with_placer_and_config(placer: P, config: RoutingConfig) -> Self {
         Scheduler {
-            ready: BTreeSet::new(),
+            queue: queue::FairQueue::default(),
             delayed: BinaryHeap::new(),
             tasks: HashMap::new(),
-            agents: BTreeMap::new(),
+            agents: agents::AgentTable::default(),
+            fleet: FleetStats::default(),
+            config,
             placer,
         }
+    }
+
+    /// The routing configuration in force.
+    pub fn config(&self) -> &RoutingConfig {
+        &self.config
+    }
+
+    /// Replaces the routing configuration (weights take effect next pass).
+    pub fn set_config(&mut self, config: RoutingConfig) {
+        self.config = config;
     }
 
     /// Adds a task to the queue (replacing any earlier entry for it).
@@ -123,7 +238,7 @@ impl<P: Placer> Scheduler<P> {
         if task.not_before > 0 {
             self.delayed.push(Reverse((task.not_before, task.id)));
         } else {
-            self.ready.insert((Reverse(task.priority), task.seq, task.id));
+            self.queue.insert(task.priority, &task.tenant, task.seq, task.id);
         }
         self.tasks.insert(task.id, task);
     }
@@ -133,7 +248,7 @@ impl<P: Placer> Scheduler<P> {
         match self.tasks.remove(&id) {
             Some(t) => {
                 // Delayed entries are dropped lazily when they surface.
-                self.ready.remove(&(Reverse(t.priority), t.seq, t.id));
+                self.queue.remove(t.priority, &t.tenant, t.seq, t.id);
                 true
             }
             None => false,
@@ -150,51 +265,55 @@ impl<P: Placer> Scheduler<P> {
         self.tasks.len()
     }
 
-    /// Registers or replaces an agent.
+    /// Registers or replaces an agent. A known agent keeps its learned
+    /// profile unless `agent.profile` is non-empty (a restored one).
     pub fn upsert_agent(&mut self, agent: AgentSlots) {
-        self.agents.insert(agent.id, agent);
+        self.agents.upsert(agent);
     }
 
     /// Forgets an agent; its tasks are the caller's to requeue.
     pub fn remove_agent(&mut self, id: AgentId) -> Option<AgentSlots> {
-        self.agents.remove(&id)
+        self.agents.remove(id)
     }
 
-    /// The agent's current capacity, if known.
+    /// The agent's current state, if known.
     pub fn agent(&self, id: AgentId) -> Option<&AgentSlots> {
-        self.agents.get(&id)
+        self.agents.get(id)
     }
 
-    /// All known agents.
+    /// All known agents, in id order.
     pub fn agents(&self) -> impl Iterator<Item = &AgentSlots> {
-        self.agents.values()
+        self.agents.iter()
     }
 
     /// Marks an agent draining (or not).
     pub fn set_draining(&mut self, id: AgentId, draining: bool) {
-        if let Some(a) = self.agents.get_mut(&id) {
-            a.draining = draining;
+        if let Some(i) = self.agents.idx(id) {
+            if let Some(a) = self.agents.at_mut(i) {
+                a.draining = draining;
+            }
+            self.agents.refresh(i);
         }
     }
 
     /// Counts one more task held by `agent` (e.g. a lease re-attached after restart).
     pub fn take_slot(&mut self, id: AgentId) {
-        if let Some(a) = self.agents.get_mut(&id) {
-            a.used += 1;
+        if let Some(i) = self.agents.idx(id) {
+            self.agents.add_used(i, 1);
         }
     }
 
     /// Frees one slot on `agent` when a task it held has ended.
     pub fn release_slot(&mut self, id: AgentId) {
-        if let Some(a) = self.agents.get_mut(&id) {
-            a.used = a.used.saturating_sub(1);
+        if let Some(i) = self.agents.idx(id) {
+            self.agents.add_used(i, -1);
         }
     }
 
     /// Free slots across agents that are not draining.
     pub fn free_slots(&self) -> u64 {
         self.agents
-            .values()
+            .iter()
             .filter(|a| !a.draining)
             .map(|a| a.slots.saturating_sub(a.used) as u64)
             .sum()
@@ -216,202 +335,68 @@ impl<P: Placer> Scheduler<P> {
             }
             self.delayed.pop();
             if let Some(task) = self.tasks.get_mut(&id)
-                && task.not_before == t {
-                    task.not_before = 0;
-                    self.ready.insert((Reverse(task.priority), task.seq, task.id));
-                }
+                && task.not_before == t
+            {
+                task.not_before = 0;
+                self.queue.insert(task.priority, &task.tenant, task.seq, task.id);
+            }
         }
     }
 
-    /// Places as many ready tasks as capacity allows (at most `limit`), in
-    /// priority then FIFO order, skipping tasks no current agent can take.
-    pub fn schedule(&mut self, now: u64, limit: usize) -> Vec<Placement> {
-        self.promote_due(now);
-        let mut out = Vec::new();
-        let mut free = self.free_slots();
-        if free == 0 || self.ready.is_empty() {
-            return out;
+    /// Stamps warm context and the breaker probe for an assignment made
+    /// outside [`Scheduler::schedule`] (which stamps its own placements),
+    /// e.g. a lease re-attached after a hub restart.
+    pub fn record_assigned(&mut self, agent: AgentId, task: &QueuedTask, now: u64) {
+        if let Some(i) = self.agents.idx(agent)
+            && let Some(a) = self.agents.at_mut(i)
+        {
+            a.profile.touch(task.context.as_ref(), now);
+            a.profile.breaker.on_assigned(now);
         }
-        // Requirement sets already found unplaceable in this pass.
-        let mut hopeless: HashSet<Vec<(String, u64)>> = HashSet::new();
-        let mut placed: Vec<ReadyKey> = Vec::new();
-        for key in self.ready.iter() {
-            if free == 0 || out.len() >= limit {
-                break;
+    }
+
+    /// Folds a finished run into the agent's per-skill performance, the fleet
+    /// reference and the agent's breaker; a success also refreshes warm
+    /// context. Does not free the slot (see [`Scheduler::release_slot`]).
+    pub fn record_outcome(
+        &mut self,
+        agent: AgentId,
+        skills: &[SkillReq],
+        context: Option<&TaskContext>,
+        success: bool,
+        duration_ms: u64,
+        now: u64,
+    ) {
+        let names: Vec<&str> = skills.iter().map(|s| s.name.as_str()).collect();
+        self.fleet.record(&names, success, duration_ms);
+        let (alpha, breaker) = (self.config.perf_alpha, &self.config.breaker);
+        if let Some(i) = self.agents.idx(agent)
+            && let Some(a) = self.agents.at_mut(i)
+        {
+            a.profile.record(&names, success, duration_ms, alpha, now, breaker);
+            if success {
+                a.profile.touch(context, now);
             }
-            let Some(task) = self.tasks.get(&key.2) else {
-                continue;
-            };
-            let sig: Vec<(String, u64)> = task
-                .skills
+        }
+    }
+
+    /// A view of what the scheduler knows about an agent, as of `now`.
+    pub fn agent_state(&self, agent: AgentId, now: u64) -> Option<AgentStateView> {
+        let a = self.agents.get(agent)?;
+        Some(AgentStateView {
+            breaker: a.profile.breaker.state(now),
+            breaker_trips: a.profile.breaker.trips(),
+            used: a.used,
+            slots: a.slots,
+            cost: a.cost,
+            perf: a.profile.perf.clone(),
+            overall: a.profile.overall.clone(),
+            recent_repositories: a
+                .profile
+                .recent
                 .iter()
-                .map(|s| (s.name.clone(), s.min.to_bits()))
-                .collect();
-            if hopeless.contains(&sig) {
-                continue;
-            }
-            let fitting: Vec<&AgentSlots> = self
-                .agents
-                .values()
-                .filter(|a| a.has_free_slot() && covers(&a.skills, &task.skills))
-                .collect();
-            if fitting.is_empty() {
-                hopeless.insert(sig);
-                continue;
-            }
-            let Some(agent) = self.placer.choose(task, &fitting) else {
-                continue;
-            };
-            drop(fitting);
-            if let Some(a) = self.agents.get_mut(&agent) {
-                if !a.has_free_slot() || !covers(&a.skills, &task.skills) {
-                    continue; // a placer must pick from `fitting`; ignore a bad pick
-                }
-                a.used += 1;
-                free -= 1;
-                out.push(Placement {
-                    task: task.id,
-                    agent,
-                });
-                placed.push(*key);
-            }
-        }
-        for key in placed {
-            self.ready.remove(&key);
-            self.tasks.remove(&key.2);
-        }
-        out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-    use uuid::Uuid;
-
-    use super::*;
-
-    fn tid(n: u64) -> TaskId {
-        TaskId::from_uuid(Uuid::from_u64_pair(1, n))
-    }
-    fn aid(n: u64) -> AgentId {
-        AgentId::from_uuid(Uuid::from_u64_pair(2, n))
-    }
-    const SKILLS: [&str; 3] = ["rust", "python", "sh"];
-
-    #[test]
-    fn priority_then_fifo_and_skills() {
-        let mut s = Scheduler::new();
-        s.upsert_agent(AgentSlots {
-            id: aid(1),
-            skills: vec!["sh".parse().unwrap()],
-            slots: 2,
-            used: 0,
-            draining: false,
-        });
-        let q = |n, p, skill: &str| QueuedTask {
-            id: tid(n),
-            priority: p,
-            seq: n,
-            skills: vec![skill.parse().unwrap()],
-            not_before: 0,
-        };
-        s.enqueue(q(1, 0, "sh"));
-        s.enqueue(q(2, 5, "sh"));
-        s.enqueue(q(3, 9, "rust"));
-        s.enqueue(q(4, 0, "sh"));
-        let p = s.schedule(0, 100);
-        assert_eq!(
-            p.iter().map(|p| p.task).collect::<Vec<_>>(),
-            vec![tid(2), tid(1)]
-        );
-        assert!(s.schedule(0, 100).is_empty(), "agent is full");
-        s.release_slot(aid(1));
-        assert_eq!(s.schedule(0, 100)[0].task, tid(4));
-        assert!(s.is_queued(tid(3)), "rust task waits for a rust agent");
-        let mut delayed = q(5, 100, "sh");
-        delayed.not_before = 50;
-        s.enqueue(delayed);
-        s.release_slot(aid(1));
-        assert!(s.schedule(10, 100).is_empty());
-        assert_eq!(s.next_wakeup(), Some(50));
-        assert_eq!(s.schedule(50, 100)[0].task, tid(5));
-    }
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Task { prio: i32, skill: usize },
-        Agent { skills: Vec<usize>, slots: u32 },
-        Finish(usize),
-        Schedule,
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            4 => (-3i32..3, 0usize..3).prop_map(|(prio, skill)| Op::Task { prio, skill }),
-            1 => (proptest::collection::vec(0usize..3, 0..3), 0u32..4)
-                .prop_map(|(skills, slots)| Op::Agent { skills, slots }),
-            2 => (0usize..1000).prop_map(Op::Finish),
-            3 => Just(Op::Schedule),
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn placements_respect_skills_slots_priority_and_uniqueness(ops in proptest::collection::vec(op(), 1..120)) {
-            let mut s = Scheduler::new();
-            let mut queued: HashMap<TaskId, (i32, u64, usize)> = HashMap::new();
-            let mut agent_skills: HashMap<AgentId, Vec<usize>> = HashMap::new();
-            let mut running: Vec<(TaskId, AgentId)> = Vec::new();
-            let mut ever_placed: HashSet<TaskId> = HashSet::new();
-            let mut n = 0u64;
-            for op in ops {
-                match op {
-                    Op::Task { prio, skill } => {
-                        n += 1;
-                        s.enqueue(QueuedTask { id: tid(n), priority: prio, seq: n,
-                            skills: vec![SKILLS[skill].parse().unwrap()], not_before: 0 });
-                        queued.insert(tid(n), (prio, n, skill));
-                    }
-                    Op::Agent { skills, slots } => {
-                        let id = aid(agent_skills.len() as u64);
-                        s.upsert_agent(AgentSlots { id, skills: skills.iter().map(|&k| SKILLS[k].parse().unwrap()).collect(),
-                            slots, used: 0, draining: false });
-                        agent_skills.insert(id, skills);
-                    }
-                    Op::Finish(i) => {
-                        if !running.is_empty() {
-                            let (_, a) = running.remove(i % running.len());
-                            s.release_slot(a);
-                        }
-                    }
-                    Op::Schedule => {
-                        let placements = s.schedule(0, usize::MAX);
-                        for p in &placements {
-                            let (prio, seq, skill) = queued.remove(&p.task).expect("placed task was queued");
-                            prop_assert!(agent_skills[&p.agent].contains(&skill), "agent lacks skill");
-                            prop_assert!(ever_placed.insert(p.task), "task placed twice");
-                            // No still-queued task with the same skill outranks it.
-                            for (_, &(op, oseq, osk)) in queued.iter() {
-                                if osk == skill {
-                                    prop_assert!((Reverse(prio), seq) < (Reverse(op), oseq), "a higher-ranked task was skipped");
-                                }
-                            }
-                            running.push((p.task, p.agent));
-                        }
-                        for a in s.agents() {
-                            let held = running.iter().filter(|(_, ag)| *ag == a.id).count() as u32;
-                            prop_assert_eq!(held, a.used);
-                            prop_assert!(a.used <= a.slots, "over slots");
-                        }
-                        // Work-conserving: nothing queued could have been placed.
-                        for (_, &(_, _, skill)) in queued.iter() {
-                            let placeable = s.agents().any(|a| a.has_free_slot() && agent_skills[&a.id].contains(&skill));
-                            prop_assert!(!placeable, "a placeable task was left queued");
-                        }
-                    }
-                }
-            }
-        }
+                .filter_map(|r| r.repository.clone())
+                .collect(),
+        })
     }
 }

@@ -353,8 +353,16 @@ fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, Strin
                 report("success.check", "is empty: give a program and its arguments".into());
             }
         for (i, f) in s.file_exists.iter().enumerate() {
+            let p = std::path::Path::new(f);
             if f.trim().is_empty() {
                 report(&format!("success.file_exists[{i}]"), "is empty".into());
+            } else if p.is_absolute()
+                || p.components().any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                report(
+                    &format!("success.file_exists[{i}]"),
+                    format!("{f:?} must be relative to the task's work dir, without `..`"),
+                );
             }
         }
     }

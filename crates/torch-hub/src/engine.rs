@@ -44,6 +44,7 @@ pub(crate) enum Cmd {
     Cancelled {
         tasks: Vec<TaskId>,
         revoked: Vec<(TaskId, AgentId, u64)>,
+        reason: String,
     },
     /// An agent session opened.
     Join {
@@ -221,7 +222,11 @@ impl<S: Store> Engine<S> {
         let now = now_ms();
         match cmd {
             Cmd::Ready(tasks) => self.enqueue(tasks, now),
-            Cmd::Cancelled { tasks, revoked } => {
+            Cmd::Cancelled {
+                tasks,
+                revoked,
+                reason,
+            } => {
                 for t in tasks {
                     self.sched.remove_task(t);
                     self.ready_at.remove(&t);
@@ -236,7 +241,7 @@ impl<S: Store> Engine<S> {
                         HubMessage::Cancel {
                             task_id: task,
                             fence,
-                            reason: "task cancelled".into(),
+                            reason: reason.clone(),
                         },
                     );
                 }
@@ -420,19 +425,16 @@ impl<S: Store> Engine<S> {
         entry.name = hello.name;
         entry.skills = hello.skills.clone();
         entry.slots = hello.slots;
-        entry.labels = hello.labels;
+        entry.labels = hello.labels.clone();
         entry.session = session;
         entry.tx = Some(tx);
         entry.connected_ms = now;
         entry.last_seen_ms = now;
         entry.silent = false;
-        self.sched.upsert_agent(AgentSlots {
-            id,
-            skills: hello.skills,
-            slots: hello.slots,
-            used,
-            draining: false,
-        });
+        let mut slots = AgentSlots::new(id, hello.skills, hello.slots);
+        slots.used = used;
+        slots.labels = hello.labels;
+        self.sched.upsert_agent(slots);
         id
     }
 
@@ -605,13 +607,10 @@ impl<S: Store> Engine<S> {
                 if let Ok(Some(rec)) = store.get_task(t).await
                     && rec.state == TaskState::Queued
                 {
-                    ready.push(QueuedTask {
-                        id: rec.id,
-                        priority: rec.spec.priority,
-                        seq: rec.seq,
-                        skills: rec.spec.skills.clone(),
-                        not_before: rec.not_before_ms,
-                    });
+                    ready.push(
+                        QueuedTask::from_spec(rec.id, rec.seq, &rec.spec)
+                            .with_not_before(rec.not_before_ms),
+                    );
                 }
             }
             if !ready.is_empty() {

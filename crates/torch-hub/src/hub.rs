@@ -114,6 +114,21 @@ impl<S: Store> Hub<S> {
         })
     }
 
+    /// Creates a token with `role` (stored hashed) and returns its secret.
+    pub async fn create_token(&self, role: &str, name: &str) -> Result<String, HubError> {
+        let token = generate_token();
+        self.shared
+            .store
+            .put_token(TokenRecord {
+                hash: hash_token(&token),
+                role: role.to_string(),
+                name: name.to_string(),
+                created_ms: now_ms(),
+            })
+            .await?;
+        Ok(token)
+    }
+
     /// Serves the API and agent sessions on `listener` until `shutdown` fires.
     pub async fn serve(
         mut self,

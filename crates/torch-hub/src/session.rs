@@ -13,8 +13,9 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use torch_api::ws::{AckStatus, AgentMessage, HeldTask, Hello, HubMessage};
-use torch_core::AgentId;
+use torch_core::{AgentId, OutcomeKind, TaskState};
 use torch_store::{AgentEvent, Finish, FinishResult, NewEvent, Store, TASKS_FAILED};
 use tracing::{debug, info, warn};
 
@@ -117,7 +118,14 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
     shared.bump();
 
     let (rec_tx, rec_rx) = mpsc::channel::<Vec<AgentMessage>>(1024);
-    let recorder = tokio::spawn(record(shared.clone(), agent, rec_rx, tx.clone()));
+    let close = CancellationToken::new();
+    let recorder = tokio::spawn(record(
+        shared.clone(),
+        agent,
+        close.clone(),
+        rec_rx,
+        tx.clone(),
+    ));
     drop(tx);
     let (mut sink, mut stream) = socket.split();
     let reason = loop {
@@ -160,6 +168,10 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
                 if !dispatch(&shared, agent, msgs, &rec_tx).await {
                     break "hub stopping".to_string();
                 }
+            }
+            _ = close.cancelled() => {
+                let _ = sink.send(Message::Close(None)).await;
+                break "store could not record reports; agent must resend".to_string();
             }
             _ = shared.shutdown.cancelled() => {
                 let _ = sink.send(Message::Close(None)).await;
@@ -232,6 +244,7 @@ async fn dispatch<S: Store>(
 async fn record<S: Store>(
     shared: Arc<Shared<S>>,
     agent: AgentId,
+    close: CancellationToken,
     mut rx: mpsc::Receiver<Vec<AgentMessage>>,
     tx: mpsc::Sender<Outbound>,
 ) {
@@ -280,6 +293,10 @@ async fn record<S: Store>(
                 fence: f.fence,
             })
             .collect();
+        let killed: Vec<bool> = finishes
+            .iter()
+            .map(|f| f.outcome.kind == OutcomeKind::Cancelled)
+            .collect();
         let batch: Vec<Finish> = finishes
             .into_iter()
             .map(|f| Finish {
@@ -297,13 +314,22 @@ async fn record<S: Store>(
         };
         shared.bump();
         let mut acks = Vec::with_capacity(held.len());
-        for (h, r) in held.iter().zip(&results) {
+        let mut lost = false;
+        for ((h, r), killed) in held.iter().zip(&results).zip(killed) {
             let status = match r {
                 Ok(FinishResult::Recorded(_)) => {
                     shared.stats.finished.fetch_add(1, Ordering::Relaxed);
                     Some(AckStatus::Recorded)
                 }
                 Ok(FinishResult::Duplicate) => Some(AckStatus::Duplicate),
+                Ok(FinishResult::Stale {
+                    state: TaskState::Cancelled,
+                    ..
+                }) if killed => {
+                    // The agent confirms the kill of a task we cancelled: expected.
+                    debug!(task_id = %h.task_id, "cancelled task's process was stopped");
+                    Some(AckStatus::Stale)
+                }
                 Ok(FinishResult::Stale {
                     current_fence,
                     state,
@@ -315,7 +341,12 @@ async fn record<S: Store>(
                     refuse_stale(&shared, agent, *h, 0, "unknown").await;
                     Some(AckStatus::Stale)
                 }
-                Err(_) => None, // not durable: no ack, the agent resends after reconnect
+                Err(_) => {
+                    // Not durable: no ack. Closing the session makes the agent
+                    // reconnect and resend its unacked reports.
+                    lost = true;
+                    None
+                }
             };
             if let Some(status) = status {
                 acks.push(HubMessage::Ack {
@@ -336,6 +367,10 @@ async fn record<S: Store>(
             if tx.send(a.into()).await.is_err() {
                 break;
             }
+        }
+        if lost {
+            warn!(agent_id = %agent, "finished reports could not be recorded; closing the session so the agent resends them");
+            close.cancel();
         }
     }
 }

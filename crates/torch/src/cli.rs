@@ -115,7 +115,7 @@ pub(crate) struct AgentArgs {
     /// Agent (or admin) token. Env: TORCH_TOKEN.
     #[arg(long, env = "TORCH_TOKEN", hide_env_values = true)]
     pub(crate) token: String,
-    /// Agent name (default: host name plus pid).
+    /// Agent name (default: `agent-<pid>`).
     #[arg(long)]
     pub(crate) name: Option<String>,
     /// Skills with optional proficiency, e.g. `rust:0.9,python,sh`.

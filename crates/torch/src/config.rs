@@ -10,6 +10,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use torch_hub::HubConfig;
 
+use crate::exit::{BAD_INPUT, exit};
+
 /// Everything `torch.toml` can set.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -106,13 +108,13 @@ pub(crate) fn load(explicit: Option<&Path>) -> Result<Config> {
     match explicit {
         Some(p) => {
             if !p.exists() {
-                anyhow::bail!("config file {} does not exist", p.display());
+                return Err(exit(BAD_INPUT, format!("config file {} does not exist", p.display())));
             }
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("reading config file {}", p.display()))?;
             // Parse once ourselves for a located syntax error.
             toml::from_str::<toml::Table>(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {}", p.display(), e))?;
+                .map_err(|e| exit(BAD_INPUT, format!("{}: {}", p.display(), e)))?;
             fig = fig.merge(Toml::file(p));
         }
         None => {
@@ -132,9 +134,9 @@ pub(crate) fn load(explicit: Option<&Path>) -> Result<Config> {
     );
     let cfg: Config = fig
         .extract()
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        .map_err(|e| exit(BAD_INPUT, format!("invalid configuration: {e}")))?;
     cfg.hub
         .validate()
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        .map_err(|e| exit(BAD_INPUT, format!("invalid configuration: {e}")))?;
     Ok(cfg)
 }

@@ -9,12 +9,10 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use torch_hub::{Hub, HubConfig, generate_token, hash_token};
+use torch_hub::{Hub, HubConfig};
 use torch_store::sqlite::{SqliteOptions, SqliteStore};
-use torch_store::{Store, TokenRecord};
 
 use crate::config::{Config, SyncMode};
-use crate::output::now_ms;
 
 /// A hub running inside this process.
 pub(crate) struct LocalHub {
@@ -70,20 +68,6 @@ pub(crate) async fn start_hub(
     mint: &[&str],
 ) -> Result<LocalHub> {
     let store = open_store(data_dir, cfg.store.sync)?;
-    let mut session_tokens = Vec::new();
-    for role in mint {
-        let token = generate_token();
-        store
-            .put_token(TokenRecord {
-                hash: hash_token(&token),
-                role: (*role).to_string(),
-                name: format!("{role} (local session)"),
-                created_ms: now_ms(),
-            })
-            .await
-            .context("storing a session token")?;
-        session_tokens.push((role.to_string(), token));
-    }
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen} (is another hub running? use --listen)"))?;
@@ -93,6 +77,14 @@ pub(crate) async fn start_hub(
         .await
         .context("starting the hub")?;
     let first_admin_token = hub.admin_token.clone();
+    let mut session_tokens = Vec::new();
+    for role in mint {
+        let token = hub
+            .create_token(role, &format!("{role} (local session)"))
+            .await
+            .context("storing a session token")?;
+        session_tokens.push((role.to_string(), token));
+    }
     let shutdown = CancellationToken::new();
     let sd = shutdown.clone();
     let handle = tokio::spawn(async move { hub.serve(listener, sd).await });
@@ -114,6 +106,8 @@ pub(crate) struct AgentSpawn<'a> {
     pub(crate) slots: u32,
     pub(crate) work_dir: PathBuf,
     pub(crate) log_file: Option<PathBuf>,
+    /// Config file for the agent's `[agent]` section, if one was given.
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// Starts `torch agent` as a child process (killed when dropped).
@@ -132,8 +126,12 @@ pub(crate) fn spawn_agent(a: AgentSpawn<'_>) -> Result<Child> {
         .arg("--work-dir")
         .arg(&a.work_dir)
         .env("TORCH_TOKEN", a.token)
+        .env_remove("TORCH_CONFIG")
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    if let Some(c) = &a.config {
+        cmd.arg("--config").arg(c);
+    }
     match &a.log_file {
         Some(p) => {
             let f = std::fs::OpenOptions::new()

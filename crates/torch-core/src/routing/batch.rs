@@ -63,9 +63,9 @@ pub(crate) fn solve(p: &BatchProblem) -> Option<Vec<usize>> {
         }
         task_edges.push(mine);
     }
-    for a in 0..m {
+    for (a, (&cap, &inc)) in p.caps.iter().zip(&incoming).enumerate() {
         // More slot edges than tasks that could use them would be dead weight.
-        for k in 0..p.caps[a].min(incoming[a]) {
+        for k in 0..cap.min(inc) {
             let cost = (k as f64 * p.step[a].max(0.0) * SCALE).round() as i64;
             add(&mut g, 1 + n + a, t, 1, cost);
         }
@@ -180,7 +180,15 @@ mod tests {
             let caps: Vec<u32> = (0..m).map(|_| 1 + rng.below(2) as u32).collect();
             let step: Vec<f64> = (0..m).map(|_| rng.next_f64() * 0.2).collect();
             let options: Vec<Vec<(usize, f64)>> = (0..n)
-                .map(|_| (0..m).filter(|_| rng.chance(0.8)).map(|a| (a, rng.next_f64())).collect())
+                .map(|_| {
+                    let mut o = Vec::new();
+                    for a in 0..m {
+                        if rng.chance(0.8) {
+                            o.push((a, rng.next_f64()));
+                        }
+                    }
+                    o
+                })
                 .collect();
             let p = BatchProblem { options, caps, step };
             // Brute force over all assignments.

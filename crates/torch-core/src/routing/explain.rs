@@ -136,7 +136,9 @@ pub struct Explanation {
     pub rejected: Vec<Rejection>,
     /// All rejections, by reason kind.
     pub rejected_counts: BTreeMap<String, u32>,
-    /// Agents not examined because the skill or free-slot index ruled them out.
+    /// Agents not examined: the skill index showed they lack a required
+    /// skill, or (for a task that requires none) the free-slot index showed
+    /// they have no free slot.
     pub not_examined: u32,
     /// Anything else worth saying.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

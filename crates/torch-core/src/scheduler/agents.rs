@@ -21,6 +21,15 @@ pub(crate) struct AgentTable {
 
 impl AgentTable {
     pub(crate) fn upsert(&mut self, mut agent: AgentSlots) {
+        // One entry per skill name, at its highest advertised level.
+        let mut skills: Vec<crate::skill::Skill> = Vec::with_capacity(agent.skills.len());
+        for s in agent.skills.drain(..) {
+            match skills.iter_mut().find(|k| k.name == s.name) {
+                Some(k) => k.level = k.level.max(s.level),
+                None => skills.push(s),
+            }
+        }
+        agent.skills = skills;
         if let Some(old) = self.remove(agent.id) {
             // The profile is learned here; a re-registration keeps it unless
             // the caller supplies one (e.g. restored after a restart).

@@ -169,16 +169,22 @@ pub(crate) fn evaluate<P: Placer + ?Sized>(
 ) -> Eval {
     let task = view.task;
     let mut ev = Eval::default();
+    // Tasks with required skills scan the shortest skill list (so busy
+    // capable agents are explained as such); a first-fit probe may scan the
+    // free-slot index instead when it is shorter. Tasks without required
+    // skills scan the free-slot index, or every agent when an avoid-list
+    // makes "is another capable agent there at all" matter.
     let mut source = if task.avoid.is_empty() { Source::Free } else { Source::All };
-    let mut best_len = agents.len();
+    let mut best_len = usize::MAX;
     for r in &task.skills {
         let list = agents.with_skill(&r.name).unwrap_or(&[]);
-        if list.len() < best_len || (list.len() == best_len && matches!(source, Source::All)) {
+        if list.len() < best_len {
             best_len = list.len();
             source = Source::List(list);
         }
     }
     if let Source::List(l) = source
+        && mode == Mode::FirstFeasible
         && task.avoid.is_empty()
         && agents.free().len() < l.len()
     {

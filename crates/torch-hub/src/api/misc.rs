@@ -186,6 +186,15 @@ pub(crate) async fn agent_ws<S: Store>(
         .on_upgrade(move |socket| crate::session::run(shared, socket)))
 }
 
+/// A known route called with the wrong method.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method; see docs/api.md",
+    )
+}
+
 /// Unknown routes.
 pub(crate) async fn not_found() -> ApiError {
     ApiError::not_found("no_such_route", "no such API route; see docs/api.md")

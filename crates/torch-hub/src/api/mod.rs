@@ -40,6 +40,7 @@ pub(crate) fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
         .route("/api/v1/tokens", post(misc::create_token::<S>))
         .route("/api/v1/agent/ws", get(misc::agent_ws::<S>))
         .fallback(misc::not_found)
+        .method_not_allowed_fallback(misc::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)
 }
@@ -125,8 +126,13 @@ pub(crate) async fn authorize<S: Store>(
             Need::Agent => "admin or agent",
             Need::Task => "a task-scoped token (TORCH_TASK_TOKEN inside a task)",
         };
+        let article = if role.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
         Err(ApiError::forbidden(format!(
-            "a {role} token cannot do this; it needs {want}"
+            "{article} {role} token cannot do this; it needs {want}"
         )))
     }
 }

@@ -207,7 +207,7 @@ pub(crate) async fn cancel<S: Store>(
     State(shared): St<S>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Option<Json<CancelRequest>>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CancelResponse>, ApiError> {
     let caller = authorize(&shared, &headers, Need::Submit).await?;
     let id = parse_id(&id)?;
@@ -215,10 +215,17 @@ pub(crate) async fn cancel<S: Store>(
         Caller::Token { name, .. } => name,
         Caller::Task { task, .. } => format!("task {task}"),
     };
-    let reason = body
-        .and_then(|b| b.0.reason)
+    let body = body.map_err(body_error)?;
+    let req: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_body", format!("cancel body: {e}")))?
+    };
+    let reason = req
+        .reason
         .unwrap_or_else(|| format!("cancelled by {who}"));
-    let res = shared.store.cancel(id, reason, now_ms()).await?;
+    let res = shared.store.cancel(id, reason.clone(), now_ms()).await?;
     shared.bump();
     shared.add_backlog(-(res.tasks.len() as i64));
     let _ = shared
@@ -226,6 +233,7 @@ pub(crate) async fn cancel<S: Store>(
         .send(Cmd::Cancelled {
             tasks: res.tasks.clone(),
             revoked: res.revoked,
+            reason,
         })
         .await;
     Ok(Json(CancelResponse {

@@ -13,6 +13,7 @@ pub(crate) fn task_view(r: TaskRecord) -> TaskView {
     };
     TaskView {
         id: r.id,
+        seq: r.seq,
         name: r.name,
         state: r.state,
         priority: r.spec.priority,

@@ -195,13 +195,12 @@ pub(crate) fn retry(tx: &mut Tx<'_>, task: TaskId, now: u64) -> Result<Requeued,
     };
     put_event(conn, ev, now)?;
     let ready = match new_state {
-        TaskState::Queued => Some(QueuedTask {
-            id: task,
+        TaskState::Queued => Some(QueuedTask::new(
+            task,
             priority,
-            seq: rows::to_u64(seq)?,
-            skills: rows::skills(&skills)?,
-            not_before: 0,
-        }),
+            rows::to_u64(seq)?,
+            rows::skills(&skills)?,
+        )),
         _ => None,
     };
     Ok(Requeued {

@@ -219,13 +219,10 @@ fn end_attempt(
             match retry_decision(budget_attempt, a.max_retries, &backoff, *fatal, now) {
                 RetryDecision::Retry { not_before, .. } => {
                     effect.state = set(TaskState::Queued, not_before, budget_attempt, None)?;
-                    effect.requeued = Some(QueuedTask {
-                        id: a.id,
-                        priority: a.priority,
-                        seq: a.seq,
-                        skills: rows::skills(&a.skills)?,
-                        not_before,
-                    });
+                    effect.requeued = Some(
+                        QueuedTask::new(a.id, a.priority, a.seq, rows::skills(&a.skills)?)
+                            .with_not_before(not_before),
+                    );
                     let data = json!({"reason": reason, "attempt": a.attempt, "fence": a.fence,
                         "will_retry": true, "retry_at_ms": not_before});
                     (TASKS_FAILED, *kind, data)
@@ -307,13 +304,12 @@ fn release(conn: &Connection, dep: TaskId, now: u64) -> Result<Vec<QueuedTask>, 
             data: json!({"released_by": dep}).to_string(),
         };
         put_event(conn, ev, now)?;
-        out.push(QueuedTask {
-            id: task,
+        out.push(QueuedTask::new(
+            task,
             priority,
-            seq: rows::to_u64(seq)?,
-            skills: rows::skills(&skills)?,
-            not_before: 0,
-        });
+            rows::to_u64(seq)?,
+            rows::skills(&skills)?,
+        ));
     }
     Ok(out)
 }

@@ -311,13 +311,15 @@ pub(crate) fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
     )?;
     let mut q = st.query([])?;
     while let Some(r) = q.next()? {
-        snap.queued.push(QueuedTask {
-            id: rows::task_id(&r.get::<_, String>(0)?)?,
-            priority: r.get(1)?,
-            seq: to_u64(r.get(2)?)?,
-            skills: rows::skills(&r.get::<_, String>(3)?)?,
-            not_before: to_u64(r.get(4)?)?,
-        });
+        snap.queued.push(
+            QueuedTask::new(
+                rows::task_id(&r.get::<_, String>(0)?)?,
+                r.get(1)?,
+                to_u64(r.get(2)?)?,
+                rows::skills(&r.get::<_, String>(3)?)?,
+            )
+            .with_not_before(to_u64(r.get(4)?)?),
+        );
     }
     drop(q);
     let mut st = conn.prepare_cached(

@@ -224,13 +224,7 @@ fn insert(
         data: data.to_string(),
     };
     put_event(conn, ev, now)?;
-    let ready = (state == TaskState::Queued).then(|| QueuedTask {
-        id: t.id,
-        priority: spec.priority,
-        seq,
-        skills: spec.skills.clone(),
-        not_before: 0,
-    });
+    let ready = (state == TaskState::Queued).then(|| QueuedTask::from_spec(t.id, seq, spec));
     Ok(Submitted {
         id: t.id,
         name: t.name.clone(),

@@ -14,8 +14,8 @@ use crate::local::shutdown_signal;
 pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     let skills = parse_skill_list(&args.skills)
         .map_err(|e| exit(BAD_INPUT, format!("--skills {:?}: {e}", args.skills)))?;
-    if args.slots == 0 {
-        return Err(exit(BAD_INPUT, "--slots must be at least 1"));
+    if args.slots == 0 || args.slots > 10_000 {
+        return Err(exit(BAD_INPUT, "--slots must be between 1 and 10000"));
     }
     let mut labels = BTreeMap::new();
     for l in &args.labels {

@@ -126,6 +126,7 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
             slots: args.slots,
             work_dir: dir.path().join("work"),
             log_file: None,
+            config: None,
         })?);
     }
     let deadline = Instant::now() + Duration::from_secs(60);

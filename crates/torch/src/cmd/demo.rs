@@ -128,6 +128,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
             slots,
             work_dir: data_dir.join("work").join(name),
             log_file: Some(data_dir.join(format!("{name}.log"))),
+            config: None,
         })?);
         output::line(format!(
             "▶ agent {name:<8} skills {skills:<18} slots {slots}"

@@ -25,7 +25,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Command::Serve(a) => serve::run(load()?, a).await,
         Command::Agent(a) => agent::run(load()?, a).await,
-        Command::Up(a) => up::run(load()?, a).await,
+        Command::Up(a) => up::run(load()?, a, cfg_path.clone()).await,
         Command::Submit(a) => submit::run(a).await,
         Command::Tasks { cmd } => match cmd {
             TasksCmd::List {

@@ -68,6 +68,18 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
                     "give either a spec file or a command after --, not both",
                 ));
             }
+            if !args.skills.is_empty()
+                || args.name.is_some()
+                || args.priority.is_some()
+                || args.timeout.is_some()
+                || args.retries.is_some()
+                || args.prompt.is_some()
+            {
+                return Err(exit(
+                    BAD_INPUT,
+                    "--skill, --name, --priority, --timeout, --retries and --prompt describe an inline task; put them in the spec file instead",
+                ));
+            }
             let valid = read_specs(f)?;
             (
                 f.clone(),

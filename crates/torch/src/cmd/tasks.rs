@@ -41,7 +41,7 @@ pub(crate) async fn list(
         return output::json(&list);
     }
     let now = now_ms();
-    let mut t = output::table(&["NAME", "STATE", "PRI", "TRY", "PROGRESS", "AGE", "ID"]);
+    let mut t = output::table(&["NAME", "STATE", "PRI", "ATTEMPTS", "PROGRESS", "AGE", "ID"]);
     for v in &list.tasks {
         let progress = v
             .progress
@@ -58,7 +58,7 @@ pub(crate) async fn list(
             v.name.clone(),
             v.state.to_string(),
             v.priority.to_string(),
-            format!("{}/{}", v.attempt, v.max_retries + 1),
+            v.attempt.to_string(),
             progress,
             age(v.created_ms, now),
             v.id.to_string(),

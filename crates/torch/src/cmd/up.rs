@@ -9,7 +9,11 @@ use crate::cli::UpArgs;
 use crate::config::Config;
 use crate::local::{AgentSpawn, shutdown_signal, spawn_agent, start_hub, stop_agents};
 
-pub(crate) async fn run(mut cfg: Config, args: UpArgs) -> Result<()> {
+pub(crate) async fn run(
+    mut cfg: Config,
+    args: UpArgs,
+    config_path: Option<std::path::PathBuf>,
+) -> Result<()> {
     if let Some(d) = args.data_dir {
         cfg.store.data_dir = d;
     }
@@ -40,6 +44,7 @@ pub(crate) async fn run(mut cfg: Config, args: UpArgs) -> Result<()> {
             slots,
             work_dir: data_dir.join("work").join(format!("local-{}", i + 1)),
             log_file: Some(log_dir.join(format!("agent-{}.log", i + 1))),
+            config: config_path.clone(),
         })?);
     }
     {
