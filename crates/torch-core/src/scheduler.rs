@@ -21,7 +21,10 @@
 
 mod agents;
 mod eval;
+mod learn;
 mod pass;
+#[cfg(test)]
+mod proptests;
 mod queue;
 #[cfg(test)]
 mod tests;
@@ -31,7 +34,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use crate::ids::{AgentId, TaskId};
 use crate::routing::analysis::TaskAnalysis;
-use crate::routing::profile::{AgentProfile, AgentStateView, FleetStats};
+use crate::routing::profile::{AgentProfile, FleetStats};
 use crate::routing::score::RoutingConfig;
 use crate::skill::{Skill, SkillReq};
 use crate::spec::{TaskContext, TaskSpec};
@@ -104,7 +107,10 @@ impl QueuedTask {
             preferred: spec.preferred_skills.clone(),
             agent_labels,
             context: spec.context.clone(),
-            tenant: spec.tenant.clone().unwrap_or_else(|| DEFAULT_TENANT.to_string()),
+            tenant: spec
+                .tenant
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TENANT.to_string()),
             ..QueuedTask::new(id, spec.priority, seq, spec.skills.clone())
         }
     }
@@ -238,7 +244,8 @@ impl<P: Placer> Scheduler<P> {
         if task.not_before > 0 {
             self.delayed.push(Reverse((task.not_before, task.id)));
         } else {
-            self.queue.insert(task.priority, &task.tenant, task.seq, task.id);
+            self.queue
+                .insert(task.priority, &task.tenant, task.seq, task.id);
         }
         self.tasks.insert(task.id, task);
     }
@@ -265,13 +272,16 @@ impl<P: Placer> Scheduler<P> {
         self.tasks.len()
     }
 
-    /// Registers or replaces an agent. A known agent keeps its learned
-    /// profile unless `agent.profile` is non-empty (a restored one).
+    /// Registers or replaces an agent. An agent seen before (still
+    /// registered, or removed recently) keeps its learned profile —
+    /// performance, warm contexts, breaker — unless `agent.profile` is
+    /// non-empty (one the caller restored).
     pub fn upsert_agent(&mut self, agent: AgentSlots) {
         self.agents.upsert(agent);
     }
 
-    /// Forgets an agent; its tasks are the caller's to requeue.
+    /// Forgets an agent; its tasks are the caller's to requeue. Its learned
+    /// profile is kept (bounded) in case it comes back.
     pub fn remove_agent(&mut self, id: AgentId) -> Option<AgentSlots> {
         self.agents.remove(id)
     }
@@ -338,65 +348,9 @@ impl<P: Placer> Scheduler<P> {
                 && task.not_before == t
             {
                 task.not_before = 0;
-                self.queue.insert(task.priority, &task.tenant, task.seq, task.id);
+                self.queue
+                    .insert(task.priority, &task.tenant, task.seq, task.id);
             }
         }
-    }
-
-    /// Stamps warm context and the breaker probe for an assignment made
-    /// outside [`Scheduler::schedule`] (which stamps its own placements),
-    /// e.g. a lease re-attached after a hub restart.
-    pub fn record_assigned(&mut self, agent: AgentId, task: &QueuedTask, now: u64) {
-        if let Some(i) = self.agents.idx(agent)
-            && let Some(a) = self.agents.at_mut(i)
-        {
-            a.profile.touch(task.context.as_ref(), now);
-            a.profile.breaker.on_assigned(now);
-        }
-    }
-
-    /// Folds a finished run into the agent's per-skill performance, the fleet
-    /// reference and the agent's breaker; a success also refreshes warm
-    /// context. Does not free the slot (see [`Scheduler::release_slot`]).
-    pub fn record_outcome(
-        &mut self,
-        agent: AgentId,
-        skills: &[SkillReq],
-        context: Option<&TaskContext>,
-        success: bool,
-        duration_ms: u64,
-        now: u64,
-    ) {
-        let names: Vec<&str> = skills.iter().map(|s| s.name.as_str()).collect();
-        self.fleet.record(&names, success, duration_ms);
-        let (alpha, breaker) = (self.config.perf_alpha, &self.config.breaker);
-        if let Some(i) = self.agents.idx(agent)
-            && let Some(a) = self.agents.at_mut(i)
-        {
-            a.profile.record(&names, success, duration_ms, alpha, now, breaker);
-            if success {
-                a.profile.touch(context, now);
-            }
-        }
-    }
-
-    /// A view of what the scheduler knows about an agent, as of `now`.
-    pub fn agent_state(&self, agent: AgentId, now: u64) -> Option<AgentStateView> {
-        let a = self.agents.get(agent)?;
-        Some(AgentStateView {
-            breaker: a.profile.breaker.state(now),
-            breaker_trips: a.profile.breaker.trips(),
-            used: a.used,
-            slots: a.slots,
-            cost: a.cost,
-            perf: a.profile.perf.clone(),
-            overall: a.profile.overall.clone(),
-            recent_repositories: a
-                .profile
-                .recent
-                .iter()
-                .filter_map(|r| r.repository.clone())
-                .collect(),
-        })
     }
 }

@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use torch_core::scheduler::QueuedTask;
-use torch_core::{AgentId, Outcome, Skill, TaskId, TaskSpec, TaskState};
+use torch_core::{AgentId, Outcome, Skill, SkillReq, TaskContext, TaskId, TaskSpec, TaskState};
 
 /// A validated task ready to insert. The hub mints `id`.
 #[derive(Clone, Debug)]
@@ -16,6 +17,66 @@ pub struct NewTask {
     pub spec: TaskSpec,
     /// Dependencies: ids of tasks in the same batch or already stored.
     pub deps: Vec<TaskId>,
+    /// What routing needs (normalised skills, preferences, context, tenant).
+    /// `None`: derived from the spec with [`QueuedTask::from_spec`].
+    pub routing: Option<Routing>,
+    /// The task analysis (JSON), stored with the task and returned by `get_task`.
+    pub analysis: Option<String>,
+}
+
+/// The routing view of a task, stored with it so that every `QueuedTask` the
+/// store hands back (ready, requeued, released, loaded) routes the same way.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Routing {
+    /// Required skills, normalised by the taxonomy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skills: Vec<SkillReq>,
+    /// Preferred skills (explicit and inferred).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred: Vec<SkillReq>,
+    /// Labels an agent must carry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agent_labels: BTreeMap<String, String>,
+    /// Where the work lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<TaskContext>,
+    /// Owner for fair sharing.
+    #[serde(default)]
+    pub tenant: String,
+}
+
+impl Routing {
+    /// Captures the routing fields of a queued task.
+    pub fn of(task: &QueuedTask) -> Routing {
+        Routing {
+            skills: task.skills.clone(),
+            preferred: task.preferred.clone(),
+            agent_labels: task.agent_labels.clone(),
+            context: task.context.clone(),
+            tenant: task.tenant.clone(),
+        }
+    }
+
+    /// Rebuilds the queued task: these fields plus the row's identity,
+    /// `not_before` and the agents that already failed it (`avoid`).
+    pub fn queued(
+        &self,
+        id: TaskId,
+        priority: i32,
+        seq: u64,
+        not_before: u64,
+        avoid: Vec<AgentId>,
+    ) -> QueuedTask {
+        let mut q = QueuedTask::new(id, priority, seq, self.skills.clone()).with_not_before(not_before);
+        q.preferred = self.preferred.clone();
+        q.agent_labels = self.agent_labels.clone();
+        q.context = self.context.clone();
+        if !self.tenant.is_empty() {
+            q.tenant = self.tenant.clone();
+        }
+        q.avoid = avoid;
+        q
+    }
 }
 
 /// Result of inserting one task.
@@ -34,7 +95,7 @@ pub struct Submitted {
 }
 
 /// One lease to grant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
     /// The task, which must be queued.
     pub task: TaskId,
@@ -42,6 +103,9 @@ pub struct Grant {
     pub agent: AgentId,
     /// Lease expiry (unix ms).
     pub expires_ms: u64,
+    /// Why this agent (JSON explanation), stored with the task and put in the
+    /// `task.assigned` event as `explanation`.
+    pub explanation: Option<String>,
 }
 
 /// A granted lease, with what the agent needs to run the task.
@@ -213,6 +277,12 @@ pub struct TaskRecord {
     pub created_ms: u64,
     /// Last change.
     pub updated_ms: u64,
+    /// The analysis stored at submission (JSON), if any.
+    pub analysis: Option<String>,
+    /// The explanation of the current or last assignment (JSON), if any.
+    pub explanation: Option<String>,
+    /// Agents whose attempts at this task failed (distinct, in order).
+    pub failed_agents: Vec<AgentId>,
 }
 
 /// Which tasks to list.

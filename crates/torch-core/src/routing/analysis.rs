@@ -71,19 +71,32 @@ pub struct TaskAnalysis {
 
 /// Analyses `spec` against the taxonomy, the history of similar tasks, and
 /// the skills of the agents known now (one `Vec<Skill>` per agent).
-pub fn analyze(spec: &TaskSpec, tax: &Taxonomy, history: &History, agents: &[Vec<Skill>]) -> TaskAnalysis {
+pub fn analyze(
+    spec: &TaskSpec,
+    tax: &Taxonomy,
+    history: &History,
+    agents: &[Vec<Skill>],
+) -> TaskAnalysis {
     let idx = tax.compile();
     let mut warnings = Vec::new();
     let required = normalise(&idx, &spec.skills, &mut warnings);
     let mut preferred: Vec<Inference> = Vec::new();
     for p in normalise(&idx, &spec.preferred_skills, &mut warnings) {
         if !required.iter().any(|r| r.name == p.name) {
-            preferred.push(Inference { skill: p, source: "explicit".into() });
+            preferred.push(Inference {
+                skill: p,
+                source: "explicit".into(),
+            });
         }
     }
     let mut infer = |skill: &str, source: String| {
-        if !required.iter().any(|r| r.name == skill) && !preferred.iter().any(|p| p.skill.name == skill) {
-            let skill = SkillReq { name: skill.to_string(), min: 0.0 };
+        if !required.iter().any(|r| r.name == skill)
+            && !preferred.iter().any(|p| p.skill.name == skill)
+        {
+            let skill = SkillReq {
+                name: skill.to_string(),
+                min: 0.0,
+            };
             preferred.push(Inference { skill, source });
         }
     };
@@ -92,13 +105,17 @@ pub fn analyze(spec: &TaskSpec, tax: &Taxonomy, history: &History, agents: &[Vec
         idx.scan(text, |s, kind, tok| infer(s, describe("prompt", kind, tok)));
     }
     if let Some(name) = &spec.name {
-        idx.scan(&name[..floor(name, 1024)], |s, kind, tok| infer(s, describe("name", kind, tok)));
+        idx.scan(&name[..floor(name, 1024)], |s, kind, tok| {
+            infer(s, describe("name", kind, tok))
+        });
     }
     if let Some(cmd) = &spec.command {
         let mut budget = MAX_TEXT_BYTES;
         for arg in cmd {
             let take = floor(arg, budget);
-            idx.scan(&arg[..take], |s, kind, tok| infer(s, describe("command", kind, tok)));
+            idx.scan(&arg[..take], |s, kind, tok| {
+                infer(s, describe("command", kind, tok))
+            });
             budget -= take;
             if budget == 0 {
                 warnings.push(format!("command is longer than {MAX_TEXT_BYTES} bytes; only the start was examined for skill hints"));
@@ -106,18 +123,43 @@ pub fn analyze(spec: &TaskSpec, tax: &Taxonomy, history: &History, agents: &[Vec
             }
         }
     }
-    let paths: &[String] = spec.context.as_ref().map(|c| c.paths.as_slice()).unwrap_or(&[]);
+    let paths: &[String] = spec
+        .context
+        .as_ref()
+        .map(|c| c.paths.as_slice())
+        .unwrap_or(&[]);
     if paths.len() > MAX_PATHS {
-        warnings.push(format!("{} context paths; only the first {MAX_PATHS} were examined for skill hints", paths.len()));
+        warnings.push(format!(
+            "{} context paths; only the first {MAX_PATHS} were examined for skill hints",
+            paths.len()
+        ));
     }
     for p in paths.iter().take(MAX_PATHS) {
-        idx.scan(&p[..floor(p, 4096)], |s, _, _| infer(s, format!("path {p}")));
+        idx.scan(&p[..floor(p, 4096)], |s, _, _| {
+            infer(s, format!("path {p}"))
+        });
     }
-    let key_skills = required.iter().map(|r| r.name.as_str()).chain(preferred.iter().map(|p| p.skill.name.as_str()));
+    let key_skills = required
+        .iter()
+        .map(|r| r.name.as_str())
+        .chain(preferred.iter().map(|p| p.skill.name.as_str()));
     let history_key = HistoryKey::new(key_skills, spec.name.as_deref());
-    let complexity = complexity(spec, required.len() + preferred.len(), history, &history_key);
+    let complexity = complexity(
+        spec,
+        required.len() + preferred.len(),
+        history,
+        &history_key,
+    );
     let (needs_team, team_reason) = team(&idx, &required, agents, &mut warnings);
-    TaskAnalysis { required, preferred, complexity, needs_team, team_reason, warnings, history_key }
+    TaskAnalysis {
+        required,
+        preferred,
+        complexity,
+        needs_team,
+        team_reason,
+        warnings,
+        history_key,
+    }
 }
 
 fn describe(place: &str, kind: HintKind, tok: &str) -> String {
@@ -195,7 +237,8 @@ fn complexity(spec: &TaskSpec, n_skills: usize, history: &History, key: &History
     if let Some(d) = spec.timeout {
         reasons.push(format!("timeout {}s", d.as_secs()));
     }
-    let spec_score = 0.35 * p + 0.25 * s + 0.2 * n + 0.2 * t;
+    // A long timeout is the user saying "this is big": weigh it as much as the prompt.
+    let spec_score = 0.3 * p + 0.25 * s + 0.15 * n + 0.3 * t;
     let mut score = spec_score;
     let mut merged = HistoryEntry::default();
     for k in [&key.skills, &key.name] {
@@ -228,34 +271,66 @@ fn complexity(spec: &TaskSpec, n_skills: usize, history: &History, key: &History
     } else {
         ComplexityLevel::High
     };
-    Complexity { score, level, reasons }
+    Complexity {
+        score,
+        level,
+        reasons,
+    }
 }
 
-fn team(idx: &TaxonomyIndex, required: &[SkillReq], agents: &[Vec<Skill>], warnings: &mut Vec<String>) -> (bool, Option<String>) {
+fn team(
+    idx: &TaxonomyIndex,
+    required: &[SkillReq],
+    agents: &[Vec<Skill>],
+    warnings: &mut Vec<String>,
+) -> (bool, Option<String>) {
     if required.is_empty() {
         return (false, None);
     }
     let agents: Vec<Vec<Skill>> = agents.iter().map(|a| idx.normalize_skills(a)).collect();
-    let has = |a: &[Skill], r: &SkillReq| a.iter().any(|s| s.name == r.name && s.level + 1e-9 >= r.min);
-    let names = |rs: &[&SkillReq]| rs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+    let has = |a: &[Skill], r: &SkillReq| {
+        a.iter()
+            .any(|s| s.name == r.name && s.level + 1e-9 >= r.min)
+    };
+    let names = |rs: &[&SkillReq]| {
+        rs.iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if agents.iter().any(|a| required.iter().all(|r| has(a, r))) {
         return (false, None);
     }
-    let missing: Vec<&SkillReq> = required.iter().filter(|r| !agents.iter().any(|a| has(a, r))).collect();
+    let missing: Vec<&SkillReq> = required
+        .iter()
+        .filter(|r| !agents.iter().any(|a| has(a, r)))
+        .collect();
     if !missing.is_empty() {
         warnings.push(format!("no agent covers skills {}", names(&missing)));
-        return (false, Some(format!("no team can cover {} either", names(&missing))));
+        return (
+            false,
+            Some(format!("no team can cover {} either", names(&missing))),
+        );
     }
     // Greedy set cover: how many agents a team would take, for the reason text.
     let mut left: Vec<&SkillReq> = required.iter().collect();
     let mut size = 0;
     while !left.is_empty() {
-        let best = agents.iter().max_by_key(|a| left.iter().filter(|r| has(a, r)).count());
+        let best = agents
+            .iter()
+            .max_by_key(|a| left.iter().filter(|r| has(a, r)).count());
         let Some(best) = best else { break };
         left.retain(|r| !has(best, r));
         size += 1;
     }
     let all: Vec<&SkillReq> = required.iter().collect();
-    let reason = format!("no single agent covers {}; a team of {size} agents does", names(&all));
+    let reason = format!(
+        "no single agent covers {}; a team of {size} agents does",
+        names(&all)
+    );
     (true, Some(reason))
 }
+
+#[cfg(test)]
+#[path = "analysis_tests.rs"]
+mod tests;

@@ -41,8 +41,18 @@ pub(crate) fn solve(p: &BatchProblem) -> Option<Vec<usize>> {
     let mut g: Vec<Vec<Edge>> = (0..n + m + 2).map(|_| Vec::new()).collect();
     fn add(g: &mut [Vec<Edge>], from: usize, to: usize, cap: i32, cost: i64) -> usize {
         let (rf, rt) = (g[to].len(), g[from].len());
-        g[from].push(Edge { to, rev: rf, cap, cost });
-        g[to].push(Edge { to: from, rev: rt, cap: 0, cost: -cost });
+        g[from].push(Edge {
+            to,
+            rev: rf,
+            cap,
+            cost,
+        });
+        g[to].push(Edge {
+            to: from,
+            rev: rt,
+            cap: 0,
+            cost: -cost,
+        });
         rt
     }
     let max_u = p
@@ -120,7 +130,10 @@ pub(crate) fn solve(p: &BatchProblem) -> Option<Vec<usize>> {
     }
     let mut out = Vec::with_capacity(n);
     for (i, edges) in task_edges.iter().enumerate() {
-        let a = edges.iter().find(|&&(ei, _)| g[1 + i][ei].cap == 0).map(|&(_, a)| a)?;
+        let a = edges
+            .iter()
+            .find(|&&(ei, _)| g[1 + i][ei].cap == 0)
+            .map(|&(_, a)| a)?;
         out.push(a);
     }
     Some(out)
@@ -190,28 +203,40 @@ mod tests {
                     o
                 })
                 .collect();
-            let p = BatchProblem { options, caps, step };
+            let p = BatchProblem {
+                options,
+                caps,
+                step,
+            };
             // Brute force over all assignments.
             let mut best: Option<f64> = None;
             let mut idx = vec![0usize; n];
             'outer: loop {
                 if p.options.iter().zip(&idx).all(|(o, &k)| k < o.len()) {
-                    let assign: Vec<usize> = p.options.iter().zip(&idx).map(|(o, &k)| o[k].0).collect();
+                    let assign: Vec<usize> =
+                        p.options.iter().zip(&idx).map(|(o, &k)| o[k].0).collect();
                     let mut on = vec![0u32; m];
-                    if assign.iter().all(|&a| { on[a] += 1; on[a] <= p.caps[a] }) {
+                    if assign.iter().all(|&a| {
+                        on[a] += 1;
+                        on[a] <= p.caps[a]
+                    }) {
                         let v = total(&p, &assign);
                         best = Some(best.map_or(v, |b: f64| b.max(v)));
                     }
                 }
-                for d in 0..n {
-                    idx[d] += 1;
-                    if idx[d] < p.options[d].len().max(1) { continue 'outer; }
-                    idx[d] = 0;
+                for (k, o) in idx.iter_mut().zip(&p.options) {
+                    *k += 1;
+                    if *k < o.len().max(1) {
+                        continue 'outer;
+                    }
+                    *k = 0;
                 }
                 break;
             }
             match (solve(&p), best) {
-                (Some(a), Some(b)) => assert!((total(&p, &a) - b).abs() < 1e-6, "{} vs {b}", total(&p, &a)),
+                (Some(a), Some(b)) => {
+                    assert!((total(&p, &a) - b).abs() < 1e-6, "{} vs {b}", total(&p, &a))
+                }
                 (None, None) => {}
                 (got, want) => panic!("solver {got:?} vs brute force {want:?}"),
             }

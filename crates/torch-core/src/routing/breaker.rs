@@ -173,7 +173,11 @@ mod tests {
         b.on_outcome(false, 10, &cfg);
         b.on_outcome(false, 20, &cfg);
         b.on_outcome(true, 30, &cfg);
-        assert_eq!(b.state(30), BreakerState::Closed { failures: 0 }, "success resets");
+        assert_eq!(
+            b.state(30),
+            BreakerState::Closed { failures: 0 },
+            "success resets"
+        );
         for t in [40, 50, 60] {
             b.on_outcome(false, t, &cfg);
         }
@@ -198,7 +202,10 @@ mod tests {
             },
             trips: 1,
         };
-        assert_eq!(lost.admits(100 + 29_999, &cfg), Err(BreakerRefusal::Probing));
+        assert_eq!(
+            lost.admits(100 + 29_999, &cfg),
+            Err(BreakerRefusal::Probing)
+        );
         assert_eq!(lost.admits(100 + 30_000, &cfg), Ok(()));
         lost.on_outcome(true, 40_000, &cfg);
         assert_eq!(lost.state(40_000), BreakerState::Closed { failures: 0 });
@@ -206,8 +213,7 @@ mod tests {
 
     #[test]
     fn config_parses_humantime() {
-        let c: BreakerConfig =
-            toml::from_str("failure-threshold = 5\ncooldown = \"1m\"").unwrap();
+        let c: BreakerConfig = toml::from_str("failure-threshold = 5\ncooldown = \"1m\"").unwrap();
         assert_eq!(c.failure_threshold, 5);
         assert_eq!(c.cooldown, Duration::from_secs(60));
         assert!(toml::from_str::<BreakerConfig>("bogus = 1").is_err());

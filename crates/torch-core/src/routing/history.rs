@@ -154,10 +154,16 @@ mod tests {
         assert!((e.success_ewma - 0.8).abs() < 1e-9);
         assert!((e.mean_duration_ms - 2000.0).abs() < 1e-9);
         for i in 0..MAX_HISTORY_KEYS + 10 {
-            let key = HistoryKey { skills: format!("skills:s{i}"), name: String::new() };
+            let key = HistoryKey {
+                skills: format!("skills:s{i}"),
+                name: String::new(),
+            };
             h.record(&key, true, 1);
         }
         assert_eq!(h.len(), MAX_HISTORY_KEYS);
-        assert!(h.get("skills:python,testing").is_some(), "the used key survives");
+        assert!(
+            h.get("skills:python,testing").is_some(),
+            "the used key survives"
+        );
     }
 }

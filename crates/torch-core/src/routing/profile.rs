@@ -101,6 +101,14 @@ impl ContextKey {
     /// repository 0.5, paths 0.3 (same file 1, same directory ½), parent 0.2,
     /// renormalised over the parts the task has.
     pub fn overlap(&self, seen: &ContextKey) -> f64 {
+        // Path hashes include the repository: another repository can only
+        // share the parent task.
+        if self.repo != 0
+            && self.repo != seen.repo
+            && (self.parent == 0 || self.parent != seen.parent)
+        {
+            return 0.0;
+        }
         let (mut got, mut max) = (0.0, 0.0);
         if self.repo != 0 {
             max += 0.5;
@@ -214,14 +222,26 @@ impl AgentProfile {
                 continue;
             }
             let age = now.saturating_sub(r.at) as f64;
-            let decay = if half_life_ms == 0 { 0.0 } else { (-age / half_life_ms as f64 * std::f64::consts::LN_2).exp() };
+            let decay = if half_life_ms == 0 {
+                0.0
+            } else {
+                (-age / half_life_ms as f64 * std::f64::consts::LN_2).exp()
+            };
             best = best.max(m * decay);
         }
         best
     }
 
     /// Folds in a finished task.
-    pub fn record(&mut self, skills: &[&str], success: bool, duration_ms: u64, alpha: f64, now: u64, cfg: &BreakerConfig) {
+    pub fn record(
+        &mut self,
+        skills: &[&str],
+        success: bool,
+        duration_ms: u64,
+        alpha: f64,
+        now: u64,
+        cfg: &BreakerConfig,
+    ) {
         for s in skills {
             self.perf
                 .entry((*s).to_string())

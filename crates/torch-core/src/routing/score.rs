@@ -135,7 +135,13 @@ pub struct TaskView<'a> {
 impl<'a> TaskView<'a> {
     /// Prepares `task`. Performance is judged on required skills, else on
     /// preferred ones, else over all tasks.
-    pub fn new(task: &'a QueuedTask, now: u64, config: &'a RoutingConfig, fleet: &FleetStats, max_cost: f64) -> Self {
+    pub fn new(
+        task: &'a QueuedTask,
+        now: u64,
+        config: &'a RoutingConfig,
+        fleet: &FleetStats,
+        max_cost: f64,
+    ) -> Self {
         let names: Vec<&'a str> = if !task.skills.is_empty() {
             task.skills.iter().map(|s| s.name.as_str()).collect()
         } else {
@@ -144,7 +150,10 @@ impl<'a> TaskView<'a> {
         let perf_skills = if names.is_empty() {
             vec![("", fleet.get(None).cloned())]
         } else {
-            names.into_iter().map(|n| (n, fleet.get(Some(n)).cloned())).collect()
+            names
+                .into_iter()
+                .map(|n| (n, fleet.get(Some(n)).cloned()))
+                .collect()
         };
         TaskView {
             task,
@@ -158,7 +167,11 @@ impl<'a> TaskView<'a> {
 }
 
 fn level_of(agent: &AgentSlots, name: &str) -> Option<f64> {
-    agent.skills.iter().find(|s| s.name == name).map(|s| s.level)
+    agent
+        .skills
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.level)
 }
 
 /// Skill match: mean proficiency on required skills; with preferred skills,
@@ -167,7 +180,11 @@ pub fn skill_factor(task: &QueuedTask, agent: &AgentSlots) -> f64 {
     let req = if task.skills.is_empty() {
         1.0
     } else {
-        let sum: f64 = task.skills.iter().map(|r| level_of(agent, &r.name).unwrap_or(0.0)).sum();
+        let sum: f64 = task
+            .skills
+            .iter()
+            .map(|r| level_of(agent, &r.name).unwrap_or(0.0))
+            .sum();
         sum / task.skills.len() as f64
     };
     if task.preferred.is_empty() {
@@ -243,7 +260,11 @@ pub fn torch_score(view: &TaskView<'_>, agent: &AgentSlots) -> Scored {
         skill_factor(view.task, agent),
         load_factor(agent),
         performance_factor(view, agent),
-        if view.key.is_empty() { 0.0 } else { affinity_factor(view, agent) },
+        if view.key.is_empty() {
+            0.0
+        } else {
+            affinity_factor(view, agent)
+        },
         cost_factor(view, agent),
     ];
     let weights = [w.skill, w.load, w.performance, w.affinity, w.cost];

@@ -24,6 +24,8 @@ use crate::scheduler::{AgentSlots, QueuedTask, Scheduler};
 use crate::skill::covers;
 use crate::spec::TaskContext;
 
+pub use super::scale::scale_fixture;
+
 /// The seed `torch bench routing` uses by default.
 pub const DEFAULT_SEED: u64 = 42;
 /// Retries after the first attempt, as in production's default.
@@ -78,11 +80,29 @@ enum Event {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn stats(completions: &mut [f64], succeeded: usize, total: usize, makespan_ms: u64, failed: u64, warm: f64, mean_run_s: f64, mean_feasible: f64, utilisation: f64) -> PolicyStats {
+fn stats(
+    completions: &mut [f64],
+    succeeded: usize,
+    total: usize,
+    makespan_ms: u64,
+    failed: u64,
+    warm: f64,
+    mean_run_s: f64,
+    mean_feasible: f64,
+    utilisation: f64,
+) -> PolicyStats {
     completions.sort_by(f64::total_cmp);
     let n = completions.len();
-    let mean = if n == 0 { 0.0 } else { completions.iter().sum::<f64>() / n as f64 };
-    let p95 = if n == 0 { 0.0 } else { completions[((n as f64 * 0.95).ceil() as usize).clamp(1, n) - 1] };
+    let mean = if n == 0 {
+        0.0
+    } else {
+        completions.iter().sum::<f64>() / n as f64
+    };
+    let p95 = if n == 0 {
+        0.0
+    } else {
+        completions[((n as f64 * 0.95).ceil() as usize).clamp(1, n) - 1]
+    };
     PolicyStats {
         mean_completion_s: mean,
         p95_completion_s: p95,
@@ -100,10 +120,19 @@ fn stats(completions: &mut [f64], succeeded: usize, total: usize, makespan_ms: u
 fn simulate<P: Placer>(w: &Workload, placer: P, config: RoutingConfig, seed: u64) -> PolicyStats {
     let mut sched = Scheduler::with_placer_and_config(placer, config);
     for a in &w.agents {
-        sched.upsert_agent(AgentSlots { cost: a.cost, ..AgentSlots::new(a.id, a.skills.clone(), a.slots) });
+        sched.upsert_agent(AgentSlots {
+            cost: a.cost,
+            ..AgentSlots::new(a.id, a.skills.clone(), a.slots)
+        });
     }
-    let index: BTreeMap<_, usize> = w.agents.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
-    let task_index: BTreeMap<_, usize> = w.tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+    let index: BTreeMap<_, usize> = w
+        .agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.id, i))
+        .collect();
+    let task_index: BTreeMap<_, usize> =
+        w.tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
     let mut events: BinaryHeap<Reverse<(u64, u64, Event)>> = BinaryHeap::new();
     let mut seq = 0u64;
     for (i, t) in w.tasks.iter().enumerate() {
@@ -114,11 +143,16 @@ fn simulate<P: Placer>(w: &Workload, placer: P, config: RoutingConfig, seed: u64
     let mut avoid: Vec<Vec<crate::ids::AgentId>> = vec![Vec::new(); w.tasks.len()];
     // Per agent: repository → when it last ran there.
     let mut warm: Vec<BTreeMap<usize, u64>> = vec![BTreeMap::new(); w.agents.len()];
-    let (mut completions, mut succeeded, mut failed, mut last_end) = (Vec::new(), 0usize, 0u64, 0u64);
+    let (mut completions, mut succeeded, mut failed, mut last_end) =
+        (Vec::new(), 0usize, 0u64, 0u64);
     let (mut runs, mut warm_runs, mut run_ms, mut feasible) = (0u64, 0u64, 0.0f64, 0u64);
     let ctx = |i: usize| {
         let t = &w.tasks[i];
-        Some(TaskContext { repository: Some(workload::repo_url(t.repo)), paths: t.paths.clone(), parent: None })
+        Some(TaskContext {
+            repository: Some(workload::repo_url(t.repo)),
+            paths: t.paths.clone(),
+            parent: None,
+        })
     };
     let queued = |i: usize, avoid: &[crate::ids::AgentId], not_before: u64| {
         let t = &w.tasks[i];
@@ -127,7 +161,8 @@ fn simulate<P: Placer>(w: &Workload, placer: P, config: RoutingConfig, seed: u64
             context: ctx(i),
             avoid: avoid.to_vec(),
             tenant: t.tenant.clone(),
-            ..QueuedTask::new(t.id, t.priority, i as u64, t.skills.clone()).with_not_before(not_before)
+            ..QueuedTask::new(t.id, t.priority, i as u64, t.skills.clone())
+                .with_not_before(not_before)
         }
     };
     loop {
@@ -168,11 +203,17 @@ fn simulate<P: Placer>(w: &Workload, placer: P, config: RoutingConfig, seed: u64
             }
         }
         for p in sched.schedule(now, usize::MAX) {
-            let Some(&a) = index.get(&p.agent) else { continue };
-            let Some(&i) = task_index.get(&p.task) else { continue };
+            let Some(&a) = index.get(&p.agent) else {
+                continue;
+            };
+            let Some(&i) = task_index.get(&p.task) else {
+                continue;
+            };
             let t = &w.tasks[i];
             let (speed, fail) = w.agents[a].profile_for(&t.skills);
-            let is_warm = warm[a].get(&t.repo).is_some_and(|&at| now - at < WARM_WINDOW_MS);
+            let is_warm = warm[a]
+                .get(&t.repo)
+                .is_some_and(|&at| now - at < WARM_WINDOW_MS);
             warm[a].insert(t.repo, now);
             runs += 1;
             warm_runs += is_warm as u64;
@@ -180,10 +221,16 @@ fn simulate<P: Placer>(w: &Workload, placer: P, config: RoutingConfig, seed: u64
             run_ms += run;
             feasible += p.explanation.feasible as u64;
             // Common random numbers: the dice depend on (seed, task, attempt) only.
-            let mut dice = SplitMix64::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9) ^ ((attempts[i] as u64) << 48));
+            let mut dice = SplitMix64::new(
+                seed ^ (i as u64).wrapping_mul(0x9E37_79B9) ^ ((attempts[i] as u64) << 48),
+            );
             let ok = dice.next_f64() >= fail;
             let ran = if ok { run } else { run * 0.5 } as u64;
-            events.push(Reverse((now + ran.max(1), seq, Event::Finish(i, a, ok, ran.max(1)))));
+            events.push(Reverse((
+                now + ran.max(1),
+                seq,
+                Event::Finish(i, a, ok, ran.max(1)),
+            )));
             seq += 1;
         }
     }
@@ -194,7 +241,17 @@ fn simulate<P: Placer>(w: &Workload, placer: P, config: RoutingConfig, seed: u64
     let makespan = last_end.saturating_sub(first);
     let slots: u64 = w.agents.iter().map(|a| a.slots as u64).sum();
     let util = run_ms / (slots.max(1) as f64 * makespan.max(1) as f64);
-    stats(&mut completions, succeeded, w.tasks.len(), makespan, failed, warm, mean_run_s, mean_feasible, util)
+    stats(
+        &mut completions,
+        succeeded,
+        w.tasks.len(),
+        makespan,
+        failed,
+        warm,
+        mean_run_s,
+        mean_feasible,
+        util,
+    )
 }
 
 /// Each task on its fastest capable agent, warm, at once, never failing.
@@ -216,7 +273,17 @@ fn lower_bound(w: &Workload) -> PolicyStats {
     let n = completions.len();
     let first = w.tasks.first().map_or(0, |t| t.arrival_ms);
     let mean_run = completions.iter().sum::<f64>() / n.max(1) as f64;
-    stats(&mut completions, n, w.tasks.len(), end.saturating_sub(first), 0, 1.0, mean_run, 0.0, 0.0)
+    stats(
+        &mut completions,
+        n,
+        w.tasks.len(),
+        end.saturating_sub(first),
+        0,
+        1.0,
+        mean_run,
+        0.0,
+        0.0,
+    )
 }
 
 /// Runs every policy on the workload generated from `seed`.
@@ -225,9 +292,18 @@ pub fn run(seed: u64) -> SimReport {
     let cfg = RoutingConfig::default;
     let mut policies = BTreeMap::new();
     policies.insert("torch".to_string(), simulate(&w, Torch, cfg(), seed));
-    policies.insert("least_loaded".to_string(), simulate(&w, LeastLoaded, cfg(), seed));
-    policies.insert("round_robin".to_string(), simulate(&w, RoundRobin::default(), cfg(), seed));
-    policies.insert("random".to_string(), simulate(&w, Random::new(seed ^ 0x5eed), cfg(), seed));
+    policies.insert(
+        "least_loaded".to_string(),
+        simulate(&w, LeastLoaded, cfg(), seed),
+    );
+    policies.insert(
+        "round_robin".to_string(),
+        simulate(&w, RoundRobin::default(), cfg(), seed),
+    );
+    policies.insert(
+        "random".to_string(),
+        simulate(&w, Random::new(seed ^ 0x5eed), cfg(), seed),
+    );
     policies.insert("lower_bound".to_string(), lower_bound(&w));
     let mean = |k: &str| policies.get(k).map_or(f64::NAN, |p| p.mean_completion_s);
     SimReport {

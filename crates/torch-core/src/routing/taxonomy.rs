@@ -142,7 +142,10 @@ impl Taxonomy {
                     .or_insert_with(|| name.clone());
             }
             for k in &hints.keywords {
-                push_unique(idx.keywords.entry(k.to_ascii_lowercase()).or_default(), &name);
+                push_unique(
+                    idx.keywords.entry(k.to_ascii_lowercase()).or_default(),
+                    &name,
+                );
             }
             for e in &hints.extensions {
                 let e = e.trim_start_matches('.').to_ascii_lowercase();
@@ -246,7 +249,8 @@ impl TaxonomyIndex {
 /// Maximal runs of ASCII alphanumerics and `_ + # . -`, trimmed of leading and
 /// trailing `.` and `-` (sentence punctuation, option dashes).
 fn tokens(text: &str) -> impl Iterator<Item = &str> {
-    let is_word = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'#' | b'.' | b'-');
+    let is_word =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'#' | b'.' | b'-');
     text.split(move |c: char| !c.is_ascii() || !is_word(c as u8))
         .map(|t| t.trim_matches(|c| c == '.' || c == '-'))
         .filter(|t| !t.is_empty())
@@ -268,8 +272,23 @@ mod tests {
         assert_eq!(idx.canonical("cobol"), None);
         assert_eq!(idx.normalize("Cobol"), "cobol");
         for skill in [
-            "rust", "python", "go", "javascript", "typescript", "java", "c", "cpp", "sh",
-            "testing", "review", "docs", "security", "devops", "data", "frontend", "ml",
+            "rust",
+            "python",
+            "go",
+            "javascript",
+            "typescript",
+            "java",
+            "c",
+            "cpp",
+            "sh",
+            "testing",
+            "review",
+            "docs",
+            "security",
+            "devops",
+            "data",
+            "frontend",
+            "ml",
         ] {
             assert_eq!(idx.canonical(skill), Some(skill));
         }
@@ -280,14 +299,29 @@ mod tests {
         );
         let names: Vec<&str> = hits.iter().map(|h| h.0.as_str()).collect();
         assert!(names.contains(&"testing") && names.contains(&"python"));
-        assert!(names.contains(&"devops"), "hyphenated part matched: {hits:?}");
+        assert!(
+            names.contains(&"devops"),
+            "hyphenated part matched: {hits:?}"
+        );
         assert!(names.contains(&"rust"), "main.rs by extension");
         assert!(!hits.iter().any(|h| h.2 == "rustic"), "whole words only");
         let agent = idx.normalize_skills(&[
-            Skill { name: "py".into(), level: 0.5 },
-            Skill { name: "python".into(), level: 0.9 },
+            Skill {
+                name: "py".into(),
+                level: 0.5,
+            },
+            Skill {
+                name: "python".into(),
+                level: 0.9,
+            },
         ]);
-        assert_eq!(agent, vec![Skill { name: "python".into(), level: 0.9 }]);
+        assert_eq!(
+            agent,
+            vec![Skill {
+                name: "python".into(),
+                level: 0.9
+            }]
+        );
     }
 
     #[test]
@@ -300,12 +334,20 @@ mod tests {
         assert_eq!(idx.canonical("ex"), Some("elixir"));
         assert_eq!(idx.canonical("py"), None, "defaults left out");
         let mut hit = false;
-        idx.scan("run test.exs", |s, k, _| hit = s == "elixir" && k == HintKind::Extension);
+        idx.scan("run test.exs", |s, k, _| {
+            hit = s == "elixir" && k == HintKind::Extension
+        });
         assert!(hit);
         assert!(toml::from_str::<Taxonomy>("nope = 1").is_err());
         let bad: Taxonomy = toml::from_str("[skills.shell2]\nsynonyms = [\"py\"]").unwrap();
-        assert!(matches!(bad.validate(), Err(TaxonomyError::AmbiguousSynonym { .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(TaxonomyError::AmbiguousSynonym { .. })
+        ));
         let bad: Taxonomy = toml::from_str("[skills.x]\nsynonyms = [\"rust\"]").unwrap();
-        assert!(matches!(bad.validate(), Err(TaxonomyError::SynonymIsSkill { .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(TaxonomyError::SynonymIsSkill { .. })
+        ));
     }
 }

@@ -1,10 +1,14 @@
 //! The in-memory agent index: agents in a slab, indexed by id, by skill and by
 //! "has a free slot", so a decision examines only agents that could fit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::AgentSlots;
 use crate::ids::AgentId;
+use crate::routing::profile::AgentProfile;
+
+/// Profiles of removed agents kept for their return (oldest forgotten first).
+const MAX_RETIRED: usize = 1024;
 
 #[derive(Debug, Default)]
 pub(crate) struct AgentTable {
@@ -17,6 +21,10 @@ pub(crate) struct AgentTable {
     free: BTreeSet<usize>,
     /// Highest cost among agents, for normalising the cost factor.
     max_cost: f64,
+    /// Learned profiles of agents that left, so a reconnecting agent keeps
+    /// its history and, above all, its breaker state.
+    retired: BTreeMap<AgentId, AgentProfile>,
+    retired_order: VecDeque<AgentId>,
 }
 
 impl AgentTable {
@@ -30,12 +38,17 @@ impl AgentTable {
             }
         }
         agent.skills = skills;
-        if let Some(old) = self.remove(agent.id) {
-            // The profile is learned here; a re-registration keeps it unless
-            // the caller supplies one (e.g. restored after a restart).
-            if agent.profile.is_empty() {
-                agent.profile = old.profile;
-            }
+        // The profile is learned here; a re-registration (or a return after
+        // leaving) keeps it unless the caller supplies one (e.g. restored
+        // after a restart).
+        let old = self
+            .detach(agent.id)
+            .map(|a| a.profile)
+            .or_else(|| self.retired.remove(&agent.id));
+        if let Some(old) = old
+            && agent.profile.is_empty()
+        {
+            agent.profile = old;
         }
         let idx = match self.vacant.pop() {
             Some(i) => i,
@@ -56,7 +69,26 @@ impl AgentTable {
         self.refresh(idx);
     }
 
+    /// Forgets an agent, remembering its profile for a while.
     pub(crate) fn remove(&mut self, id: AgentId) -> Option<AgentSlots> {
+        let agent = self.detach(id)?;
+        if !agent.profile.is_empty() {
+            if self.retired.insert(id, agent.profile.clone()).is_none() {
+                self.retired_order.push_back(id);
+            }
+            while self.retired.len() > MAX_RETIRED {
+                match self.retired_order.pop_front() {
+                    Some(old) => {
+                        self.retired.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+        }
+        Some(agent)
+    }
+
+    fn detach(&mut self, id: AgentId) -> Option<AgentSlots> {
         let idx = self.by_id.remove(&id)?;
         let agent = self.slab[idx].take()?;
         for s in &agent.skills {

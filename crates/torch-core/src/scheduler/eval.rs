@@ -9,7 +9,8 @@ use super::agents::AgentTable;
 use super::{AgentSlots, QueuedTask};
 use crate::routing::breaker::{BreakerConfig, BreakerRefusal, BreakerState};
 use crate::routing::explain::{
-    AssignMode, Candidate, Explanation, FactorScore, MAX_CANDIDATES, MAX_REJECTIONS, RejectReason, Rejection,
+    AssignMode, Candidate, Explanation, FactorScore, MAX_CANDIDATES, MAX_REJECTIONS, RejectReason,
+    Rejection,
 };
 use crate::routing::policy::Placer;
 use crate::routing::score::{RoutingConfig, Scored, TaskView};
@@ -104,9 +105,18 @@ impl Why<'_> {
 
     fn reason(&self) -> RejectReason {
         match *self {
-            Why::MissingSkill(s) => RejectReason::MissingSkill { skill: s.to_string() },
-            Why::LevelTooLow(s, have, need) => RejectReason::LevelTooLow { skill: s.to_string(), have, need },
-            Why::MissingLabel(k, v) => RejectReason::MissingLabel { key: k.to_string(), want: v.to_string() },
+            Why::MissingSkill(s) => RejectReason::MissingSkill {
+                skill: s.to_string(),
+            },
+            Why::LevelTooLow(s, have, need) => RejectReason::LevelTooLow {
+                skill: s.to_string(),
+                have,
+                need,
+            },
+            Why::MissingLabel(k, v) => RejectReason::MissingLabel {
+                key: k.to_string(),
+                want: v.to_string(),
+            },
             Why::Draining => RejectReason::Draining,
             Why::NoFreeSlot(used, slots) => RejectReason::NoFreeSlot { used, slots },
             Why::BreakerOpen(until) => RejectReason::BreakerOpen { until },
@@ -121,7 +131,9 @@ fn capable<'a>(agent: &AgentSlots, task: &'a QueuedTask) -> Result<(), Why<'a>> 
     for r in &task.skills {
         match agent.skills.iter().find(|s| s.name == r.name) {
             None => return Err(Why::MissingSkill(&r.name)),
-            Some(s) if s.level + 1e-9 < r.min => return Err(Why::LevelTooLow(&r.name, s.level, r.min)),
+            Some(s) if s.level + 1e-9 < r.min => {
+                return Err(Why::LevelTooLow(&r.name, s.level, r.min));
+            }
             Some(_) => {}
         }
     }
@@ -144,14 +156,19 @@ fn available(idx: usize, agent: &AgentSlots, st: &PassState<'_>) -> Result<(), W
     match agent.profile.breaker.admits(st.now, st.breaker) {
         Err(BreakerRefusal::Open(until)) => Err(Why::BreakerOpen(until)),
         Err(BreakerRefusal::Probing) => Err(Why::BreakerProbing),
-        Ok(()) if is_half_open(agent, st.now) && st.probing.contains(&idx) => Err(Why::BreakerProbing),
+        Ok(()) if is_half_open(agent, st.now) && st.probing.contains(&idx) => {
+            Err(Why::BreakerProbing)
+        }
         Ok(()) => Ok(()),
     }
 }
 
 /// True when the agent is half-open (it takes at most one task per pass).
 pub(crate) fn is_half_open(agent: &AgentSlots, now: u64) -> bool {
-    matches!(agent.profile.breaker.state(now), BreakerState::HalfOpen { .. })
+    matches!(
+        agent.profile.breaker.state(now),
+        BreakerState::HalfOpen { .. }
+    )
 }
 
 enum Source<'a> {
@@ -174,7 +191,11 @@ pub(crate) fn evaluate<P: Placer + ?Sized>(
     // free-slot index instead when it is shorter. Tasks without required
     // skills scan the free-slot index, or every agent when an avoid-list
     // makes "is another capable agent there at all" matter.
-    let mut source = if task.avoid.is_empty() { Source::Free } else { Source::All };
+    let mut source = if task.avoid.is_empty() {
+        Source::Free
+    } else {
+        Source::All
+    };
     let mut best_len = usize::MAX;
     for r in &task.skills {
         let list = agents.with_skill(&r.name).unwrap_or(&[]);
@@ -201,11 +222,16 @@ pub(crate) fn evaluate<P: Placer + ?Sized>(
     let reject = |ev: &mut Eval, agent: &AgentSlots, why: Why<'_>| {
         ev.counts[why.kind()] += 1;
         if explain && ev.rejected.len() < MAX_REJECTIONS {
-            ev.rejected.push(Rejection { agent: agent.id, reason: why.reason() });
+            ev.rejected.push(Rejection {
+                agent: agent.id,
+                reason: why.reason(),
+            });
         }
     };
     let mut consider = |idx: usize, ev: &mut Eval, placer: &mut P| -> bool {
-        let Some(agent) = agents.at(idx) else { return false };
+        let Some(agent) = agents.at(idx) else {
+            return false;
+        };
         ev.examined += 1;
         if let Err(r) = capable(agent, task) {
             reject(ev, agent, r);
@@ -222,8 +248,21 @@ pub(crate) fn evaluate<P: Placer + ?Sized>(
             return false;
         }
         ev.feasible += 1;
-        let score = if mode == Mode::FirstFeasible { Scored::default() } else { placer.score(view, agent) };
-        insert(&mut ev.top, Cand { idx, score, used: agent.used, id: agent.id }, keep);
+        let score = if mode == Mode::FirstFeasible {
+            Scored::default()
+        } else {
+            placer.score(view, agent)
+        };
+        insert(
+            &mut ev.top,
+            Cand {
+                idx,
+                score,
+                used: agent.used,
+                id: agent.id,
+            },
+            keep,
+        );
         mode == Mode::FirstFeasible
     };
     match source {
@@ -253,10 +292,25 @@ pub(crate) fn evaluate<P: Placer + ?Sized>(
         // Only agents that already failed this task can run it: use them.
         ev.avoided_fallback = true;
         for idx in avoided {
-            let Some(agent) = agents.at(idx) else { continue };
+            let Some(agent) = agents.at(idx) else {
+                continue;
+            };
             ev.feasible += 1;
-            let score = if mode == Mode::FirstFeasible { Scored::default() } else { placer.score(view, agent) };
-            insert(&mut ev.top, Cand { idx, score, used: agent.used, id: agent.id }, keep);
+            let score = if mode == Mode::FirstFeasible {
+                Scored::default()
+            } else {
+                placer.score(view, agent)
+            };
+            insert(
+                &mut ev.top,
+                Cand {
+                    idx,
+                    score,
+                    used: agent.used,
+                    id: agent.id,
+                },
+                keep,
+            );
         }
     } else {
         for idx in avoided {
@@ -297,13 +351,19 @@ pub(crate) fn explanation<P: Placer + ?Sized>(
             factors: factors
                 .iter()
                 .zip(c.score.values)
-                .map(|(&(name, weight), value)| FactorScore { name: name.to_string(), value, weight })
+                .map(|(&(name, weight), value)| FactorScore {
+                    name: name.to_string(),
+                    value,
+                    weight,
+                })
                 .collect(),
         })
         .collect();
     let mut notes = Vec::new();
     if ev.avoided_fallback {
-        notes.push("only agents that already failed this task can run it; retrying on them".to_string());
+        notes.push(
+            "only agents that already failed this task can run it; retrying on them".to_string(),
+        );
     }
     Some(Explanation {
         policy: placer.name().to_string(),

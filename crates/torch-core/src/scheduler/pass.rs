@@ -42,7 +42,13 @@ fn signature(task: &super::QueuedTask) -> String {
 
 /// Takes (`+1`) or gives back (`-1`) a tentative slot; half-open agents
 /// take one probe per pass.
-fn apply(agents: &mut super::agents::AgentTable, probing: &mut Vec<usize>, idx: usize, now: u64, delta: i64) {
+fn apply(
+    agents: &mut super::agents::AgentTable,
+    probing: &mut Vec<usize>,
+    idx: usize,
+    now: u64,
+    delta: i64,
+) {
     agents.add_used(idx, delta);
     if agents.at(idx).is_some_and(|a| is_half_open(a, now)) {
         if delta > 0 {
@@ -76,7 +82,11 @@ impl<P: Placer> Scheduler<P> {
             let picks = match joint {
                 None => self.select(now, room, Mode::Explain),
                 Some(w) => {
-                    let picks = self.select(now, self.config.batch_max.clamp(1, room), Mode::FirstFeasible);
+                    let picks = self.select(
+                        now,
+                        self.config.batch_max.clamp(1, room),
+                        Mode::FirstFeasible,
+                    );
                     if picks.is_empty() {
                         break;
                     }
@@ -97,7 +107,15 @@ impl<P: Placer> Scheduler<P> {
     /// Walks the queue in fair order and tentatively places up to `max`
     /// tasks (slots taken), each on its top candidate (or first feasible).
     fn select(&mut self, now: u64, max: usize, mode: Mode) -> Vec<Pick> {
-        let Scheduler { queue, tasks, agents, fleet, config, placer, .. } = self;
+        let Scheduler {
+            queue,
+            tasks,
+            agents,
+            fleet,
+            config,
+            placer,
+            ..
+        } = self;
         let max_cost = agents.max_cost();
         let mut picks = Vec::new();
         let mut probing: Vec<usize> = Vec::new();
@@ -106,7 +124,12 @@ impl<P: Placer> Scheduler<P> {
             let mut cursors: Vec<_> = level
                 .tenants
                 .iter()
-                .map(|(t, set)| (level.pass.get(t).copied().unwrap_or(0), set.iter().peekable()))
+                .map(|(t, set)| {
+                    (
+                        level.pass.get(t).copied().unwrap_or(0),
+                        set.iter().peekable(),
+                    )
+                })
                 .collect();
             loop {
                 if picks.len() >= max || agents.free().is_empty() {
@@ -121,14 +144,20 @@ impl<P: Placer> Scheduler<P> {
                     }
                 }
                 let Some((ci, _)) = best else { break };
-                let Some(&(_, id)) = cursors[ci].1.next() else { break };
+                let Some(&(_, id)) = cursors[ci].1.next() else {
+                    break;
+                };
                 let Some(task) = tasks.get(&id) else { continue };
                 let sig = task.avoid.is_empty().then(|| signature(task));
                 if sig.as_ref().is_some_and(|s| hopeless.contains(s)) {
                     continue;
                 }
                 let view = TaskView::new(task, now, config, fleet, max_cost);
-                let st = PassState { now, breaker: &config.breaker, probing: &probing };
+                let st = PassState {
+                    now,
+                    breaker: &config.breaker,
+                    probing: &probing,
+                };
                 let ev = evaluate(agents, &view, placer, &st, mode);
                 let Some(top) = ev.top.first().copied() else {
                     hopeless.extend(sig);
@@ -140,7 +169,11 @@ impl<P: Placer> Scheduler<P> {
                 };
                 apply(agents, &mut probing, top.idx, now, 1);
                 cursors[ci].0 += 1;
-                picks.push(Pick { id, idx: top.idx, explanation });
+                picks.push(Pick {
+                    id,
+                    idx: top.idx,
+                    explanation,
+                });
             }
         }
         picks
@@ -155,7 +188,14 @@ impl<P: Placer> Scheduler<P> {
         if picks.len() < 2 {
             return self.greedy(now, picks);
         }
-        let Scheduler { tasks, agents, fleet, config, placer, .. } = self;
+        let Scheduler {
+            tasks,
+            agents,
+            fleet,
+            config,
+            placer,
+            ..
+        } = self;
         let max_cost = agents.max_cost();
         let views: Vec<TaskView<'_>> = picks
             .iter()
@@ -172,18 +212,31 @@ impl<P: Placer> Scheduler<P> {
             *local.entry(idx).or_insert_with(|| {
                 let a = agents.at(idx);
                 let free = a.map_or(0, |a| a.slots.saturating_sub(a.used));
-                let cap = if a.is_some_and(|a| is_half_open(a, now)) { free.min(1) } else { free };
+                let cap = if a.is_some_and(|a| is_half_open(a, now)) {
+                    free.min(1)
+                } else {
+                    free
+                };
                 problem.caps.push(cap);
-                problem.step.push(load_weight / a.map_or(1, |a| a.slots.max(1)) as f64);
+                problem
+                    .step
+                    .push(load_weight / a.map_or(1, |a| a.slots.max(1)) as f64);
                 slab.push(idx);
                 slab.len() - 1
             })
         };
-        let st = PassState { now, breaker: &config.breaker, probing: &[] };
+        let st = PassState {
+            now,
+            breaker: &config.breaker,
+            probing: &[],
+        };
         for (view, pick) in views.iter().zip(&picks) {
             let ev = evaluate(agents, view, placer, &st, Mode::Top(JOINT_OPTIONS));
-            let mut opts: Vec<(usize, f64)> =
-                ev.top.iter().map(|c| (local_of(c.idx, &mut problem), c.score.total)).collect();
+            let mut opts: Vec<(usize, f64)> = ev
+                .top
+                .iter()
+                .map(|c| (local_of(c.idx, &mut problem), c.score.total))
+                .collect();
             if !ev.top.iter().any(|c| c.idx == pick.idx)
                 && let Some(a) = agents.at(pick.idx)
             {
@@ -204,7 +257,11 @@ impl<P: Placer> Scheduler<P> {
             let mut exps = Vec::with_capacity(assign.len());
             for (i, view) in views.iter().enumerate() {
                 apply(agents, &mut probing, assign[i], now, -1);
-                let st = PassState { now, breaker: &config.breaker, probing: &probing };
+                let st = PassState {
+                    now,
+                    breaker: &config.breaker,
+                    probing: &probing,
+                };
                 let ev = evaluate(agents, view, placer, &st, Mode::Explain);
                 if let Some(top) = ev.top.first()
                     && top.idx != assign[i]
@@ -220,7 +277,11 @@ impl<P: Placer> Scheduler<P> {
                     .into_iter()
                     .zip(assign)
                     .zip(exps)
-                    .map(|((p, idx), explanation)| Pick { id: p.id, idx, explanation })
+                    .map(|((p, idx), explanation)| Pick {
+                        id: p.id,
+                        idx,
+                        explanation,
+                    })
                     .collect();
             }
         }
@@ -233,19 +294,38 @@ impl<P: Placer> Scheduler<P> {
     /// Places `picks` (holding no slots) one at a time, in order; a task that
     /// no longer fits stays queued.
     fn greedy(&mut self, now: u64, picks: Vec<Pick>) -> Vec<Pick> {
-        let Scheduler { tasks, agents, fleet, config, placer, .. } = self;
+        let Scheduler {
+            tasks,
+            agents,
+            fleet,
+            config,
+            placer,
+            ..
+        } = self;
         let max_cost = agents.max_cost();
         let mut probing = Vec::new();
         let mut out = Vec::with_capacity(picks.len());
         for p in picks {
-            let Some(task) = tasks.get(&p.id) else { continue };
+            let Some(task) = tasks.get(&p.id) else {
+                continue;
+            };
             let view = TaskView::new(task, now, config, fleet, max_cost);
-            let st = PassState { now, breaker: &config.breaker, probing: &probing };
+            let st = PassState {
+                now,
+                breaker: &config.breaker,
+                probing: &probing,
+            };
             let ev = evaluate(agents, &view, placer, &st, Mode::Explain);
-            let Some(top) = ev.top.first().copied() else { continue };
+            let Some(top) = ev.top.first().copied() else {
+                continue;
+            };
             let explanation = explanation(ev, agents, placer, config, AssignMode::Greedy);
             apply(agents, &mut probing, top.idx, now, 1);
-            out.push(Pick { id: p.id, idx: top.idx, explanation });
+            out.push(Pick {
+                id: p.id,
+                idx: top.idx,
+                explanation,
+            });
         }
         out
     }
@@ -260,13 +340,20 @@ impl<P: Placer> Scheduler<P> {
                 continue;
             };
             self.queue.charge(task.priority, &task.tenant);
-            self.queue.remove(task.priority, &task.tenant, task.seq, task.id);
-            let Some(agent) = self.agents.at_mut(p.idx) else { continue };
+            self.queue
+                .remove(task.priority, &task.tenant, task.seq, task.id);
+            let Some(agent) = self.agents.at_mut(p.idx) else {
+                continue;
+            };
             agent.profile.touch(task.context.as_ref(), now);
             agent.profile.breaker.on_assigned(now);
             let agent = agent.id;
             self.placer.placed(&task, agent);
-            out.push(Placement { task: task.id, agent, explanation });
+            out.push(Placement {
+                task: task.id,
+                agent,
+                explanation,
+            });
         }
     }
 }

@@ -33,7 +33,12 @@ impl FairQueue {
             let start = level.pass.values().copied().min().unwrap_or(0);
             level.pass.insert(tenant.to_string(), start);
         }
-        if level.tenants.entry(tenant.to_string()).or_default().insert((seq, id)) {
+        if level
+            .tenants
+            .entry(tenant.to_string())
+            .or_default()
+            .insert((seq, id))
+        {
             self.len += 1;
         }
     }
