@@ -52,6 +52,9 @@ pub struct SubmittedTask {
     pub state: TaskState,
     /// True when an idempotency key matched an existing task, which is returned instead.
     pub duplicate: bool,
+    /// Analysis warnings (unknown skills, skills no agent has, truncated prompt).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Response to a submission, in request order.
@@ -130,6 +133,22 @@ pub struct TaskView {
     pub labels: BTreeMap<String, String>,
     /// The spec as submitted.
     pub spec: TaskSpec,
+    /// Task analysis made at submission (skills, complexity, team need).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<serde_json::Value>,
+    /// Why the current or last assignment went where it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<serde_json::Value>,
+    /// Agents on which an attempt of this task failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_agents: Vec<AgentId>,
+}
+
+/// `POST /api/v1/analyze`: analyse specs without submitting them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AnalyzeResponse {
+    /// One analysis per spec, in request order.
+    pub analyses: Vec<serde_json::Value>,
 }
 
 /// `GET /api/v1/tasks`.
@@ -206,6 +225,9 @@ pub struct AgentView {
     pub last_seen_ms: u64,
     /// Tasks it has finished in this session.
     pub completed: u64,
+    /// What the router has learned: breaker, performance per skill, warm repositories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<serde_json::Value>,
 }
 
 /// `GET /api/v1/agents`.

@@ -22,6 +22,29 @@ pub struct HubConfig {
     pub queue_high_water: u64,
     /// Seconds suggested in Retry-After when shedding load.
     pub retry_after_secs: u64,
+    /// A running task with no progress report for this long is stalled (off when unset).
+    #[serde(
+        default,
+        with = "torch_core::spec::opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stall_after: Option<Duration>,
+    /// What a stall does: `event` (raise `task.stalled`) or `requeue` (also end the attempt).
+    pub stall_action: StallAction,
+    /// Routing (the `[routing]` section of `torch.toml`, set by the binary).
+    #[serde(skip)]
+    pub routing: torch_core::routing::RoutingConfig,
+}
+
+/// What the hub does when a running task stalls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StallAction {
+    /// Raise a `task.stalled` event on `nova.torch.tasks.active`.
+    #[default]
+    Event,
+    /// Raise the event and end the attempt (retry rules apply).
+    Requeue,
 }
 
 impl Default for HubConfig {
@@ -33,6 +56,9 @@ impl Default for HubConfig {
             max_body_bytes: 8 << 20,
             queue_high_water: 1_000_000,
             retry_after_secs: 5,
+            stall_after: None,
+            stall_action: StallAction::Event,
+            routing: torch_core::routing::RoutingConfig::default(),
         }
     }
 }
@@ -52,6 +78,18 @@ impl HubConfig {
         if self.max_body_bytes < 1024 {
             return Err("hub.max-body-bytes must be at least 1024".into());
         }
+        if self.stall_after.is_some_and(|d| d < Duration::from_secs(1)) {
+            return Err("hub.stall-after must be at least 1s".into());
+        }
+        let w = &self.routing.weights;
+        let weights = [w.skill, w.load, w.performance, w.affinity, w.cost];
+        if weights.iter().any(|x| !x.is_finite() || *x < 0.0) || weights.iter().sum::<f64>() <= 0.0 {
+            return Err("routing.weights must be non-negative and not all zero".into());
+        }
+        self.routing
+            .taxonomy
+            .validate()
+            .map_err(|e| format!("routing.taxonomy: {e}"))?;
         Ok(())
     }
 }

@@ -15,12 +15,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use torch_api::rest::AgentView;
 use torch_api::ws::{Assignment, HeldTask, Hello, HubMessage};
+use torch_core::routing::TaxonomyIndex;
 use torch_core::scheduler::{AgentSlots, QueuedTask, Scheduler};
-use torch_core::{AgentId, Skill, TaskId, TaskState};
-use torch_store::{ClaimRefused, Effect, FinishResult, Grant, Leased, Snapshot, Store, StoreError};
+use torch_core::{AgentId, Skill, SkillReq, TaskContext, TaskId, TaskState};
+use torch_store::{
+    ClaimRefused, Effect, FinishResult, Grant, Leased, NewEvent, Snapshot, Store, StoreError,
+    TASKS_ACTIVE,
+};
 use tracing::{debug, info, warn};
 
 use crate::clock::now_ms;
+use crate::config::StallAction;
 use crate::hub::Shared;
 
 /// A message for an agent's session; `ready` is when an assigned task became
@@ -34,6 +39,23 @@ impl From<HubMessage> for Outbound {
     fn from(msg: HubMessage) -> Self {
         Outbound { msg, ready: None }
     }
+}
+
+/// One finished report and what the store made of it.
+pub(crate) struct RecordedReport {
+    pub(crate) held: HeldTask,
+    /// The agent said the attempt succeeded.
+    pub(crate) succeeded: bool,
+    /// Wall time of the attempt.
+    pub(crate) duration_ms: u64,
+    pub(crate) result: Result<FinishResult, String>,
+}
+
+/// What the engine remembers of a task between queueing and its end, to
+/// teach the router when the attempt ends.
+struct TaskInfo {
+    skills: Vec<SkillReq>,
+    context: Option<TaskContext>,
 }
 
 /// Requests to the engine.
@@ -65,8 +87,12 @@ pub(crate) enum Cmd {
     /// Finished reports were recorded (or failed to be).
     Recorded {
         agent: AgentId,
-        results: Vec<(HeldTask, Result<FinishResult, String>)>,
+        results: Vec<RecordedReport>,
     },
+    /// A progress report arrived for a task (it is alive).
+    Progress { task: TaskId },
+    /// The skills of every connected agent (for task analysis).
+    AgentSkills(oneshot::Sender<Vec<Vec<Skill>>>),
     /// Results of an assign job.
     Granted {
         grants: Vec<Grant>,
@@ -101,6 +127,10 @@ struct Lease {
     fence: u64,
     expires_ms: u64,
     phase: Phase,
+    /// Last sign the task itself is alive (grant or progress report).
+    active_ms: u64,
+    /// A stall was already reported for this lease.
+    stalled: bool,
 }
 
 struct AgentEntry {
@@ -128,6 +158,10 @@ pub(crate) struct Engine<S> {
     leases: HashMap<TaskId, Lease>,
     /// When each queued task became ready (monotonic), for latency stats.
     ready_at: HashMap<TaskId, std::time::Instant>,
+    /// Routing facts of queued and leased tasks.
+    info: HashMap<TaskId, TaskInfo>,
+    /// Normalises advertised skill names (synonyms).
+    taxonomy: TaxonomyIndex,
     jobs: TaskTracker,
 }
 
@@ -140,13 +174,15 @@ impl<S: Store> Engine<S> {
         now: u64,
     ) -> Self {
         let mut e = Engine {
-            shared,
+            shared: shared.clone(),
             rx,
             tx,
-            sched: Scheduler::new(),
+            sched: Scheduler::with_config(shared.cfg.routing.clone()),
             agents: HashMap::new(),
             leases: HashMap::new(),
             ready_at: HashMap::new(),
+            info: HashMap::new(),
+            taxonomy: shared.cfg.routing.taxonomy.compile(),
             jobs: TaskTracker::new(),
         };
         let lease = e.lease_ms();
@@ -158,6 +194,8 @@ impl<S: Store> Engine<S> {
                     fence: l.fence,
                     expires_ms: now + lease,
                     phase: Phase::Held,
+                    active_ms: now,
+                    stalled: false,
                 },
             );
         }
@@ -174,6 +212,13 @@ impl<S: Store> Engine<S> {
         for t in tasks {
             let delay = Duration::from_millis(t.not_before.saturating_sub(now));
             self.ready_at.insert(t.id, mono + delay);
+            self.info.insert(
+                t.id,
+                TaskInfo {
+                    skills: t.skills.clone(),
+                    context: t.context.clone(),
+                },
+            );
             self.sched.enqueue(t);
         }
     }
@@ -230,6 +275,7 @@ impl<S: Store> Engine<S> {
                 for t in tasks {
                     self.sched.remove_task(t);
                     self.ready_at.remove(&t);
+                    self.info.remove(&t);
                 }
                 for (task, agent, fence) in revoked {
                     if let Some(l) = self.leases.get_mut(&task) {
@@ -287,8 +333,9 @@ impl<S: Store> Engine<S> {
                 self.heard_from(agent, now);
             }
             Cmd::Recorded { agent, results } => {
-                for (h, r) in results {
-                    match r {
+                for rep in results {
+                    let h = rep.held;
+                    match rep.result {
                         Ok(res) => {
                             if let Some(l) = self.leases.get(&h.task_id)
                                 && l.agent == agent
@@ -301,6 +348,7 @@ impl<S: Store> Engine<S> {
                                 if let Some(a) = self.agents.get_mut(&agent) {
                                     a.completed += 1;
                                 }
+                                self.learn(agent, h.task_id, rep.succeeded, rep.duration_ms, now);
                                 self.apply(effect, now);
                             }
                         }
@@ -331,6 +379,8 @@ impl<S: Store> Engine<S> {
                         self.sched.release_slot(agent);
                     }
                     if let FinishResult::Recorded(effect) = res {
+                        let lease = self.lease_ms();
+                        self.learn(agent, task, false, lease, now);
                         self.shared
                             .stats
                             .expired
@@ -347,19 +397,60 @@ impl<S: Store> Engine<S> {
                 }
             },
             Cmd::Agents(reply) => {
-                let _ = reply.send(self.agent_views());
+                let _ = reply.send(self.agent_views(now));
             }
+            Cmd::AgentSkills(reply) => {
+                let skills = self
+                    .agents
+                    .values()
+                    .filter(|a| a.tx.is_some())
+                    .map(|a| a.skills.clone())
+                    .collect();
+                let _ = reply.send(skills);
+            }
+            Cmd::Progress { task } => {
+                if let Some(l) = self.leases.get_mut(&task) {
+                    l.active_ms = now;
+                    l.stalled = false;
+                }
+            }
+        }
+    }
+
+    /// Teaches the router (performance, breaker) and the analysis history
+    /// how an attempt of `task` on `agent` went.
+    fn learn(&mut self, agent: AgentId, task: TaskId, success: bool, duration_ms: u64, now: u64) {
+        if let Some(info) = self.info.get(&task) {
+            self.sched.record_outcome(
+                agent,
+                &info.skills,
+                info.context.as_ref(),
+                success,
+                duration_ms,
+                now,
+            );
+        }
+        let key = match self.shared.history_keys.lock() {
+            Ok(mut keys) => keys.remove(&task),
+            Err(_) => None,
+        };
+        if let Some(key) = key
+            && let Ok(mut h) = self.shared.history.lock()
+        {
+            h.record(&key, success, duration_ms);
         }
     }
 
     fn apply(&mut self, effect: Effect, now: u64) {
         if effect.state.is_terminal() {
             self.shared.add_backlog(-1);
+            self.info.remove(&effect.task);
         }
         self.shared.add_backlog(-(effect.cancelled.len() as i64));
         for t in &effect.cancelled {
             self.sched.remove_task(*t);
             self.ready_at.remove(t);
+            self.info.remove(t);
         }
         let mut ready = effect.released;
         if let Some(r) = effect.requeued {
@@ -431,7 +522,8 @@ impl<S: Store> Engine<S> {
         entry.connected_ms = now;
         entry.last_seen_ms = now;
         entry.silent = false;
-        let mut slots = AgentSlots::new(id, hello.skills, hello.slots);
+        let skills = self.taxonomy.normalize_skills(&hello.skills);
+        let mut slots = AgentSlots::new(id, skills, hello.slots);
         slots.used = used;
         slots.labels = hello.labels;
         self.sched.upsert_agent(slots);
@@ -493,6 +585,7 @@ impl<S: Store> Engine<S> {
                 task: p.task,
                 agent: p.agent,
                 expires_ms,
+                explanation: serde_json::to_string(&p.explanation).ok(),
             })
             .collect();
         for g in &grants {
@@ -503,13 +596,23 @@ impl<S: Store> Engine<S> {
                     fence: 0,
                     expires_ms,
                     phase: Phase::Granting,
+                    active_ms: now,
+                    stalled: false,
                 },
             );
         }
         let store = self.shared.store.clone();
         let tx = self.tx.clone();
         self.jobs.spawn(async move {
-            let results = store.assign(grants.clone(), now).await;
+            let keep: Vec<Grant> = grants
+                .iter()
+                .map(|g| Grant {
+                    explanation: None,
+                    ..g.clone()
+                })
+                .collect();
+            let results = store.assign(grants, now).await;
+            let grants = keep;
             let _ = tx.send(Cmd::Granted { grants, results }).await;
         });
     }
@@ -623,7 +726,17 @@ impl<S: Store> Engine<S> {
         let lease = self.lease_ms();
         let mut expired = Vec::new();
         let mut dropped = Vec::new();
+        let mut stalls = Vec::new();
+        let stall_ms = self.shared.cfg.stall_after.map(|d| d.as_millis() as u64);
         for (task, l) in self.leases.iter_mut() {
+            if let Some(stall_ms) = stall_ms
+                && l.phase == Phase::Held
+                && !l.stalled
+                && now.saturating_sub(l.active_ms) >= stall_ms
+            {
+                l.stalled = true;
+                stalls.push((*task, l.agent, l.fence));
+            }
             if l.expires_ms > now {
                 continue;
             }
@@ -644,6 +757,9 @@ impl<S: Store> Engine<S> {
         for (task, agent) in dropped {
             self.leases.remove(&task);
             self.sched.release_slot(agent);
+        }
+        for (task, agent, fence) in stalls {
+            self.stalled(task, agent, fence, stall_ms.unwrap_or(0), now);
         }
         for (task, agent, fence) in expired {
             let mut name = String::new();
@@ -675,7 +791,44 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    fn agent_views(&self) -> Vec<AgentView> {
+    /// Reports a stalled task; with `stall-action = "requeue"` also ends its attempt.
+    fn stalled(&mut self, task: TaskId, agent: AgentId, fence: u64, stall_ms: u64, now: u64) {
+        let requeue = self.shared.cfg.stall_action == StallAction::Requeue;
+        warn!(task_id = %task, agent_id = %agent, fence, requeue, "task stalled: no progress for {stall_ms} ms");
+        let reason = format!("stalled: no progress report for {stall_ms} ms");
+        if requeue && let Some(l) = self.leases.get_mut(&task) {
+            l.phase = Phase::Expiring;
+            self.send(
+                agent,
+                HubMessage::Cancel {
+                    task_id: task,
+                    fence,
+                    reason: reason.clone(),
+                },
+            );
+        }
+        let store = self.shared.store.clone();
+        let tx = self.tx.clone();
+        self.jobs.spawn(async move {
+            let ev = NewEvent {
+                stream: TASKS_ACTIVE,
+                kind: "task.stalled".into(),
+                task: Some(task),
+                agent: Some(agent),
+                data: serde_json::json!({"fence": fence, "stall_ms": stall_ms, "requeue": requeue})
+                    .to_string(),
+            };
+            if let Err(e) = store.append_event(ev, now).await {
+                debug!(error = %e, "could not record a stall event");
+            }
+            if requeue {
+                let result = store.expire(task, fence, reason, now).await;
+                let _ = tx.send(Cmd::Expired { task, agent, result }).await;
+            }
+        });
+    }
+
+    fn agent_views(&self, now: u64) -> Vec<AgentView> {
         let mut v: Vec<AgentView> = self
             .agents
             .iter()
@@ -705,6 +858,10 @@ impl<S: Store> Engine<S> {
                     connected_ms: a.connected_ms,
                     last_seen_ms: a.last_seen_ms,
                     completed: a.completed,
+                    routing: self
+                        .sched
+                        .agent_state(*id, now)
+                        .and_then(|v| serde_json::to_value(v).ok()),
                 }
             })
             .collect();

@@ -1,6 +1,7 @@
 //! The hub: shared state, start-up and the HTTP server.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -8,6 +9,8 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use torch_core::TaskId;
+use torch_core::routing::{History, HistoryKey};
 use torch_store::{Store, TokenRecord};
 use tracing::info;
 
@@ -34,6 +37,10 @@ pub(crate) struct Shared<S> {
     pub(crate) session_seq: AtomicU64,
     /// Fires when the hub stops: sessions and long-polls end.
     pub(crate) shutdown: CancellationToken,
+    /// Outcomes of similar tasks, read by task analysis (in memory; rebuilt as tasks finish).
+    pub(crate) history: Mutex<History>,
+    /// History keys of tasks whose outcome is still to be recorded.
+    pub(crate) history_keys: Mutex<HashMap<TaskId, HistoryKey>>,
 }
 
 impl<S> Shared<S> {
@@ -99,6 +106,8 @@ impl<S: Store> Hub<S> {
             started: Instant::now(),
             session_seq: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
+            history: Mutex::new(History::new()),
+            history_keys: Mutex::new(HashMap::new()),
         });
         info!(
             queued = snapshot.queued.len(),

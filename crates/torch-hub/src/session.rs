@@ -20,7 +20,7 @@ use torch_store::{AgentEvent, Finish, FinishResult, NewEvent, Store, TASKS_FAILE
 use tracing::{debug, info, warn};
 
 use crate::clock::now_ms;
-use crate::engine::{Cmd, Outbound};
+use crate::engine::{Cmd, Outbound, RecordedReport};
 use crate::hub::Shared;
 
 const OUTBOX: usize = 8192;
@@ -297,6 +297,15 @@ async fn record<S: Store>(
             .iter()
             .map(|f| f.outcome.kind == OutcomeKind::Cancelled)
             .collect();
+        let verdicts: Vec<(bool, u64)> = finishes
+            .iter()
+            .map(|f| {
+                (
+                    f.outcome.kind == OutcomeKind::Succeeded,
+                    f.outcome.evidence.duration_ms,
+                )
+            })
+            .collect();
         let batch: Vec<Finish> = finishes
             .into_iter()
             .map(|f| Finish {
@@ -360,7 +369,17 @@ async fn record<S: Store>(
             .engine
             .send(Cmd::Recorded {
                 agent,
-                results: held.into_iter().zip(results).collect(),
+                results: held
+                    .into_iter()
+                    .zip(results)
+                    .zip(verdicts)
+                    .map(|((held, result), (succeeded, duration_ms))| RecordedReport {
+                        held,
+                        succeeded,
+                        duration_ms,
+                        result,
+                    })
+                    .collect(),
             })
             .await;
         for a in acks {

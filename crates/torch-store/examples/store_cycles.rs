@@ -32,6 +32,8 @@ fn new_task(n: u64) -> NewTask {
             ..TaskSpec::default()
         },
         deps: Vec::new(),
+        routing: None,
+        analysis: None,
     }
 }
 
@@ -44,6 +46,7 @@ async fn cycle(s: &SqliteStore, agent: AgentId, first: u64, count: u64, now: u64
             task: tid(n),
             agent,
             expires_ms: now + 60_000,
+            explanation: None,
         })
         .collect();
     let leased = s.assign(grants, now).await.expect("assign");

@@ -67,7 +67,8 @@ impl Routing {
         not_before: u64,
         avoid: Vec<AgentId>,
     ) -> QueuedTask {
-        let mut q = QueuedTask::new(id, priority, seq, self.skills.clone()).with_not_before(not_before);
+        let mut q =
+            QueuedTask::new(id, priority, seq, self.skills.clone()).with_not_before(not_before);
         q.preferred = self.preferred.clone();
         q.agent_labels = self.agent_labels.clone();
         q.context = self.context.clone();
@@ -166,6 +167,8 @@ pub struct Finish {
 }
 
 /// What recording a finished (or expired) attempt did.
+// `Recorded` is by far the common case, so boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum FinishResult {
     /// Recorded now.

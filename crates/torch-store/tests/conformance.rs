@@ -61,6 +61,10 @@ conformance!(
     misc::events_filter_and_order,
     misc::list_filters,
     misc::tokens_and_meta,
+    routing::routing_round_trips,
+    routing::plain_task_keeps_tenant,
+    routing::failed_agents_accumulate,
+    routing::explanation_stored,
     durability::reopen_keeps_everything,
     durability::fences_increase_across_reopen,
 );
@@ -85,6 +89,94 @@ async fn refuses_a_newer_schema() {
     std::fs::write(&not_a_db, vec![7u8; 8192]).expect("write junk");
     let err = SqliteStore::open(&not_a_db, SqliteOptions::default()).err();
     assert!(matches!(err, Some(StoreError::Corrupt(_))), "{err:?}");
+}
+
+/// A file written by the first schema (before routing data) opens, upgrades,
+/// and its tasks keep working with the new columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_a_v1_database() {
+    use torch_core::{OutcomeKind, TaskState};
+
+    let h = sqlite();
+    let scripts = torch_store::sqlite::migration_scripts();
+    assert!(scripts.len() >= 2);
+    std::fs::create_dir_all(h.path.parent().expect("dir")).expect("mkdir");
+    {
+        let conn = rusqlite::Connection::open(&h.path).expect("open raw");
+        conn.execute_batch(scripts[0]).expect("schema v1");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version");
+        // Inserted the way the v1 build did.
+        let spec = r#"{"name":"old","command":["true"],"skills":["sh"],"tenant":"team-c"}"#;
+        for (id, state) in [(1, "queued"), (2, "succeeded")] {
+            conn.execute(
+                "INSERT INTO tasks (id, name, state, priority, tenant, idempotency_key, spec,
+                                    skills, max_retries, backoff, deps_pending, created_ms,
+                                    updated_ms)
+                 VALUES (?1, 'old', ?2, 1, 'team-c', NULL, ?3, '[{\"name\":\"sh\",\"min\":0.0}]',
+                         3, NULL, 0, ?4, ?4)",
+                rusqlite::params![tid(id).to_string(), state, spec, NOW as i64],
+            )
+            .expect("insert v1 task");
+        }
+    }
+    let s = h.open();
+    {
+        let conn = rusqlite::Connection::open(&h.path).expect("open raw");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, scripts.len() as i64);
+    }
+    let rec = s.get_task(tid(1)).await.expect("get").expect("kept");
+    assert_eq!((rec.state, rec.name.as_str()), (TaskState::Queued, "old"));
+    assert_eq!(
+        (rec.analysis, rec.explanation, rec.failed_agents),
+        (None, None, vec![])
+    );
+    let snap = s.load().await.expect("load");
+    assert_eq!(snap.queued.len(), 1);
+    let q = &snap.queued[0];
+    assert_eq!((q.id, q.priority, q.tenant.as_str()), (tid(1), 1, "team-c"));
+    assert_eq!(q.skills, vec!["sh".parse().expect("skill")]);
+    assert!(q.avoid.is_empty() && q.preferred.is_empty());
+
+    // The old task runs, fails and is requeued with the new columns.
+    let l = suite::lease(&s, 1, 4, NOW).await;
+    let out = s
+        .finish(vec![suite::report(&l, OutcomeKind::Failed)], NOW)
+        .await
+        .expect("finish");
+    let torch_store::FinishResult::Recorded(e) = &out[0] else {
+        panic!("{out:?}");
+    };
+    assert_eq!(e.state, TaskState::Queued);
+    assert_eq!(
+        e.requeued.as_ref().map(|q| q.avoid.clone()),
+        Some(vec![suite::aid(4)])
+    );
+    // New tasks carry routing as usual.
+    let mut t = task(3, &[2]);
+    t.routing = Some(torch_store::Routing {
+        tenant: "team-c".into(),
+        ..Default::default()
+    });
+    let out = s.submit(vec![t], NOW).await.expect("submit");
+    assert_eq!(
+        out[0].ready.as_ref().map(|q| q.tenant.as_str()),
+        Some("team-c")
+    );
+    drop(s);
+    // Reopening an upgraded file changes nothing.
+    let s = h.open();
+    assert_eq!(
+        s.get_task(tid(1))
+            .await
+            .expect("get")
+            .expect("kept")
+            .failed_agents,
+        vec![suite::aid(4)]
+    );
 }
 
 /// Environment variable that turns [`crash_child`] into the writer process.

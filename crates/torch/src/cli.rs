@@ -76,6 +76,24 @@ pub(crate) enum Command {
     Progress(ProgressArgs),
     /// Validate a spec file without submitting it.
     Validate(ValidateArgs),
+    /// Why a task went where it went: candidates, per-factor scores, rejections.
+    Explain {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Task id.
+        id: String,
+    },
+    /// Analyse a spec file without submitting: skills, complexity, team need.
+    Analyze {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Spec file (TOML or JSON) or `-` for stdin.
+        file: String,
+    },
     /// Run the demo: a real DAG of shell tasks on a fresh embedded store.
     Demo(DemoArgs),
     /// Built-in benchmarks with machine-readable output.
@@ -330,6 +348,15 @@ pub(crate) struct DemoArgs {
 pub(crate) enum BenchCmd {
     /// End-to-end throughput and assignment latency with agent processes.
     Throughput(ThroughputArgs),
+    /// Routing quality: the real scorer against baselines on a simulated workload.
+    Routing {
+        /// Seed of the synthetic workload.
+        #[arg(long, default_value_t = torch_core::routing::sim::DEFAULT_SEED)]
+        seed: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What a benchmark task runs.

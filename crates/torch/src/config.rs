@@ -24,6 +24,8 @@ pub(crate) struct Config {
     pub(crate) agent: AgentConfig,
     /// `[up]`: the one-command local setup.
     pub(crate) up: UpConfig,
+    /// `[routing]`: scoring weights, taxonomy, breaker, batching.
+    pub(crate) routing: torch_core::routing::RoutingConfig,
 }
 
 /// `[store]`.
@@ -135,6 +137,8 @@ pub(crate) fn load(explicit: Option<&Path>) -> Result<Config> {
     let cfg: Config = fig
         .extract()
         .map_err(|e| exit(BAD_INPUT, format!("invalid configuration: {e}")))?;
+    let mut cfg = cfg;
+    cfg.hub.routing = cfg.routing.clone();
     cfg.hub
         .validate()
         .map_err(|e| exit(BAD_INPUT, format!("invalid configuration: {e}")))?;

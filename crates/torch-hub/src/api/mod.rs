@@ -35,6 +35,7 @@ pub(crate) fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
         .route("/api/v1/tasks/{id}/retry", post(tasks::retry::<S>))
         .route("/api/v1/tasks/{id}/logs", get(tasks::logs::<S>))
         .route("/api/v1/tasks/{id}/progress", post(tasks::progress::<S>))
+        .route("/api/v1/analyze", post(tasks::analyze_specs::<S>))
         .route("/api/v1/agents", get(misc::agents::<S>))
         .route("/api/v1/events", get(misc::events::<S>))
         .route("/api/v1/tokens", post(misc::create_token::<S>))

@@ -10,13 +10,16 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
+use tokio::sync::oneshot;
 use torch_api::rest::{
-    CancelRequest, CancelResponse, LogsView, ProgressRequest, SubmitRequest, SubmitResponse,
+    AnalyzeResponse, CancelRequest, CancelResponse, LogsView, ProgressRequest, SubmitRequest, SubmitResponse,
     SubmittedTask, TaskList, TaskView,
 };
 use torch_core::validate::validate_batch;
-use torch_core::{TaskId, TaskState};
-use torch_store::{FenceCheck, NewTask, Store, TaskFilter};
+use torch_core::routing::analyze;
+use torch_core::scheduler::QueuedTask;
+use torch_core::{Skill, TaskId, TaskState};
+use torch_store::{FenceCheck, NewTask, Routing, Store, TaskFilter};
 
 use super::views::task_view;
 use super::{ApiError, Need, authorize};
@@ -88,22 +91,44 @@ pub(crate) async fn submit<S: Store>(
         .iter()
         .map(|_| TaskId::from_uuid(uuid::Uuid::now_v7()))
         .collect();
-    let batch: Vec<NewTask> = valid
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let mut deps: Vec<TaskId> = v.local_deps.iter().map(|&k| ids[k]).collect();
-            deps.extend(v.external_deps);
-            NewTask {
-                id: ids[i],
-                name: v.spec.display_name(),
-                spec: v.spec,
-                deps,
-            }
-        })
-        .collect();
+    let agents = agent_skills(&shared).await?;
+    let mut warnings = Vec::with_capacity(valid.len());
+    let mut keys = Vec::with_capacity(valid.len());
+    let batch: Vec<NewTask> = {
+        let history = shared
+            .history
+            .lock()
+            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "history lock poisoned"))?;
+        valid
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let mut deps: Vec<TaskId> = v.local_deps.iter().map(|&k| ids[k]).collect();
+                deps.extend(v.external_deps);
+                let analysis = analyze(&v.spec, &shared.cfg.routing.taxonomy, &history, &agents);
+                let queued = QueuedTask::from_spec(ids[i], 0, &v.spec).with_analysis(&analysis);
+                warnings.push(analysis.warnings.clone());
+                keys.push((ids[i], analysis.history_key.clone()));
+                NewTask {
+                    id: ids[i],
+                    name: v.spec.display_name(),
+                    spec: v.spec,
+                    deps,
+                    routing: Some(Routing::of(&queued)),
+                    analysis: serde_json::to_string(&analysis).ok(),
+                }
+            })
+            .collect()
+    };
     let results = shared.store.submit(batch, now_ms()).await?;
     shared.bump();
+    if let Ok(mut hk) = shared.history_keys.lock() {
+        for ((id, key), r) in keys.into_iter().zip(&results) {
+            if !r.duplicate {
+                hk.insert(id, key);
+            }
+        }
+    }
     let fresh = results.iter().filter(|r| !r.duplicate).count();
     shared.add_backlog(fresh as i64);
     let ready: Vec<_> = results.iter().filter_map(|r| r.ready.clone()).collect();
@@ -112,14 +137,61 @@ pub(crate) async fn submit<S: Store>(
     }
     let tasks = results
         .into_iter()
-        .map(|r| SubmittedTask {
+        .zip(warnings)
+        .map(|(r, warnings)| SubmittedTask {
             id: r.id,
             name: r.name,
             state: r.state,
             duplicate: r.duplicate,
+            warnings,
         })
         .collect();
     Ok((StatusCode::CREATED, Json(SubmitResponse { tasks })))
+}
+
+/// The skills of the connected agents, from the engine.
+async fn agent_skills<S: Store>(shared: &Shared<S>) -> Result<Vec<Vec<Skill>>, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    let stopping = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "hub_stopping", "the hub is shutting down");
+    shared
+        .engine
+        .send(Cmd::AgentSkills(tx))
+        .await
+        .map_err(|_| stopping())?;
+    rx.await.map_err(|_| stopping())
+}
+
+/// `POST /api/v1/analyze`: the analysis of each spec, without submitting.
+pub(crate) async fn analyze_specs<S: Store>(
+    State(shared): St<S>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<AnalyzeResponse>, ApiError> {
+    authorize(&shared, &headers, Need::Submit).await?;
+    let body = body.map_err(body_error)?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let req: SubmitRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::bad_request("invalid_spec", format!("request body at {path}: {}", e.into_inner()))
+    })?;
+    let source = req.source.clone().unwrap_or_else(|| "request".into());
+    let valid = validate_batch(&source, req.tasks).map_err(|errs| {
+        let details: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();
+        ApiError::bad_request("invalid_spec", details.join("; ")).with_details(details)
+    })?;
+    let agents = agent_skills(&shared).await?;
+    let history = shared
+        .history
+        .lock()
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "history lock poisoned"))?;
+    let analyses = valid
+        .iter()
+        .map(|v| {
+            serde_json::to_value(analyze(&v.spec, &shared.cfg.routing.taxonomy, &history, &agents))
+                .unwrap_or(serde_json::Value::Null)
+        })
+        .collect();
+    Ok(Json(AnalyzeResponse { analyses }))
 }
 
 /// Query of `GET /api/v1/tasks`.
@@ -334,6 +406,7 @@ pub(crate) async fn progress<S: Store>(
     {
         FenceCheck::Ok => {
             shared.bump();
+            let _ = shared.engine.send(Cmd::Progress { task: id }).await;
             Ok(StatusCode::NO_CONTENT)
         }
         FenceCheck::Stale {

@@ -5,10 +5,9 @@ use std::collections::VecDeque;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
-use torch_core::scheduler::QueuedTask;
 use torch_core::{AgentId, TaskId, TaskState};
 
-use super::rows::{self, Ev, put_event, to_i64};
+use super::rows::{self, Ev, QueuedRow, put_event, queued_cols, to_i64};
 use super::writer::Tx;
 use crate::{Cancelled, Requeued, StoreError, TASKS_FAILED, TASKS_QUEUE};
 
@@ -176,16 +175,19 @@ pub(crate) fn retry(tx: &mut Tx<'_>, task: TaskId, now: u64) -> Result<Requeued,
     } else {
         TaskState::Blocked
     };
-    let (priority, seq, skills): (i32, i64, String) = conn
-        .prepare_cached(
+    // `failed_agents` is kept: routing still avoids them while others can.
+    let row = {
+        let mut st = conn.prepare_cached(concat!(
             "UPDATE tasks SET state = ?2, retries_used = 0, deps_pending = ?3, reason = NULL,
                  agent_id = NULL, lease_expires_ms = 0, not_before_ms = 0, updated_ms = ?4
              WHERE id = ?1
-             RETURNING priority, seq, skills",
-        )?
-        .query_row(params![id, new_state.as_str(), pending, to_i64(now)], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
+             RETURNING ",
+            queued_cols!()
+        ))?;
+        let mut q = st.query(params![id, new_state.as_str(), pending, to_i64(now)])?;
+        let r = q.next()?.ok_or(StoreError::NotFound(task))?;
+        QueuedRow::read(r, 0)?
+    };
     let ev = Ev {
         stream: TASKS_QUEUE,
         kind: "task.retried",
@@ -195,12 +197,7 @@ pub(crate) fn retry(tx: &mut Tx<'_>, task: TaskId, now: u64) -> Result<Requeued,
     };
     put_event(conn, ev, now)?;
     let ready = match new_state {
-        TaskState::Queued => Some(QueuedTask::new(
-            task,
-            priority,
-            rows::to_u64(seq)?,
-            rows::skills(&skills)?,
-        )),
+        TaskState::Queued => Some(row.queued()?),
         _ => None,
     };
     Ok(Requeued {

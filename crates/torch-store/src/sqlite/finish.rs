@@ -14,7 +14,7 @@ use torch_core::state::{RetryDecision, retry_decision};
 use torch_core::{AgentId, Backoff, Evidence, Outcome, OutcomeKind, TaskId, TaskState};
 
 use super::cancel::cascade;
-use super::rows::{self, Ev, put_event, to_i64};
+use super::rows::{self, Ev, QueuedRow, put_event, queued_cols, to_i64};
 use super::writer::Tx;
 use crate::{
     Cancelled, Effect, Finish, FinishResult, StoreError, TASKS_COMPLETED, TASKS_FAILED, TASKS_QUEUE,
@@ -35,12 +35,15 @@ struct Attempt {
     skills: String,
     max_retries: u32,
     backoff: Option<String>,
+    tenant: String,
+    routing: Option<String>,
+    failed_agents: Option<String>,
 }
 
 fn load_attempt(conn: &Connection, id: TaskId) -> Result<Option<Attempt>, StoreError> {
     let mut st = conn.prepare_cached(
         "SELECT name, state, fence, finished_fence, agent_id, attempt, retries_used, priority,
-                seq, skills, max_retries, backoff
+                seq, skills, max_retries, backoff, tenant, routing, failed_agents
          FROM tasks WHERE id = ?1",
     )?;
     let mut q = st.query([id.to_string()])?;
@@ -61,6 +64,9 @@ fn load_attempt(conn: &Connection, id: TaskId) -> Result<Option<Attempt>, StoreE
         skills: r.get(9)?,
         max_retries: r.get(10)?,
         backoff: r.get(11)?,
+        tenant: r.get(12)?,
+        routing: r.get(13)?,
+        failed_agents: r.get(14)?,
     }))
 }
 
@@ -173,11 +179,16 @@ fn end_attempt(
     ending: Ending,
     now: u64,
 ) -> Result<Effect, StoreError> {
-    let set = |state: TaskState, not_before: u64, retries: u32, reason: Option<&str>| {
+    let set = |state: TaskState,
+               not_before: u64,
+               retries: u32,
+               reason: Option<&str>,
+               failed: Option<&str>| {
         let mut st = conn.prepare_cached(
             "UPDATE tasks SET state = ?2, agent_id = NULL, last_agent_id = ?3,
                  finished_fence = fence, lease_expires_ms = 0, not_before_ms = ?4,
-                 retries_used = ?5, outcome = ?6, reason = ?7, updated_ms = ?8
+                 retries_used = ?5, outcome = ?6, reason = ?7, updated_ms = ?8,
+                 failed_agents = ?9
              WHERE id = ?1",
         )?;
         st.execute(params![
@@ -188,7 +199,8 @@ fn end_attempt(
             retries,
             outcome,
             reason,
-            to_i64(now)
+            to_i64(now),
+            failed
         ])?;
         Ok::<_, StoreError>(state)
     };
@@ -201,7 +213,8 @@ fn end_attempt(
     };
     let (stream, kind, data) = match &ending {
         Ending::Success => {
-            effect.state = set(TaskState::Succeeded, 0, a.retries_used, None)?;
+            let failed = a.failed_agents.as_deref();
+            effect.state = set(TaskState::Succeeded, 0, a.retries_used, None, failed)?;
             let data = json!({"agent": agent, "fence": a.fence, "attempt": a.attempt});
             (TASKS_COMPLETED, "task.succeeded", data)
         }
@@ -216,21 +229,32 @@ fn end_attempt(
                 None => Backoff::default(),
             };
             let budget_attempt = a.retries_used.saturating_add(1);
+            let (failed, failed_list) = rows::add_failed(a.failed_agents.as_deref(), agent)?;
+            let failed = failed.as_deref();
             match retry_decision(budget_attempt, a.max_retries, &backoff, *fatal, now) {
                 RetryDecision::Retry { not_before, .. } => {
-                    effect.state = set(TaskState::Queued, not_before, budget_attempt, None)?;
-                    effect.requeued = Some(
-                        QueuedTask::new(a.id, a.priority, a.seq, rows::skills(&a.skills)?)
-                            .with_not_before(not_before),
-                    );
+                    effect.state =
+                        set(TaskState::Queued, not_before, budget_attempt, None, failed)?;
+                    effect.requeued = Some(rows::queued(
+                        a.id,
+                        a.priority,
+                        a.seq,
+                        not_before,
+                        &a.skills,
+                        &a.tenant,
+                        a.routing.as_deref(),
+                        failed,
+                    )?);
                     let data = json!({"reason": reason, "attempt": a.attempt, "fence": a.fence,
                         "will_retry": true, "retry_at_ms": not_before});
                     (TASKS_FAILED, *kind, data)
                 }
                 RetryDecision::Dead => {
-                    effect.state = set(TaskState::Dead, 0, a.retries_used, Some(reason))?;
+                    let reason = dead_reason(failed_list.len(), reason);
+                    let dead = set(TaskState::Dead, 0, a.retries_used, Some(&reason), failed)?;
+                    effect.state = dead;
                     let data = json!({"reason": reason, "attempt": a.attempt, "fence": a.fence,
-                        "cause": cause});
+                        "cause": cause, "failed_agents": failed_list});
                     (TASKS_FAILED, "task.dead", data)
                 }
             }
@@ -261,27 +285,35 @@ fn end_attempt(
     Ok(effect)
 }
 
+/// Why a task died: on how many distinct agents it failed, then the last
+/// attempt's reason.
+fn dead_reason(agents: usize, last: &str) -> String {
+    match agents {
+        0 => last.to_owned(),
+        1 => format!("failed on 1 agent: {last}"),
+        n => format!("failed on {n} agents: {last}"),
+    }
+}
+
 /// One fewer pending dependency for each blocked dependent of `dep`; those
 /// reaching zero become queued and are returned.
 fn release(conn: &Connection, dep: TaskId, now: u64) -> Result<Vec<QueuedTask>, StoreError> {
-    let mut st = conn.prepare_cached(
-        "SELECT t.id, t.deps_pending, t.priority, t.seq, t.skills
-         FROM deps d JOIN tasks t ON t.id = d.task_id
-         WHERE d.dep_id = ?1 AND t.state = 'blocked'",
-    )?;
-    let found = st
-        .query_map([dep.to_string()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i32>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut st = conn.prepare_cached(concat!(
+        "SELECT t.deps_pending, ",
+        queued_cols!(),
+        " FROM deps d JOIN tasks t ON t.id = d.task_id
+         WHERE d.dep_id = ?1 AND t.state = 'blocked'"
+    ))?;
+    let mut found = Vec::new();
+    let mut q = st.query([dep.to_string()])?;
+    while let Some(r) = q.next()? {
+        found.push((r.get::<_, i64>(0)?, QueuedRow::read(r, 1)?));
+    }
+    drop(q);
+    drop(st);
     let mut out = Vec::new();
-    for (id, pending, priority, seq, skills) in found {
+    for (pending, mut row) in found {
+        let id = row.id.to_string();
         if pending > 1 {
             conn.prepare_cached(
                 "UPDATE tasks SET deps_pending = deps_pending - 1, updated_ms = ?2 WHERE id = ?1",
@@ -295,7 +327,7 @@ fn release(conn: &Connection, dep: TaskId, now: u64) -> Result<Vec<QueuedTask>, 
              WHERE id = ?1",
         )?
         .execute(params![id, to_i64(now)])?;
-        let task = rows::task_id(&id)?;
+        let task = row.id;
         let ev = Ev {
             stream: TASKS_QUEUE,
             kind: "task.ready",
@@ -304,12 +336,8 @@ fn release(conn: &Connection, dep: TaskId, now: u64) -> Result<Vec<QueuedTask>, 
             data: json!({"released_by": dep}).to_string(),
         };
         put_event(conn, ev, now)?;
-        out.push(QueuedTask::new(
-            task,
-            priority,
-            rows::to_u64(seq)?,
-            rows::skills(&skills)?,
-        ));
+        row.not_before = 0;
+        out.push(row.queued()?);
     }
     Ok(out)
 }

@@ -98,6 +98,13 @@ impl SqliteStore {
     }
 }
 
+/// The schema migration scripts, oldest first: script `i` takes a database
+/// from version `i` to `i + 1`. For upgrade tests only.
+#[doc(hidden)]
+pub fn migration_scripts() -> &'static [&'static str] {
+    schema::MIGRATIONS
+}
+
 impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
         "sqlite"

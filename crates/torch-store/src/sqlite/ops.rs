@@ -25,7 +25,7 @@ pub(crate) fn assign(
         let mut st = tx.conn.prepare_cached(
             "UPDATE tasks SET state = 'assigned', agent_id = ?2, fence = ?3, attempt = attempt + 1,
                  lease_expires_ms = ?4, not_before_ms = 0, progress_pct = NULL,
-                 progress_msg = NULL, progress_ms = NULL, updated_ms = ?5
+                 progress_msg = NULL, progress_ms = NULL, updated_ms = ?5, explanation = ?6
              WHERE id = ?1 AND state = 'queued'
              RETURNING name, spec, attempt",
         )?;
@@ -36,7 +36,8 @@ pub(crate) fn assign(
                     g.agent.to_string(),
                     to_i64(fence),
                     to_i64(g.expires_ms),
-                    to_i64(now)
+                    to_i64(now),
+                    g.explanation.as_deref()
                 ],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -51,13 +52,17 @@ pub(crate) fn assign(
         };
         tx.take_fence();
         let spec: TaskSpec = rows::json("spec", &spec)?;
-        let data = json!({"agent": g.agent, "fence": fence, "attempt": attempt});
+        let data = json!({"agent": g.agent, "fence": fence, "attempt": attempt}).to_string();
+        let data = match &g.explanation {
+            None => data,
+            Some(x) => with_explanation(data, x),
+        };
         let ev = Ev {
             stream: TASKS_ACTIVE,
             kind: "task.assigned",
             task: Some(g.task),
             agent: Some(g.agent),
-            data: data.to_string(),
+            data,
         };
         put_event(tx.conn, ev, now)?;
         out.push(Ok(Leased {
@@ -70,6 +75,22 @@ pub(crate) fn assign(
         }));
     }
     Ok(out)
+}
+
+/// Adds `"explanation": <x>` to the JSON object `data`: the text of `x` itself
+/// when it is valid JSON (checked without building it), else `x` as a string.
+fn with_explanation(mut data: String, x: &str) -> String {
+    let raw = serde_json::from_str::<serde::de::IgnoredAny>(x).is_ok();
+    // `data` is a serialized object, so it ends with `}`.
+    data.pop();
+    data.push_str(",\"explanation\":");
+    if raw {
+        data.push_str(x.trim());
+    } else {
+        data.push_str(&serde_json::Value::from(x).to_string());
+    }
+    data.push('}');
+    data
 }
 
 /// The task's fence and state, if it exists.

@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
-use torch_core::scheduler::QueuedTask;
 use torch_core::{AgentId, TaskId, TaskState};
 
-use super::rows::{self, to_i64, to_u64};
+use super::rows::{self, QueuedRow, queued_cols, to_i64, to_u64};
 use super::schema;
 use crate::{
     EventRecord, LeaseRecord, LogRecord, Snapshot, StoreError, TaskFilter, TaskPage, TaskRecord,
@@ -77,7 +76,7 @@ impl Readers {
 
 const TASK_COLS: &str = "id, seq, name, state, spec, attempt, fence, agent_id, last_agent_id,
     not_before_ms, progress_pct, progress_msg, progress_ms, outcome, reason, created_ms,
-    updated_ms";
+    updated_ms, analysis, explanation, failed_agents";
 
 fn task_row(r: &Row<'_>) -> Result<TaskRecord, StoreError> {
     let pct: Option<f64> = r.get(10)?;
@@ -110,6 +109,9 @@ fn task_row(r: &Row<'_>) -> Result<TaskRecord, StoreError> {
         reason: r.get(14)?,
         created_ms: to_u64(r.get(15)?)?,
         updated_ms: to_u64(r.get(16)?)?,
+        analysis: r.get(17)?,
+        explanation: r.get(18)?,
+        failed_agents: rows::failed_agents(r.get::<_, Option<String>>(19)?.as_deref())?,
     })
 }
 
@@ -305,21 +307,14 @@ pub(crate) fn lease_holder(
 pub(crate) fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
     let _snapshot = conn.unchecked_transaction()?;
     let mut snap = Snapshot::default();
-    let mut st = conn.prepare_cached(
-        "SELECT id, priority, seq, skills, not_before_ms FROM tasks
-         WHERE state = 'queued' ORDER BY seq",
-    )?;
+    let mut st = conn.prepare_cached(concat!(
+        "SELECT ",
+        queued_cols!(),
+        " FROM tasks WHERE state = 'queued' ORDER BY seq"
+    ))?;
     let mut q = st.query([])?;
     while let Some(r) = q.next()? {
-        snap.queued.push(
-            QueuedTask::new(
-                rows::task_id(&r.get::<_, String>(0)?)?,
-                r.get(1)?,
-                to_u64(r.get(2)?)?,
-                rows::skills(&r.get::<_, String>(3)?)?,
-            )
-            .with_not_before(to_u64(r.get(4)?)?),
-        );
+        snap.queued.push(QueuedRow::read(r, 0)?.queued()?);
     }
     drop(q);
     let mut st = conn.prepare_cached(

@@ -20,7 +20,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 96;
 
 /// Migration scripts; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: tasks, their dependencies and labels, logs, events, tokens,
 /// metadata, counters and agents.
@@ -128,6 +128,22 @@ CREATE TABLE agents (
     left_ms   INTEGER,
     reason    TEXT
 );
+";
+
+/// Version 2: routing data.
+///
+/// - `routing`: the task's [`crate::Routing`] as JSON; NULL when it was
+///   submitted without one (its queued form then comes from `skills` and
+///   `tenant`). When set, `skills` holds the same normalised skills.
+/// - `failed_agents`: JSON array of the distinct agents whose attempts failed
+///   (or whose leases expired), in order; NULL when none.
+/// - `analysis`: the task analysis (JSON) given at submission.
+/// - `explanation`: why the current or last lease went to its agent (JSON).
+const V2: &str = "
+ALTER TABLE tasks ADD COLUMN routing TEXT;
+ALTER TABLE tasks ADD COLUMN failed_agents TEXT;
+ALTER TABLE tasks ADD COLUMN analysis TEXT;
+ALTER TABLE tasks ADD COLUMN explanation TEXT;
 ";
 
 /// Opens the writer connection: creates the file (and its directory), sets

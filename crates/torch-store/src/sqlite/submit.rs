@@ -20,7 +20,7 @@ enum Slot {
     /// Inserted as a new task.
     New,
     /// Its idempotency key matched a stored task.
-    Stored(Submitted),
+    Stored(Box<Submitted>),
     /// Its idempotency key matched an earlier task of this batch (by index).
     Earlier(usize),
 }
@@ -47,7 +47,7 @@ pub(crate) fn submit(
             }
             if let Some(dup) = find_key(tx, tenant, key)? {
                 alias.insert(t.id, dup.id);
-                slots.push(Slot::Stored(dup));
+                slots.push(Slot::Stored(Box::new(dup)));
                 continue;
             }
             keys.insert((tenant, key), i);
@@ -115,7 +115,7 @@ pub(crate) fn submit(
     for ((t, slot), (deps, pending)) in batch.iter().zip(slots).zip(resolved) {
         let sub = match slot {
             Slot::New => insert(tx, t, &deps, pending, now)?,
-            Slot::Stored(dup) => dup,
+            Slot::Stored(dup) => *dup,
             Slot::Earlier(j) => {
                 let first = &out[j];
                 Submitted {
@@ -171,10 +171,20 @@ fn insert(
         .as_ref()
         .map(|b| rows::to_json("backoff", b))
         .transpose()?;
+    // With routing, `skills` holds its normalised skills so that every reader
+    // of the column agrees with the routing.
+    let (skills, routing) = match &t.routing {
+        Some(r) => (
+            rows::to_json("skills", &r.skills)?,
+            Some(rows::to_json("routing", r)?),
+        ),
+        None => (rows::to_json("skills", &spec.skills)?, None),
+    };
     let mut st = conn.prepare_cached(
         "INSERT INTO tasks (id, name, state, priority, tenant, idempotency_key, spec, skills,
-                            max_retries, backoff, deps_pending, created_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+                            max_retries, backoff, deps_pending, created_ms, updated_ms,
+                            routing, analysis)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)",
     )?;
     let inserted = st.execute(params![
         id,
@@ -184,11 +194,13 @@ fn insert(
         spec.tenant.as_deref().unwrap_or(DEFAULT_TENANT),
         spec.idempotency_key,
         rows::to_json("spec", spec)?,
-        rows::to_json("skills", &spec.skills)?,
+        skills,
         spec.max_retries(),
         backoff,
         pending,
         to_i64(now),
+        routing,
+        t.analysis,
     ]);
     match inserted {
         Ok(_) => {}
@@ -224,7 +236,10 @@ fn insert(
         data: data.to_string(),
     };
     put_event(conn, ev, now)?;
-    let ready = (state == TaskState::Queued).then(|| QueuedTask::from_spec(t.id, seq, spec));
+    let ready = (state == TaskState::Queued).then(|| match &t.routing {
+        Some(r) => r.queued(t.id, spec.priority, seq, 0, Vec::new()),
+        None => QueuedTask::from_spec(t.id, seq, spec),
+    });
     Ok(Submitted {
         id: t.id,
         name: t.name.clone(),

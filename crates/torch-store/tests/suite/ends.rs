@@ -201,7 +201,12 @@ pub(crate) async fn failures_retry_then_dead(h: &impl Harness) {
         "dependents, transitively"
     );
     let rec = s.get_task(tid(1)).await.expect("get").expect("exists");
-    assert_eq!(rec.reason.as_deref(), Some("it failed"));
+    assert_eq!(
+        rec.reason.as_deref(),
+        Some("failed on 2 agents: it failed"),
+        "failed on agents 1, 1 and 2"
+    );
+    assert_eq!(rec.failed_agents, vec![aid(1), aid(2)]);
     for n in [2, 3] {
         let rec = s.get_task(tid(n)).await.expect("get").expect("exists");
         assert_eq!(rec.state, TaskState::Cancelled);

@@ -17,6 +17,7 @@ pub(crate) async fn assign_refuses_non_queued(h: &impl Harness) {
         task: tid(n),
         agent: aid(a),
         expires_ms: NOW + 5000,
+        explanation: None,
     };
     let out = s
         .assign(vec![g(1, 1), g(1, 2), g(2, 1), g(99, 1)], NOW)
@@ -69,6 +70,7 @@ pub(crate) async fn concurrent_claims(h: &impl Harness) {
                     task: tid(n),
                     agent: aid(agent),
                     expires_ms: NOW + 5000,
+                    explanation: None,
                 })
                 .collect();
             s.assign(grants, NOW).await.expect("assign")

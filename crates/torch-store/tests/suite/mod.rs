@@ -8,6 +8,7 @@ pub(crate) mod durability;
 pub(crate) mod ends;
 pub(crate) mod lease;
 pub(crate) mod misc;
+pub(crate) mod routing;
 pub(crate) mod submit;
 
 use std::time::Duration;
@@ -50,6 +51,8 @@ pub(crate) fn task(n: u64, deps: &[u64]) -> NewTask {
             ..TaskSpec::default()
         },
         deps: deps.iter().map(|d| tid(*d)).collect(),
+        routing: None,
+        analysis: None,
     }
 }
 
@@ -78,6 +81,7 @@ pub(crate) async fn lease<S: Store>(s: &S, n: u64, agent: u64, now: u64) -> Leas
         task: tid(n),
         agent: aid(agent),
         expires_ms: now + 30_000,
+        explanation: None,
     };
     let mut out = s.assign(vec![grant], now).await.expect("assign");
     out.pop()

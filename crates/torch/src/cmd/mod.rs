@@ -3,7 +3,9 @@
 mod agent;
 mod agents;
 mod bench;
+mod bench_routing;
 mod demo;
+mod explain;
 mod progress;
 mod serve;
 mod submit;
@@ -59,9 +61,12 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         },
         Command::Progress(a) => progress::run(a).await,
         Command::Validate(a) => validate::run(a),
+        Command::Explain { hub, out, id } => explain::explain(hub, out, id).await,
+        Command::Analyze { hub, out, file } => explain::analyze(hub, out, file).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Bench { cmd } => match cmd {
             BenchCmd::Throughput(a) => bench::throughput(a).await,
+            BenchCmd::Routing { seed, json } => bench_routing::run(seed, json),
         },
         Command::Supervise { .. } => Ok(()),
     }

@@ -115,6 +115,11 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
             },
         )
         .await?;
+    for t in &resp.tasks {
+        for w in &t.warnings {
+            eprintln!("warning: {}: {w}", t.name);
+        }
+    }
     if !args.wait {
         if args.json {
             return output::json(&resp);
