@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use torch_core::TaskId;
-use torch_core::routing::{History, HistoryKey};
+use torch_core::routing::{History, HistoryKey, TaxonomyIndex};
 use torch_store::{Store, TokenRecord};
 use tracing::info;
 
@@ -41,6 +41,8 @@ pub(crate) struct Shared<S> {
     pub(crate) history: Mutex<History>,
     /// History keys of tasks whose outcome is still to be recorded.
     pub(crate) history_keys: Mutex<HashMap<TaskId, HistoryKey>>,
+    /// The routing taxonomy, compiled once.
+    pub(crate) taxonomy: TaxonomyIndex,
 }
 
 impl<S> Shared<S> {
@@ -92,6 +94,7 @@ impl<S: Store> Hub<S> {
             admin_token = Some(token);
         }
         let snapshot = store.load().await?;
+        let taxonomy_index = cfg.routing.taxonomy.compile();
         let (tx, rx) = mpsc::channel(8192);
         let (events_gen, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
@@ -108,6 +111,7 @@ impl<S: Store> Hub<S> {
             shutdown: CancellationToken::new(),
             history: Mutex::new(History::new()),
             history_keys: Mutex::new(HashMap::new()),
+            taxonomy: taxonomy_index,
         });
         info!(
             queued = snapshot.queued.len(),

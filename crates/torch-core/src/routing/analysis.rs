@@ -71,17 +71,29 @@ pub struct TaskAnalysis {
 
 /// Analyses `spec` against the taxonomy, the history of similar tasks, and
 /// the skills of the agents known now (one `Vec<Skill>` per agent).
+///
+/// Compiles the taxonomy on every call; callers analysing many tasks should
+/// compile once and use [`analyze_with`].
 pub fn analyze(
     spec: &TaskSpec,
     tax: &Taxonomy,
     history: &History,
     agents: &[Vec<Skill>],
 ) -> TaskAnalysis {
-    let idx = tax.compile();
+    analyze_with(spec, &tax.compile(), history, agents)
+}
+
+/// [`analyze`] with a taxonomy compiled once ([`Taxonomy::compile`]).
+pub fn analyze_with(
+    spec: &TaskSpec,
+    idx: &TaxonomyIndex,
+    history: &History,
+    agents: &[Vec<Skill>],
+) -> TaskAnalysis {
     let mut warnings = Vec::new();
-    let required = normalise(&idx, &spec.skills, &mut warnings);
+    let required = normalise(idx, &spec.skills, &mut warnings);
     let mut preferred: Vec<Inference> = Vec::new();
-    for p in normalise(&idx, &spec.preferred_skills, &mut warnings) {
+    for p in normalise(idx, &spec.preferred_skills, &mut warnings) {
         if !required.iter().any(|r| r.name == p.name) {
             preferred.push(Inference {
                 skill: p,
@@ -150,7 +162,7 @@ pub fn analyze(
         history,
         &history_key,
     );
-    let (needs_team, team_reason) = team(&idx, &required, agents, &mut warnings);
+    let (needs_team, team_reason) = team(idx, &required, agents, &mut warnings);
     TaskAnalysis {
         required,
         preferred,

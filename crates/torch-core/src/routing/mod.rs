@@ -30,7 +30,7 @@ pub mod taxonomy;
 mod taxonomy_defaults;
 mod workload;
 
-pub use analysis::{Complexity, ComplexityLevel, Inference, TaskAnalysis, analyze};
+pub use analysis::{Complexity, ComplexityLevel, Inference, TaskAnalysis, analyze, analyze_with};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use explain::{AssignMode, Candidate, Explanation, FactorScore, RejectReason, Rejection};
 pub use history::{History, HistoryKey};

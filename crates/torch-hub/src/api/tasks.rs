@@ -16,7 +16,7 @@ use torch_api::rest::{
     SubmittedTask, TaskList, TaskView,
 };
 use torch_core::validate::validate_batch;
-use torch_core::routing::analyze;
+use torch_core::routing::analyze_with;
 use torch_core::scheduler::QueuedTask;
 use torch_core::{Skill, TaskId, TaskState};
 use torch_store::{FenceCheck, NewTask, Routing, Store, TaskFilter};
@@ -105,7 +105,7 @@ pub(crate) async fn submit<S: Store>(
             .map(|(i, v)| {
                 let mut deps: Vec<TaskId> = v.local_deps.iter().map(|&k| ids[k]).collect();
                 deps.extend(v.external_deps);
-                let analysis = analyze(&v.spec, &shared.cfg.routing.taxonomy, &history, &agents);
+                let analysis = analyze_with(&v.spec, &shared.taxonomy, &history, &agents);
                 let queued = QueuedTask::from_spec(ids[i], 0, &v.spec).with_analysis(&analysis);
                 warnings.push(analysis.warnings.clone());
                 keys.push((ids[i], analysis.history_key.clone()));
@@ -187,7 +187,7 @@ pub(crate) async fn analyze_specs<S: Store>(
     let analyses = valid
         .iter()
         .map(|v| {
-            serde_json::to_value(analyze(&v.spec, &shared.cfg.routing.taxonomy, &history, &agents))
+            serde_json::to_value(analyze_with(&v.spec, &shared.taxonomy, &history, &agents))
                 .unwrap_or(serde_json::Value::Null)
         })
         .collect();

@@ -11,4 +11,5 @@ mod faults;
 mod harness;
 mod input;
 mod processes;
+mod routing;
 mod scheduling;
