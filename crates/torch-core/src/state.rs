@@ -81,7 +81,9 @@ impl fmt::Display for TaskState {
 
 /// An unknown task state name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown task state {0:?}: expected one of blocked, queued, assigned, running, succeeded, dead, cancelled")]
+#[error(
+    "unknown task state {0:?}: expected one of blocked, queued, assigned, running, succeeded, dead, cancelled"
+)]
 pub struct UnknownState(pub String);
 
 impl FromStr for TaskState {

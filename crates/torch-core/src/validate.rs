@@ -233,7 +233,10 @@ pub fn validate_batch(source: &str, specs: Vec<TaskSpec>) -> Result<Vec<ValidTas
     if specs.len() > MAX_BATCH {
         return Err(err(
             String::new(),
-            format!("{} tasks in one submission; the limit is {MAX_BATCH}", specs.len()),
+            format!(
+                "{} tasks in one submission; the limit is {MAX_BATCH}",
+                specs.len()
+            ),
         )
         .into());
     }
@@ -243,12 +246,13 @@ pub fn validate_batch(source: &str, specs: Vec<TaskSpec>) -> Result<Vec<ValidTas
         let p = task_path(n, i, spec);
         check_fields(spec, &p, &mut |f, m| errors.push(err(join(&p, f), m)));
         if let Some(name) = &spec.name
-            && let Some(first) = names.insert(name.clone(), i) {
-                errors.push(err(
-                    join(&p, "name"),
-                    format!("duplicate task name {name:?} (first used by task[{first}])"),
-                ));
-            }
+            && let Some(first) = names.insert(name.clone(), i)
+        {
+            errors.push(err(
+                join(&p, "name"),
+                format!("duplicate task name {name:?} (first used by task[{first}])"),
+            ));
+        }
     }
     let mut out = Vec::with_capacity(n);
     for (i, spec) in specs.into_iter().enumerate() {
@@ -280,10 +284,7 @@ pub fn validate_batch(source: &str, specs: Vec<TaskSpec>) -> Result<Vec<ValidTas
         });
     }
     if let Some(cycle) = find_cycle(&out) {
-        let names: Vec<String> = cycle
-            .iter()
-            .map(|&i| out[i].spec.display_name())
-            .collect();
+        let names: Vec<String> = cycle.iter().map(|&i| out[i].spec.display_name()).collect();
         let first = cycle[0];
         errors.push(err(
             join(&task_path(n, first, &out[first].spec), "depends_on"),
@@ -302,17 +303,28 @@ fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, Strin
         if name.trim().is_empty() {
             report("name", "must not be empty".into());
         } else if name.len() > 200 || name.chars().any(char::is_control) {
-            report("name", "must be at most 200 characters without control characters".into());
+            report(
+                "name",
+                "must be at most 200 characters without control characters".into(),
+            );
         }
     }
     match &spec.command {
-        Some(cmd) if cmd.is_empty() => report("command", "is empty: give a program and its arguments, e.g. [\"make\", \"test\"]".into()),
-        Some(cmd) if cmd[0].trim().is_empty() => report("command[0]", "program name is empty".into()),
-        Some(cmd) if cmd.iter().map(String::len).sum::<usize>() > MAX_COMMAND_BYTES => {
-            report("command", format!("arguments exceed {MAX_COMMAND_BYTES} bytes"))
+        Some(cmd) if cmd.is_empty() => report(
+            "command",
+            "is empty: give a program and its arguments, e.g. [\"make\", \"test\"]".into(),
+        ),
+        Some(cmd) if cmd[0].trim().is_empty() => {
+            report("command[0]", "program name is empty".into())
         }
+        Some(cmd) if cmd.iter().map(String::len).sum::<usize>() > MAX_COMMAND_BYTES => report(
+            "command",
+            format!("arguments exceed {MAX_COMMAND_BYTES} bytes"),
+        ),
         Some(_) => {}
-        None if spec.prompt.is_none() => report("command", "a task needs a command or a prompt".into()),
+        None if spec.prompt.is_none() => {
+            report("command", "a task needs a command or a prompt".into())
+        }
         None => {}
     }
     if let Some(p) = &spec.prompt {
@@ -320,11 +332,17 @@ fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, Strin
             report("prompt", "is empty and there is no command".into());
         }
         if p.len() > MAX_PROMPT_BYTES {
-            report("prompt", format!("is {} bytes; the limit is {MAX_PROMPT_BYTES}", p.len()));
+            report(
+                "prompt",
+                format!("is {} bytes; the limit is {MAX_PROMPT_BYTES}", p.len()),
+            );
         }
     }
     if !(-1000..=1000).contains(&spec.priority) {
-        report("priority", format!("{} is out of range -1000..=1000", spec.priority));
+        report(
+            "priority",
+            format!("{} is out of range -1000..=1000", spec.priority),
+        );
     }
     if spec.timeout.is_some_and(|t| t.is_zero()) {
         report("timeout", "must be greater than zero".into());
@@ -342,22 +360,34 @@ fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, Strin
     }
     if let Some(s) = &spec.success {
         if s.exit_codes.is_empty() {
-            report("success.exit_codes", "must list at least one exit code".into());
+            report(
+                "success.exit_codes",
+                "must list at least one exit code".into(),
+            );
         }
         if let Some(re) = &s.stdout_matches
-            && let Err(e) = regex::RegexBuilder::new(re).size_limit(1 << 20).build() {
-                report("success.stdout_matches", format!("invalid regular expression: {e}"));
-            }
+            && let Err(e) = regex::RegexBuilder::new(re).size_limit(1 << 20).build()
+        {
+            report(
+                "success.stdout_matches",
+                format!("invalid regular expression: {e}"),
+            );
+        }
         if let Some(c) = &s.check
-            && (c.is_empty() || c[0].trim().is_empty()) {
-                report("success.check", "is empty: give a program and its arguments".into());
-            }
+            && (c.is_empty() || c[0].trim().is_empty())
+        {
+            report(
+                "success.check",
+                "is empty: give a program and its arguments".into(),
+            );
+        }
         for (i, f) in s.file_exists.iter().enumerate() {
             let p = std::path::Path::new(f);
             if f.trim().is_empty() {
                 report(&format!("success.file_exists[{i}]"), "is empty".into());
             } else if p.is_absolute()
-                || p.components().any(|c| matches!(c, std::path::Component::ParentDir))
+                || p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
             {
                 report(
                     &format!("success.file_exists[{i}]"),
@@ -368,7 +398,10 @@ fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, Strin
     }
     for k in spec.labels.keys() {
         if k.trim().is_empty() || k.contains('=') || k.contains(',') {
-            report("labels", format!("invalid label key {k:?}: must be non-empty without '=' or ','"));
+            report(
+                "labels",
+                format!("invalid label key {k:?}: must be non-empty without '=' or ','"),
+            );
         }
     }
     for k in spec.env.keys() {
@@ -377,9 +410,10 @@ fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, Strin
         }
     }
     if let Some(k) = &spec.idempotency_key
-        && (k.is_empty() || k.len() > 256) {
-            report("idempotency_key", "must be 1 to 256 characters".into());
-        }
+        && (k.is_empty() || k.len() > 256)
+    {
+        report("idempotency_key", "must be 1 to 256 characters".into());
+    }
 }
 
 /// Finds one dependency cycle among local dependencies, as a closed path of indices.
@@ -402,7 +436,8 @@ fn find_cycle(tasks: &[ValidTask]) -> Option<Vec<usize>> {
                     }
                     1 => {
                         let start = stack.iter().position(|&(n, _)| n == dep).unwrap_or(0);
-                        let mut cycle: Vec<usize> = stack[start..].iter().map(|&(n, _)| n).collect();
+                        let mut cycle: Vec<usize> =
+                            stack[start..].iter().map(|&(n, _)| n).collect();
                         cycle.push(dep);
                         return Some(cycle);
                     }

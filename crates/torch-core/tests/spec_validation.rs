@@ -19,12 +19,24 @@ fn toml_syntax_error_names_file_line_and_column() {
 
 #[test]
 fn unknown_field_and_wrong_type_name_the_field() {
-    let e = errors("t.toml", "[[task]]\nname = \"a\"\ncommand = [\"true\"]\ncomand = 1\n");
+    let e = errors(
+        "t.toml",
+        "[[task]]\nname = \"a\"\ncommand = [\"true\"]\ncomand = 1\n",
+    );
     assert!(e.contains("t.toml:4:1") && e.contains("comand"), "{e}");
-    let e = errors("t.toml", "name = \"a\"\ncommand = [\"true\"]\npriority = \"high\"\n");
+    let e = errors(
+        "t.toml",
+        "name = \"a\"\ncommand = [\"true\"]\npriority = \"high\"\n",
+    );
     assert!(e.contains("priority") && e.contains(":3:"), "{e}");
-    let e = errors("t.json", r#"{"task": [{"name": "a", "command": ["true"], "timeout": "soon"}]}"#);
-    assert!(e.contains("task[0].timeout") && e.contains("invalid duration"), "{e}");
+    let e = errors(
+        "t.json",
+        r#"{"task": [{"name": "a", "command": ["true"], "timeout": "soon"}]}"#,
+    );
+    assert!(
+        e.contains("task[0].timeout") && e.contains("invalid duration"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -37,14 +49,23 @@ fn semantic_errors_name_the_task_and_field() {
         "t.toml",
         "[[task]]\nname = \"a\"\ncommand = [\"true\"]\ndepends_on = [\"ghost\"]\n[[task]]\nname = \"b\"\ncommand = [\"true\"]\n",
     );
-    assert!(e.contains("task[0].depends_on[0]") && e.contains("\"ghost\""), "{e}");
+    assert!(
+        e.contains("task[0].depends_on[0]") && e.contains("\"ghost\""),
+        "{e}"
+    );
     let e = errors(
         "t.toml",
         "[[task]]\nname = \"a\"\ncommand = [\"x\"]\n[[task]]\nname = \"a\"\ncommand = [\"y\"]\n",
     );
     assert!(e.contains("duplicate task name"), "{e}");
-    let e = errors("t.toml", "name = \"a\"\ncommand = [\"x\"]\nsuccess = { stdout_matches = \"(\" }\n");
-    assert!(e.contains("success.stdout_matches") && e.contains("regular expression"), "{e}");
+    let e = errors(
+        "t.toml",
+        "name = \"a\"\ncommand = [\"x\"]\nsuccess = { stdout_matches = \"(\" }\n",
+    );
+    assert!(
+        e.contains("success.stdout_matches") && e.contains("regular expression"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -55,7 +76,10 @@ fn dependency_cycle_is_named() {
                 [[task]]\nname = \"d\"\ncommand = [\"x\"]\n";
     let e = errors("cycle.toml", text);
     assert!(e.contains("dependency cycle: a -> c -> b -> a"), "{e}");
-    let e = errors("self.toml", "[[task]]\nname = \"s\"\ncommand = [\"x\"]\ndepends_on = [\"s\"]\n");
+    let e = errors(
+        "self.toml",
+        "[[task]]\nname = \"s\"\ncommand = [\"x\"]\ndepends_on = [\"s\"]\n",
+    );
     assert!(e.contains("dependency cycle: s -> s"), "{e}");
 }
 
@@ -68,7 +92,12 @@ fn valid_documents_in_every_shape() {
     assert_eq!(v[1].local_deps, vec![0]);
     assert_eq!(v[0].spec.skills[0].min, 0.8);
     assert_eq!(v[0].spec.timeout, Some(std::time::Duration::from_secs(30)));
-    let one = parse_and_validate("one.json", r#"{"command": ["true"], "priority": 5}"#, SpecFormat::Json).unwrap();
+    let one = parse_and_validate(
+        "one.json",
+        r#"{"command": ["true"], "priority": 5}"#,
+        SpecFormat::Json,
+    )
+    .unwrap();
     assert_eq!(one[0].spec.priority, 5);
     let arr = parse_and_validate(
         "arr.json",

@@ -83,7 +83,8 @@ impl HubConfig {
         }
         let w = &self.routing.weights;
         let weights = [w.skill, w.load, w.performance, w.affinity, w.cost];
-        if weights.iter().any(|x| !x.is_finite() || *x < 0.0) || weights.iter().sum::<f64>() <= 0.0 {
+        if weights.iter().any(|x| !x.is_finite() || *x < 0.0) || weights.iter().sum::<f64>() <= 0.0
+        {
             return Err("routing.weights must be non-negative and not all zero".into());
         }
         self.routing

@@ -823,7 +823,13 @@ impl<S: Store> Engine<S> {
             }
             if requeue {
                 let result = store.expire(task, fence, reason, now).await;
-                let _ = tx.send(Cmd::Expired { task, agent, result }).await;
+                let _ = tx
+                    .send(Cmd::Expired {
+                        task,
+                        agent,
+                        result,
+                    })
+                    .await;
             }
         });
     }

@@ -1,8 +1,8 @@
 //! The hub: shared state, start-up and the HTTP server.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::serve::ListenerExt;

@@ -373,12 +373,14 @@ async fn record<S: Store>(
                     .into_iter()
                     .zip(results)
                     .zip(verdicts)
-                    .map(|((held, result), (succeeded, duration_ms))| RecordedReport {
-                        held,
-                        succeeded,
-                        duration_ms,
-                        result,
-                    })
+                    .map(
+                        |((held, result), (succeeded, duration_ms))| RecordedReport {
+                            held,
+                            succeeded,
+                            duration_ms,
+                            result,
+                        },
+                    )
                     .collect(),
             })
             .await;

@@ -110,7 +110,10 @@ pub(crate) fn load(explicit: Option<&Path>) -> Result<Config> {
     match explicit {
         Some(p) => {
             if !p.exists() {
-                return Err(exit(BAD_INPUT, format!("config file {} does not exist", p.display())));
+                return Err(exit(
+                    BAD_INPUT,
+                    format!("config file {} does not exist", p.display()),
+                ));
             }
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("reading config file {}", p.display()))?;

@@ -7,19 +7,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::AgentId;
 
-/// Most candidates listed.
-pub const MAX_CANDIDATES: usize = 8;
+/// Most candidates listed. Explanations are written with every assignment
+/// (task row and `task.assigned` event), so they are kept short.
+pub const MAX_CANDIDATES: usize = 5;
 /// Most rejections listed individually (all are counted).
-pub const MAX_REJECTIONS: usize = 16;
+pub const MAX_REJECTIONS: usize = 6;
+
+/// Scores are stored with 4 decimals: enough to explain, 3× shorter in JSON.
+fn round4<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((v * 10_000.0).round() / 10_000.0)
+}
 
 /// One factor of one candidate's score.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FactorScore {
     /// Factor name (`skill`, `load`, …).
     pub name: String,
-    /// Value in `0..=1`.
+    /// Value in `0..=1` (4 decimals when serialised).
+    #[serde(serialize_with = "round4")]
     pub value: f64,
     /// Its weight in the total.
+    #[serde(serialize_with = "round4")]
     pub weight: f64,
 }
 
@@ -28,7 +36,8 @@ pub struct FactorScore {
 pub struct Candidate {
     /// The agent.
     pub agent: AgentId,
-    /// Weighted total.
+    /// Weighted total (4 decimals when serialised).
+    #[serde(serialize_with = "round4")]
     pub total: f64,
     /// Tasks it held when scored (the first tie-break).
     pub used: u32,
@@ -132,7 +141,8 @@ pub struct Explanation {
     pub candidates: Vec<Candidate>,
     /// Feasible agents scored.
     pub feasible: u32,
-    /// Rejected agents, at most [`MAX_REJECTIONS`].
+    /// Rejected agents, at most [`MAX_REJECTIONS`]; agents rejected only for
+    /// having no free slot are counted in `rejected_counts`, not listed.
     pub rejected: Vec<Rejection>,
     /// All rejections, by reason kind.
     pub rejected_counts: BTreeMap<String, u32>,

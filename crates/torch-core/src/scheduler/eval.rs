@@ -221,7 +221,9 @@ pub(crate) fn evaluate<P: Placer + ?Sized>(
     let mut other_capable = false;
     let reject = |ev: &mut Eval, agent: &AgentSlots, why: Why<'_>| {
         ev.counts[why.kind()] += 1;
-        if explain && ev.rejected.len() < MAX_REJECTIONS {
+        // Busy agents are only counted: listing them says nothing the count
+        // does not, and explanations are written with every assignment.
+        if explain && ev.rejected.len() < MAX_REJECTIONS && !matches!(why, Why::NoFreeSlot(..)) {
             ev.rejected.push(Rejection {
                 agent: agent.id,
                 reason: why.reason(),

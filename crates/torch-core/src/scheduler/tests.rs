@@ -96,9 +96,13 @@ fn hard_filters_levels_labels_and_reasons() {
         e.rejected_counts.values().sum::<u32>() + e.feasible + e.not_examined,
         3
     );
+    // Scores are rounded to 4 decimals when stored; a stored explanation
+    // reads back and stores again identically.
     let json = serde_json::to_string(e).unwrap();
     let back: Explanation = serde_json::from_str(&json).unwrap();
-    assert_eq!(&back, e);
+    assert_eq!(back.chosen, e.chosen);
+    assert_eq!(back.rejected, e.rejected);
+    assert_eq!(serde_json::to_string(&back).unwrap(), json);
 }
 
 #[test]
@@ -247,13 +251,11 @@ fn batch_assignment_beats_greedy() {
         total(&joint),
         total(&greedy)
     );
-    // Task 1's explanation is honest: agent 1's slot went to task 2.
+    // Task 1's explanation is honest: agent 1's slot went to task 2, so it
+    // is counted as busy (busy agents are counted, not listed).
     let e = &joint[0].explanation;
-    assert!(
-        e.rejected
-            .iter()
-            .any(|r| r.agent == aid(1) && r.reason.kind() == "no-free-slot")
-    );
+    assert!(e.rejected_counts.get("no-free-slot").copied().unwrap_or(0) >= 1);
+    assert!(e.rejected.iter().all(|r| r.reason.kind() != "no-free-slot"));
 }
 
 #[test]

@@ -12,12 +12,12 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use torch_api::rest::{
-    AnalyzeResponse, CancelRequest, CancelResponse, LogsView, ProgressRequest, SubmitRequest, SubmitResponse,
-    SubmittedTask, TaskList, TaskView,
+    AnalyzeResponse, CancelRequest, CancelResponse, LogsView, ProgressRequest, SubmitRequest,
+    SubmitResponse, SubmittedTask, TaskList, TaskView,
 };
-use torch_core::validate::validate_batch;
 use torch_core::routing::analyze_with;
 use torch_core::scheduler::QueuedTask;
+use torch_core::validate::validate_batch;
 use torch_core::{Skill, TaskId, TaskState};
 use torch_store::{FenceCheck, NewTask, Routing, Store, TaskFilter};
 
@@ -95,10 +95,13 @@ pub(crate) async fn submit<S: Store>(
     let mut warnings = Vec::with_capacity(valid.len());
     let mut keys = Vec::with_capacity(valid.len());
     let batch: Vec<NewTask> = {
-        let history = shared
-            .history
-            .lock()
-            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "history lock poisoned"))?;
+        let history = shared.history.lock().map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "history lock poisoned",
+            )
+        })?;
         valid
             .into_iter()
             .enumerate()
@@ -152,7 +155,13 @@ pub(crate) async fn submit<S: Store>(
 /// The skills of the connected agents, from the engine.
 async fn agent_skills<S: Store>(shared: &Shared<S>) -> Result<Vec<Vec<Skill>>, ApiError> {
     let (tx, rx) = oneshot::channel();
-    let stopping = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "hub_stopping", "the hub is shutting down");
+    let stopping = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "hub_stopping",
+            "the hub is shutting down",
+        )
+    };
     shared
         .engine
         .send(Cmd::AgentSkills(tx))
@@ -172,7 +181,10 @@ pub(crate) async fn analyze_specs<S: Store>(
     let mut de = serde_json::Deserializer::from_slice(&body);
     let req: SubmitRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        ApiError::bad_request("invalid_spec", format!("request body at {path}: {}", e.into_inner()))
+        ApiError::bad_request(
+            "invalid_spec",
+            format!("request body at {path}: {}", e.into_inner()),
+        )
     })?;
     let source = req.source.clone().unwrap_or_else(|| "request".into());
     let valid = validate_batch(&source, req.tasks).map_err(|errs| {
@@ -180,10 +192,13 @@ pub(crate) async fn analyze_specs<S: Store>(
         ApiError::bad_request("invalid_spec", details.join("; ")).with_details(details)
     })?;
     let agents = agent_skills(&shared).await?;
-    let history = shared
-        .history
-        .lock()
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "history lock poisoned"))?;
+    let history = shared.history.lock().map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "history lock poisoned",
+        )
+    })?;
     let analyses = valid
         .iter()
         .map(|v| {
@@ -294,9 +309,7 @@ pub(crate) async fn cancel<S: Store>(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("invalid_body", format!("cancel body: {e}")))?
     };
-    let reason = req
-        .reason
-        .unwrap_or_else(|| format!("cancelled by {who}"));
+    let reason = req.reason.unwrap_or_else(|| format!("cancelled by {who}"));
     let res = shared.store.cancel(id, reason.clone(), now_ms()).await?;
     shared.bump();
     shared.add_backlog(-(res.tasks.len() as i64));

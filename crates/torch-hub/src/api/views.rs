@@ -37,7 +37,10 @@ pub(crate) fn task_view(r: TaskRecord) -> TaskView {
         updated_ms: r.updated_ms,
         labels: r.spec.labels.clone(),
         spec: r.spec,
-        analysis: r.analysis.as_deref().and_then(|a| serde_json::from_str(a).ok()),
+        analysis: r
+            .analysis
+            .as_deref()
+            .and_then(|a| serde_json::from_str(a).ok()),
         explanation: r
             .explanation
             .as_deref()

@@ -25,7 +25,8 @@ pub(crate) fn assign(
         let mut st = tx.conn.prepare_cached(
             "UPDATE tasks SET state = 'assigned', agent_id = ?2, fence = ?3, attempt = attempt + 1,
                  lease_expires_ms = ?4, not_before_ms = 0, progress_pct = NULL,
-                 progress_msg = NULL, progress_ms = NULL, updated_ms = ?5, explanation = ?6
+                 progress_msg = NULL, progress_ms = NULL, updated_ms = ?5, explanation = NULL,
+                 explanation_event = NULL
              WHERE id = ?1 AND state = 'queued'
              RETURNING name, spec, attempt",
         )?;
@@ -37,7 +38,6 @@ pub(crate) fn assign(
                     to_i64(fence),
                     to_i64(g.expires_ms),
                     to_i64(now),
-                    g.explanation.as_deref()
                 ],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -65,6 +65,12 @@ pub(crate) fn assign(
             data,
         };
         put_event(tx.conn, ev, now)?;
+        if g.explanation.is_some() {
+            let event = tx.conn.last_insert_rowid();
+            tx.conn
+                .prepare_cached("UPDATE tasks SET explanation_event = ?2 WHERE id = ?1")?
+                .execute(params![id, event])?;
+        }
         out.push(Ok(Leased {
             task: g.task,
             agent: g.agent,

@@ -76,7 +76,10 @@ impl Readers {
 
 const TASK_COLS: &str = "id, seq, name, state, spec, attempt, fence, agent_id, last_agent_id,
     not_before_ms, progress_pct, progress_msg, progress_ms, outcome, reason, created_ms,
-    updated_ms, analysis, explanation, failed_agents";
+    updated_ms, analysis,
+    coalesce(explanation, (SELECT json_extract(e.data, '$.explanation') FROM events e
+        WHERE e.id = tasks.explanation_event)),
+    failed_agents";
 
 fn task_row(r: &Row<'_>) -> Result<TaskRecord, StoreError> {
     let pct: Option<f64> = r.get(10)?;
