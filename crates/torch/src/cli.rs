@@ -388,6 +388,10 @@ pub(crate) struct ThroughputArgs {
     /// Seconds of the steady-rate phase.
     #[arg(long, default_value_t = 20)]
     pub(crate) steady_secs: u64,
+    /// Then connect this many lightweight in-process agents (1 slot each) and
+    /// measure latency at the steady rate with all of them connected (0 = skip).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) scale_agents: u32,
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,

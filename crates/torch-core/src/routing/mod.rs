@@ -23,7 +23,7 @@ pub mod history;
 pub mod policy;
 pub mod prng;
 pub mod profile;
-mod scale;
+pub mod scale;
 pub mod score;
 pub mod sim;
 pub mod taxonomy;

@@ -32,7 +32,60 @@ struct Report {
     assign_latency_ms: Value,
     burst_assign_latency_ms: Value,
     steady: Value,
+    scale: Value,
+    scoring: Value,
     cpu: Value,
+}
+
+/// Times routing decisions on a 1,000-agent fleet (the core scheduler alone).
+fn scoring_cost() -> Value {
+    let (mut s, tasks) = torch_core::routing::scale::scale_fixture(1000, 600, 7);
+    let now = 100_000;
+    let (single, batch) = tasks.split_at(400);
+    let start = Instant::now();
+    let mut feasible = 0u64;
+    let mut placed_single = 0u64;
+    for t in single {
+        s.enqueue(t.clone());
+        for p in s.schedule(now, 1) {
+            feasible += u64::from(p.explanation.feasible);
+            placed_single += 1;
+            s.release_slot(p.agent);
+        }
+    }
+    let single_us = start.elapsed().as_secs_f64() * 1e6 / placed_single.max(1) as f64;
+    for t in batch {
+        s.enqueue(t.clone());
+    }
+    let start = Instant::now();
+    let placed = s.schedule(now, batch.len()).len();
+    let batch_us = start.elapsed().as_secs_f64() * 1e6 / placed.max(1) as f64;
+    serde_json::json!({
+        "agents": 1000,
+        "us_per_decision": single_us,
+        "feasible_candidates_mean": feasible as f64 / placed_single.max(1) as f64,
+        "us_per_decision_joint_batch": batch_us,
+        "joint_batch_size": placed,
+    })
+}
+
+/// Submits at `rate_per_min` for `secs` seconds, waits for completion, and
+/// returns the assignment latency over that phase.
+async fn steady_phase(client: &Client, exec: ExecMode, rate_per_min: u64, secs: u64) -> Result<Value> {
+    let _: Value = client.post("/api/v1/stats/reset", &serde_json::json!({})).await?;
+    let before = stats(client).await?["finished"].as_u64().unwrap_or(0);
+    let n = (rate_per_min * secs / 60).max(1);
+    let gap = Duration::from_secs_f64(60.0 / rate_per_min.max(1) as f64);
+    let mut tick = tokio::time::interval(gap);
+    for _ in 0..n {
+        tick.tick().await;
+        let _: SubmitResponse = client
+            .post("/api/v1/tasks", &SubmitRequest { tasks: vec![spec(exec)], source: None })
+            .await?;
+    }
+    wait_finished(client, before + n, Duration::from_secs(120)).await?;
+    let s = stats(client).await?;
+    Ok(serde_json::json!({"rate_per_min": rate_per_min, "tasks": n, "assign_latency_ms": s["assign_latency_ms"]}))
 }
 
 fn cpu_secs(who: UsageWho) -> f64 {
@@ -201,35 +254,50 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
     let mut steady_lat = serde_json::json!(null);
     if args.steady_rate > 0 && args.steady_secs > 0 {
         if !args.json {
-            eprintln!(
-                "steady: {} tasks/min for {} s…",
-                args.steady_rate, args.steady_secs
-            );
+            eprintln!("steady: {} tasks/min for {} s…", args.steady_rate, args.steady_secs);
         }
-        let _: Value = client
-            .post("/api/v1/stats/reset", &serde_json::json!({}))
-            .await?;
-        let before = stats(&client).await?["finished"].as_u64().unwrap_or(0);
-        let n = args.steady_rate * args.steady_secs / 60;
-        let gap = Duration::from_secs_f64(60.0 / args.steady_rate as f64);
-        let mut tick = tokio::time::interval(gap);
-        for _ in 0..n {
-            tick.tick().await;
-            let _: SubmitResponse = client
-                .post(
-                    "/api/v1/tasks",
-                    &SubmitRequest {
-                        tasks: vec![spec(args.exec)],
-                        source: None,
-                    },
-                )
-                .await?;
-        }
-        wait_finished(&client, before + n, Duration::from_secs(120)).await?;
-        let s = stats(&client).await?;
-        steady_lat = s["assign_latency_ms"].clone();
-        steady = serde_json::json!({"rate_per_min": args.steady_rate, "tasks": n, "assign_latency_ms": steady_lat});
+        steady = steady_phase(&client, args.exec, args.steady_rate, args.steady_secs).await?;
+        steady_lat = steady["assign_latency_ms"].clone();
     }
+
+    // Phase 3: many lightweight agents connected at once.
+    let mut scale = serde_json::json!(null);
+    let light = tokio_util::sync::CancellationToken::new();
+    let mut light_tasks = tokio::task::JoinSet::new();
+    if args.scale_agents > 0 {
+        if !args.json {
+            eprintln!("scale: connecting {} in-process agents…", args.scale_agents);
+        }
+        for i in 0..args.scale_agents {
+            let mut ac = torch_agent::AgentConfig::new(hub.url.clone(), agent_token.clone(), format!("light-{i}"));
+            ac.skills = vec![torch_core::Skill { name: "bench".into(), level: 1.0 }];
+            ac.slots = 1;
+            ac.work_root = dir.path().join("light");
+            let sd = light.clone();
+            light_tasks.spawn(async move { torch_agent::run(ac, sd).await });
+        }
+        let want = (args.agents + args.scale_agents) as usize;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let list: AgentList = client.get("/api/v1/agents").await?;
+            let connected = list.agents.iter().filter(|a| a.state != "disconnected").count();
+            if connected >= want {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(exit(ERROR, format!("only {connected} of {want} agents connected within 120 s")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let rate = args.steady_rate.max(1000);
+        let secs = args.steady_secs.clamp(1, 20);
+        let mut s = steady_phase(&client, args.exec, rate, secs).await?;
+        s["connected_agents"] = serde_json::json!(want);
+        scale = s;
+    }
+    light.cancel();
+    while light_tasks.join_next().await.is_some() {}
+    let scoring = scoring_cost();
 
     stop_agents(&mut children, Duration::from_secs(10)).await;
     let agents_cpu = cpu_secs(UsageWho::RUSAGE_CHILDREN);
@@ -252,6 +320,8 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
         },
         burst_assign_latency_ms: burst["assign_latency_ms"].clone(),
         steady,
+        scale,
+        scoring,
         cpu: serde_json::json!({
             "hub_and_client_s": hub_cpu,
             "agents_total_s": agents_cpu,
