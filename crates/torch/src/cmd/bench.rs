@@ -71,8 +71,15 @@ fn scoring_cost() -> Value {
 
 /// Submits at `rate_per_min` for `secs` seconds, waits for completion, and
 /// returns the assignment latency over that phase.
-async fn steady_phase(client: &Client, exec: ExecMode, rate_per_min: u64, secs: u64) -> Result<Value> {
-    let _: Value = client.post("/api/v1/stats/reset", &serde_json::json!({})).await?;
+async fn steady_phase(
+    client: &Client,
+    exec: ExecMode,
+    rate_per_min: u64,
+    secs: u64,
+) -> Result<Value> {
+    let _: Value = client
+        .post("/api/v1/stats/reset", &serde_json::json!({}))
+        .await?;
     let before = stats(client).await?["finished"].as_u64().unwrap_or(0);
     let n = (rate_per_min * secs / 60).max(1);
     let gap = Duration::from_secs_f64(60.0 / rate_per_min.max(1) as f64);
@@ -80,12 +87,20 @@ async fn steady_phase(client: &Client, exec: ExecMode, rate_per_min: u64, secs: 
     for _ in 0..n {
         tick.tick().await;
         let _: SubmitResponse = client
-            .post("/api/v1/tasks", &SubmitRequest { tasks: vec![spec(exec)], source: None })
+            .post(
+                "/api/v1/tasks",
+                &SubmitRequest {
+                    tasks: vec![spec(exec)],
+                    source: None,
+                },
+            )
             .await?;
     }
     wait_finished(client, before + n, Duration::from_secs(120)).await?;
     let s = stats(client).await?;
-    Ok(serde_json::json!({"rate_per_min": rate_per_min, "tasks": n, "assign_latency_ms": s["assign_latency_ms"]}))
+    Ok(
+        serde_json::json!({"rate_per_min": rate_per_min, "tasks": n, "assign_latency_ms": s["assign_latency_ms"]}),
+    )
 }
 
 fn cpu_secs(who: UsageWho) -> f64 {
@@ -254,7 +269,10 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
     let mut steady_lat = serde_json::json!(null);
     if args.steady_rate > 0 && args.steady_secs > 0 {
         if !args.json {
-            eprintln!("steady: {} tasks/min for {} s…", args.steady_rate, args.steady_secs);
+            eprintln!(
+                "steady: {} tasks/min for {} s…",
+                args.steady_rate, args.steady_secs
+            );
         }
         steady = steady_phase(&client, args.exec, args.steady_rate, args.steady_secs).await?;
         steady_lat = steady["assign_latency_ms"].clone();
@@ -269,8 +287,15 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
             eprintln!("scale: connecting {} in-process agents…", args.scale_agents);
         }
         for i in 0..args.scale_agents {
-            let mut ac = torch_agent::AgentConfig::new(hub.url.clone(), agent_token.clone(), format!("light-{i}"));
-            ac.skills = vec![torch_core::Skill { name: "bench".into(), level: 1.0 }];
+            let mut ac = torch_agent::AgentConfig::new(
+                hub.url.clone(),
+                agent_token.clone(),
+                format!("light-{i}"),
+            );
+            ac.skills = vec![torch_core::Skill {
+                name: "bench".into(),
+                level: 1.0,
+            }];
             ac.slots = 1;
             ac.work_root = dir.path().join("light");
             let sd = light.clone();
@@ -280,12 +305,19 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let list: AgentList = client.get("/api/v1/agents").await?;
-            let connected = list.agents.iter().filter(|a| a.state != "disconnected").count();
+            let connected = list
+                .agents
+                .iter()
+                .filter(|a| a.state != "disconnected")
+                .count();
             if connected >= want {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(exit(ERROR, format!("only {connected} of {want} agents connected within 120 s")));
+                return Err(exit(
+                    ERROR,
+                    format!("only {connected} of {want} agents connected within 120 s"),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

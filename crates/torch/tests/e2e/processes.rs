@@ -180,3 +180,40 @@ fn progress_from_inside_a_task() {
     );
     failing.assert_code(3, "torch submit --wait on a failing task");
 }
+
+#[test]
+fn stalled_task_is_reported_then_requeued() {
+    let dir = TestDir::new("stall");
+    let hub = Hub::start(
+        &dir,
+        &[
+            ("TORCH_HUB__STALL_AFTER", "1s"),
+            ("TORCH_HUB__STALL_ACTION", "requeue"),
+        ],
+    );
+    let api = hub.api();
+    let token = hub.token(&dir, "agent");
+    let _agent = Agent::start(&dir, &hub.url, &token, "a", "sh", 1);
+
+    // Attempt 1 reports progress once, then goes quiet; attempt 2 finishes.
+    let script =
+        r#"if [ "$TORCH_ATTEMPT" = 1 ]; then torch progress 10 starting; sleep 60; fi; exit 0"#;
+    let id = api
+        .submit(vec![json!({
+            "name": "quiet",
+            "command": ["sh", "-c", script],
+            "skills": ["sh"],
+            "max_retries": 1,
+            "backoff": {"initial": "100ms"},
+        })])
+        .remove(0);
+    let done = api.wait_state(&dir, &id, "succeeded", secs(30));
+    assert_eq!(
+        done["attempt"], 2,
+        "the stalled attempt was ended and retried: {done}"
+    );
+    let stalled = api.task_events(&id, "task.stalled");
+    assert_eq!(stalled.len(), 1, "exactly one stall event: {stalled:?}");
+    assert_eq!(stalled[0]["data"]["requeue"], true);
+    assert_eq!(api.task_events(&id, "task.succeeded").len(), 1);
+}
