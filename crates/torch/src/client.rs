@@ -109,3 +109,50 @@ impl Client {
         self.send(Method::POST, path, Some(body)).await
     }
 }
+
+/// Follows the event log with long polls, riding out a hub restart: a failed
+/// poll is retried every second, up to `max_failures` in a row.
+pub(crate) struct EventFollower {
+    pub(crate) after: u64,
+    streams: String,
+    wait_ms: u64,
+    max_failures: u32,
+    failures: u32,
+}
+
+impl EventFollower {
+    pub(crate) fn new(after: u64, streams: &str, wait_ms: u64, max_failures: u32) -> Self {
+        EventFollower {
+            after,
+            streams: streams.to_string(),
+            wait_ms,
+            max_failures,
+            failures: 0,
+        }
+    }
+
+    /// The next page of events (possibly empty after a quiet long poll).
+    pub(crate) async fn next(&mut self, client: &Client) -> Result<torch_api::rest::EventPage> {
+        loop {
+            let path = format!(
+                "/api/v1/events?after={}&stream={}&wait_ms={}&limit=1000",
+                self.after, self.streams, self.wait_ms
+            );
+            match client.get::<torch_api::rest::EventPage>(&path).await {
+                Ok(page) => {
+                    self.failures = 0;
+                    self.after = page.last_id;
+                    return Ok(page);
+                }
+                Err(e) => {
+                    self.failures += 1;
+                    if self.failures > self.max_failures {
+                        return Err(e);
+                    }
+                    tracing::warn!("{e:#}; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}

@@ -184,3 +184,31 @@ pub(crate) async fn stop_agents(children: &mut [Child], grace: std::time::Durati
         }
     }
 }
+
+/// Waits until at least `n` agents are connected to the hub behind `client`.
+pub(crate) async fn wait_agents(
+    client: &crate::client::Client,
+    n: usize,
+    limit: std::time::Duration,
+    hint: &str,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let list: torch_api::rest::AgentList = client.get("/api/v1/agents").await?;
+        let connected = list
+            .agents
+            .iter()
+            .filter(|a| a.state != "disconnected")
+            .count();
+        if connected >= n {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(crate::exit::exit(
+                crate::exit::ERROR,
+                format!("only {connected} of {n} agents connected within {limit:?}{hint}"),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

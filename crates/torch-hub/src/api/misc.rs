@@ -9,13 +9,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use tokio::sync::oneshot;
 use torch_api::rest::{
     AgentList, CreateTokenRequest, CreateTokenResponse, EventPage, EventView, Health,
 };
 use torch_store::{Store, TokenRecord};
 
-use super::{ApiError, Need, authorize};
+use super::{ApiError, Need, ask_engine, authorize};
 use crate::auth::{generate_token, hash_token};
 use crate::clock::now_ms;
 use crate::engine::Cmd;
@@ -59,20 +58,7 @@ pub(crate) async fn agents<S: Store>(
     headers: HeaderMap,
 ) -> Result<Json<AgentList>, ApiError> {
     authorize(&shared, &headers, Need::Submit).await?;
-    let (tx, rx) = oneshot::channel();
-    let unavailable = || {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "hub_stopping",
-            "the hub is shutting down",
-        )
-    };
-    shared
-        .engine
-        .send(Cmd::Agents(tx))
-        .await
-        .map_err(|_| unavailable())?;
-    let agents = rx.await.map_err(|_| unavailable())?;
+    let agents = ask_engine(&shared, Cmd::Agents).await?;
     Ok(Json(AgentList { agents }))
 }
 

@@ -137,3 +137,34 @@ pub(crate) async fn authorize<S: Store>(
         )))
     }
 }
+
+/// Asks the engine something and waits for the answer; 503 when it is gone.
+pub(crate) async fn ask_engine<S: Store, T>(
+    shared: &Shared<S>,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> crate::engine::Cmd,
+) -> Result<T, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stopping = || {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "hub_stopping",
+            "the hub is shutting down",
+        )
+    };
+    shared.engine.send(make(tx)).await.map_err(|_| stopping())?;
+    rx.await.map_err(|_| stopping())
+}
+
+/// The task as a view, or 404.
+pub(crate) async fn task_or_404<S: Store>(
+    shared: &Shared<S>,
+    id: torch_core::TaskId,
+) -> Result<axum::Json<torch_api::rest::TaskView>, ApiError> {
+    match shared.store.get_task(id).await? {
+        Some(r) => Ok(axum::Json(views::task_view(r))),
+        None => Err(ApiError::not_found(
+            "task_not_found",
+            format!("task {id} not found"),
+        )),
+    }
+}

@@ -10,7 +10,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
-use tokio::sync::oneshot;
 use torch_api::rest::{
     AnalyzeResponse, CancelRequest, CancelResponse, LogsView, ProgressRequest, SubmitRequest,
     SubmitResponse, SubmittedTask, TaskList, TaskView,
@@ -22,7 +21,7 @@ use torch_core::{Skill, TaskId, TaskState};
 use torch_store::{FenceCheck, NewTask, Routing, Store, TaskFilter};
 
 use super::views::task_view;
-use super::{ApiError, Need, authorize};
+use super::{ApiError, Need, ask_engine, authorize, task_or_404};
 use crate::auth::Caller;
 use crate::clock::now_ms;
 use crate::engine::Cmd;
@@ -154,20 +153,7 @@ pub(crate) async fn submit<S: Store>(
 
 /// The skills of the connected agents, from the engine.
 async fn agent_skills<S: Store>(shared: &Shared<S>) -> Result<Vec<Vec<Skill>>, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    let stopping = || {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "hub_stopping",
-            "the hub is shutting down",
-        )
-    };
-    shared
-        .engine
-        .send(Cmd::AgentSkills(tx))
-        .await
-        .map_err(|_| stopping())?;
-    rx.await.map_err(|_| stopping())
+    ask_engine(shared, Cmd::AgentSkills).await
 }
 
 /// `POST /api/v1/analyze`: the analysis of each spec, without submitting.
@@ -280,13 +266,7 @@ pub(crate) async fn get<S: Store>(
 ) -> Result<Json<TaskView>, ApiError> {
     authorize(&shared, &headers, Need::Submit).await?;
     let id = parse_id(&id)?;
-    match shared.store.get_task(id).await? {
-        Some(r) => Ok(Json(task_view(r))),
-        None => Err(ApiError::not_found(
-            "task_not_found",
-            format!("task {id} not found"),
-        )),
-    }
+    task_or_404(&shared, id).await
 }
 
 /// `POST /api/v1/tasks/{id}/cancel`.
@@ -340,13 +320,7 @@ pub(crate) async fn retry<S: Store>(
     if let Some(r) = res.ready {
         let _ = shared.engine.send(Cmd::Ready(vec![r])).await;
     }
-    match shared.store.get_task(id).await? {
-        Some(r) => Ok(Json(task_view(r))),
-        None => Err(ApiError::not_found(
-            "task_not_found",
-            format!("task {id} not found"),
-        )),
-    }
+    task_or_404(&shared, id).await
 }
 
 /// `GET /api/v1/tasks/{id}/logs`.

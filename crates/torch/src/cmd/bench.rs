@@ -17,7 +17,7 @@ use crate::cli::{ExecMode, ThroughputArgs};
 use crate::client::Client;
 use crate::config::Config;
 use crate::exit::{BAD_INPUT, ERROR, exit};
-use crate::local::{AgentSpawn, spawn_agent, start_hub, stop_agents};
+use crate::local::{AgentSpawn, spawn_agent, start_hub, stop_agents, wait_agents};
 use crate::output;
 
 #[derive(Serialize)]
@@ -197,23 +197,7 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
             config: None,
         })?);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let list: AgentList = client.get("/api/v1/agents").await?;
-        if list
-            .agents
-            .iter()
-            .filter(|a| a.state != "disconnected")
-            .count()
-            >= args.agents as usize
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(exit(ERROR, "agents did not all connect within 60 s"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_agents(&client, args.agents as usize, Duration::from_secs(60), "").await?;
 
     // Phase 1: burst.
     if !args.json {

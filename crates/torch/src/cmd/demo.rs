@@ -15,7 +15,7 @@ use crate::client::Client;
 use crate::cmd::submit::wait_for;
 use crate::config::Config;
 use crate::exit::{ERROR, exit};
-use crate::local::{AgentSpawn, spawn_agent, start_hub, stop_agents};
+use crate::local::{AgentSpawn, spawn_agent, start_hub, stop_agents, wait_agents};
 use crate::output;
 
 /// The pipeline. `$DEMO_DIR` is shared by all tasks; each still runs in its own work dir.
@@ -135,26 +135,13 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         ))?;
     }
     let client = Client::new(&hub.url, Some(admin))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let list: AgentList = client.get("/api/v1/agents").await?;
-        if list
-            .agents
-            .iter()
-            .filter(|a| a.state != "disconnected")
-            .count()
-            >= agents.len()
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(exit(
-                ERROR,
-                "demo agents did not connect within 20 s (see agent logs in the data dir)",
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_agents(
+        &client,
+        agents.len(),
+        Duration::from_secs(20),
+        " (see agent logs in the data dir)",
+    )
+    .await?;
     let mut specs: Vec<TaskSpec> = parse_and_validate("demo pipeline", PIPELINE, SpecFormat::Toml)
         .map_err(|e| exit(ERROR, format!("demo pipeline invalid: {e}")))?
         .into_iter()

@@ -2,7 +2,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use torch_api::rest::{EventPage, SubmitRequest, SubmitResponse, TaskView};
@@ -11,7 +10,7 @@ use torch_core::validate::{ValidTask, parse_and_validate, validate_batch};
 use torch_core::{TaskId, TaskSpec, TaskState};
 
 use crate::cli::SubmitArgs;
-use crate::client::Client;
+use crate::client::{Client, EventFollower};
 use crate::exit::{BAD_INPUT, TASK_FAILED, exit};
 use crate::output;
 
@@ -171,7 +170,7 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
 pub(crate) async fn wait_for(
     client: &Client,
     order: &[(TaskId, String)],
-    mut after: u64,
+    after: u64,
     quiet: bool,
 ) -> Result<Vec<TaskView>> {
     let names: HashMap<TaskId, String> = order.iter().cloned().collect();
@@ -183,29 +182,9 @@ pub(crate) async fn wait_for(
             pending.remove(id);
         }
     }
-    let mut failures = 0u32;
+    let mut follower = EventFollower::new(after, "nova.torch.tasks.", 2000, 60);
     while !pending.is_empty() {
-        let page: EventPage = match client
-            .get(&format!(
-                "/api/v1/events?after={after}&stream=nova.torch.tasks.&wait_ms=2000&limit=2000"
-            ))
-            .await
-        {
-            Ok(p) => {
-                failures = 0;
-                p
-            }
-            Err(e) => {
-                failures += 1;
-                if failures > 60 {
-                    return Err(e);
-                }
-                tracing::warn!("{e:#}; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        after = page.last_id;
+        let page = follower.next(client).await?;
         for e in page.events {
             let Some(id) = e.task_id else { continue };
             let Some(name) = names.get(&id) else { continue };

@@ -1,17 +1,15 @@
 //! `torch watch [STREAM…]`: tail the event streams.
 
-use std::time::Duration;
-
 use anyhow::Result;
 use torch_api::rest::EventPage;
 
 use crate::cli::WatchArgs;
-use crate::client::Client;
+use crate::client::{Client, EventFollower};
 use crate::output;
 
 pub(crate) async fn run(args: WatchArgs) -> Result<()> {
     let client = Client::new(&args.hub.hub, args.hub.token.clone())?;
-    let mut after = match (args.after, args.from_start) {
+    let after = match (args.after, args.from_start) {
         (Some(a), _) => a,
         (None, true) => 0,
         (None, false) => {
@@ -23,26 +21,9 @@ pub(crate) async fn run(args: WatchArgs) -> Result<()> {
     };
     let streams = args.streams.join(",");
     let mut seen = 0u64;
-    let mut failures = 0u32;
+    let mut follower = EventFollower::new(after, &streams, 10_000, 30);
     loop {
-        let path =
-            format!("/api/v1/events?after={after}&stream={streams}&wait_ms=10000&limit=1000");
-        let page: EventPage = match client.get(&path).await {
-            Ok(p) => {
-                failures = 0;
-                p
-            }
-            Err(e) => {
-                failures += 1;
-                if failures > 30 {
-                    return Err(e);
-                }
-                tracing::warn!("{e:#}; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        after = page.last_id;
+        let page = follower.next(&client).await?;
         for e in page.events {
             if args.out.json {
                 output::line(serde_json::to_string(&e)?)?;
