@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use torch_api::rest::AgentView;
 use torch_api::ws::{Assignment, HeldTask, Hello, HubMessage};
-use torch_core::routing::TaxonomyIndex;
+use torch_core::routing::{TaskAnalysis, TaxonomyIndex};
 use torch_core::scheduler::{AgentSlots, QueuedTask, Scheduler};
 use torch_core::{AgentId, Skill, SkillReq, TaskContext, TaskId, TaskState};
 use torch_store::{
@@ -46,6 +46,9 @@ pub(crate) struct RecordedReport {
     pub(crate) held: HeldTask,
     /// The agent said the attempt succeeded.
     pub(crate) succeeded: bool,
+    /// The outcome says something about the agent (success, failure, timeout);
+    /// fatal specs, cancels and agent shutdowns do not, so they teach nothing.
+    pub(crate) telling: bool,
     /// Wall time of the attempt.
     pub(crate) duration_ms: u64,
     pub(crate) result: Result<FinishResult, String>,
@@ -272,11 +275,11 @@ impl<S: Store> Engine<S> {
                 revoked,
                 reason,
             } => {
-                for t in tasks {
-                    self.sched.remove_task(t);
-                    self.ready_at.remove(&t);
-                    self.info.remove(&t);
+                for t in &tasks {
+                    self.sched.remove_task(*t);
+                    self.ready_at.remove(t);
                 }
+                self.forget(&tasks);
                 for (task, agent, fence) in revoked {
                     if let Some(l) = self.leases.get_mut(&task) {
                         l.phase = Phase::Cancelled;
@@ -348,7 +351,15 @@ impl<S: Store> Engine<S> {
                                 if let Some(a) = self.agents.get_mut(&agent) {
                                     a.completed += 1;
                                 }
-                                self.learn(agent, h.task_id, rep.succeeded, rep.duration_ms, now);
+                                if rep.telling {
+                                    self.learn(
+                                        agent,
+                                        h.task_id,
+                                        rep.succeeded,
+                                        rep.duration_ms,
+                                        now,
+                                    );
+                                }
                                 self.apply(effect, now);
                             }
                         }
@@ -431,7 +442,7 @@ impl<S: Store> Engine<S> {
             );
         }
         let key = match self.shared.history_keys.lock() {
-            Ok(mut keys) => keys.remove(&task),
+            Ok(keys) => keys.get(&task).cloned(),
             Err(_) => None,
         };
         if let Some(key) = key
@@ -441,11 +452,24 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Drops what the engine kept for tasks that will not run again.
+    fn forget(&mut self, tasks: &[TaskId]) {
+        for t in tasks {
+            self.info.remove(t);
+        }
+        if let Ok(mut keys) = self.shared.history_keys.lock() {
+            for t in tasks {
+                keys.remove(t);
+            }
+        }
+    }
+
     fn apply(&mut self, effect: Effect, now: u64) {
         if effect.state.is_terminal() {
             self.shared.add_backlog(-1);
-            self.info.remove(&effect.task);
+            self.forget(&[effect.task]);
         }
+        self.forget(&effect.cancelled);
         self.shared.add_backlog(-(effect.cancelled.len() as i64));
         for t in &effect.cancelled {
             self.sched.remove_task(*t);
@@ -710,10 +734,17 @@ impl<S: Store> Engine<S> {
                 if let Ok(Some(rec)) = store.get_task(t).await
                     && rec.state == TaskState::Queued
                 {
-                    ready.push(
-                        QueuedTask::from_spec(rec.id, rec.seq, &rec.spec)
-                            .with_not_before(rec.not_before_ms),
-                    );
+                    let mut q = QueuedTask::from_spec(rec.id, rec.seq, &rec.spec)
+                        .with_not_before(rec.not_before_ms);
+                    if let Some(a) = rec
+                        .analysis
+                        .as_deref()
+                        .and_then(|a| serde_json::from_str::<TaskAnalysis>(a).ok())
+                    {
+                        q = q.with_analysis(&a);
+                    }
+                    q.avoid = rec.failed_agents.clone();
+                    ready.push(q);
                 }
             }
             if !ready.is_empty() {

@@ -297,11 +297,16 @@ async fn record<S: Store>(
             .iter()
             .map(|f| f.outcome.kind == OutcomeKind::Cancelled)
             .collect();
-        let verdicts: Vec<(bool, u64)> = finishes
+        let verdicts: Vec<(bool, bool, u64)> = finishes
             .iter()
             .map(|f| {
+                let telling = matches!(
+                    f.outcome.kind,
+                    OutcomeKind::Succeeded | OutcomeKind::Failed | OutcomeKind::TimedOut
+                ) && f.outcome.reason.as_deref() != Some("agent shutting down");
                 (
                     f.outcome.kind == OutcomeKind::Succeeded,
+                    telling,
                     f.outcome.evidence.duration_ms,
                 )
             })
@@ -374,9 +379,10 @@ async fn record<S: Store>(
                     .zip(results)
                     .zip(verdicts)
                     .map(
-                        |((held, result), (succeeded, duration_ms))| RecordedReport {
+                        |((held, result), (succeeded, telling, duration_ms))| RecordedReport {
                             held,
                             succeeded,
+                            telling,
                             duration_ms,
                             result,
                         },
