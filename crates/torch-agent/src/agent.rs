@@ -81,6 +81,7 @@ impl Agent {
             skills: self.cfg.skills.clone(),
             slots: self.cfg.slots,
             labels: self.cfg.labels.clone(),
+            cost: self.cfg.cost,
             version: env!("CARGO_PKG_VERSION").to_string(),
             running: self.held(),
         })

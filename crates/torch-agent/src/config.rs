@@ -39,6 +39,9 @@ pub struct AgentConfig {
     pub slots: u32,
     /// Labels the hub may route on.
     pub labels: BTreeMap<String, String>,
+    /// Cost of one task on this agent (any unit consistent across the fleet);
+    /// the hub's router prefers cheaper agents by its cost weight.
+    pub cost: Option<f64>,
     /// Directory under which each attempt gets its own work dir
     /// `<task_id>-<attempt>`; created if missing.
     pub work_root: PathBuf,
@@ -76,6 +79,7 @@ impl AgentConfig {
             skills: Vec::new(),
             slots: 1,
             labels: BTreeMap::new(),
+            cost: None,
             work_root: std::env::temp_dir().join("torch-work"),
             supervisor: None,
             env_allowlist: DEFAULT_ENV_ALLOWLIST

@@ -34,6 +34,10 @@ pub struct Hello {
     /// Labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Cost of one task on this agent, in any unit consistent across the
+    /// fleet (e.g. cents); routing prefers cheaper agents by the cost weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
     /// Agent version.
     pub version: String,
     /// Tasks still running from before a reconnect.

@@ -87,6 +87,22 @@ impl HubConfig {
         {
             return Err("routing.weights must be non-negative and not all zero".into());
         }
+        let r = &self.routing;
+        if !(r.perf_alpha > 0.0 && r.perf_alpha <= 1.0) {
+            return Err(format!(
+                "routing.perf-alpha must be in (0, 1], got {}",
+                r.perf_alpha
+            ));
+        }
+        if !(r.perf_prior.is_finite() && r.perf_prior >= 0.0) {
+            return Err(format!(
+                "routing.perf-prior must be >= 0, got {}",
+                r.perf_prior
+            ));
+        }
+        if r.batch_max == 0 {
+            return Err("routing.batch-max must be at least 1".into());
+        }
         self.routing
             .taxonomy
             .validate()

@@ -550,6 +550,10 @@ impl<S: Store> Engine<S> {
         let mut slots = AgentSlots::new(id, skills, hello.slots);
         slots.used = used;
         slots.labels = hello.labels;
+        slots.cost = hello
+            .cost
+            .filter(|c| c.is_finite() && *c >= 0.0)
+            .unwrap_or(0.0);
         self.sched.upsert_agent(slots);
         id
     }

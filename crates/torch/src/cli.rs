@@ -145,6 +145,10 @@ pub(crate) struct AgentArgs {
     /// Labels, `key=value`, repeatable.
     #[arg(long = "label")]
     pub(crate) labels: Vec<String>,
+    /// Cost of one task on this agent (any unit consistent across the fleet);
+    /// routing prefers cheaper agents.
+    #[arg(long)]
+    pub(crate) cost: Option<f64>,
     /// Directory for per-task work dirs (default: a temp dir).
     #[arg(long)]
     pub(crate) work_dir: Option<PathBuf>,

@@ -121,6 +121,7 @@ fn hello_placeholder() -> Hello {
         skills: Vec::new(),
         slots: 0,
         labels: Default::default(),
+        cost: None,
         version: String::new(),
         running: Vec::new(),
     }

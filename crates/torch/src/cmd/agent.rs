@@ -37,6 +37,15 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     ac.skills = skills;
     ac.slots = args.slots;
     ac.labels = labels;
+    if let Some(c) = args.cost {
+        if !(c.is_finite() && c >= 0.0) {
+            return Err(exit(
+                BAD_INPUT,
+                format!("--cost must be a non-negative number, got {c}"),
+            ));
+        }
+        ac.cost = Some(c);
+    }
     ac.work_root = work_root;
     ac.supervisor = torch_binary_on_path(&ac.work_root);
     ac.env_allowlist = cfg.agent.env_allowlist;
