@@ -96,9 +96,9 @@ pub(crate) enum Cmd {
     Progress { task: TaskId },
     /// The skills of every connected agent (for task analysis).
     AgentSkills(oneshot::Sender<Vec<Vec<Skill>>>),
-    /// Results of an assign job.
+    /// Results of an assign job, with the (task, agent) pairs it was for.
     Granted {
-        grants: Vec<Grant>,
+        grants: Vec<(TaskId, AgentId)>,
         results: Result<Vec<Result<Leased, ClaimRefused>>, StoreError>,
     },
     /// Result of a lease expiry.
@@ -631,23 +631,21 @@ impl<S: Store> Engine<S> {
         }
         let store = self.shared.store.clone();
         let tx = self.tx.clone();
+        let pairs: Vec<(TaskId, AgentId)> = grants.iter().map(|g| (g.task, g.agent)).collect();
         self.jobs.spawn(async move {
-            let keep: Vec<Grant> = grants
-                .iter()
-                .map(|g| Grant {
-                    explanation: None,
-                    ..g.clone()
-                })
-                .collect();
             let results = store.assign(grants, now).await;
-            let grants = keep;
-            let _ = tx.send(Cmd::Granted { grants, results }).await;
+            let _ = tx
+                .send(Cmd::Granted {
+                    grants: pairs,
+                    results,
+                })
+                .await;
         });
     }
 
     fn granted(
         &mut self,
-        grants: Vec<Grant>,
+        grants: Vec<(TaskId, AgentId)>,
         results: Result<Vec<Result<Leased, ClaimRefused>>, StoreError>,
         now: u64,
     ) {
@@ -658,11 +656,11 @@ impl<S: Store> Engine<S> {
                 warn!(error = %e, count = grants.len(), "assign failed; tasks go back to the queue");
                 // Nothing was written: the tasks are still queued in the store.
                 let mut back = Vec::new();
-                for g in grants {
-                    if self.leases.remove(&g.task).is_some() {
-                        self.sched.release_slot(g.agent);
+                for (task, agent) in grants {
+                    if self.leases.remove(&task).is_some() {
+                        self.sched.release_slot(agent);
                     }
-                    back.push(g.task);
+                    back.push(task);
                 }
                 self.requeue_from_store(back);
                 return;
@@ -813,16 +811,9 @@ impl<S: Store> Engine<S> {
             );
             let store = self.shared.store.clone();
             let tx = self.tx.clone();
-            self.jobs.spawn(async move {
-                let result = store.expire(task, fence, reason, now).await;
-                let _ = tx
-                    .send(Cmd::Expired {
-                        task,
-                        agent,
-                        result,
-                    })
-                    .await;
-            });
+            self.jobs.spawn(expire_and_report(
+                store, tx, task, agent, fence, reason, now,
+            ));
         }
     }
 
@@ -857,14 +848,7 @@ impl<S: Store> Engine<S> {
                 debug!(error = %e, "could not record a stall event");
             }
             if requeue {
-                let result = store.expire(task, fence, reason, now).await;
-                let _ = tx
-                    .send(Cmd::Expired {
-                        task,
-                        agent,
-                        result,
-                    })
-                    .await;
+                expire_and_report(store, tx, task, agent, fence, reason, now).await;
             }
         });
     }
@@ -911,4 +895,25 @@ impl<S: Store> Engine<S> {
         });
         v
     }
+}
+
+/// Ends an attempt whose lease is gone (no heartbeat, or stalled) in the store
+/// and hands the result back to the engine.
+async fn expire_and_report<S: Store>(
+    store: Arc<S>,
+    tx: mpsc::Sender<Cmd>,
+    task: TaskId,
+    agent: AgentId,
+    fence: u64,
+    reason: String,
+    now: u64,
+) {
+    let result = store.expire(task, fence, reason, now).await;
+    let _ = tx
+        .send(Cmd::Expired {
+            task,
+            agent,
+            result,
+        })
+        .await;
 }

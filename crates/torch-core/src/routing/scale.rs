@@ -1,6 +1,7 @@
 //! A large synthetic fleet for measuring the cost of one routing decision.
 
 use super::prng::SplitMix64;
+use super::taxonomy::Taxonomy;
 use crate::scheduler::{AgentSlots, QueuedTask, Scheduler, Torch};
 use crate::spec::TaskContext;
 
@@ -14,25 +15,9 @@ pub fn scale_fixture(
     tasks: usize,
     seed: u64,
 ) -> (Scheduler<Torch>, Vec<QueuedTask>) {
-    const NAMES: [&str; 17] = [
-        "rust",
-        "python",
-        "go",
-        "javascript",
-        "typescript",
-        "java",
-        "c",
-        "cpp",
-        "sh",
-        "testing",
-        "review",
-        "docs",
-        "security",
-        "devops",
-        "data",
-        "frontend",
-        "ml",
-    ];
+    // The default taxonomy's skills (17, sorted by name).
+    let names: Vec<String> = Taxonomy::default().entries().into_keys().collect();
+    let pick = |rng: &mut SplitMix64| names[rng.below(names.len() as u64) as usize].clone();
     let mut rng = SplitMix64::new(seed);
     let mut sched = Scheduler::new();
     let ctx = |rng: &mut SplitMix64| TaskContext {
@@ -46,10 +31,10 @@ pub fn scale_fixture(
     for i in 0..agents {
         let mut skills: Vec<crate::skill::Skill> = Vec::new();
         while skills.len() < 3 {
-            let name = NAMES[rng.below(NAMES.len() as u64) as usize];
+            let name = pick(&mut rng);
             if !skills.iter().any(|s| s.name == name) {
                 skills.push(crate::skill::Skill {
-                    name: name.into(),
+                    name,
                     level: rng.range_f64(0.3, 1.0),
                 });
             }
@@ -73,17 +58,18 @@ pub fn scale_fixture(
     }
     let queued = (0..tasks)
         .map(|i| {
-            let mut skills = vec![
-                NAMES[rng.below(NAMES.len() as u64) as usize]
-                    .parse()
-                    .unwrap_or_else(|_| crate::skill::SkillReq {
-                        name: "sh".into(),
-                        min: 0.0,
-                    }),
-            ];
+            let mut skills =
+                vec![
+                    pick(&mut rng)
+                        .parse()
+                        .unwrap_or_else(|_| crate::skill::SkillReq {
+                            name: "sh".into(),
+                            min: 0.0,
+                        }),
+                ];
             if rng.chance(0.3) {
                 skills.push(crate::skill::SkillReq {
-                    name: NAMES[rng.below(NAMES.len() as u64) as usize].into(),
+                    name: pick(&mut rng),
                     min: 0.0,
                 });
                 skills.dedup_by(|a, b| a.name == b.name);
@@ -91,7 +77,7 @@ pub fn scale_fixture(
             let id = crate::ids::TaskId::from_uuid(uuid::Uuid::from_u64_pair(0x5ca1e, i as u64));
             QueuedTask {
                 preferred: vec![crate::skill::SkillReq {
-                    name: NAMES[rng.below(NAMES.len() as u64) as usize].into(),
+                    name: pick(&mut rng),
                     min: 0.0,
                 }],
                 context: Some(ctx(&mut rng)),

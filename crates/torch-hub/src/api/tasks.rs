@@ -14,9 +14,9 @@ use torch_api::rest::{
     AnalyzeResponse, CancelRequest, CancelResponse, LogsView, ProgressRequest, SubmitRequest,
     SubmitResponse, SubmittedTask, TaskList, TaskView,
 };
-use torch_core::routing::analyze_with;
+use torch_core::routing::{History, analyze_with};
 use torch_core::scheduler::QueuedTask;
-use torch_core::validate::validate_batch;
+use torch_core::validate::{ValidTask, validate_batch};
 use torch_core::{Skill, TaskId, TaskState};
 use torch_store::{FenceCheck, NewTask, Routing, Store, TaskFilter};
 
@@ -68,24 +68,7 @@ pub(crate) async fn submit<S: Store>(
         e.retry_after = Some(shared.cfg.retry_after_secs);
         return Err(e);
     }
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let req: SubmitRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        ApiError::bad_request(
-            "invalid_spec",
-            format!(
-                "request body at {path} (line {}, column {}): {inner}",
-                inner.line(),
-                inner.column()
-            ),
-        )
-    })?;
-    let source = req.source.clone().unwrap_or_else(|| "request".into());
-    let valid = validate_batch(&source, req.tasks).map_err(|errs| {
-        let details: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();
-        ApiError::bad_request("invalid_spec", details.join("; ")).with_details(details)
-    })?;
+    let valid = parse_specs(&body)?;
     let ids: Vec<TaskId> = valid
         .iter()
         .map(|_| TaskId::from_uuid(uuid::Uuid::now_v7()))
@@ -94,13 +77,7 @@ pub(crate) async fn submit<S: Store>(
     let mut warnings = Vec::with_capacity(valid.len());
     let mut keys = Vec::with_capacity(valid.len());
     let batch: Vec<NewTask> = {
-        let history = shared.history.lock().map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "history lock poisoned",
-            )
-        })?;
+        let history = history(&shared)?;
         valid
             .into_iter()
             .enumerate()
@@ -156,6 +133,40 @@ async fn agent_skills<S: Store>(shared: &Shared<S>) -> Result<Vec<Vec<Skill>>, A
     ask_engine(shared, Cmd::AgentSkills).await
 }
 
+/// Parses a `SubmitRequest` body and validates its tasks as one batch; errors
+/// name the JSON path (with line and column) or the task and field.
+fn parse_specs(body: &[u8]) -> Result<Vec<ValidTask>, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let req: SubmitRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ApiError::bad_request(
+            "invalid_spec",
+            format!(
+                "request body at {path} (line {}, column {}): {inner}",
+                inner.line(),
+                inner.column()
+            ),
+        )
+    })?;
+    let source = req.source.unwrap_or_else(|| "request".into());
+    validate_batch(&source, req.tasks).map_err(|errs| {
+        let details: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();
+        ApiError::bad_request("invalid_spec", details.join("; ")).with_details(details)
+    })
+}
+
+/// The analysis history, locked.
+fn history<S>(shared: &Shared<S>) -> Result<std::sync::MutexGuard<'_, History>, ApiError> {
+    shared.history.lock().map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "history lock poisoned",
+        )
+    })
+}
+
 /// `POST /api/v1/analyze`: the analysis of each spec, without submitting.
 pub(crate) async fn analyze_specs<S: Store>(
     State(shared): St<S>,
@@ -164,27 +175,9 @@ pub(crate) async fn analyze_specs<S: Store>(
 ) -> Result<Json<AnalyzeResponse>, ApiError> {
     authorize(&shared, &headers, Need::Submit).await?;
     let body = body.map_err(body_error)?;
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let req: SubmitRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::bad_request(
-            "invalid_spec",
-            format!("request body at {path}: {}", e.into_inner()),
-        )
-    })?;
-    let source = req.source.clone().unwrap_or_else(|| "request".into());
-    let valid = validate_batch(&source, req.tasks).map_err(|errs| {
-        let details: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();
-        ApiError::bad_request("invalid_spec", details.join("; ")).with_details(details)
-    })?;
+    let valid = parse_specs(&body)?;
     let agents = agent_skills(&shared).await?;
-    let history = shared.history.lock().map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "history lock poisoned",
-        )
-    })?;
+    let history = history(&shared)?;
     let analyses = valid
         .iter()
         .map(|v| {
