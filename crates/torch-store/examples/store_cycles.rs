@@ -34,6 +34,7 @@ fn new_task(n: u64) -> NewTask {
         deps: Vec::new(),
         routing: None,
         analysis: None,
+        parent: None,
     }
 }
 

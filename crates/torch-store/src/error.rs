@@ -3,7 +3,7 @@
 use torch_core::{TaskId, TaskState};
 
 /// Why a store operation failed as a whole.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The task does not exist.
     #[error("task {0} not found")]
@@ -21,6 +21,9 @@ pub enum StoreError {
     /// The submission is invalid against what is stored (missing or dead dependency).
     #[error("{0}")]
     Invalid(String),
+    /// A size limit would be passed (agent memory); nothing was written.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
     /// The store cannot be reached or is overloaded; retry later.
     #[error("store unavailable: {0}")]
     Unavailable(String),

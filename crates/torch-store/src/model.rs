@@ -22,6 +22,8 @@ pub struct NewTask {
     pub routing: Option<Routing>,
     /// The task analysis (JSON), stored with the task and returned by `get_task`.
     pub analysis: Option<String>,
+    /// The task that delegated this one (`torch delegate`), if any.
+    pub parent: Option<TaskId>,
 }
 
 /// The routing view of a task, stored with it so that every `QueuedTask` the
@@ -286,6 +288,8 @@ pub struct TaskRecord {
     pub explanation: Option<String>,
     /// Agents whose attempts at this task failed (distinct, in order).
     pub failed_agents: Vec<AgentId>,
+    /// The task that delegated this one, if any.
+    pub parent: Option<TaskId>,
 }
 
 /// Which tasks to list.
@@ -297,6 +301,8 @@ pub struct TaskFilter {
     pub label: Option<(String, String)>,
     /// Only tasks with `seq` below this (paging backwards).
     pub before_seq: Option<u64>,
+    /// Only tasks delegated by this parent task.
+    pub parent: Option<TaskId>,
     /// At most this many (the store may cap it).
     pub limit: usize,
 }
@@ -395,4 +401,83 @@ pub struct TokenRecord {
     pub name: String,
     /// When created.
     pub created_ms: u64,
+}
+
+/// One entry of an agent's key/value memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryEntry {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+    /// Last write (unix ms).
+    pub updated_ms: u64,
+    /// The agent this entry was copied from, when it was inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherited_from: Option<AgentId>,
+}
+
+/// Size limits on one agent's memory, enforced by the store on every write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Most keys per agent.
+    pub max_keys: usize,
+    /// Most bytes (keys plus values) per agent.
+    pub max_total_bytes: usize,
+}
+
+impl Default for MemoryLimits {
+    fn default() -> Self {
+        MemoryLimits {
+            max_key_bytes: 256,
+            max_value_bytes: 64 * 1024,
+            max_keys: 1024,
+            max_total_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl MemoryLimits {
+    /// Checks one entry against the per-entry limits.
+    pub fn check_entry(&self, key: &str, value: &str) -> Result<(), String> {
+        if key.is_empty() {
+            return Err("memory key is empty".into());
+        }
+        if key.len() > self.max_key_bytes {
+            return Err(format!(
+                "memory key is {} bytes; the limit is {}",
+                key.len(),
+                self.max_key_bytes
+            ));
+        }
+        if value.len() > self.max_value_bytes {
+            return Err(format!(
+                "memory value for {key:?} is {} bytes; the limit is {}",
+                value.len(),
+                self.max_value_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks an agent's totals after a write.
+    pub fn check_totals(&self, keys: usize, bytes: usize) -> Result<(), String> {
+        if keys > self.max_keys {
+            return Err(format!(
+                "agent memory would hold {keys} keys; the limit is {}",
+                self.max_keys
+            ));
+        }
+        if bytes > self.max_total_bytes {
+            return Err(format!(
+                "agent memory would hold {bytes} bytes; the limit is {}",
+                self.max_total_bytes
+            ));
+        }
+        Ok(())
+    }
 }

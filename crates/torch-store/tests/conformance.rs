@@ -67,6 +67,9 @@ conformance!(
     routing::explanation_stored,
     durability::reopen_keeps_everything,
     durability::fences_increase_across_reopen,
+    memory::memory_put_get_list_and_limits,
+    memory::memory_inherit_copies_and_audits,
+    memory::parent_links_children,
 );
 
 #[tokio::test]

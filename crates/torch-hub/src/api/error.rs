@@ -55,6 +55,9 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             StoreError::Invalid(m) => ApiError::bad_request("invalid_request", m),
+            StoreError::LimitExceeded(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded", m)
+            }
             StoreError::Unavailable(m) => {
                 error!(error = %m, "store unavailable");
                 let mut err = ApiError::new(

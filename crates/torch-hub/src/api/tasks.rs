@@ -95,6 +95,7 @@ pub(crate) async fn submit<S: Store>(
                     deps,
                     routing: Some(Routing::of(&queued)),
                     analysis: serde_json::to_string(&analysis).ok(),
+                    parent: None,
                 }
             })
             .collect()

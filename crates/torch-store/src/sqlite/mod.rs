@@ -41,8 +41,8 @@ use tracing::info;
 
 use crate::{
     AgentEvent, Cancelled, ClaimRefused, EventRecord, FenceCheck, Finish, FinishResult, Grant,
-    Leased, LogRecord, NewEvent, NewTask, Requeued, Snapshot, Store, StoreError, Submitted,
-    TaskFilter, TaskPage, TaskRecord, TokenRecord,
+    Leased, LogRecord, MemoryEntry, MemoryLimits, NewEvent, NewTask, Requeued, Snapshot, Store,
+    StoreError, Submitted, TaskFilter, TaskPage, TaskRecord, TokenRecord,
 };
 use read::Readers;
 use writer::Writer;
@@ -253,5 +253,45 @@ impl Store for SqliteStore {
 
     async fn lease_holder(&self, task: TaskId) -> Result<Option<(AgentId, u64)>, StoreError> {
         self.readers.run(move |c| read::lease_holder(c, task)).await
+    }
+
+    async fn memory_put(
+        &self,
+        owner: AgentId,
+        key: String,
+        value: String,
+        limits: MemoryLimits,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .call(move |tx| ops::memory_put(tx, owner, key, value, limits, now))
+            .await
+    }
+
+    async fn memory_get(
+        &self,
+        owner: AgentId,
+        key: String,
+    ) -> Result<Option<MemoryEntry>, StoreError> {
+        self.readers
+            .run(move |c| read::memory_get(c, owner, key))
+            .await
+    }
+
+    async fn memory_list(&self, owner: AgentId) -> Result<Vec<MemoryEntry>, StoreError> {
+        self.readers.run(move |c| read::memory_list(c, owner)).await
+    }
+
+    async fn memory_inherit(
+        &self,
+        from: AgentId,
+        to: AgentId,
+        keys: Vec<String>,
+        limits: MemoryLimits,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.writer
+            .call(move |tx| ops::memory_inherit(tx, from, to, keys, limits, now))
+            .await
     }
 }

@@ -4,13 +4,13 @@
 
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
-use torch_core::{TaskId, TaskSpec, TaskState};
+use torch_core::{AgentId, TaskId, TaskSpec, TaskState};
 
 use super::rows::{self, Ev, put_event, to_i64};
 use super::writer::Tx;
 use crate::{
     AGENTS_SPAWNING, AGENTS_TERMINATING, AgentEvent, ClaimRefused, FenceCheck, Grant, Leased,
-    NewEvent, StoreError, TASKS_ACTIVE, TokenRecord,
+    MemoryLimits, NewEvent, StoreError, TASKS_ACTIVE, TokenRecord,
 };
 
 pub(crate) fn assign(
@@ -295,4 +295,102 @@ pub(crate) fn init_meta(tx: &mut Tx<'_>, key: String, value: String) -> Result<S
         .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
         .query_row([&key], |r| r.get(0))?;
     Ok(stored)
+}
+
+/// Keys and bytes (keys plus values) of `owner`'s memory, not counting `except`.
+fn memory_usage(tx: &Tx<'_>, owner: &str, except: &[String]) -> Result<(usize, usize), StoreError> {
+    let mut st = tx.conn.prepare_cached(
+        "SELECT key, length(CAST(value AS BLOB)) FROM agent_memory WHERE owner = ?1",
+    )?;
+    let mut q = st.query([owner])?;
+    let (mut keys, mut bytes) = (0usize, 0usize);
+    while let Some(r) = q.next()? {
+        let key: String = r.get(0)?;
+        if except.contains(&key) {
+            continue;
+        }
+        let len: i64 = r.get(1)?;
+        keys += 1;
+        bytes += key.len() + usize::try_from(len).unwrap_or(0);
+    }
+    Ok((keys, bytes))
+}
+
+fn put_memory(
+    tx: &Tx<'_>,
+    owner: &str,
+    key: &str,
+    value: &str,
+    from: Option<&str>,
+    now: u64,
+) -> Result<(), StoreError> {
+    tx.conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO agent_memory (owner, key, value, updated_ms, inherited_from)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![owner, key, value, to_i64(now), from])?;
+    Ok(())
+}
+
+pub(crate) fn memory_put(
+    tx: &mut Tx<'_>,
+    owner: AgentId,
+    key: String,
+    value: String,
+    limits: MemoryLimits,
+    now: u64,
+) -> Result<(), StoreError> {
+    limits
+        .check_entry(&key, &value)
+        .map_err(StoreError::LimitExceeded)?;
+    let owner = owner.to_string();
+    let (keys, bytes) = memory_usage(tx, &owner, std::slice::from_ref(&key))?;
+    limits
+        .check_totals(keys + 1, bytes + key.len() + value.len())
+        .map_err(StoreError::LimitExceeded)?;
+    put_memory(tx, &owner, &key, &value, None, now)
+}
+
+pub(crate) fn memory_inherit(
+    tx: &mut Tx<'_>,
+    from: AgentId,
+    to: AgentId,
+    keys: Vec<String>,
+    limits: MemoryLimits,
+    now: u64,
+) -> Result<Vec<String>, StoreError> {
+    let (src, dst) = (from.to_string(), to.to_string());
+    let mut copied = Vec::new();
+    let mut added = 0usize;
+    for key in keys {
+        let value: Option<String> = tx
+            .conn
+            .prepare_cached("SELECT value FROM agent_memory WHERE owner = ?1 AND key = ?2")?
+            .query_row([&src, &key], |r| r.get(0))
+            .optional()?;
+        let Some(value) = value else { continue };
+        limits
+            .check_entry(&key, &value)
+            .map_err(StoreError::LimitExceeded)?;
+        added += key.len() + value.len();
+        copied.push((key, value));
+    }
+    let keys: Vec<String> = copied.iter().map(|(k, _)| k.clone()).collect();
+    let (have, bytes) = memory_usage(tx, &dst, &keys)?;
+    limits
+        .check_totals(have + copied.len(), bytes + added)
+        .map_err(StoreError::LimitExceeded)?;
+    for (key, value) in &copied {
+        put_memory(tx, &dst, key, value, Some(&src), now)?;
+    }
+    let ev = Ev {
+        stream: AGENTS_SPAWNING,
+        kind: "agent.memory_inherited",
+        task: None,
+        agent: Some(to),
+        data: json!({ "from": src, "to": dst, "keys": keys }).to_string(),
+    };
+    put_event(tx.conn, ev, now)?;
+    Ok(keys)
 }

@@ -12,8 +12,8 @@ use torch_core::{AgentId, TaskId, TaskState};
 use super::rows::{self, QueuedRow, queued_cols, to_i64, to_u64};
 use super::schema;
 use crate::{
-    EventRecord, LeaseRecord, LogRecord, Snapshot, StoreError, TaskFilter, TaskPage, TaskRecord,
-    TokenRecord,
+    EventRecord, LeaseRecord, LogRecord, MemoryEntry, Snapshot, StoreError, TaskFilter, TaskPage,
+    TaskRecord, TokenRecord,
 };
 
 /// Idle read connections kept open.
@@ -79,7 +79,7 @@ const TASK_COLS: &str = "id, seq, name, state, spec, attempt, fence, agent_id, l
     updated_ms, analysis,
     coalesce(explanation, (SELECT json_extract(e.data, '$.explanation') FROM events e
         WHERE e.id = tasks.explanation_event)),
-    failed_agents";
+    failed_agents, parent_id";
 
 fn task_row(r: &Row<'_>) -> Result<TaskRecord, StoreError> {
     let pct: Option<f64> = r.get(10)?;
@@ -115,6 +115,11 @@ fn task_row(r: &Row<'_>) -> Result<TaskRecord, StoreError> {
         analysis: r.get(17)?,
         explanation: r.get(18)?,
         failed_agents: rows::failed_agents(r.get::<_, Option<String>>(19)?.as_deref())?,
+        parent: r
+            .get::<_, Option<String>>(20)?
+            .as_deref()
+            .map(rows::task_id)
+            .transpose()?,
     })
 }
 
@@ -153,6 +158,10 @@ pub(crate) fn list_tasks(conn: &Connection, filter: TaskFilter) -> Result<TaskPa
     if let Some(before) = filter.before_seq {
         sql.push_str(" AND seq < ?");
         args.push(Value::Integer(to_i64(before)));
+    }
+    if let Some(parent) = filter.parent {
+        sql.push_str(" AND parent_id = ?");
+        args.push(Value::Text(parent.to_string()));
     }
     if let Some((key, value)) = filter.label {
         sql.push_str(" AND id IN (SELECT task_id FROM labels WHERE key = ? AND value = ?)");
@@ -349,4 +358,45 @@ pub(crate) fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
         .query_row(params![], |r| r.get(0))?;
     snap.backlog = to_u64(backlog)?;
     Ok(snap)
+}
+
+pub(crate) fn memory_get(
+    conn: &Connection,
+    owner: AgentId,
+    key: String,
+) -> Result<Option<MemoryEntry>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT key, value, updated_ms, inherited_from FROM agent_memory
+         WHERE owner = ?1 AND key = ?2",
+    )?;
+    let mut q = st.query([owner.to_string(), key])?;
+    match q.next()? {
+        Some(r) => Ok(Some(memory_row(r)?)),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn memory_list(
+    conn: &Connection,
+    owner: AgentId,
+) -> Result<Vec<MemoryEntry>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT key, value, updated_ms, inherited_from FROM agent_memory
+         WHERE owner = ?1 ORDER BY key",
+    )?;
+    let mut q = st.query([owner.to_string()])?;
+    let mut out = Vec::new();
+    while let Some(r) = q.next()? {
+        out.push(memory_row(r)?);
+    }
+    Ok(out)
+}
+
+fn memory_row(r: &Row<'_>) -> Result<MemoryEntry, StoreError> {
+    Ok(MemoryEntry {
+        key: r.get(0)?,
+        value: r.get(1)?,
+        updated_ms: to_u64(r.get(2)?)?,
+        inherited_from: rows::opt_agent(r.get(3)?)?,
+    })
 }

@@ -41,23 +41,9 @@ pub(crate) fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
 }
 
-/// A copy of `e` for each caller of a failed batch (`StoreError` is not `Clone`).
+/// A copy of `e` for each caller of a failed batch.
 pub(crate) fn dup_err(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::NotFound(t) => StoreError::NotFound(*t),
-        StoreError::Conflict {
-            task,
-            state,
-            message,
-        } => StoreError::Conflict {
-            task: *task,
-            state: *state,
-            message: message.clone(),
-        },
-        StoreError::Invalid(m) => StoreError::Invalid(m.clone()),
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
-    }
+    e.clone()
 }
 
 /// SQLite integers are signed; our counters and times never reach `i64::MAX`.

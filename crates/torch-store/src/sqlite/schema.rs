@@ -20,7 +20,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 96;
 
 /// Migration scripts; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Version 1: tasks, their dependencies and labels, logs, events, tokens,
 /// metadata, counters and agents.
@@ -152,6 +152,21 @@ ALTER TABLE tasks ADD COLUMN explanation TEXT;
 /// throughput at 100 agents.
 const V3: &str = "
 ALTER TABLE tasks ADD COLUMN explanation_event INTEGER;
+";
+
+/// Version 4: the parent of a delegated task, and per-agent key/value memory.
+const V4: &str = "
+ALTER TABLE tasks ADD COLUMN parent_id TEXT;
+CREATE INDEX tasks_parent ON tasks (parent_id) WHERE parent_id IS NOT NULL;
+
+CREATE TABLE agent_memory (
+    owner          TEXT    NOT NULL,
+    key            TEXT    NOT NULL,
+    value          TEXT    NOT NULL,
+    updated_ms     INTEGER NOT NULL,
+    inherited_from TEXT,
+    PRIMARY KEY (owner, key)
+) WITHOUT ROWID;
 ";
 
 /// Opens the writer connection: creates the file (and its directory), sets

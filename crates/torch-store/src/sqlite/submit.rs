@@ -183,8 +183,8 @@ fn insert(
     let mut st = conn.prepare_cached(
         "INSERT INTO tasks (id, name, state, priority, tenant, idempotency_key, spec, skills,
                             max_retries, backoff, deps_pending, created_ms, updated_ms,
-                            routing, analysis)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)",
+                            routing, analysis, parent_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
     )?;
     let inserted = st.execute(params![
         id,
@@ -201,6 +201,7 @@ fn insert(
         to_i64(now),
         routing,
         t.analysis,
+        t.parent.map(|p| p.to_string()),
     ]);
     match inserted {
         Ok(_) => {}

@@ -7,6 +7,7 @@
 pub(crate) mod durability;
 pub(crate) mod ends;
 pub(crate) mod lease;
+pub(crate) mod memory;
 pub(crate) mod misc;
 pub(crate) mod routing;
 pub(crate) mod submit;
@@ -53,6 +54,7 @@ pub(crate) fn task(n: u64, deps: &[u64]) -> NewTask {
         deps: deps.iter().map(|d| tid(*d)).collect(),
         routing: None,
         analysis: None,
+        parent: None,
     }
 }
 
