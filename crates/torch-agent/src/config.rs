@@ -140,6 +140,11 @@ fn config_err(field: &'static str, problem: impl Into<String>) -> AgentError {
 
 /// `http://host:port[/base]` → `ws://host:port[/base]/api/v1/agent/ws`.
 pub(crate) fn ws_url(hub_url: &str) -> Result<String, AgentError> {
+    endpoint_url(hub_url, "agent/ws")
+}
+
+/// `http://host:port[/base]` → `ws://host:port[/base]/api/v1/{endpoint}`.
+pub(crate) fn endpoint_url(hub_url: &str, endpoint: &str) -> Result<String, AgentError> {
     let base = hub_url.trim().trim_end_matches('/');
     let rest = if let Some(r) = base.strip_prefix("http://") {
         r
@@ -159,7 +164,7 @@ pub(crate) fn ws_url(hub_url: &str) -> Result<String, AgentError> {
     if rest.is_empty() || rest.starts_with('/') {
         return Err(config_err("hub_url", format!("{base:?}: missing host")));
     }
-    Ok(format!("ws://{rest}{API_PREFIX}/agent/ws"))
+    Ok(format!("ws://{rest}{API_PREFIX}/{endpoint}"))
 }
 
 #[cfg(test)]

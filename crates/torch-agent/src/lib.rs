@@ -16,6 +16,8 @@
 //! - `criteria`: agent-side success criteria.
 //! - `supervise`: the per-task supervisor that kills the task group when the
 //!   agent dies.
+//! - [`node`]: the node runtime ([`node::run_node`]): starts and stops agent
+//!   processes on the hub's orders and reports their `/proc` samples.
 
 mod agent;
 mod capture;
@@ -23,6 +25,7 @@ pub mod config;
 mod connect;
 mod criteria;
 mod error;
+pub mod node;
 mod runner;
 mod sandbox;
 mod session;

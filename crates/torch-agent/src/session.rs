@@ -32,7 +32,7 @@ const ACK_WAIT: Duration = Duration::from_secs(1);
 /// How long the writer may take to flush and close at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Hub error codes that mean the token is not accepted.
-const AUTH_ERROR_CODES: &[&str] = &["unauthorized", "forbidden"];
+pub(crate) const AUTH_ERROR_CODES: &[&str] = &["unauthorized", "forbidden"];
 
 /// Runs an agent until `shutdown` is cancelled (then returns `Ok`) or the hub
 /// refuses its token ([`AgentError::Auth`]).
@@ -121,7 +121,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     result
 }
 
-fn absolute(path: &Path, action: &'static str) -> Result<PathBuf, AgentError> {
+pub(crate) fn absolute(path: &Path, action: &'static str) -> Result<PathBuf, AgentError> {
     std::path::absolute(path).map_err(|source| AgentError::Io {
         action,
         path: path.to_path_buf(),

@@ -18,32 +18,46 @@ use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{error, trace};
 
+use serde::Serialize;
+
 use torch_api::ws::AgentMessage;
 
 /// The agent's side of a hub connection.
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-#[derive(Default)]
-struct Pending {
-    msgs: Vec<AgentMessage>,
+struct Pending<M> {
+    msgs: Vec<M>,
     ping: bool,
     close: bool,
 }
 
-/// Messages waiting for the writer.
-#[derive(Default)]
-pub(crate) struct Outq {
-    pending: Mutex<Pending>,
+/// Messages waiting for the writer: agent messages by default, node messages
+/// for a node session.
+pub(crate) struct Outq<M = AgentMessage> {
+    pending: Mutex<Pending<M>>,
     wake: Notify,
 }
 
-impl Outq {
-    fn lock(&self) -> MutexGuard<'_, Pending> {
+impl<M> Default for Outq<M> {
+    fn default() -> Self {
+        Outq {
+            pending: Mutex::new(Pending {
+                msgs: Vec::new(),
+                ping: false,
+                close: false,
+            }),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl<M> Outq<M> {
+    fn lock(&self) -> MutexGuard<'_, Pending<M>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues a message for the next frame.
-    pub(crate) fn push(&self, msg: AgentMessage) {
+    pub(crate) fn push(&self, msg: M) {
         self.lock().msgs.push(msg);
         self.wake.notify_one();
     }
@@ -62,11 +76,11 @@ impl Outq {
 }
 
 /// Sends queued messages until the socket fails or [`Outq::close`] is called.
-pub(crate) async fn write_loop(
-    q: &Outq,
+pub(crate) async fn write_loop<M: Serialize>(
+    q: &Outq<M>,
     mut sink: SplitSink<Ws, Message>,
 ) -> Result<(), tungstenite::Error> {
-    let mut batch: Vec<AgentMessage> = Vec::new();
+    let mut batch: Vec<M> = Vec::new();
     loop {
         q.wake.notified().await;
         let (ping, close) = {
@@ -82,7 +96,7 @@ pub(crate) async fn write_loop(
                 }
                 Err(e) => {
                     error!(error = %e, "cannot encode messages for the hub; dropping them");
-                    debug_assert!(false, "agent messages always serialize");
+                    debug_assert!(false, "wire messages always serialize");
                 }
             }
             // Keep the allocation for the next round.
