@@ -8,12 +8,17 @@
 //! Implementations:
 //! - [`sqlite::SqliteStore`]: the embedded default. One file in the data dir,
 //!   WAL, one writer thread with group commit, versioned migrations.
+//! - [`redis::RedisStore`]: Redis (Valkey, Dragonfly) for many hubs on many
+//!   machines: Lua scripts for atomic, fenced batches, the event streams as
+//!   real Redis streams, consumer groups and a leader lease.
 //!
-//! The conformance suite in `tests/conformance.rs` is written against the
-//! trait so that every implementation (Redis next) passes the same cases.
+//! The conformance suite in `tests/suite` is written against the trait;
+//! `tests/conformance.rs` runs it on SQLite and `tests/conformance_redis.rs`
+//! on Redis, so both pass the same cases.
 
 mod error;
 mod model;
+pub mod redis;
 pub mod sqlite;
 mod streams;
 

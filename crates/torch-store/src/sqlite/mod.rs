@@ -28,7 +28,7 @@ mod cancel;
 mod finish;
 mod ops;
 mod read;
-mod rows;
+pub(crate) mod rows;
 mod schema;
 mod submit;
 mod writer;

@@ -1,0 +1,546 @@
+//! The Redis store: every durable operation of the hub over Redis (or a
+//! server speaking its commands: Valkey, Dragonfly), for many hubs on many
+//! machines sharing one store.
+//!
+//! # Atomicity and fencing
+//! Every mutating operation is one Lua script (`EVALSHA`, loaded at
+//! [`RedisStore::open`] and reloaded by the client after a Redis restart
+//! empties the script cache). A script runs alone on the server, so a claim,
+//! a fence check and everything they imply (indexes, dependents, events)
+//! happen at once. Batches travel whole: one `submit`, `assign`, `start` or
+//! `finish` call is one script call, i.e. **one round trip for the whole
+//! batch** (see [`RedisStore::round_trips`]).
+//!
+//! Scripts are declared with a shebang (`#!lua`), which needs Redis 7.0 or
+//! newer (Valkey 7.2+; Dragonfly with `--default_lua_flags=allow-undeclared-keys`,
+//! as the scripts touch keys they find on the way, such as dependents).
+//! Every script checks everything that can make it refuse *before* its first
+//! write, so a refusal writes nothing.
+//!
+//! # Out of memory
+//! Run Redis with `maxmemory-policy noeviction`: an evicting policy would
+//! silently drop tasks (opening warns about it). When used memory is above
+//! `maxmemory`, Redis refuses a writing script *before it starts* (that is
+//! what the shebang without `no-writes` declares), so the batch fails as a
+//! whole with [`StoreError::Unavailable`] ("redis is out of memory
+//! (maxmemory reached)") and nothing of it is written; a script that has
+//! started always runs to its end, even if it crosses the limit on the way.
+//! Reads keep working.
+//!
+//! # Key layout
+//! Every key starts with the hash tag `{<prefix>}` (default `{torch}`), so
+//! they all live in one cluster slot and scripts may touch any of them.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{torch}:version` | string | layout version (`1`) |
+//! | `{torch}:seq` / `:fence` / `:eid` | string (INCR) | task seq, fence, global event id counters |
+//! | `{torch}:t:<task>` | hash | one task (fields below) |
+//! | `{torch}:all` | zset | every task, score = seq |
+//! | `{torch}:state:<state>` | zset | tasks in that state, score = seq (queued set for `load`, assigned + running = leased, counts) |
+//! | `{torch}:rdeps:<task>` | list | tasks depending on `<task>`, in submission order |
+//! | `{torch}:idem` | hash | `<len(tenant)>:<tenant><key>` → task: idempotency keys per tenant |
+//! | `{torch}:label:<len(k)>:<k>=<v>` | zset | tasks with label `k=v`, score = seq |
+//! | `{torch}:children:<task>` | zset | tasks delegated by `<task>`, score = seq |
+//! | `{torch}:log:<task>` | hash | `attempt`, `stdout`, `stderr`, `truncated` |
+//! | `{torch}:meta` | hash | metadata |
+//! | `{torch}:token:<hash>` / `:tokens:<role>` | hash / set | tokens, and their hashes per role |
+//! | `{torch}:agent:<agent>` | hash | agent sessions (`name`, `skills`, `slots`, `labels`, `state`, `joined_ms`, `left_ms`, `reason`) |
+//! | `{torch}:mem:<agent>` / `:memmeta:<agent>` | hash / hash | agent memory: key → value; key → `<ms>` or `<ms>:<from agent>` |
+//! | `{torch}:streams` | set | names of the streams written so far |
+//! | `{torch}:stream:<name>` | stream | the events of stream `<name>`, e.g. `{torch}:stream:nova.torch.tasks.queue` |
+//! | `{torch}:leader` / `:leader:fence` | string (PX) / string | the hubs' leader lease `<fence>:<hub>` and its fence counter |
+//!
+//! Task hash fields: `seq name st pri ten idem spec sk rt an par deps mr bo`
+//! (spec and routing data; `sk` skills JSON, `rt` routing JSON, `an`
+//! analysis, `par` parent, `deps` comma-separated, `mr` max retries, `bo`
+//! the retry delays in ms), `att ret f ff ag la lx nb dp` (attempt, retries
+//! used, fence, fence of the last recorded attempt end, agent, last agent,
+//! lease expiry, not-before, pending dependencies), `pp pm pt` (progress),
+//! `out why fa` (outcome JSON, reason, failed agents JSON), `c u` (created,
+//! updated) and `xe` (id of the `task.assigned` event holding the current
+//! explanation: it is written once, there, as in the SQLite store).
+//!
+//! # Events and streams
+//! Each event gets the next global id from `{torch}:eid` (`INCR`) and is
+//! `XADD`ed to `{torch}:stream:<stream name>` with the explicit entry id
+//! `0-<global id>` and `MAXLEN ~ maxlen`. Entry fields: `kind`, `at` (unix
+//! ms), `data` (JSON text), and `task` / `agent` when set. Entry ids thus
+//! increase across all streams alike, and [`Store::events`] merges the
+//! streams by id. An outside reader follows a stream with
+//! `XREAD BLOCK 0 STREAMS {torch}:stream:nova.torch.tasks.completed $`
+//! (or from `0-<last id seen>`), or with a consumer group (`XREADGROUP`);
+//! [`RedisStore::consumer`] wraps the latter with reclaiming. Only torch
+//! may write to these streams: an entry with a larger id added by someone
+//! else would make torch's next `XADD` there fail.
+//!
+//! Streams are bounded (approximately) by [`RedisOptions::maxlen`], so
+//! unlike SQLite old events go away: [`Store::events`] returns what is still
+//! kept, and an explanation whose `task.assigned` event was trimmed from
+//! `nova.torch.tasks.active` is no longer returned by `get_task`.
+//!
+//! # Limits
+//! As in SQLite: `list_tasks` returns at most 1000 tasks (100 when the
+//! filter's limit is 0); `events` at most 10,000 (1000 when `limit` is 0).
+//! `load` reads every queued and leased task in one script call.
+//!
+//! # Connections
+//! One auto-reconnecting multiplexed connection ([`redis::aio::ConnectionManager`])
+//! with a response timeout of [`RedisOptions::response_timeout`] (10 s by
+//! default, not the client's 500 ms, so that large batches are not cut
+//! off). A call that fails because Redis went away returns
+//! [`StoreError::Unavailable`] and the connection is re-established in the
+//! background; later calls work again once Redis is back, without reopening
+//! the store. Stream consumers get their own connection (a blocking read
+//! would hold up everything else on a shared one).
+
+mod consumer;
+mod keys;
+mod leader;
+mod read;
+mod scripts;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod value;
+mod write;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script, Value};
+use torch_core::{AgentId, TaskId};
+use tracing::{info, warn};
+
+use crate::{
+    AgentEvent, Cancelled, ClaimRefused, EventRecord, FenceCheck, Finish, FinishResult, Grant,
+    Leased, LogRecord, MemoryEntry, MemoryLimits, NewEvent, NewTask, Requeued, Snapshot, Store,
+    StoreError, Submitted, TaskFilter, TaskPage, TaskRecord, TokenRecord,
+};
+pub use consumer::{StartFrom, StreamConsumer};
+use keys::Keys;
+use value::map_err;
+
+/// Version of the key layout this build writes (`{prefix}:version`).
+const LAYOUT_VERSION: &str = "1";
+
+/// Tuning for [`RedisStore::open`].
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// Approximate bound on each event stream (`XADD … MAXLEN ~ maxlen`).
+    pub maxlen: u64,
+    /// Key prefix; every key is `{<prefix>}:…` (one hash slot). Two stores
+    /// with different prefixes share a server without seeing each other.
+    pub key_prefix: String,
+    /// How long one command may take before it fails as unavailable.
+    pub response_timeout: Duration,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// For `rediss://`: PEM certificate(s) of the CA to trust instead of
+    /// the system's roots (e.g. a self-signed dev CA).
+    pub tls_root_ca_pem: Option<Vec<u8>>,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            maxlen: 100_000,
+            key_prefix: "torch".into(),
+            response_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            tls_root_ca_pem: None,
+        }
+    }
+}
+
+/// The Redis [`Store`]. See the module docs for the layout and guarantees.
+///
+/// Cheap to share behind an `Arc`; any number of stores (in one process or
+/// on many machines) may use the same server and prefix at once.
+pub struct RedisStore {
+    client: Client,
+    conn: ConnectionManager,
+    keys: Keys,
+    opts: RedisOptions,
+    /// The server, without credentials, for messages.
+    target: String,
+    trips: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.target)
+            .field("prefix", &self.opts.key_prefix)
+            .finish()
+    }
+}
+
+/// `url` without its password, for messages and logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Makes sure rustls has a process-wide crypto provider (ring, the one this
+/// crate builds) unless the program installed one already.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race with another installer is fine: one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port/db`, `rediss://…` for TLS,
+    /// with `user:password@` if needed), checks the server (Redis 7 or
+    /// newer) and the key layout version, and loads the scripts.
+    ///
+    /// Fails with [`StoreError::Unavailable`] when the server cannot be
+    /// reached, [`StoreError::Invalid`] for a bad URL or options, and
+    /// [`StoreError::Corrupt`] when the prefix holds data of a newer layout.
+    pub async fn open(url: &str, opts: RedisOptions) -> Result<RedisStore, StoreError> {
+        let target = redact(url);
+        if opts.key_prefix.is_empty() || opts.key_prefix.contains(['{', '}']) {
+            return Err(StoreError::Invalid(format!(
+                "redis key prefix {:?} must be non-empty and without braces",
+                opts.key_prefix
+            )));
+        }
+        if opts.maxlen == 0 {
+            return Err(StoreError::Invalid("redis stream maxlen must be at least 1".into()));
+        }
+        let tls = url.starts_with("rediss://") || url.starts_with("valkeys://");
+        if tls {
+            ensure_crypto_provider();
+        }
+        let client = match (&opts.tls_root_ca_pem, tls) {
+            (Some(ca), true) => Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+            _ => Client::open(url),
+        }
+        .map_err(|e| StoreError::Invalid(format!("bad redis URL {target}: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(opts.response_timeout))
+            .set_connection_timeout(Some(opts.connect_timeout))
+            .set_number_of_retries(4)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {target}: {e}")))?;
+        let store = RedisStore {
+            client,
+            conn,
+            keys: Keys::new(&opts.key_prefix),
+            opts,
+            target,
+            trips: AtomicU64::new(0),
+        };
+        store.check_server().await?;
+        info!(target = %store.target, prefix = %store.opts.key_prefix, "redis store opened");
+        Ok(store)
+    }
+
+    /// Version and layout checks, warnings about settings that lose data,
+    /// and script loading: one pipelined round trip (plus one for the
+    /// eviction policy, which managed services may refuse to tell).
+    async fn check_server(&self) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO").arg("server");
+        pipe.cmd("INFO").arg("persistence");
+        pipe.cmd("SET")
+            .arg(self.keys.version())
+            .arg(LAYOUT_VERSION)
+            .arg("NX")
+            .ignore();
+        pipe.cmd("GET").arg(self.keys.version());
+        for src in scripts::sources() {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(src).ignore();
+        }
+        let mut conn = self.conn.clone();
+        let (server, persistence, version): (String, String, Option<String>) = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable("checking the server", e))?;
+        let field = |info: &str, name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+        };
+        let server_version = field(&server, "redis_version").unwrap_or_default();
+        let major: u32 = server_version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if major < 7 {
+            return Err(StoreError::Unavailable(format!(
+                "{} runs redis {server_version:?}; the store needs 7.0 or newer (script flags)",
+                self.target
+            )));
+        }
+        match version.as_deref() {
+            Some(LAYOUT_VERSION) => {}
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "keys under {{{}}} on {} have layout version {other:?}; this build \
+                     reads version {LAYOUT_VERSION}",
+                    self.opts.key_prefix, self.target
+                )));
+            }
+        }
+        if field(&persistence, "aof_enabled").as_deref() == Some("0") {
+            warn!(
+                target = %self.target,
+                "redis has no append-only file: acknowledged writes are lost if redis restarts \
+                 (use appendonly yes, appendfsync always or everysec)"
+            );
+        }
+        let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn)
+            .await;
+        if let Ok(policy) = policy
+            && let Some(p) = policy.get(1)
+            && p != "noeviction"
+        {
+            warn!(
+                target = %self.target,
+                policy = %p,
+                "redis may evict keys when full, which would lose tasks; \
+                 use maxmemory-policy noeviction"
+            );
+        }
+        Ok(())
+    }
+
+    fn unavailable(&self, doing: &str, e: redis::RedisError) -> StoreError {
+        match map_err(e) {
+            StoreError::Unavailable(m) => {
+                StoreError::Unavailable(format!("{doing} on {}: {m}", self.target))
+            }
+            other => other,
+        }
+    }
+
+    /// Requests sent to Redis so far (script calls, commands and pipelines,
+    /// each one round trip), for measuring.
+    pub fn round_trips(&self) -> u64 {
+        self.trips.load(Ordering::Relaxed)
+    }
+
+    /// The connection for one request.
+    fn conn(&self) -> ConnectionManager {
+        self.trips.fetch_add(1, Ordering::Relaxed);
+        self.conn.clone()
+    }
+
+    /// Runs a writing script with the common arguments (prefix, `now`,
+    /// maxlen) followed by `args`.
+    async fn eval(&self, script: &Script, now: u64, args: &[String]) -> Result<Value, StoreError> {
+        let mut inv = script.key(self.keys.fence());
+        inv.arg(&self.keys.tag).arg(now).arg(self.opts.maxlen);
+        for a in args {
+            inv.arg(a.as_str());
+        }
+        let mut conn = self.conn();
+        inv.invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable("writing", e))
+    }
+
+    /// Runs the read-only script (`read.lua`): operation `op` with `args`.
+    async fn read_script(&self, op: &str, args: &[String]) -> Result<Value, StoreError> {
+        let mut inv = scripts::SCRIPTS.read.key(self.keys.fence());
+        inv.arg(&self.keys.tag).arg(op);
+        for a in args {
+            inv.arg(a.as_str());
+        }
+        let mut conn = self.conn();
+        inv.invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable("reading", e))
+    }
+
+    /// Sends one command.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable("reading", e))
+    }
+}
+
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        read::load(self).await
+    }
+
+    async fn submit(&self, batch: Vec<NewTask>, now: u64) -> Result<Vec<Submitted>, StoreError> {
+        write::submit(self, batch, now).await
+    }
+
+    async fn assign(
+        &self,
+        grants: Vec<Grant>,
+        now: u64,
+    ) -> Result<Vec<Result<Leased, ClaimRefused>>, StoreError> {
+        write::assign(self, grants, now).await
+    }
+
+    async fn start(
+        &self,
+        held: Vec<(TaskId, u64)>,
+        now: u64,
+    ) -> Result<Vec<FenceCheck>, StoreError> {
+        write::start(self, held, now).await
+    }
+
+    async fn finish(
+        &self,
+        reports: Vec<Finish>,
+        now: u64,
+    ) -> Result<Vec<FinishResult>, StoreError> {
+        write::finish(self, reports, now).await
+    }
+
+    async fn expire(
+        &self,
+        task: TaskId,
+        fence: u64,
+        reason: String,
+        now: u64,
+    ) -> Result<FinishResult, StoreError> {
+        write::expire(self, task, fence, reason, now).await
+    }
+
+    async fn cancel(
+        &self,
+        task: TaskId,
+        reason: String,
+        now: u64,
+    ) -> Result<Cancelled, StoreError> {
+        write::cancel(self, task, reason, now).await
+    }
+
+    async fn retry(&self, task: TaskId, now: u64) -> Result<Requeued, StoreError> {
+        write::retry(self, task, now).await
+    }
+
+    async fn progress(
+        &self,
+        task: TaskId,
+        fence: u64,
+        percent: f64,
+        message: Option<String>,
+        now: u64,
+    ) -> Result<FenceCheck, StoreError> {
+        write::progress(self, task, fence, percent, message, now).await
+    }
+
+    async fn agent_event(&self, event: AgentEvent, now: u64) -> Result<(), StoreError> {
+        write::agent_event(self, event, now).await
+    }
+
+    async fn append_event(&self, event: NewEvent, now: u64) -> Result<(), StoreError> {
+        write::append_event(self, event, now).await
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        read::get_task(self, id).await
+    }
+
+    async fn list_tasks(&self, filter: TaskFilter) -> Result<TaskPage, StoreError> {
+        read::list_tasks(self, filter).await
+    }
+
+    async fn task_logs(&self, id: TaskId) -> Result<Option<LogRecord>, StoreError> {
+        read::task_logs(self, id).await
+    }
+
+    async fn events(
+        &self,
+        after: u64,
+        streams: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        read::events(self, after, streams, limit).await
+    }
+
+    async fn last_event_id(&self) -> Result<u64, StoreError> {
+        read::last_event_id(self).await
+    }
+
+    async fn put_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+        write::put_token(self, token).await
+    }
+
+    async fn find_token(&self, hash: String) -> Result<Option<TokenRecord>, StoreError> {
+        read::find_token(self, hash).await
+    }
+
+    async fn count_tokens(&self, role: String) -> Result<u64, StoreError> {
+        read::count_tokens(self, role).await
+    }
+
+    async fn get_meta(&self, key: String) -> Result<Option<String>, StoreError> {
+        read::get_meta(self, key).await
+    }
+
+    async fn init_meta(&self, key: String, value: String) -> Result<String, StoreError> {
+        write::init_meta(self, key, value).await
+    }
+
+    async fn lease_holder(&self, task: TaskId) -> Result<Option<(AgentId, u64)>, StoreError> {
+        read::lease_holder(self, task).await
+    }
+
+    async fn memory_put(
+        &self,
+        owner: AgentId,
+        key: String,
+        value: String,
+        limits: MemoryLimits,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        write::memory_put(self, owner, key, value, limits, now).await
+    }
+
+    async fn memory_get(
+        &self,
+        owner: AgentId,
+        key: String,
+    ) -> Result<Option<MemoryEntry>, StoreError> {
+        read::memory_get(self, owner, key).await
+    }
+
+    async fn memory_list(&self, owner: AgentId) -> Result<Vec<MemoryEntry>, StoreError> {
+        read::memory_list(self, owner).await
+    }
+
+    async fn memory_inherit(
+        &self,
+        from: AgentId,
+        to: AgentId,
+        keys: Vec<String>,
+        limits: MemoryLimits,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        write::memory_inherit(self, from, to, keys, limits, now).await
+    }
+}

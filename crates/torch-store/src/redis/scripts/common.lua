@@ -1,0 +1,140 @@
+#!lua
+-- Shared prelude of every writing script (see `redis/scripts.rs`).
+--
+-- The shebang line declares the script with flags (none: it may write), so
+-- Redis 7 refuses the whole script with an OOM error *before it runs* when
+-- used memory is above `maxmemory`; a script that started always runs to
+-- its end. Every script checks everything it can refuse before its first
+-- write, so a refusal changes nothing.
+--
+-- ARGV[1] key prefix with its hash tag (`{torch}`), ARGV[2] the caller's
+-- clock (unix ms), ARGV[3] the approximate MAXLEN of the streams.
+-- KEYS[1] is the fence counter: it is only there so that a cluster routes
+-- the script to the slot that holds every key (all keys share the tag).
+local P = ARGV[1]
+local NOW = ARGV[2]
+local MAXLEN = ARGV[3]
+
+local STREAM_QUEUE = 'nova.torch.tasks.queue'
+local STREAM_ACTIVE = 'nova.torch.tasks.active'
+local STREAM_COMPLETED = 'nova.torch.tasks.completed'
+local STREAM_FAILED = 'nova.torch.tasks.failed'
+
+-- Integers (counters, ids) as decimal text, never in exponent notation.
+local function int(n)
+  return string.format('%d', n)
+end
+
+local function tkey(id)
+  return P .. ':t:' .. id
+end
+
+local function state_key(state)
+  return P .. ':state:' .. state
+end
+
+-- An optional argument: '' is none, otherwise the value after a 1-byte mark.
+local function opt(a)
+  if a == '' then
+    return nil
+  end
+  return string.sub(a, 2)
+end
+
+-- A JSON string literal.
+local function jstr(s)
+  return cjson.encode(s)
+end
+
+-- Appends an event: the next global id from `P:eid`, written to the stream
+-- `P:stream:<name>` with the explicit entry id `0-<global id>`.
+local function emit(stream, kind, task, agent, data)
+  local id = redis.call('INCR', P .. ':eid')
+  local key = P .. ':stream:' .. stream
+  local fields = { 'kind', kind, 'at', NOW, 'data', data }
+  if task then
+    fields[#fields + 1] = 'task'
+    fields[#fields + 1] = task
+  end
+  if agent then
+    fields[#fields + 1] = 'agent'
+    fields[#fields + 1] = agent
+  end
+  redis.call('XADD', key, 'MAXLEN', '~', MAXLEN, '0-' .. int(id), unpack(fields))
+  redis.call('SADD', P .. ':streams', stream)
+  return id
+end
+
+-- Moves a task between the per-state sorted sets (score: its seq).
+local function move(id, seq, from, to)
+  if from == to then
+    return
+  end
+  if from then
+    redis.call('ZREM', state_key(from), id)
+  end
+  redis.call('ZADD', state_key(to), seq, id)
+end
+
+local function is_terminal(state)
+  return state == 'succeeded' or state == 'dead' or state == 'cancelled'
+end
+
+local function is_leased(state)
+  return state == 'assigned' or state == 'running'
+end
+
+-- What the caller needs to rebuild a task's QueuedTask:
+-- {id, priority, seq, not_before, skills, tenant, routing|false, failed|false}.
+local function queued_row(id)
+  local r = redis.call('HMGET', tkey(id), 'pri', 'seq', 'nb', 'sk', 'ten', 'rt', 'fa')
+  return { id, r[1], r[2], r[3], r[4], r[5], r[6], r[7] }
+end
+
+-- Splits a comma-separated id list ('' or false: none).
+local function split(list)
+  local out = {}
+  if not list or list == '' then
+    return out
+  end
+  for item in string.gmatch(list, '[^,]+') do
+    out[#out + 1] = item
+  end
+  return out
+end
+
+-- Cancels one unfinished task; records the lease to revoke if it had one.
+local function cancel_one(id, reason, cancelled, revoked)
+  local k = tkey(id)
+  local r = redis.call('HMGET', k, 'st', 'seq', 'ag', 'f')
+  local state, seq, agent, fence = r[1], r[2], r[3], r[4]
+  redis.call('HSET', k, 'st', 'cancelled', 'why', reason, 'lx', '0', 'nb', '0', 'u', NOW)
+  redis.call('HDEL', k, 'ag')
+  move(id, seq, state, 'cancelled')
+  local holder = nil
+  if agent and is_leased(state) then
+    holder = agent
+    revoked[#revoked + 1] = { id, agent, fence }
+  end
+  local data = '{"reason":' .. jstr(reason) .. ',"was":"' .. state .. '"}'
+  emit(STREAM_FAILED, 'task.cancelled', id, holder, data)
+  cancelled[#cancelled + 1] = id
+end
+
+-- Cancels the unfinished dependents of `root`, transitively, breadth first.
+local function cascade(root, reason, cancelled, revoked)
+  local queue = { root }
+  local head = 1
+  while head <= #queue do
+    local id = queue[head]
+    head = head + 1
+    local dependents = redis.call('LRANGE', P .. ':rdeps:' .. id, 0, -1)
+    for _, dep in ipairs(dependents) do
+      local state = redis.call('HGET', tkey(dep), 'st')
+      if state and not is_terminal(state) then
+        cancel_one(dep, reason, cancelled, revoked)
+        queue[#queue + 1] = dep
+      end
+    end
+  end
+end

@@ -1,0 +1,137 @@
+//! Decoding script replies and mapping Redis errors.
+
+use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
+use torch_core::{AgentId, TaskId, TaskState};
+
+use crate::StoreError;
+
+/// Maps a client or server error to the store's error kinds:
+/// connection trouble, overload and `maxmemory` are [`StoreError::Unavailable`]
+/// (retry later); replies that are not what the store wrote are
+/// [`StoreError::Corrupt`].
+pub(crate) fn map_err(e: RedisError) -> StoreError {
+    let text = e.to_string();
+    if e.code() == Some("OOM") || text.contains("OOM command not allowed") {
+        return StoreError::Unavailable(format!(
+            "redis is out of memory (maxmemory reached): {text}; nothing was written"
+        ));
+    }
+    match e.kind() {
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
+            StoreError::Corrupt(format!("unexpected reply from redis: {text}"))
+        }
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::ReadOnly,
+        ) => StoreError::Unavailable(format!("redis cannot serve writes now: {text}")),
+        ErrorKind::Server(ServerErrorKind::ResponseError) | ErrorKind::Extension
+            if e.code() == Some("BUSY") =>
+        {
+            StoreError::Unavailable(format!("redis is busy running a script: {text}"))
+        }
+        ErrorKind::Server(ServerErrorKind::ResponseError) | ErrorKind::Extension
+            if e.code() == Some("WRONGTYPE") =>
+        {
+            StoreError::Corrupt(format!("a torch key holds the wrong type: {text}"))
+        }
+        ErrorKind::Server(ServerErrorKind::ResponseError) if text.contains("script") => {
+            StoreError::Corrupt(format!("redis script failed: {text}"))
+        }
+        ErrorKind::Io => StoreError::Unavailable(format!("redis unreachable: {text}")),
+        _ => StoreError::Unavailable(format!("redis error: {text}")),
+    }
+}
+
+fn corrupt(what: &str, v: &Value) -> StoreError {
+    StoreError::Corrupt(format!("unexpected redis reply for {what}: {v:?}"))
+}
+
+/// The elements of an array reply.
+pub(crate) fn array(what: &str, v: Value) -> Result<Vec<Value>, StoreError> {
+    match v {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(corrupt(what, &other)),
+    }
+}
+
+/// An array reply's elements as a fixed number of values (missing ones nil).
+pub(crate) fn tuple<const N: usize>(what: &str, v: Value) -> Result<[Value; N], StoreError> {
+    let mut items = array(what, v)?.into_iter();
+    Ok(std::array::from_fn(|_| items.next().unwrap_or(Value::Nil)))
+}
+
+/// A string reply (integers are given as their decimal text).
+pub(crate) fn text(what: &str, v: Value) -> Result<String, StoreError> {
+    opt_text(what, v)?.ok_or_else(|| StoreError::Corrupt(format!("{what} is missing")))
+}
+
+/// A string reply, `None` for nil (a Lua `false`).
+pub(crate) fn opt_text(what: &str, v: Value) -> Result<Option<String>, StoreError> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::BulkString(b) => String::from_utf8(b)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("{what} is not UTF-8: {e}"))),
+        Value::SimpleString(s) => Ok(Some(s)),
+        Value::Okay => Ok(Some("OK".into())),
+        Value::Int(i) => Ok(Some(i.to_string())),
+        other => Err(corrupt(what, &other)),
+    }
+}
+
+/// A non-negative integer reply (or decimal text).
+pub(crate) fn uint(what: &str, v: Value) -> Result<u64, StoreError> {
+    match v {
+        Value::Int(i) => {
+            u64::try_from(i).map_err(|_| StoreError::Corrupt(format!("{what} is negative: {i}")))
+        }
+        other => parse_u64(what, &text(what, other)?),
+    }
+}
+
+/// Parses stored decimal text.
+pub(crate) fn parse_u64(what: &str, s: &str) -> Result<u64, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is not a count: {s:?}")))
+}
+
+/// Parses stored decimal text as a small count.
+pub(crate) fn parse_u32(what: &str, s: &str) -> Result<u32, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is not a count: {s:?}")))
+}
+
+/// Parses a stored state name.
+pub(crate) fn state(s: &str) -> Result<TaskState, StoreError> {
+    s.parse()
+        .map_err(|e| StoreError::Corrupt(format!("bad task state: {e}")))
+}
+
+/// Parses a stored task id.
+pub(crate) fn task_id(s: &str) -> Result<TaskId, StoreError> {
+    s.parse()
+        .map_err(|e| StoreError::Corrupt(format!("bad task id {s:?}: {e}")))
+}
+
+/// Parses a stored agent id.
+pub(crate) fn agent_id(s: &str) -> Result<AgentId, StoreError> {
+    s.parse()
+        .map_err(|e| StoreError::Corrupt(format!("bad agent id {s:?}: {e}")))
+}
+
+/// Encodes an optional script argument: `""` for none, else `+` and the value.
+pub(crate) fn opt_arg(v: Option<&str>) -> String {
+    match v {
+        None => String::new(),
+        Some(v) => {
+            let mut s = String::with_capacity(v.len() + 1);
+            s.push('+');
+            s.push_str(v);
+            s
+        }
+    }
+}
