@@ -18,6 +18,7 @@
 //!   circuit breakers and the routing simulation.
 
 pub mod ids;
+pub mod lifecycle;
 pub mod outcome;
 pub mod routing;
 pub mod scheduler;

@@ -1,0 +1,261 @@
+//! The executor a template runs for each task, and placeholder substitution.
+//!
+//! Command arguments may contain `{prompt}`, `{workdir}`, `{task_file}`,
+//! `{task_id}` and `{task_name}`; `{{` and `}}` stand for literal braces.
+//! Substitution happens inside each argument: arguments are never joined
+//! into a shell line, so a prompt full of quotes and `$` stays one argument.
+
+use serde::{Deserialize, Serialize};
+
+use super::TemplateError;
+
+/// The placeholder names an executor command may use.
+pub const PLACEHOLDERS: [&str; 5] = ["prompt", "workdir", "task_file", "task_id", "task_name"];
+
+/// How the task's prompt reaches the executor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptVia {
+    /// As an argument: wherever `{prompt}` appears, or appended as the last
+    /// argument when no argument mentions `{prompt}`.
+    #[default]
+    Arg,
+    /// Written to the executor's standard input, which is then closed.
+    Stdin,
+    /// Written to a file in the work dir whose path is `{task_file}`.
+    File,
+}
+
+/// How the executor's standard output is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputFormat {
+    /// Plain text, kept as the task's output.
+    #[default]
+    Text,
+    /// One JSON object in Claude Code's `--output-format json` shape.
+    ClaudeJson,
+    /// JSON lines in Codex's `exec --json` event shape.
+    CodexJsonl,
+}
+
+/// The `[templates.NAME.executor]` section: what runs for each task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Executor {
+    /// Program and arguments, with placeholders. Never run through a shell
+    /// unless the program is one.
+    pub command: Vec<String>,
+    /// How the prompt is delivered (default `arg`).
+    #[serde(default)]
+    pub prompt_via: PromptVia,
+    /// How stdout is parsed (default `text`).
+    #[serde(default)]
+    pub output: OutputFormat,
+}
+
+/// Values substituted for the placeholders of an executor command.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placeholders {
+    /// The task's prompt, verbatim.
+    pub prompt: String,
+    /// Absolute path of the task's work dir.
+    pub workdir: String,
+    /// Path of the file holding the prompt (with `prompt-via = "file"`).
+    pub task_file: String,
+    /// The task id.
+    pub task_id: String,
+    /// The task's display name.
+    pub task_name: String,
+}
+
+impl Placeholders {
+    fn value(&self, name: &str) -> Option<&str> {
+        Some(match name {
+            "prompt" => &self.prompt,
+            "workdir" => &self.workdir,
+            "task_file" => &self.task_file,
+            "task_id" => &self.task_id,
+            "task_name" => &self.task_name,
+            _ => return None,
+        })
+    }
+}
+
+/// One piece of an argument after scanning.
+#[derive(Debug, PartialEq)]
+enum Piece<'a> {
+    Text(&'a str),
+    Brace(char),
+    Var(&'a str),
+}
+
+/// Splits one argument into literal text, escaped braces and placeholders,
+/// or explains (as a message) why the braces do not balance.
+fn scan(arg: &str) -> Result<Vec<Piece<'_>>, String> {
+    let mut out = Vec::new();
+    let mut rest = arg;
+    while let Some(i) = rest.find(['{', '}']) {
+        if i > 0 {
+            out.push(Piece::Text(&rest[..i]));
+        }
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("{{") {
+            out.push(Piece::Brace('{'));
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("}}") {
+            out.push(Piece::Brace('}'));
+            rest = after;
+        } else if tail.starts_with('}') {
+            return Err("unmatched '}': write '}}' for a literal brace".into());
+        } else {
+            let Some(close) = tail.find('}') else {
+                return Err("unclosed '{': write '{{' for a literal brace".into());
+            };
+            let name = &tail[1..close];
+            if !PLACEHOLDERS.contains(&name) {
+                return Err(format!(
+                    "unknown placeholder {{{name}}}: known are {{prompt}}, {{workdir}}, \
+                     {{task_file}}, {{task_id}}, {{task_name}}; write '{{{{' for a literal brace"
+                ));
+            }
+            out.push(Piece::Var(name));
+            rest = &tail[close + 1..];
+        }
+    }
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest));
+    }
+    Ok(out)
+}
+
+/// The placeholder or brace problem in one argument, if any (used by validation).
+pub(super) fn check_arg(arg: &str) -> Result<(), String> {
+    scan(arg).map(|_| ())
+}
+
+impl Executor {
+    /// True when some argument mentions `{prompt}`.
+    pub fn mentions_prompt(&self) -> bool {
+        self.command
+            .iter()
+            .any(|a| scan(a).is_ok_and(|p| p.contains(&Piece::Var("prompt"))))
+    }
+
+    /// The command with every placeholder substituted, one output argument
+    /// per input argument (plus the prompt as a final argument when
+    /// `prompt-via = "arg"` and no argument mentions `{prompt}`).
+    ///
+    /// Errors name the argument index; a validated template never fails.
+    pub fn render(&self, values: &Placeholders) -> Result<Vec<String>, TemplateError> {
+        if self.command.is_empty() {
+            return Err(TemplateError::at("executor.command", "is empty"));
+        }
+        let mut out = Vec::with_capacity(self.command.len() + 1);
+        let mut saw_prompt = false;
+        for (i, arg) in self.command.iter().enumerate() {
+            let pieces =
+                scan(arg).map_err(|m| TemplateError::at(&format!("executor.command[{i}]"), &m))?;
+            let mut s = String::with_capacity(arg.len());
+            for piece in pieces {
+                match piece {
+                    Piece::Text(t) => s.push_str(t),
+                    Piece::Brace(c) => s.push(c),
+                    Piece::Var(name) => {
+                        saw_prompt |= name == "prompt";
+                        s.push_str(values.value(name).unwrap_or_default());
+                    }
+                }
+            }
+            out.push(s);
+        }
+        if self.prompt_via == PromptVia::Arg && !saw_prompt {
+            out.push(values.prompt.clone());
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(args: &[&str], via: PromptVia) -> Executor {
+        Executor {
+            command: args.iter().map(|s| s.to_string()).collect(),
+            prompt_via: via,
+            output: OutputFormat::Text,
+        }
+    }
+
+    fn values() -> Placeholders {
+        Placeholders {
+            prompt: "fix it; rm -rf \"$HOME\" {task_id}".into(),
+            workdir: "/w/t1".into(),
+            task_file: "/w/t1/TASK.md".into(),
+            task_id: "t1".into(),
+            task_name: "fix bug".into(),
+        }
+    }
+
+    #[test]
+    fn substitutes_in_place_without_shell_joining() {
+        let e = exec(
+            &[
+                "claude",
+                "-p",
+                "{prompt}",
+                "--cwd={workdir}",
+                "{{literal}}",
+                "{task_name}:{task_id}",
+            ],
+            PromptVia::Arg,
+        );
+        let out = e.render(&values()).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                "claude",
+                "-p",
+                "fix it; rm -rf \"$HOME\" {task_id}",
+                "--cwd=/w/t1",
+                "{literal}",
+                "fix bug:t1",
+            ]
+        );
+        assert!(e.mentions_prompt());
+    }
+
+    #[test]
+    fn prompt_is_appended_only_for_arg_delivery_without_placeholder() {
+        let out = exec(&["codex", "exec"], PromptVia::Arg)
+            .render(&values())
+            .unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2], values().prompt);
+        let out = exec(&["tool", "{task_file}"], PromptVia::File)
+            .render(&values())
+            .unwrap();
+        assert_eq!(out, vec!["tool", "/w/t1/TASK.md"]);
+        let out = exec(&["tool"], PromptVia::Stdin).render(&values()).unwrap();
+        assert_eq!(out, vec!["tool"]);
+    }
+
+    #[test]
+    fn bad_braces_name_the_argument() {
+        let e = exec(&["x", "{promt}"], PromptVia::Arg)
+            .render(&values())
+            .unwrap_err();
+        assert_eq!(e.path.as_deref(), Some("executor.command[1]"));
+        assert!(e.message.contains("unknown placeholder {promt}"), "{e}");
+        assert!(check_arg("a}b").unwrap_err().contains("unmatched '}'"));
+        assert!(check_arg("{prompt").unwrap_err().contains("unclosed '{'"));
+        assert!(
+            check_arg("{}")
+                .unwrap_err()
+                .contains("unknown placeholder {}")
+        );
+        assert!(check_arg("{{}}{{prompt}}").is_ok());
+        assert!(exec(&[], PromptVia::Arg).render(&values()).is_err());
+    }
+}

@@ -1,0 +1,338 @@
+//! Template parsing and validation tests.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::*;
+
+/// Every field, as documented.
+const FULL: &str = r#"
+[templates.coder]
+role = "implementer"
+description = "Writes Rust and Python changes"
+skills = ["rust:0.9", "python"]
+labels = { tier = "gpu", team = "core" }
+env = ["HOME", "PATH", "CARGO_*"]
+slots = 2
+min = 1
+max = 8
+idle-timeout = "2m"
+inherit = ["repo.*", "style"]
+cost = 0.25
+spawn-cost = 1.5
+outlive-parent = true
+
+[templates.coder.executor]
+command = ["claude", "-p", "{prompt}", "--cwd", "{workdir}", "--task={task_id}"]
+prompt-via = "arg"
+output = "claude-json"
+
+[templates.coder.limits]
+cpu-secs = 600
+memory = "2GiB"
+open-files = 1024
+processes = 256
+wall-time = "30m"
+
+[templates.coder.recycle]
+after-tasks = 50
+max-lifetime = "4h"
+max-rss-growth = "1GiB"
+
+[templates.coder.scaling]
+interval = "1s"
+target-wait = "2s"
+up-cooldown = "2s"
+down-cooldown = "10s"
+predictive = true
+horizon = "5s"
+alpha = 0.5
+beta = 0.3
+hysteresis = 0.2
+
+[templates.reviewer]
+executor = { command = ["codex", "exec", "--json"], output = "codex-jsonl" }
+"#;
+
+fn errors_of(result: Result<Vec<AgentTemplate>, TemplateErrors>) -> TemplateErrors {
+    match result {
+        Ok(t) => panic!("expected errors, got {} templates", t.len()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn parses_every_field_and_defaults() {
+    // Other top-level tables (the rest of torch.toml) are ignored.
+    let doc = format!("[hub]\nlisten = \"127.0.0.1:0\"\n{FULL}");
+    let ts = parse_templates("torch.toml", &doc).unwrap();
+    assert_eq!(ts.len(), 2);
+    let c = &ts[0];
+    assert_eq!(c.name, "coder");
+    assert_eq!(c.role, "implementer");
+    assert_eq!(c.skills, vec!["rust:0.9", "python"]);
+    assert_eq!(c.parsed_skills()[0].level, 0.9);
+    assert_eq!(c.labels["tier"], "gpu");
+    assert_eq!(c.executor.output, OutputFormat::ClaudeJson);
+    assert_eq!(c.executor.prompt_via, PromptVia::Arg);
+    assert_eq!(c.limits.memory, Some(2 << 30));
+    assert_eq!(c.limits.wall_time, Some(Duration::from_secs(1800)));
+    assert_eq!(c.limits.cpu_secs, Some(600));
+    assert_eq!((c.slots, c.min, c.max), (2, 1, 8));
+    assert_eq!(c.idle_timeout, Duration::from_secs(120));
+    assert_eq!(c.recycle.after_tasks, Some(50));
+    assert_eq!(c.recycle.max_rss_growth, Some(1 << 30));
+    assert_eq!(
+        c.inherit,
+        InheritPolicy::Keys(vec!["repo.*".into(), "style".into()])
+    );
+    assert_eq!((c.cost, c.spawn_cost, c.outlive_parent), (0.25, 1.5, true));
+    assert_eq!(c.scaling, ScalingConfig::default());
+
+    let r = &ts[1];
+    assert_eq!(r.name, "reviewer");
+    let mut expected = AgentTemplate::new("reviewer", r.executor.clone());
+    expected.executor.output = OutputFormat::CodexJsonl;
+    assert_eq!(r, &expected);
+    assert_eq!((r.slots, r.min, r.max), (1, 0, 4));
+    assert_eq!(r.idle_timeout, Duration::from_secs(60));
+    assert_eq!(r.inherit, InheritPolicy::None);
+    assert!(r.limits.is_empty() && r.recycle.is_empty());
+
+    // A document without templates is fine and empty.
+    assert!(
+        parse_templates("t.toml", "[hub]\nx = 1\n")
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn env_allowlist_matches_names_and_prefixes() {
+    let ts = parse_templates("torch.toml", FULL).unwrap();
+    let c = &ts[0];
+    assert!(c.env_allowed("HOME") && c.env_allowed("CARGO_HOME") && c.env_allowed("CARGO_"));
+    assert!(!c.env_allowed("HOMEDIR") && !c.env_allowed("AWS_SECRET_ACCESS_KEY"));
+    assert!(!c.env_allowed("CARGO"));
+    assert!(!ts[1].env_allowed("PATH"), "empty allowlist passes nothing");
+}
+
+#[test]
+fn render_uses_the_parsed_executor() {
+    let ts = parse_templates("torch.toml", FULL).unwrap();
+    let args = ts[0]
+        .executor
+        .render(&Placeholders {
+            prompt: "do it".into(),
+            workdir: "/w".into(),
+            task_id: "t9".into(),
+            ..Placeholders::default()
+        })
+        .unwrap();
+    assert_eq!(
+        args,
+        vec!["claude", "-p", "do it", "--cwd", "/w", "--task=t9"]
+    );
+}
+
+#[test]
+fn syntax_and_type_errors_are_located() {
+    let e = errors_of(parse_templates(
+        "t.toml",
+        "[templates.a]\nexecutor = {command = [\"x\"]\n",
+    ));
+    assert!(e.to_string().starts_with("t.toml:2:"), "{e}");
+
+    let text = "[templates.a]\nexecutor = { command = [\"x\"] }\nslotz = 2\n";
+    let e = errors_of(parse_templates("t.toml", text)).to_string();
+    assert!(e.starts_with("t.toml:3:1: templates.a"), "{e}");
+    assert!(e.contains("slotz"), "{e}");
+
+    let text = "[templates.a]\nexecutor = { command = [\"x\"] }\n[templates.a.limits]\nmemory = \"12 parsecs\"\n";
+    let e = errors_of(parse_templates("t.toml", text)).to_string();
+    assert!(
+        e.starts_with("t.toml:4:10: templates.a.limits.memory: "),
+        "{e}"
+    );
+    assert!(e.contains("unknown unit"), "{e}");
+
+    let text = "[templates.a]\nexecutor = { command = [\"x\"], output = \"xml\" }\n";
+    let e = errors_of(parse_templates("t.toml", text)).to_string();
+    assert!(
+        e.contains("t.toml:2:") && e.contains("templates.a.executor.output"),
+        "{e}"
+    );
+
+    let text = "[templates.a]\nname = \"a\"\nexecutor = { command = [\"x\"] }\n";
+    let e = errors_of(parse_templates("t.toml", text)).to_string();
+    assert!(e.contains("unknown field `name`"), "{e}");
+
+    let text = "[templates.a]\n";
+    let e = errors_of(parse_templates("t.toml", text)).to_string();
+    assert!(e.contains("missing field `executor`"), "{e}");
+}
+
+#[test]
+fn every_semantic_error_is_reported_with_its_line() {
+    let text = r#"[templates.bad]
+skills = ["rust:2", "go"]
+min = 5
+max = 2
+slots = 0
+cost = -1.0
+inherit = ["repo.*", ""]
+env = ["OK_*", "BAD NAME"]
+idle-timeout = 0
+
+[templates.bad.executor]
+command = ["claude", "-p", "{promt}"]
+
+[templates.bad.scaling]
+alpha = 0.0
+
+[templates.empty]
+executor = { command = [] }
+limits = { processes = 0 }
+"#;
+    let e = errors_of(parse_templates("fleet.toml", text));
+    let lines: Vec<String> = e.0.iter().map(|e| e.to_string()).collect();
+    let expect = [
+        "fleet.toml:2:11: templates.bad.skills[0]: invalid level",
+        "fleet.toml:12:28: templates.bad.executor.command[2]: argument 2 of template \"bad\": unknown placeholder {promt}",
+        "fleet.toml:8:16: templates.bad.env[1]: invalid environment pattern",
+        "fleet.toml:5:9: templates.bad.slots: 0 is out of range",
+        "fleet.toml:3:7: templates.bad.min: min (5) must not exceed max (2)",
+        "fleet.toml:9:16: templates.bad.idle-timeout: must be greater than zero",
+        "fleet.toml:7:22: templates.bad.inherit[1]: key pattern is empty",
+        "fleet.toml:6:8: templates.bad.cost: -1 is invalid: must be a non-negative number",
+        "fleet.toml:15:9: templates.bad.scaling.alpha: 0 is out of range",
+        "fleet.toml:18:24: templates.empty.executor.command: is empty",
+        "fleet.toml:19:24: templates.empty.limits.processes: must be greater than zero",
+    ];
+    for want in expect {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "missing {want:?} in\n{e}"
+        );
+    }
+    assert_eq!(lines.len(), expect.len(), "{e}");
+    // Display puts one error per line.
+    assert_eq!(e.to_string().lines().count(), expect.len());
+}
+
+#[test]
+fn template_names_are_checked() {
+    let e = errors_of(parse_templates(
+        "t.toml",
+        "[templates.Bad_Name]\nexecutor = { command = [\"x\"] }\n",
+    ))
+    .to_string();
+    assert!(
+        e.starts_with("t.toml:1:") && e.contains("invalid template name \"Bad_Name\""),
+        "{e}"
+    );
+    assert!(valid_template_name("a") && valid_template_name("0coder_v2-x"));
+    assert!(!valid_template_name("") && !valid_template_name("-a") && !valid_template_name("_a"));
+    assert!(valid_template_name(&"a".repeat(63)) && !valid_template_name(&"a".repeat(64)));
+}
+
+#[test]
+fn template_files_take_the_name_from_the_file() {
+    let text = "role = \"critic\"\nskills = [\"review\"]\n\n[executor]\ncommand = [\"critic\", \"{task_file}\"]\nprompt-via = \"file\"\n";
+    let t = parse_template_file("templates/critic.toml", "critic", text).unwrap();
+    assert_eq!(t.name, "critic");
+    assert_eq!(t.executor.prompt_via, PromptVia::File);
+
+    let e = parse_template_file(
+        "templates/critic.toml",
+        "critic",
+        "max = 0\n[executor]\ncommand = [\"x\"]\nprompt-via = \"file\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("templates/critic.toml:1:7: templates.critic.max: must be at least 1"),
+        "{e}"
+    );
+    assert!(
+        e.contains("templates/critic.toml:4:14: templates.critic.executor.prompt-via: is \"file\" but no command argument mentions {task_file}"),
+        "{e}"
+    );
+
+    let e = parse_template_file(
+        "templates/x.toml",
+        "x",
+        "slots = \"two\"\n[executor]\ncommand = [\"x\"]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("templates/x.toml:1:9: templates.x.slots: "),
+        "{e}"
+    );
+
+    let e = parse_template_file(
+        "templates/X Y.toml",
+        "X Y",
+        "[executor]\ncommand = [\"x\"]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("templates.X Y: invalid template name"), "{e}");
+}
+
+#[test]
+fn figment_style_maps_are_named_and_validated() {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        templates: BTreeMap<String, AgentTemplate>,
+    }
+    let cfg: Config = toml::from_str(FULL).unwrap();
+    let ts = templates_from_map(cfg.templates).unwrap();
+    assert_eq!(
+        ts.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        vec!["coder", "reviewer"]
+    );
+    assert!(validate_template(&ts[0]).is_ok());
+
+    let mut bad = ts[0].clone();
+    bad.slots = 300;
+    bad.spawn_cost = f64::NAN;
+    bad.executor.command = vec!["x".into(), "}".into()];
+    let e = validate_template(&bad).unwrap_err();
+    assert_eq!(e.0.len(), 3, "{e}");
+    assert_eq!(e.0[0].source, "");
+    let shown = e.clone().with_source("torch.toml").to_string();
+    assert!(
+        shown.contains("torch.toml: templates.coder.executor.command[1]: "),
+        "{shown}"
+    );
+    assert!(
+        e.to_string()
+            .contains("templates.coder.slots: 300 is out of range"),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("templates.coder.spawn-cost: NaN is invalid"),
+        "{e}"
+    );
+
+    let mut map = BTreeMap::new();
+    map.insert("ok".to_string(), ts[1].clone());
+    map.insert("Nope".to_string(), ts[1].clone());
+    let e = templates_from_map(map).unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert_eq!(e.0[0].path.as_deref(), Some("templates.Nope"));
+}
+
+#[test]
+fn serializes_and_parses_back() {
+    let ts = parse_templates("torch.toml", FULL).unwrap();
+    for t in ts {
+        let text = toml::to_string(&t).unwrap();
+        assert!(!text.contains("name ="), "{text}");
+        let back = parse_template_file("rt.toml", &t.name, &text).unwrap();
+        assert_eq!(back, t, "{text}");
+    }
+}
