@@ -6,12 +6,11 @@
 //! `src/redis/testing.rs`); without `redis-server` on `PATH` the tests
 //! print a note and pass, except under CI, where they fail.
 
-mod suite;
+mod redis_only;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../src/redis/testing.rs"]
 mod redis_server;
-
-use std::time::Duration;
+mod suite;
 
 use redis_server::RedisServer;
 use torch_store::redis::{RedisOptions, RedisStore};
@@ -19,20 +18,20 @@ use torch_store::redis::{RedisOptions, RedisStore};
 use suite::Harness;
 
 /// A server of its own plus the options to open stores on it.
-struct Redis {
-    server: RedisServer,
-    opts: RedisOptions,
+pub(crate) struct Redis {
+    pub(crate) server: RedisServer,
+    pub(crate) opts: RedisOptions,
 }
 
 impl Redis {
-    fn start(extra: &[&str]) -> Option<Redis> {
+    pub(crate) fn start(extra: &[&str]) -> Option<Redis> {
         Some(Redis {
             server: RedisServer::start_or_skip(extra)?,
             opts: RedisOptions::default(),
         })
     }
 
-    async fn store(&self) -> RedisStore {
+    pub(crate) async fn store(&self) -> RedisStore {
         RedisStore::open(&self.server.url(), self.opts.clone())
             .await
             .expect("open redis store")
@@ -85,6 +84,3 @@ conformance!(
     memory::memory_inherit_copies_and_audits,
     memory::parent_links_children,
 );
-
-#[allow(dead_code)]
-const _: Duration = Duration::ZERO;

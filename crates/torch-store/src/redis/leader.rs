@@ -71,13 +71,18 @@ impl RedisStore {
 
     /// The current leader and its fence, if the lease is held.
     pub async fn leader_current(&self) -> Result<Option<(String, u64)>, StoreError> {
-        let v: Option<String> = self.query(redis::cmd("GET").arg(self.keys.leader())).await?;
+        let v: Option<String> = self
+            .query(redis::cmd("GET").arg(self.keys.leader()))
+            .await?;
         let Some(v) = v else {
             return Ok(None);
         };
         let (fence, hub) = v
             .split_once(':')
             .ok_or_else(|| StoreError::Corrupt(format!("bad leader lease {v:?}")))?;
-        Ok(Some((hub.to_owned(), value::parse_u64("leader fence", fence)?)))
+        Ok(Some((
+            hub.to_owned(),
+            value::parse_u64("leader fence", fence)?,
+        )))
     }
 }

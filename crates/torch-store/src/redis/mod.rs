@@ -212,7 +212,9 @@ impl RedisStore {
             )));
         }
         if opts.maxlen == 0 {
-            return Err(StoreError::Invalid("redis stream maxlen must be at least 1".into()));
+            return Err(StoreError::Invalid(
+                "redis stream maxlen must be at least 1".into(),
+            ));
         }
         let tls = url.starts_with("rediss://") || url.starts_with("valkeys://");
         if tls {

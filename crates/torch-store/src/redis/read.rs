@@ -182,8 +182,16 @@ pub(super) fn event(stream: &str, entry: Value) -> Result<EventRecord, StoreErro
         id,
         stream: stream.to_owned(),
         kind: f.remove("kind").unwrap_or_default(),
-        task: f.remove("task").as_deref().map(value::task_id).transpose()?,
-        agent: f.remove("agent").as_deref().map(value::agent_id).transpose()?,
+        task: f
+            .remove("task")
+            .as_deref()
+            .map(value::task_id)
+            .transpose()?,
+        agent: f
+            .remove("agent")
+            .as_deref()
+            .map(value::agent_id)
+            .transpose()?,
         at_ms: parse_u64("event time", &f.remove("at").unwrap_or_else(|| "0".into()))?,
         data: f.remove("data").unwrap_or_default(),
     })
@@ -224,7 +232,9 @@ pub(super) async fn find_token(
     s: &RedisStore,
     hash: String,
 ) -> Result<Option<TokenRecord>, StoreError> {
-    let reply: Value = s.query(redis::cmd("HGETALL").arg(s.keys.token(&hash))).await?;
+    let reply: Value = s
+        .query(redis::cmd("HGETALL").arg(s.keys.token(&hash)))
+        .await?;
     let mut f = fields("token", reply)?;
     if f.is_empty() {
         return Ok(None);
@@ -242,7 +252,8 @@ pub(super) async fn count_tokens(s: &RedisStore, role: String) -> Result<u64, St
 }
 
 pub(super) async fn get_meta(s: &RedisStore, key: String) -> Result<Option<String>, StoreError> {
-    s.query(redis::cmd("HGET").arg(s.keys.meta()).arg(key)).await
+    s.query(redis::cmd("HGET").arg(s.keys.meta()).arg(key))
+        .await
 }
 
 pub(super) async fn lease_holder(
@@ -264,9 +275,10 @@ pub(super) async fn lease_holder(
         .transpose()?
         .is_some_and(TaskState::is_leased);
     match (leased, agent, fence) {
-        (true, Some(agent), Some(fence)) => {
-            Ok(Some((value::agent_id(&agent)?, parse_u64("fence", &fence)?)))
-        }
+        (true, Some(agent), Some(fence)) => Ok(Some((
+            value::agent_id(&agent)?,
+            parse_u64("fence", &fence)?,
+        ))),
         _ => Ok(None),
     }
 }
@@ -297,7 +309,9 @@ pub(super) async fn load(s: &RedisStore) -> Result<Snapshot, StoreError> {
         let [id, agent, fence, attempt] = tuple("lease row", row)?;
         let task = value::task_id(&text("task id", id)?)?;
         let Some(agent) = opt_text("agent", agent)? else {
-            return Err(StoreError::Corrupt(format!("leased task {task} has no agent")));
+            return Err(StoreError::Corrupt(format!(
+                "leased task {task} has no agent"
+            )));
         };
         snap.leased.push(LeaseRecord {
             task,

@@ -52,10 +52,7 @@ fn fresh_dir() -> std::io::Result<PathBuf> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "torch-redis-{}-{n}-{nanos}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("torch-redis-{}-{n}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

@@ -65,7 +65,10 @@ fn queued_row(v: Value) -> Result<QueuedTask, StoreError> {
 }
 
 fn queued_rows(v: Value) -> Result<Vec<QueuedTask>, StoreError> {
-    array("queued rows", v)?.into_iter().map(queued_row).collect()
+    array("queued rows", v)?
+        .into_iter()
+        .map(queued_row)
+        .collect()
 }
 
 fn ids(v: Value) -> Result<Vec<TaskId>, StoreError> {
@@ -76,7 +79,10 @@ fn ids(v: Value) -> Result<Vec<TaskId>, StoreError> {
 }
 
 fn opt_state(v: Value) -> Result<Option<TaskState>, StoreError> {
-    opt_text("state", v)?.as_deref().map(value::state).transpose()
+    opt_text("state", v)?
+        .as_deref()
+        .map(value::state)
+        .transpose()
 }
 
 /// Decodes `{'ok'}`, `{'stale', fence, state}` or `{'missing'}`.
@@ -89,7 +95,9 @@ fn fence_check(v: Value) -> Result<FenceCheck, StoreError> {
             current_fence: uint("fence", fence)?,
             state: value::state(&text("state", state)?)?,
         }),
-        other => Err(StoreError::Corrupt(format!("unexpected fence check {other:?}"))),
+        other => Err(StoreError::Corrupt(format!(
+            "unexpected fence check {other:?}"
+        ))),
     }
 }
 
@@ -236,7 +244,9 @@ pub(super) async fn assign(
     }
     let reply = array("assign", s.eval(&SCRIPTS.assign, now, &args).await?)?;
     if reply.len() != grants.len() {
-        return Err(StoreError::Corrupt("assign answered the wrong count".into()));
+        return Err(StoreError::Corrupt(
+            "assign answered the wrong count".into(),
+        ));
     }
     grants
         .into_iter()
@@ -334,7 +344,14 @@ impl End<'_> {
         args.push(if success { "1" } else { "0" }.into());
         args.push(opt_arg(self.reason));
         args.push(self.outcome.kind.as_str().into());
-        args.push(if self.outcome.kind == OutcomeKind::Fatal { "1" } else { "0" }.into());
+        args.push(
+            if self.outcome.kind == OutcomeKind::Fatal {
+                "1"
+            } else {
+                "0"
+            }
+            .into(),
+        );
         args.push(self.kind.into());
         args.push(self.cause.into());
         args.push(rows::to_json("outcome", self.outcome)?);
@@ -370,7 +387,9 @@ fn finish_result(task: TaskId, v: Value) -> Result<FinishResult, StoreError> {
             released: queued_rows(c)?,
             cancelled: ids(d)?,
         })),
-        other => Err(StoreError::Corrupt(format!("unexpected finish result {other:?}"))),
+        other => Err(StoreError::Corrupt(format!(
+            "unexpected finish result {other:?}"
+        ))),
     }
 }
 
@@ -386,7 +405,9 @@ async fn record_ends(
     }
     let reply = array("finish", s.eval(&SCRIPTS.finish, now, &args).await?)?;
     if reply.len() != ends.len() {
-        return Err(StoreError::Corrupt("finish answered the wrong count".into()));
+        return Err(StoreError::Corrupt(
+            "finish answered the wrong count".into(),
+        ));
     }
     ends.iter()
         .zip(reply)
@@ -475,7 +496,9 @@ pub(super) async fn cancel(
                 revoked,
             })
         }
-        other => Err(StoreError::Corrupt(format!("unexpected cancel result {other:?}"))),
+        other => Err(StoreError::Corrupt(format!(
+            "unexpected cancel result {other:?}"
+        ))),
     }
 }
 
@@ -497,7 +520,9 @@ pub(super) async fn retry(s: &RedisStore, task: TaskId, now: u64) -> Result<Requ
             };
             Ok(Requeued { task, state, ready })
         }
-        other => Err(StoreError::Corrupt(format!("unexpected retry result {other:?}"))),
+        other => Err(StoreError::Corrupt(format!(
+            "unexpected retry result {other:?}"
+        ))),
     }
 }
 
@@ -585,11 +610,7 @@ pub(super) async fn agent_event(
     }
 }
 
-pub(super) async fn append_event(
-    s: &RedisStore,
-    ev: NewEvent,
-    now: u64,
-) -> Result<(), StoreError> {
+pub(super) async fn append_event(s: &RedisStore, ev: NewEvent, now: u64) -> Result<(), StoreError> {
     event(s, &ev, None, now).await
 }
 
@@ -646,7 +667,9 @@ fn memory_reply(v: Value, limits: &MemoryLimits) -> Result<Vec<String>, StoreErr
         "entry" => Err(refused(
             limits.check_entry(&text("key", a)?, &text("value", b)?),
         )),
-        other => Err(StoreError::Corrupt(format!("unexpected memory result {other:?}"))),
+        other => Err(StoreError::Corrupt(format!(
+            "unexpected memory result {other:?}"
+        ))),
     }
 }
 
