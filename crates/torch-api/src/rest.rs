@@ -15,6 +15,9 @@ pub struct ErrorBody {
     /// Located problems, for spec validation errors.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
+    /// For a refused spawn: which limit refused it (`pool-max`, `children`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 /// `GET /api/v1/health`.
@@ -142,6 +145,9 @@ pub struct TaskView {
     /// Agents on which an attempt of this task failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_agents: Vec<AgentId>,
+    /// The task that delegated this one (`torch delegate`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<TaskId>,
 }
 
 /// `POST /api/v1/analyze`: analyse specs without submitting them.
@@ -228,6 +234,153 @@ pub struct AgentView {
     /// What the router has learned: breaker, performance per skill, warm repositories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<serde_json::Value>,
+    /// Lifecycle facts, for agents started by a node from a template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedView>,
+}
+
+/// What the hub knows of an agent it started from a template.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ManagedView {
+    /// Template it was started from.
+    pub template: String,
+    /// Node that runs it.
+    pub node: String,
+    /// `starting`, `ready`, `draining` or `terminating`.
+    pub phase: String,
+    /// Why it was started (`autoscale`, `spawn`, `recycle`, `replace`…).
+    pub reason: String,
+    /// Process id on its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// CPU use of the agent and its tasks, in cores (from the node's `/proc` samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    /// Resident memory of the agent and its tasks, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    /// The agent that asked for this helper, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_agent: Option<AgentId>,
+    /// The task this helper works for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_task: Option<TaskId>,
+    /// Spawn depth (0 for the autoscaler's agents).
+    pub depth: u32,
+    /// When it was ordered (unix ms).
+    pub spawned_ms: u64,
+    /// Spawn order to registration, when registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_ms: Option<u64>,
+}
+
+/// `POST /api/v1/agents/spawn`: start an agent from a template. From inside a
+/// task (task token) the new agent is a helper of that task's agent.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnRequest {
+    /// Template name.
+    pub template: String,
+    /// Memory keys (glob) to copy from the parent agent; must be within the
+    /// template's inheritance policy. Default: what the policy allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherit: Option<String>,
+    /// Keep the helper after the parent task ends (default: the template's
+    /// `outlive-parent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlive_parent: Option<bool>,
+}
+
+/// Answer to a spawn: the agent is ordered; it is ready once it registers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SpawnResponse {
+    /// The new agent's id.
+    pub agent_id: AgentId,
+    /// Its name.
+    pub name: String,
+    /// Template.
+    pub template: String,
+    /// Node that starts it.
+    pub node: String,
+    /// Spawn depth.
+    pub depth: u32,
+    /// The agent that asked, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_agent: Option<AgentId>,
+    /// The task it works for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_task: Option<TaskId>,
+    /// Memory keys copied from the parent.
+    #[serde(default)]
+    pub inherited: Vec<String>,
+}
+
+/// `GET /api/v1/agents/scaling`: recent auto-scaling decisions, newest last.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScalingList {
+    /// Decisions with their inputs.
+    pub decisions: Vec<serde_json::Value>,
+}
+
+/// One node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Name.
+    pub name: String,
+    /// Connected now.
+    pub connected: bool,
+    /// Logical CPUs.
+    pub cpus: u32,
+    /// Machine CPU use, 0..1.
+    pub cpu_used: f64,
+    /// Memory in bytes.
+    pub mem_total_bytes: u64,
+    /// Memory use, 0..1.
+    pub mem_used: f64,
+    /// Most agents it runs.
+    pub max_agents: u32,
+    /// Agent processes it runs now.
+    pub agents: u32,
+    /// Last heartbeat (unix ms).
+    pub last_seen_ms: u64,
+}
+
+/// `GET /api/v1/nodes`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeList {
+    /// Nodes.
+    pub nodes: Vec<NodeView>,
+}
+
+/// `PUT /api/v1/memory/{key}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryPut {
+    /// The value.
+    pub value: String,
+}
+
+/// One memory entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryEntryView {
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: String,
+    /// Last write (unix ms).
+    pub updated_ms: u64,
+    /// The agent it was inherited from, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherited_from: Option<AgentId>,
+}
+
+/// `GET /api/v1/memory`: an agent's memory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemoryList {
+    /// Whose.
+    pub agent_id: AgentId,
+    /// Entries by key.
+    pub entries: Vec<MemoryEntryView>,
 }
 
 /// `GET /api/v1/agents`.

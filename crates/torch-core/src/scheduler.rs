@@ -250,6 +250,11 @@ impl<P: Placer> Scheduler<P> {
         self.tasks.insert(task.id, task);
     }
 
+    /// Every queued task (ready or waiting for its retry time), in no order.
+    pub fn queued_tasks(&self) -> impl Iterator<Item = &QueuedTask> {
+        self.tasks.values()
+    }
+
     /// Removes a queued task (cancelled, say). Returns whether it was queued.
     pub fn remove_task(&mut self, id: TaskId) -> bool {
         match self.tasks.remove(&id) {

@@ -34,6 +34,10 @@ pub struct HubConfig {
     /// Routing (the `[routing]` section of `torch.toml`, set by the binary).
     #[serde(skip)]
     pub routing: torch_core::routing::RoutingConfig,
+    /// Templates, spawn limits and lifecycle timings (set by the binary from
+    /// the `[templates.*]`, `[spawn]` and `[lifecycle]` sections).
+    #[serde(skip)]
+    pub lifecycle: LifecycleConfig,
 }
 
 /// What the hub does when a running task stalls.
@@ -59,6 +63,7 @@ impl Default for HubConfig {
             stall_after: None,
             stall_action: StallAction::Event,
             routing: torch_core::routing::RoutingConfig::default(),
+            lifecycle: LifecycleConfig::default(),
         }
     }
 }
@@ -108,5 +113,35 @@ impl HubConfig {
             .validate()
             .map_err(|e| format!("routing.taxonomy: {e}"))?;
         Ok(())
+    }
+}
+
+/// Agent lifecycle settings: templates, spawn limits, timings, memory limits.
+#[derive(Clone, Debug)]
+pub struct LifecycleConfig {
+    /// Agent templates by name.
+    pub templates: Vec<torch_core::lifecycle::AgentTemplate>,
+    /// Limits every spawn is checked against.
+    pub spawn: torch_core::lifecycle::SpawnLimits,
+    /// Time between SIGTERM and SIGKILL when an agent is stopped.
+    pub terminate_grace: Duration,
+    /// How long a spawned agent may take to register before it counts as failed.
+    pub spawn_timeout: Duration,
+    /// How often the autoscaler, reaper and recycler run.
+    pub tick: Duration,
+    /// Size limits of each agent's memory.
+    pub memory: torch_store::MemoryLimits,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            templates: Vec::new(),
+            spawn: torch_core::lifecycle::SpawnLimits::default(),
+            terminate_grace: Duration::from_secs(10),
+            spawn_timeout: Duration::from_secs(30),
+            tick: Duration::from_secs(1),
+            memory: torch_store::MemoryLimits::default(),
+        }
     }
 }

@@ -24,6 +24,10 @@ use torch_store::{
 };
 use tracing::{debug, info, warn};
 
+mod fleet;
+
+pub(crate) use fleet::{FleetSnapshot, TemplateMatcher};
+
 use crate::clock::now_ms;
 use crate::config::StallAction;
 use crate::hub::Shared;
@@ -109,6 +113,12 @@ pub(crate) enum Cmd {
     },
     /// List agents.
     Agents(oneshot::Sender<Vec<AgentView>>),
+    /// Per-template demand and per-agent load, for the lifecycle manager.
+    Fleet(oneshot::Sender<FleetSnapshot>),
+    /// The templates whose demand `Fleet` reports.
+    SetTemplates(Vec<TemplateMatcher>),
+    /// Stop (or resume) giving an agent new work.
+    Drain { agent: AgentId, drain: bool },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +159,8 @@ struct AgentEntry {
     /// A lease of this agent expired without heartbeats: it gets no new work
     /// until it is heard from again.
     silent: bool,
+    /// The lifecycle manager is draining it (before stopping it).
+    drain: bool,
 }
 
 /// The scheduling engine; see the module docs.
@@ -166,6 +178,10 @@ pub(crate) struct Engine<S> {
     /// Normalises advertised skill names (synonyms).
     taxonomy: TaxonomyIndex,
     jobs: TaskTracker,
+    /// Templates whose demand the lifecycle manager follows.
+    matchers: Vec<TemplateMatcher>,
+    /// Arrivals per template (tasks that became ready it could serve).
+    arrivals: HashMap<String, u64>,
 }
 
 impl<S: Store> Engine<S> {
@@ -187,6 +203,8 @@ impl<S: Store> Engine<S> {
             info: HashMap::new(),
             taxonomy: shared.cfg.routing.taxonomy.compile(),
             jobs: TaskTracker::new(),
+            matchers: Vec::new(),
+            arrivals: HashMap::new(),
         };
         let lease = e.lease_ms();
         for l in snapshot.leased {
@@ -213,6 +231,9 @@ impl<S: Store> Engine<S> {
     fn enqueue(&mut self, tasks: Vec<QueuedTask>, now: u64) {
         let mono = std::time::Instant::now();
         for t in tasks {
+            if !self.matchers.is_empty() {
+                self.count_arrival(&t);
+            }
             let delay = Duration::from_millis(t.not_before.saturating_sub(now));
             self.ready_at.insert(t.id, mono + delay);
             self.info.insert(
@@ -310,6 +331,8 @@ impl<S: Store> Engine<S> {
                 {
                     a.tx = None;
                     self.sched.remove_agent(agent);
+                    self.shared
+                        .notify_life(crate::lifecycle::LifeCmd::AgentLeft { agent });
                     info!(agent_id = %agent, "agent disconnected; its leases run until they expire");
                 }
             }
@@ -410,6 +433,11 @@ impl<S: Store> Engine<S> {
             Cmd::Agents(reply) => {
                 let _ = reply.send(self.agent_views(now));
             }
+            Cmd::Fleet(reply) => {
+                let _ = reply.send(self.fleet());
+            }
+            Cmd::SetTemplates(t) => self.set_templates(t),
+            Cmd::Drain { agent, drain } => self.drain(agent, drain),
             Cmd::AgentSkills(reply) => {
                 let skills = self
                     .agents
@@ -536,6 +564,7 @@ impl<S: Store> Engine<S> {
             last_seen_ms: now,
             completed: 0,
             silent: false,
+            drain: false,
         });
         entry.name = hello.name;
         entry.skills = hello.skills.clone();
@@ -555,6 +584,11 @@ impl<S: Store> Engine<S> {
             .filter(|c| c.is_finite() && *c >= 0.0)
             .unwrap_or(0.0);
         self.sched.upsert_agent(slots);
+        if entry_drain(&self.agents, id) {
+            self.sched.set_draining(id, true);
+        }
+        self.shared
+            .notify_life(crate::lifecycle::LifeCmd::AgentJoined { agent: id });
         id
     }
 
@@ -587,7 +621,9 @@ impl<S: Store> Engine<S> {
             a.last_seen_ms = now;
             if a.silent && a.tx.is_some() {
                 a.silent = false;
-                self.sched.set_draining(agent, false);
+                if !a.drain {
+                    self.sched.set_draining(agent, false);
+                }
                 info!(agent_id = %agent, "agent is responsive again; it may take new tasks");
             }
         }
@@ -887,6 +923,7 @@ impl<S: Store> Engine<S> {
                         .sched
                         .agent_state(*id, now)
                         .and_then(|v| serde_json::to_value(v).ok()),
+                    managed: None,
                 }
             })
             .collect();
@@ -895,6 +932,22 @@ impl<S: Store> Engine<S> {
         });
         v
     }
+}
+
+/// Sends the engine a request made by `make` and waits for the answer;
+/// `None` when the engine is gone (the hub is stopping).
+pub(crate) async fn ask<T>(
+    engine: &mpsc::Sender<Cmd>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    engine.send(make(tx)).await.ok()?;
+    rx.await.ok()
+}
+
+/// Whether the lifecycle manager drains `id`.
+fn entry_drain(agents: &HashMap<AgentId, AgentEntry>, id: AgentId) -> bool {
+    agents.get(&id).is_some_and(|a| a.drain)
 }
 
 /// Ends an attempt whose lease is gone (no heartbeat, or stalled) in the store

@@ -19,6 +19,7 @@ use crate::clock::now_ms;
 use crate::config::HubConfig;
 use crate::engine::{Cmd, Engine};
 use crate::error::HubError;
+use crate::lifecycle::{LifeCmd, Lifecycle};
 use crate::stats::Stats;
 
 /// State shared by every handler and session.
@@ -43,6 +44,8 @@ pub(crate) struct Shared<S> {
     pub(crate) history_keys: Mutex<HashMap<TaskId, HistoryKey>>,
     /// The routing taxonomy, compiled once.
     pub(crate) taxonomy: TaxonomyIndex,
+    /// The lifecycle manager's inbox.
+    pub(crate) life: mpsc::UnboundedSender<LifeCmd>,
 }
 
 impl<S> Shared<S> {
@@ -55,12 +58,63 @@ impl<S> Shared<S> {
     pub(crate) fn add_backlog(&self, delta: i64) {
         self.backlog.fetch_add(delta, Ordering::Relaxed);
     }
+
+    /// Tells the lifecycle manager something (never blocks; dropped when it is gone).
+    pub(crate) fn notify_life(&self, cmd: LifeCmd) {
+        let _ = self.life.send(cmd);
+    }
+}
+
+impl<S: Store> Shared<S> {
+    /// Cancels `task` and its dependents in the store and tells the engine
+    /// (dequeue, revoke leases).
+    pub(crate) async fn cancel_task(
+        &self,
+        task: TaskId,
+        reason: String,
+    ) -> Result<Vec<TaskId>, torch_store::StoreError> {
+        let res = self.store.cancel(task, reason.clone(), now_ms()).await?;
+        self.bump();
+        self.add_backlog(-(res.tasks.len() as i64));
+        let _ = self
+            .engine
+            .send(Cmd::Cancelled {
+                tasks: res.tasks.clone(),
+                revoked: res.revoked,
+                reason,
+            })
+            .await;
+        Ok(res.tasks)
+    }
+
+    /// Appends an event and wakes followers; a failure is logged, not returned.
+    pub(crate) async fn event(
+        &self,
+        stream: &'static str,
+        kind: &str,
+        agent: Option<torch_core::AgentId>,
+        task: Option<TaskId>,
+        data: serde_json::Value,
+    ) {
+        let ev = torch_store::NewEvent {
+            stream,
+            kind: kind.to_string(),
+            task,
+            agent,
+            data: data.to_string(),
+        };
+        match self.store.append_event(ev, now_ms()).await {
+            Ok(()) => self.bump(),
+            Err(e) => tracing::warn!(error = %e, kind, "could not record an event"),
+        }
+    }
 }
 
 /// A started hub: the engine runs; call [`Hub::serve`] to accept connections.
 pub struct Hub<S: Store> {
     shared: Arc<Shared<S>>,
     engine: Option<Engine<S>>,
+    lifecycle: Option<Lifecycle<S>>,
     /// Set on first start: the admin token, shown once.
     pub admin_token: Option<String>,
 }
@@ -97,6 +151,7 @@ impl<S: Store> Hub<S> {
         let taxonomy_index = cfg.routing.taxonomy.compile();
         let (tx, rx) = mpsc::channel(8192);
         let (events_gen, _) = watch::channel(0u64);
+        let (life_tx, life_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             store: store.clone(),
             engine: tx.clone(),
@@ -112,6 +167,7 @@ impl<S: Store> Hub<S> {
             history: Mutex::new(History::new()),
             history_keys: Mutex::new(HashMap::new()),
             taxonomy: taxonomy_index,
+            life: life_tx,
         });
         info!(
             queued = snapshot.queued.len(),
@@ -120,9 +176,11 @@ impl<S: Store> Hub<S> {
             "state loaded"
         );
         let engine = Engine::new(shared.clone(), rx, tx, snapshot, now_ms());
+        let lifecycle = Lifecycle::new(shared.clone(), life_rx);
         Ok(Hub {
             shared,
             engine: Some(engine),
+            lifecycle: Some(lifecycle),
             admin_token,
         })
     }
@@ -156,6 +214,10 @@ impl<S: Store> Hub<S> {
             inner.cancel();
         });
         let engine_task = engine.map(|e| tokio::spawn(e.run(self.shared.shutdown.clone())));
+        let life_task = self
+            .lifecycle
+            .take()
+            .map(|l| tokio::spawn(l.run(self.shared.shutdown.clone())));
         let app = crate::api::router(self.shared.clone());
         let sd = shutdown.clone();
         // Assignments and acks are small frames sent back to back: without
@@ -169,6 +231,11 @@ impl<S: Store> Hub<S> {
             .with_graceful_shutdown(async move { sd.cancelled().await })
             .await;
         shutdown.cancel();
+        if let Some(t) = life_task
+            && let Err(e) = t.await
+        {
+            tracing::error!(error = %e, "lifecycle task failed");
+        }
         if let Some(t) = engine_task
             && let Err(e) = t.await
         {

@@ -7,6 +7,8 @@
 //! - `engine`: one task owns the scheduler, agent capacity and leases; everyone
 //!   else talks to it through a bounded channel.
 //! - `session`: one agent's WebSocket: hello, batching, ordered recording.
+//! - `lifecycle`: templates, nodes, spawning under the spawn policy,
+//!   auto-scaling, recycling, helper and delegated-task cleanup.
 //! - `api`: REST handlers under `/api/v1`, one module per resource.
 //!
 //! Entry point: [`Hub::start`] then [`Hub::serve`], which takes a bound
@@ -18,11 +20,12 @@ mod clock;
 pub mod config;
 mod engine;
 mod error;
+mod lifecycle;
 mod session;
 mod stats;
 
 pub use auth::{generate_token, hash_token};
-pub use config::HubConfig;
+pub use config::{HubConfig, LifecycleConfig};
 pub use error::HubError;
 pub use hub::Hub;
 

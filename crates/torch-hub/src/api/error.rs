@@ -15,6 +15,8 @@ pub(crate) struct ApiError {
     pub(crate) message: String,
     pub(crate) details: Vec<String>,
     pub(crate) retry_after: Option<u64>,
+    /// For a refused spawn: the limit that refused it.
+    pub(crate) limit: Option<String>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
             message: message.into(),
             details: Vec::new(),
             retry_after: None,
+            limit: None,
         }
     }
     pub(crate) fn unauthorized(m: impl Into<String>) -> Self {
@@ -86,6 +89,7 @@ impl IntoResponse for ApiError {
             code: self.code.to_string(),
             message: self.message,
             details: self.details,
+            limit: self.limit,
         };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after

@@ -57,8 +57,12 @@ pub(crate) async fn agents<S: Store>(
     State(shared): St<S>,
     headers: HeaderMap,
 ) -> Result<Json<AgentList>, ApiError> {
-    authorize(&shared, &headers, Need::Submit).await?;
-    let agents = ask_engine(&shared, Cmd::Agents).await?;
+    authorize(&shared, &headers, Need::SubmitOrTask).await?;
+    let mut agents = ask_engine(&shared, Cmd::Agents).await?;
+    let mut managed = super::lifecycle::managed(&shared).await?;
+    for a in &mut agents {
+        a.managed = managed.remove(&a.id);
+    }
     Ok(Json(AgentList { agents }))
 }
 
@@ -83,7 +87,7 @@ pub(crate) async fn events<S: Store>(
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
-    authorize(&shared, &headers, Need::Submit).await?;
+    authorize(&shared, &headers, Need::SubmitOrTask).await?;
     let streams: Vec<String> = q
         .stream
         .iter()

@@ -1,6 +1,7 @@
 //! REST API under `/api/v1`: router, authentication and the error type.
 
 mod error;
+mod lifecycle;
 mod misc;
 mod tasks;
 mod views;
@@ -40,6 +41,16 @@ pub(crate) fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
         .route("/api/v1/events", get(misc::events::<S>))
         .route("/api/v1/tokens", post(misc::create_token::<S>))
         .route("/api/v1/agent/ws", get(misc::agent_ws::<S>))
+        .route("/api/v1/agents/spawn", post(lifecycle::spawn::<S>))
+        .route("/api/v1/agents/scaling", get(lifecycle::scaling::<S>))
+        .route("/api/v1/agents/{id}/drain", post(lifecycle::drain::<S>))
+        .route("/api/v1/nodes", get(lifecycle::nodes::<S>))
+        .route("/api/v1/node/ws", get(lifecycle::node_ws::<S>))
+        .route("/api/v1/memory", get(lifecycle::memory_list::<S>))
+        .route(
+            "/api/v1/memory/{key}",
+            get(lifecycle::memory_get::<S>).put(lifecycle::memory_put::<S>),
+        )
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -57,6 +68,8 @@ pub(crate) enum Need {
     Agent,
     /// a task-scoped token
     Task,
+    /// admin or submitter, or a task-scoped token (from inside a task)
+    SubmitOrTask,
 }
 
 /// Authenticates the caller and checks the role: 401 without a valid token, 403 for the wrong role.
@@ -99,20 +112,20 @@ pub(crate) async fn authorize<S: Store>(
                 role: Role::Admin,
                 ..
             },
-            Need::Submit | Need::Admin | Need::Agent
+            Need::Submit | Need::Admin | Need::Agent | Need::SubmitOrTask
         ) | (
             Caller::Token {
                 role: Role::Submitter,
                 ..
             },
-            Need::Submit
+            Need::Submit | Need::SubmitOrTask
         ) | (
             Caller::Token {
                 role: Role::Agent,
                 ..
             },
             Need::Agent
-        ) | (Caller::Task { .. }, Need::Task)
+        ) | (Caller::Task { .. }, Need::Task | Need::SubmitOrTask)
     );
     if allowed {
         Ok(caller)
@@ -126,6 +139,7 @@ pub(crate) async fn authorize<S: Store>(
             Need::Admin => "admin",
             Need::Agent => "admin or agent",
             Need::Task => "a task-scoped token (TORCH_TASK_TOKEN inside a task)",
+            Need::SubmitOrTask => "admin, submitter or a task-scoped token",
         };
         let article = if role.starts_with(['a', 'e', 'i', 'o', 'u']) {
             "an"
@@ -143,16 +157,18 @@ pub(crate) async fn ask_engine<S: Store, T>(
     shared: &Shared<S>,
     make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> crate::engine::Cmd,
 ) -> Result<T, ApiError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let stopping = || {
-        ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "hub_stopping",
-            "the hub is shutting down",
-        )
-    };
-    shared.engine.send(make(tx)).await.map_err(|_| stopping())?;
-    rx.await.map_err(|_| stopping())
+    crate::engine::ask(&shared.engine, make)
+        .await
+        .ok_or_else(stopping)
+}
+
+/// 503 while the hub shuts down.
+pub(crate) fn stopping() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "hub_stopping",
+        "the hub is shutting down",
+    )
 }
 
 /// The task as a view, or 404.
@@ -166,5 +182,20 @@ pub(crate) async fn task_or_404<S: Store>(
             "task_not_found",
             format!("task {id} not found"),
         )),
+    }
+}
+
+/// The agent holding `task` under `fence` (the caller's task token), or 403
+/// when the lease has moved on (the token is stale).
+pub(crate) async fn task_agent<S: Store>(
+    shared: &Shared<S>,
+    task: torch_core::TaskId,
+    fence: u64,
+) -> Result<torch_core::AgentId, ApiError> {
+    match shared.store.lease_holder(task).await? {
+        Some((agent, f)) if f == fence => Ok(agent),
+        _ => Err(ApiError::forbidden(format!(
+            "the task token of task {task} is stale: that attempt no longer holds the task"
+        ))),
     }
 }

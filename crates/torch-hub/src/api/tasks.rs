@@ -53,7 +53,15 @@ pub(crate) async fn submit<S: Store>(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
-    authorize(&shared, &headers, Need::Submit).await?;
+    let caller = authorize(&shared, &headers, Need::SubmitOrTask).await?;
+    // From inside a task (`torch delegate`), the new tasks are its children.
+    let parent = match caller {
+        Caller::Task { task, fence } => {
+            super::task_agent(&shared, task, fence).await?;
+            Some(task)
+        }
+        Caller::Token { .. } => None,
+    };
     let body = body.map_err(body_error)?;
     let backlog = shared.backlog.load(Ordering::Relaxed).max(0) as u64;
     if backlog >= shared.cfg.queue_high_water {
@@ -95,13 +103,16 @@ pub(crate) async fn submit<S: Store>(
                     deps,
                     routing: Some(Routing::of(&queued)),
                     analysis: serde_json::to_string(&analysis).ok(),
-                    parent: None,
+                    parent,
                 }
             })
             .collect()
     };
     let results = shared.store.submit(batch, now_ms()).await?;
     shared.bump();
+    if let Some(task) = parent {
+        shared.notify_life(crate::lifecycle::LifeCmd::Parent { task });
+    }
     if let Ok(mut hk) = shared.history_keys.lock() {
         for ((id, key), r) in keys.into_iter().zip(&results) {
             if !r.duplicate {
@@ -199,6 +210,8 @@ pub(crate) struct ListQuery {
     limit: Option<usize>,
     /// Page before this sequence number.
     before: Option<u64>,
+    /// Only tasks delegated by this task.
+    parent: Option<String>,
 }
 
 /// `GET /api/v1/tasks`.
@@ -207,7 +220,7 @@ pub(crate) async fn list<S: Store>(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<TaskList>, ApiError> {
-    authorize(&shared, &headers, Need::Submit).await?;
+    authorize(&shared, &headers, Need::SubmitOrTask).await?;
     let mut states = Vec::new();
     for s in q
         .state
@@ -238,6 +251,7 @@ pub(crate) async fn list<S: Store>(
             states,
             label,
             before_seq: q.before,
+            parent: q.parent.as_deref().map(parse_id).transpose()?,
             limit: q.limit.unwrap_or(100).min(1000),
         })
         .await?;
@@ -258,7 +272,7 @@ pub(crate) async fn get<S: Store>(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<TaskView>, ApiError> {
-    authorize(&shared, &headers, Need::Submit).await?;
+    authorize(&shared, &headers, Need::SubmitOrTask).await?;
     let id = parse_id(&id)?;
     task_or_404(&shared, id).await
 }
@@ -284,20 +298,8 @@ pub(crate) async fn cancel<S: Store>(
             .map_err(|e| ApiError::bad_request("invalid_body", format!("cancel body: {e}")))?
     };
     let reason = req.reason.unwrap_or_else(|| format!("cancelled by {who}"));
-    let res = shared.store.cancel(id, reason.clone(), now_ms()).await?;
-    shared.bump();
-    shared.add_backlog(-(res.tasks.len() as i64));
-    let _ = shared
-        .engine
-        .send(Cmd::Cancelled {
-            tasks: res.tasks.clone(),
-            revoked: res.revoked,
-            reason,
-        })
-        .await;
-    Ok(Json(CancelResponse {
-        cancelled: res.tasks,
-    }))
+    let cancelled = shared.cancel_task(id, reason).await?;
+    Ok(Json(CancelResponse { cancelled }))
 }
 
 /// `POST /api/v1/tasks/{id}/retry`.

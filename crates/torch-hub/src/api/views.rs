@@ -46,5 +46,6 @@ pub(crate) fn task_view(r: TaskRecord) -> TaskView {
             .as_deref()
             .and_then(|a| serde_json::from_str(a).ok()),
         failed_agents: r.failed_agents,
+        parent: r.parent,
     }
 }

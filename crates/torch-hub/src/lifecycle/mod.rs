@@ -1,0 +1,477 @@
+//! The lifecycle manager: agent templates, nodes, spawning (with the spawn
+//! policy), auto-scaling, recycling, and cleaning up helpers and delegated
+//! tasks when their parent task ends.
+//!
+//! It is one actor task (like the engine) fed by [`LifeCmd`]s from node
+//! sessions, the engine (agents joining and leaving) and API handlers, plus a
+//! tick (`lifecycle.tick`, 1 s by default). Each tick it takes one
+//! [`FleetSnapshot`](crate::engine::FleetSnapshot) from the engine and:
+//! - fails spawns that did not register within `spawn-timeout`;
+//! - stops drained agents once they hold no task (SIGTERM, then SIGKILL);
+//! - recycles agents past their template's recycle rules;
+//! - drains helpers and cancels delegated tasks whose parent task ended;
+//! - runs each template's autoscaler and carries out its decision.
+//!
+//! Every spawn, refusal, drain and termination is an event on
+//! `nova.torch.agents.spawning` / `nova.torch.agents.terminating`, and every
+//! scaling decision that changes something (or whose reason changes) on
+//! `nova.torch.agents.scaling`.
+
+mod node_session;
+mod registry;
+mod spawn;
+mod tick;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use torch_api::node::{HubToNode, NodeHello, NodeMessage};
+use torch_api::rest::{ManagedView, NodeView, SpawnRequest, SpawnResponse};
+use torch_core::lifecycle::{AgentTemplate, Autoscaler, SpawnPolicy, SpawnRefusal};
+use torch_core::{AgentId, TaskId};
+use torch_store::{AGENTS_SPAWNING, AGENTS_TERMINATING, Store, StoreError};
+use tracing::{debug, info, warn};
+
+pub(crate) use node_session::run as node_session;
+use registry::{Managed, NodeEntry, Phase};
+
+use crate::clock::now_ms;
+use crate::engine::{Cmd, TemplateMatcher};
+use crate::hub::Shared;
+
+/// Most scaling decisions kept for `GET /api/v1/agents/scaling`.
+const DECISIONS_KEPT: usize = 500;
+
+/// Who asks for a spawn.
+#[derive(Clone, Debug)]
+pub(crate) enum Origin {
+    /// An operator (admin token): no parent.
+    Operator,
+    /// A task (task token): the helper's parent is the task's agent.
+    Task {
+        task: TaskId,
+        agent: AgentId,
+        tenant: String,
+    },
+}
+
+/// Why a spawn did not happen.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SpawnError {
+    #[error("no template named {0:?}")]
+    UnknownTemplate(String),
+    #[error("{0}")]
+    Refused(SpawnRefusal),
+    #[error("no node can start an agent now: {0}")]
+    NoNode(String),
+    #[error("{0}")]
+    InheritRefused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Requests to the lifecycle manager.
+pub(crate) enum LifeCmd {
+    /// An agent session was accepted.
+    AgentJoined { agent: AgentId },
+    /// An agent session closed.
+    AgentLeft { agent: AgentId },
+    /// A node session opened; the reply is its name or why it is refused.
+    NodeJoined {
+        hello: NodeHello,
+        tx: mpsc::Sender<HubToNode>,
+        session: u64,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// A node session closed.
+    NodeLeft { node: String, session: u64 },
+    /// A message from a node.
+    NodeMsg { node: String, msg: NodeMessage },
+    /// Start an agent from a template.
+    Spawn {
+        req: SpawnRequest,
+        origin: Origin,
+        reply: oneshot::Sender<Result<SpawnResponse, SpawnError>>,
+    },
+    /// Stop an agent: drain it, then (if a node runs it) terminate it.
+    /// Answers whether a node runs it.
+    Drain {
+        agent: AgentId,
+        reason: String,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A task delegated children: clean them up when it ends.
+    Parent { task: TaskId },
+    /// Recent scaling decisions, oldest first.
+    Decisions(oneshot::Sender<Vec<serde_json::Value>>),
+    /// Nodes.
+    Nodes(oneshot::Sender<Vec<NodeView>>),
+    /// What is known of managed agents.
+    Managed(oneshot::Sender<HashMap<AgentId, ManagedView>>),
+}
+
+/// The lifecycle actor; see the module docs.
+pub(crate) struct Lifecycle<S> {
+    shared: Arc<Shared<S>>,
+    rx: mpsc::UnboundedReceiver<LifeCmd>,
+    templates: BTreeMap<String, AgentTemplate>,
+    policy: SpawnPolicy,
+    scalers: BTreeMap<String, Autoscaler>,
+    nodes: BTreeMap<String, NodeEntry>,
+    agents: HashMap<AgentId, Managed>,
+    decisions: VecDeque<serde_json::Value>,
+    /// Last recorded decision reason per template (holds are recorded only
+    /// when their reason changes).
+    last_reason: HashMap<String, String>,
+    /// Arrival counters at the last tick, per template.
+    last_arrivals: HashMap<String, u64>,
+    /// Tasks whose helpers or delegated children are cleaned up when they end.
+    parents: HashSet<TaskId>,
+}
+
+impl<S: Store> Lifecycle<S> {
+    pub(crate) fn new(shared: Arc<Shared<S>>, rx: mpsc::UnboundedReceiver<LifeCmd>) -> Self {
+        let cfg = &shared.cfg.lifecycle;
+        let templates: BTreeMap<String, AgentTemplate> = cfg
+            .templates
+            .iter()
+            .map(|t| (t.name.clone(), t.clone()))
+            .collect();
+        let scalers = templates
+            .values()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    Autoscaler::new(
+                        &t.name,
+                        t.min,
+                        t.max,
+                        t.slots,
+                        t.idle_timeout,
+                        t.scaling.clone(),
+                    ),
+                )
+            })
+            .collect();
+        Lifecycle {
+            policy: SpawnPolicy::new(cfg.spawn.clone()),
+            shared,
+            rx,
+            templates,
+            scalers,
+            nodes: BTreeMap::new(),
+            agents: HashMap::new(),
+            decisions: VecDeque::new(),
+            last_reason: HashMap::new(),
+            last_arrivals: HashMap::new(),
+            parents: HashSet::new(),
+        }
+    }
+
+    /// Runs until `shutdown` fires.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        if !self.templates.is_empty() {
+            let matchers = self
+                .templates
+                .values()
+                .map(|t| TemplateMatcher {
+                    name: t.name.clone(),
+                    skills: t.parsed_skills(),
+                    labels: t.labels.clone(),
+                })
+                .collect();
+            let _ = self.shared.engine.send(Cmd::SetTemplates(matchers)).await;
+        }
+        let period = self.shared.cfg.lifecycle.tick;
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = self.rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.handle(cmd).await;
+                }
+                _ = ticker.tick() => self.tick().await,
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        debug!("lifecycle manager stopped");
+    }
+
+    async fn handle(&mut self, cmd: LifeCmd) {
+        let now = now_ms();
+        match cmd {
+            LifeCmd::AgentJoined { agent } => self.agent_joined(agent, now).await,
+            LifeCmd::AgentLeft { agent } => {
+                if let Some(m) = self.agents.get(&agent) {
+                    debug!(agent_id = %agent, template = %m.template, "managed agent disconnected");
+                }
+            }
+            LifeCmd::NodeJoined {
+                hello,
+                tx,
+                session,
+                reply,
+            } => {
+                let r = self.node_joined(hello, tx, session, now);
+                let _ = reply.send(r);
+            }
+            LifeCmd::NodeLeft { node, session } => {
+                if let Some(n) = self.nodes.get_mut(&node)
+                    && n.session == session
+                {
+                    n.tx = None;
+                    info!(node = %node, "node disconnected; its agents keep running");
+                }
+            }
+            LifeCmd::NodeMsg { node, msg } => self.node_msg(&node, msg, now).await,
+            LifeCmd::Spawn { req, origin, reply } => {
+                let r = self.spawn_requested(req, origin, now).await;
+                let _ = reply.send(r);
+            }
+            LifeCmd::Drain {
+                agent,
+                reason,
+                reply,
+            } => {
+                let managed = self.agents.contains_key(&agent);
+                if managed {
+                    self.drain(agent, &reason).await;
+                } else {
+                    // Not ours to stop: only take it out of scheduling.
+                    let _ = self
+                        .shared
+                        .engine
+                        .send(Cmd::Drain { agent, drain: true })
+                        .await;
+                    let data = serde_json::json!({ "reason": reason, "managed": false });
+                    self.shared
+                        .event(
+                            AGENTS_TERMINATING,
+                            "agent.draining",
+                            Some(agent),
+                            None,
+                            data,
+                        )
+                        .await;
+                }
+                let _ = reply.send(managed);
+            }
+            LifeCmd::Parent { task } => {
+                self.parents.insert(task);
+            }
+            LifeCmd::Decisions(reply) => {
+                let _ = reply.send(self.decisions.iter().cloned().collect());
+            }
+            LifeCmd::Nodes(reply) => {
+                let _ = reply.send(self.node_views());
+            }
+            LifeCmd::Managed(reply) => {
+                let _ = reply.send(self.managed_views());
+            }
+        }
+    }
+
+    async fn agent_joined(&mut self, agent: AgentId, now: u64) {
+        let Some(m) = self.agents.get_mut(&agent) else {
+            return;
+        };
+        if m.phase != Phase::Starting {
+            return;
+        }
+        m.phase = Phase::Ready;
+        let spawn_ms = now.saturating_sub(m.spawned_ms);
+        m.ready_ms = Some(spawn_ms);
+        m.idle_since_ms = Some(now);
+        let data = serde_json::json!({
+            "template": m.template,
+            "node": m.node,
+            "spawn_ms": spawn_ms,
+            "reason": m.reason,
+        });
+        info!(agent_id = %agent, template = %m.template, spawn_ms, "spawned agent is ready");
+        if m.draining_on_ready {
+            self.drain(agent, "parent task ended before the helper was ready")
+                .await;
+        }
+        self.shared
+            .event(AGENTS_SPAWNING, "agent.ready", Some(agent), None, data)
+            .await;
+    }
+
+    fn node_joined(
+        &mut self,
+        hello: NodeHello,
+        tx: mpsc::Sender<HubToNode>,
+        session: u64,
+        now: u64,
+    ) -> Result<String, String> {
+        let name = hello.name.clone();
+        if let Some(n) = self.nodes.get(&name)
+            && n.tx.as_ref().is_some_and(|t| !t.is_closed())
+            && n.session != session
+        {
+            return Err(format!("a node named {name:?} is already connected"));
+        }
+        // Agents still running from before a reconnect.
+        for a in &hello.status.agents {
+            if let Some(m) = self.agents.get_mut(&a.agent_id) {
+                m.pid = Some(a.pid);
+                m.node = name.clone();
+            }
+        }
+        let entry = self.nodes.entry(name.clone()).or_insert_with(|| NodeEntry {
+            name: name.clone(),
+            tx: None,
+            session,
+            max_agents: hello.max_agents,
+            status: hello.status.clone(),
+            last_seen_ms: now,
+        });
+        entry.tx = Some(tx);
+        entry.session = session;
+        entry.max_agents = hello.max_agents;
+        entry.status = hello.status;
+        entry.last_seen_ms = now;
+        info!(node = %name, max_agents = hello.max_agents, "node connected");
+        Ok(name)
+    }
+
+    async fn node_msg(&mut self, node: &str, msg: NodeMessage, now: u64) {
+        match msg {
+            NodeMessage::Hello(_) | NodeMessage::Unknown => {}
+            NodeMessage::Heartbeat(status) => {
+                for a in &status.agents {
+                    if let Some(m) = self.agents.get_mut(&a.agent_id) {
+                        m.pid = Some(a.pid);
+                        m.cpu = Some(a.cpu);
+                        m.rss_bytes = Some(a.rss_bytes);
+                        if m.phase == Phase::Ready && m.rss_start.is_none() && a.rss_bytes > 0 {
+                            m.rss_start = Some(a.rss_bytes);
+                        }
+                    }
+                }
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.status = status;
+                    n.last_seen_ms = now;
+                }
+            }
+            NodeMessage::Spawned { agent_id, pid } => {
+                if let Some(m) = self.agents.get_mut(&agent_id) {
+                    m.pid = Some(pid);
+                }
+            }
+            NodeMessage::SpawnFailed { agent_id, error } => {
+                warn!(agent_id = %agent_id, node, error = %error, "node could not start an agent");
+                if let Some(m) = self.agents.remove(&agent_id) {
+                    let data = serde_json::json!({
+                        "template": m.template, "node": node, "error": error,
+                    });
+                    self.shared
+                        .event(
+                            AGENTS_SPAWNING,
+                            "agent.spawn_failed",
+                            Some(agent_id),
+                            None,
+                            data,
+                        )
+                        .await;
+                }
+            }
+            NodeMessage::Exited {
+                agent_id,
+                pid,
+                code,
+                signal,
+                requested,
+            } => {
+                let Some(m) = self.agents.remove(&agent_id) else {
+                    return;
+                };
+                let reason = if requested {
+                    m.stop_reason.clone().unwrap_or_else(|| "terminated".into())
+                } else {
+                    match (code, signal) {
+                        (_, Some(sig)) => format!("agent process killed by signal {sig}"),
+                        (Some(c), None) => format!("agent process exited with code {c}"),
+                        (None, None) => "agent process ended".into(),
+                    }
+                };
+                let kind = if requested {
+                    "agent.terminated"
+                } else {
+                    "agent.exited"
+                };
+                if requested {
+                    info!(agent_id = %agent_id, template = %m.template, reason = %reason, "agent stopped");
+                } else {
+                    warn!(agent_id = %agent_id, template = %m.template, reason = %reason, "agent process ended unexpectedly; the autoscaler replaces it if needed");
+                }
+                let data = serde_json::json!({
+                    "template": m.template, "node": node, "pid": pid,
+                    "code": code, "signal": signal, "reason": reason,
+                    "requested": requested,
+                });
+                self.shared
+                    .event(AGENTS_TERMINATING, kind, Some(agent_id), None, data)
+                    .await;
+            }
+        }
+    }
+
+    /// Drains `agent`: no new work; stopped once it holds no task.
+    async fn drain(&mut self, agent: AgentId, reason: &str) {
+        let Some(m) = self.agents.get_mut(&agent) else {
+            return;
+        };
+        if matches!(m.phase, Phase::Draining | Phase::Terminating { .. }) {
+            return;
+        }
+        if m.phase == Phase::Starting {
+            // Not registered yet: drain it as soon as it is.
+            m.draining_on_ready = true;
+            m.stop_reason = Some(reason.to_string());
+            return;
+        }
+        m.phase = Phase::Draining;
+        m.stop_reason = Some(reason.to_string());
+        let data = serde_json::json!({ "template": m.template, "node": m.node, "reason": reason });
+        let _ = self
+            .shared
+            .engine
+            .send(Cmd::Drain { agent, drain: true })
+            .await;
+        info!(agent_id = %agent, reason, "draining agent");
+        self.shared
+            .event(
+                AGENTS_TERMINATING,
+                "agent.draining",
+                Some(agent),
+                None,
+                data,
+            )
+            .await;
+    }
+
+    fn record_decision(
+        &mut self,
+        template: &str,
+        value: serde_json::Value,
+        reason: &str,
+        change: bool,
+    ) -> bool {
+        let same = self.last_reason.get(template).is_some_and(|r| r == reason);
+        if !change && same {
+            return false;
+        }
+        self.last_reason
+            .insert(template.to_string(), reason.to_string());
+        if self.decisions.len() >= DECISIONS_KEPT {
+            self.decisions.pop_front();
+        }
+        self.decisions.push_back(value);
+        true
+    }
+}
