@@ -20,9 +20,8 @@ use crate::runner::{RunnerCtx, RunnerEvent, StopReason, run_task};
 use crate::sandbox::Sandbox;
 use crate::writer::Outq;
 
-/// Reason given for an assignment that has no command.
-pub(crate) const NO_EXECUTOR: &str =
-    "task has no command and this agent has no executor for prompts";
+/// Reason given for an assignment with neither a command nor a prompt.
+pub(crate) const NOTHING_TO_RUN: &str = "task has neither a command nor a prompt";
 
 type Key = (TaskId, u64);
 
@@ -40,7 +39,8 @@ struct Unacked {
 pub(crate) struct Agent {
     pub(crate) cfg: AgentConfig,
     ctx: Arc<RunnerCtx>,
-    /// The id from the last Welcome, sent back when reconnecting.
+    /// The id from the last Welcome (at first the one the hub chose when it
+    /// ordered this agent, if any), sent back when reconnecting.
     pub(crate) agent_id: Option<AgentId>,
     running: HashMap<Key, Running>,
     /// Finished reports not acknowledged yet; resent after every Welcome.
@@ -59,12 +59,14 @@ impl Agent {
             kill_grace: cfg.kill_grace,
             max_log_bytes: cfg.max_log_bytes,
             supervised: cfg.supervisor.is_some(),
+            executor: cfg.executor.clone(),
+            wall_time: cfg.limits.wall_time,
         };
         let slots = usize::try_from(cfg.slots).unwrap_or(usize::MAX);
         Agent {
+            agent_id: cfg.agent_id,
             cfg,
             ctx: Arc::new(ctx),
-            agent_id: None,
             running: HashMap::with_capacity(slots),
             outbox: HashMap::new(),
             tracker: TaskTracker::new(),
@@ -159,8 +161,18 @@ impl Agent {
                 return self.report_now(&a, Outcome::succeeded(Evidence::default()), q);
             }
             None | Some([]) => {
-                let fatal = Outcome::failed(OutcomeKind::Fatal, NO_EXECUTOR, Evidence::default());
-                return self.report_now(&a, fatal, q);
+                let reason = match (&a.prompt, &self.cfg.executor) {
+                    (None, _) => Some(NOTHING_TO_RUN.to_string()),
+                    (Some(_), None) => Some(format!(
+                        "agent {} has no executor for prompt tasks; start it from a template with [executor]",
+                        self.cfg.name
+                    )),
+                    (Some(_), Some(_)) => None,
+                };
+                if let Some(reason) = reason {
+                    let fatal = Outcome::failed(OutcomeKind::Fatal, reason, Evidence::default());
+                    return self.report_now(&a, fatal, q);
+                }
             }
             Some(_) => {}
         }

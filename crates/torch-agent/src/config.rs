@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use torch_api::API_PREFIX;
-use torch_core::Skill;
+use torch_core::lifecycle::{AgentTemplate, Executor, SandboxLimits};
+use torch_core::{AgentId, Skill};
 
 use crate::error::AgentError;
 
@@ -20,6 +21,10 @@ pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// Default cap on each of stdout and stderr written to a task's log files.
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Label carrying the agent's hub-chosen id (set when [`AgentConfig::agent_id`]
+/// is); the hub pins tasks delegated to a helper agent with it.
+pub const LABEL_AGENT_ID: &str = "torch.id";
 
 /// Everything an agent needs to join a hub and run tasks.
 ///
@@ -61,6 +66,23 @@ pub struct AgentConfig {
     pub max_log_bytes: u64,
     /// Keep work dirs after their report is acknowledged (for debugging).
     pub keep_workdirs: bool,
+    /// The id the hub chose when it ordered this agent (spawned by a node):
+    /// sent in the first Hello so the hub recognises the agent, and
+    /// advertised as the label [`LABEL_AGENT_ID`].
+    pub agent_id: Option<AgentId>,
+    /// What runs a task that has a `prompt` and no `command` (from a
+    /// template). Before it starts, the attempt's work dir gets `task.json`
+    /// (the assignment without its token; this is `{task_file}`) and
+    /// `prompt.txt` (the prompt alone). `prompt-via = "arg"` passes the prompt
+    /// as an argument, `"stdin"` makes `prompt.txt` the executor's stdin
+    /// (otherwise `/dev/null`), `"file"` passes nothing more: the executor
+    /// reads `{task_file}` or `prompt.txt` itself. `None`: prompt tasks fail
+    /// as fatal.
+    pub executor: Option<Executor>,
+    /// Resource limits for every task process: rlimits applied by the
+    /// supervisor (so they need [`AgentConfig::supervisor`]), and
+    /// `wall_time` as the timeout of tasks that set none (or a shorter one).
+    pub limits: SandboxLimits,
 }
 
 impl AgentConfig {
@@ -89,7 +111,46 @@ impl AgentConfig {
             kill_grace: DEFAULT_KILL_GRACE,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             keep_workdirs: false,
+            agent_id: None,
+            executor: None,
+            limits: SandboxLimits::default(),
         }
+    }
+
+    /// Takes skills, slots, labels, cost, executor, limits and the
+    /// environment allowlist (added to the current one; `FOO_*` entries
+    /// match by prefix) from a template. Explicit settings applied
+    /// afterwards still override.
+    pub fn apply_template(&mut self, t: &AgentTemplate) -> Result<(), AgentError> {
+        self.skills = t
+            .skills
+            .iter()
+            .map(|s| {
+                s.parse::<Skill>()
+                    .map_err(|e| config_err("skills", format!("template skill {s:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        self.slots = t.slots;
+        self.labels
+            .extend(t.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.cost = Some(t.cost);
+        self.executor = Some(t.executor.clone());
+        self.limits = t.limits.clone();
+        for name in &t.env {
+            if !self.env_allowlist.contains(name) {
+                self.env_allowlist.push(name.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// True when some rlimit is set (they need the supervisor).
+    pub(crate) fn has_rlimits(&self) -> bool {
+        let l = &self.limits;
+        l.cpu_secs.is_some()
+            || l.memory.is_some()
+            || l.open_files.is_some()
+            || l.processes.is_some()
     }
 
     /// Checks the config and returns the WebSocket URL of the hub.
@@ -107,6 +168,17 @@ impl AgentConfig {
                 "supervisor",
                 format!("{} is not a file", sup.display()),
             ));
+        }
+        if self.supervisor.is_none() && self.has_rlimits() {
+            return Err(config_err(
+                "limits",
+                "resource limits are applied by the supervisor: set `supervisor` (the torch binary)",
+            ));
+        }
+        if let Some(e) = &self.executor
+            && e.command.is_empty()
+        {
+            return Err(config_err("executor", "the command is empty"));
         }
         ws_url(&self.hub_url)
     }
@@ -127,6 +199,9 @@ impl fmt::Debug for AgentConfig {
             .field("kill_grace", &self.kill_grace)
             .field("max_log_bytes", &self.max_log_bytes)
             .field("keep_workdirs", &self.keep_workdirs)
+            .field("agent_id", &self.agent_id)
+            .field("executor", &self.executor)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -204,12 +279,67 @@ mod tests {
             bad.validate(),
             Err(AgentError::Config { field: "slots", .. })
         ));
+        let mut bad = cfg.clone();
+        bad.limits.open_files = Some(16);
+        assert!(matches!(
+            bad.validate(),
+            Err(AgentError::Config {
+                field: "limits",
+                ..
+            })
+        ));
+        bad.limits.open_files = None;
+        bad.limits.wall_time = Some(Duration::from_secs(1));
+        assert!(bad.validate().is_ok(), "wall time needs no supervisor");
         let mut bad = cfg;
         bad.supervisor = Some(PathBuf::from("/nonexistent/torch"));
         assert!(matches!(
             bad.validate(),
             Err(AgentError::Config {
                 field: "supervisor",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn templates_fill_the_config() {
+        let mut t = AgentTemplate::new(
+            "reviewer",
+            Executor {
+                command: vec!["claude".into(), "-p".into()],
+                prompt_via: Default::default(),
+                output: Default::default(),
+            },
+        );
+        t.skills = vec!["rust:0.9".into(), "review".into()];
+        t.slots = 3;
+        t.labels.insert("team".into(), "core".into());
+        t.cost = 2.5;
+        t.env = vec!["ANTHROPIC_API_KEY".into(), "CARGO_*".into(), "PATH".into()];
+        t.limits.open_files = Some(256);
+        let mut cfg = AgentConfig::new("http://h:1", "t", "a");
+        cfg.labels.insert("zone".into(), "a".into());
+        cfg.apply_template(&t).unwrap();
+        let skills: Vec<String> = cfg.skills.iter().map(|s| s.to_string()).collect();
+        assert_eq!(skills.len(), 2);
+        assert_eq!(cfg.slots, 3);
+        assert_eq!(cfg.labels["team"], "core");
+        assert_eq!(cfg.labels["zone"], "a", "existing labels kept");
+        assert_eq!(cfg.cost, Some(2.5));
+        assert_eq!(cfg.executor.as_ref().unwrap().command[0], "claude");
+        assert_eq!(cfg.limits.open_files, Some(256));
+        assert!(cfg.has_rlimits());
+        let n_path = cfg.env_allowlist.iter().filter(|v| *v == "PATH").count();
+        assert_eq!(n_path, 1, "no duplicates");
+        assert!(cfg.env_allowlist.iter().any(|v| v == "CARGO_*"));
+        assert!(cfg.env_allowlist.iter().any(|v| v == "ANTHROPIC_API_KEY"));
+
+        t.skills = vec!["rust:7".into()];
+        assert!(matches!(
+            cfg.apply_template(&t),
+            Err(AgentError::Config {
+                field: "skills",
                 ..
             })
         ));

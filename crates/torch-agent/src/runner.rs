@@ -11,16 +11,24 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, instrument, warn};
 
 use torch_api::ws::{Assignment, FinishReport, HeldTask, TaskLogs};
+use torch_core::lifecycle::{Executor, OutputFormat, Placeholders, PromptVia};
 use torch_core::{Evidence, Outcome, OutcomeKind};
 
 use crate::capture::{Capture, EVIDENCE_TAIL_BYTES, REPORT_TAIL_BYTES, drain_while};
 use crate::criteria::{self, Workspace};
+use crate::output;
 use crate::sandbox::{Exit, Sandbox};
 
 /// Where the supervisor writes the task's exit status (inside the work dir).
 const STATUS_FILE: &str = ".torch-exit-status";
 const STDOUT_LOG: &str = "stdout.log";
 const STDERR_LOG: &str = "stderr.log";
+/// For prompt tasks: the assignment as JSON (without its token), the
+/// executor's `{task_file}`.
+pub(crate) const TASK_FILE: &str = "task.json";
+/// For prompt tasks: the prompt alone, as text (also the executor's stdin
+/// with `prompt-via = "stdin"`).
+pub(crate) const PROMPT_FILE: &str = "prompt.txt";
 
 /// Why a running task is being stopped early.
 #[derive(Debug)]
@@ -52,10 +60,15 @@ pub(crate) struct RunnerCtx {
     pub(crate) kill_grace: Duration,
     pub(crate) max_log_bytes: u64,
     pub(crate) supervised: bool,
+    /// Runs tasks that have a prompt and no command.
+    pub(crate) executor: Option<Executor>,
+    /// Cap on every attempt's run time (the template's `wall-time`).
+    pub(crate) wall_time: Option<Duration>,
 }
 
 /// Runs one attempt to its end and sends its report. `a.command` must be a
-/// real (non-empty, non-noop) command.
+/// real (non-empty, non-noop) command, or `a.prompt` set and `ctx.executor`
+/// present.
 #[instrument(skip_all, fields(task_id = %a.task_id, attempt = a.attempt))]
 pub(crate) async fn run_task(
     ctx: Arc<RunnerCtx>,
@@ -67,10 +80,7 @@ pub(crate) async fn run_task(
     let started = Instant::now();
     let (outcome, logs) = match attempt(&ctx, &a, &workdir, stop, &events).await {
         Ok(done) => done,
-        Err(reason) => (
-            Outcome::failed(OutcomeKind::Failed, reason, evidence_since(started)),
-            None,
-        ),
+        Err((kind, reason)) => (Outcome::failed(kind, reason, evidence_since(started)), None),
     };
     info!(
         outcome = outcome.kind.as_str(),
@@ -111,25 +121,118 @@ enum Stopped {
     By(StopReason),
 }
 
+/// What to start for an attempt.
+struct Launch {
+    argv: Vec<String>,
+    /// A file to use as the task's stdin (`None`: `/dev/null`).
+    stdin: Option<PathBuf>,
+    /// How to read the verdict from stdout.
+    output: OutputFormat,
+}
+
+/// Why an attempt could not run: the outcome kind and the reason.
+type NotRun = (OutcomeKind, String);
+
+fn not_run(reason: String) -> NotRun {
+    (OutcomeKind::Failed, reason)
+}
+
+/// The task's own command, or the executor's rendered for its prompt (after
+/// writing [`TASK_FILE`] and [`PROMPT_FILE`] into the work dir).
+async fn launch(ctx: &RunnerCtx, a: &Assignment, workdir: &Path) -> Result<Launch, NotRun> {
+    if let Some(argv) = a.command.as_ref().filter(|c| !c.is_empty()) {
+        return Ok(Launch {
+            argv: argv.clone(),
+            stdin: None,
+            output: OutputFormat::Text,
+        });
+    }
+    let (Some(exec), Some(prompt)) = (&ctx.executor, &a.prompt) else {
+        return Err((
+            OutcomeKind::Fatal,
+            "task has neither a command nor a prompt for the executor".into(),
+        ));
+    };
+    let task_file = workdir.join(TASK_FILE);
+    let prompt_file = workdir.join(PROMPT_FILE);
+    let json = task_json(a).map_err(|e| not_run(format!("cannot encode the task: {e}")))?;
+    write(&task_file, json.as_bytes()).await?;
+    write(&prompt_file, prompt.as_bytes()).await?;
+    let values = Placeholders {
+        prompt: prompt.clone(),
+        workdir: workdir.display().to_string(),
+        task_file: task_file.display().to_string(),
+        task_id: a.task_id.to_string(),
+        task_name: a.name.clone(),
+    };
+    let argv = exec.render(&values).map_err(|e| {
+        (
+            OutcomeKind::Fatal,
+            format!("cannot build the executor command: {e}"),
+        )
+    })?;
+    Ok(Launch {
+        argv,
+        stdin: (exec.prompt_via == PromptVia::Stdin).then_some(prompt_file),
+        output: exec.output,
+    })
+}
+
+/// The assignment as the executor sees it in [`TASK_FILE`]: everything but
+/// the task token (which is in `TORCH_TASK_TOKEN`).
+fn task_json(a: &Assignment) -> serde_json::Result<String> {
+    let mut v = serde_json::to_value(a)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("task_token");
+    }
+    serde_json::to_string_pretty(&v)
+}
+
+async fn write(path: &Path, bytes: &[u8]) -> Result<(), NotRun> {
+    tokio::fs::write(path, bytes)
+        .await
+        .map_err(|e| not_run(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The attempt's time limit: the spec's timeout or the agent's wall time,
+/// whichever is shorter.
+fn effective_timeout(spec_ms: Option<u64>, wall_time: Option<Duration>) -> Option<u64> {
+    let wall_ms = wall_time.map(millis);
+    match (spec_ms, wall_ms) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 async fn attempt(
     ctx: &RunnerCtx,
     a: &Assignment,
     workdir: &Path,
     mut stop: oneshot::Receiver<StopReason>,
     events: &mpsc::Sender<RunnerEvent>,
-) -> Result<(Outcome, Option<TaskLogs>), String> {
-    let argv = a.command.as_deref().unwrap_or_default();
+) -> Result<(Outcome, Option<TaskLogs>), NotRun> {
     fresh_dir(workdir)
         .await
-        .map_err(|e| format!("cannot create work dir {}: {e}", workdir.display()))?;
+        .map_err(|e| not_run(format!("cannot create work dir {}: {e}", workdir.display())))?;
+    let launch = launch(ctx, a, workdir).await?;
     let stdout_log = workdir.join(STDOUT_LOG);
-    let out_file = create(&stdout_log).await?;
-    let err_file = create(&workdir.join(STDERR_LOG)).await?;
+    let out_file = create(&stdout_log).await.map_err(not_run)?;
+    let err_file = create(&workdir.join(STDERR_LOG)).await.map_err(not_run)?;
     let env = ctx.sandbox.task_env(a, workdir);
     let status_file = workdir.join(STATUS_FILE);
+    let timeout_ms = effective_timeout(a.timeout_ms, ctx.wall_time);
 
     let started = Instant::now();
-    let mut proc = ctx.sandbox.spawn_task(argv, &env, workdir, &status_file)?;
+    let mut proc = ctx
+        .sandbox
+        .spawn_task(
+            &launch.argv,
+            &env,
+            workdir,
+            &status_file,
+            launch.stdin.as_deref(),
+        )
+        .map_err(not_run)?;
     let held = HeldTask {
         task_id: a.task_id,
         fence: a.fence,
@@ -144,7 +247,7 @@ async fn attempt(
     let grace = ctx.kill_grace;
     let (leader_exit, stopped) = drain_while(&mut out, o, &mut err, e, async {
         let timeout = async {
-            match a.timeout_ms {
+            match timeout_ms {
                 Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
                 None => std::future::pending().await,
             }
@@ -152,7 +255,7 @@ async fn attempt(
         let result = tokio::select! {
             exit = proc.wait_exit() => (exit, None),
             () = timeout => {
-                warn!(timeout_ms = a.timeout_ms, "task timed out; stopping its process group");
+                warn!(timeout_ms, "task timed out; stopping its process group");
                 (proc.terminate(grace).await, Some(Stopped::TimedOut))
             }
             Ok(reason) = &mut stop => {
@@ -195,7 +298,7 @@ async fn attempt(
     };
     let outcome = match (stopped, exit) {
         (Some(Stopped::TimedOut), _) => {
-            let ms = a.timeout_ms.unwrap_or_default();
+            let ms = timeout_ms.unwrap_or_default();
             let reason = format!("timed out after {ms} ms");
             Outcome::failed(OutcomeKind::TimedOut, reason, evidence)
         }
@@ -216,6 +319,15 @@ async fn attempt(
                 env: &env,
             };
             evidence.criteria = criteria::evaluate(&a.success, &exit, &ws).await;
+            if launch.output != OutputFormat::Text {
+                // Right after the exit code: an executor that reports an
+                // error fails the attempt even when it exited 0.
+                let verdict = executor_verdict(launch.output, &out, &stdout_log).await;
+                let at = evidence.criteria.len().min(1);
+                evidence
+                    .criteria
+                    .insert(at, output::criterion(launch.output, verdict.as_ref()));
+            }
             match criteria::first_failure(&evidence.criteria) {
                 None => Outcome::succeeded(evidence),
                 Some(reason) => Outcome::failed(OutcomeKind::Failed, reason, evidence),
@@ -233,6 +345,23 @@ async fn attempt(
             || err.file_truncated(),
     });
     Ok((outcome, logs))
+}
+
+/// The executor's verdict from the captured stdout tail or, when the tail
+/// holds none and the log file has all of stdout, from the log file.
+async fn executor_verdict(
+    format: OutputFormat,
+    out: &Capture,
+    stdout_log: &Path,
+) -> Option<output::Verdict> {
+    if let Some(v) = output::parse(format, &out.tail_text(REPORT_TAIL_BYTES)) {
+        return Some(v);
+    }
+    if !out.tail_truncated() || out.file_truncated() {
+        return None;
+    }
+    let text = tokio::fs::read(stdout_log).await.ok()?;
+    output::parse(format, &String::from_utf8_lossy(&text))
 }
 
 /// Removes what an earlier run left at `dir`, then creates it empty.
@@ -300,5 +429,12 @@ mod tests {
         );
         assert_eq!(parse_status("garbage"), None);
         assert_eq!(parse_status("exit x"), None);
+
+        let wall = Some(Duration::from_secs(2));
+        assert_eq!(effective_timeout(Some(500), wall), Some(500));
+        assert_eq!(effective_timeout(Some(5000), wall), Some(2000));
+        assert_eq!(effective_timeout(None, wall), Some(2000));
+        assert_eq!(effective_timeout(Some(7), None), Some(7));
+        assert_eq!(effective_timeout(None, None), None);
     }
 }

@@ -24,6 +24,7 @@ use torch_api::ws::Assignment;
 use torch_api::{ENV_ATTEMPT, ENV_HUB, ENV_TASK_ID, ENV_TASK_TOKEN, ENV_WORKDIR};
 
 use crate::config::AgentConfig;
+use crate::supervise::limit_args;
 
 /// Search path used when neither the agent nor the spec provides `PATH`.
 const FALLBACK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -51,22 +52,41 @@ pub(crate) struct Sandbox {
     /// Directory of the `torch` binary, prepended to every task's `PATH`.
     torch_dir: Option<PathBuf>,
     supervisor: Option<PathBuf>,
+    /// `__supervise` arguments carrying the rlimits.
+    limit_args: Vec<OsString>,
     hub_url: String,
 }
 
+/// The variables of `vars` that `allowlist` lets through, in allowlist order
+/// and each once: exact names, or prefixes written `PREFIX*`.
+fn allowed_env(allowlist: &[String], vars: impl Iterator<Item = (OsString, OsString)>) -> Env {
+    let vars: Vec<(OsString, OsString)> = vars.collect();
+    let mut out: Env = Vec::new();
+    for entry in allowlist {
+        let matches = |name: &OsStr| match entry.strip_suffix('*') {
+            Some(prefix) => name.to_str().is_some_and(|n| n.starts_with(prefix)),
+            None => name == entry.as_str(),
+        };
+        for (name, value) in &vars {
+            if matches(name) && !out.iter().any(|(n, _)| n == name) {
+                out.push((name.clone(), value.clone()));
+            }
+        }
+    }
+    out
+}
+
 impl Sandbox {
-    /// Snapshots the allowlisted part of the agent's environment.
+    /// Snapshots the allowlisted part of the agent's environment (exact
+    /// names, and `PREFIX*` patterns matched against every variable).
     pub(crate) fn new(cfg: &AgentConfig) -> Self {
         let mut base_env = Vec::new();
         let mut agent_path = None;
-        for name in &cfg.env_allowlist {
-            let Some(value) = std::env::var_os(name) else {
-                continue;
-            };
+        for (name, value) in allowed_env(&cfg.env_allowlist, std::env::vars_os()) {
             if name == "PATH" {
                 agent_path = Some(value);
             } else {
-                base_env.push((OsString::from(name), value));
+                base_env.push((name, value));
             }
         }
         Sandbox {
@@ -78,6 +98,7 @@ impl Sandbox {
                 .and_then(Path::parent)
                 .map(Path::to_path_buf),
             supervisor: cfg.supervisor.clone(),
+            limit_args: limit_args(&cfg.limits),
             hub_url: cfg.hub_url.clone(),
         }
     }
@@ -110,13 +131,16 @@ impl Sandbox {
     }
 
     /// Starts a task: under the supervisor when one is configured (which
-    /// writes the task's exit status to `status_file`), else directly.
+    /// applies the rlimits and writes the task's exit status to
+    /// `status_file`), else directly. The task's stdin is `stdin` (a file)
+    /// or `/dev/null`.
     pub(crate) fn spawn_task(
         &self,
         argv: &[String],
         env: &Env,
         workdir: &Path,
         status_file: &Path,
+        stdin: Option<&Path>,
     ) -> Result<Proc, String> {
         let (program, args) = argv
             .split_first()
@@ -127,14 +151,22 @@ impl Sandbox {
                 c.arg("__supervise")
                     .arg("--status")
                     .arg(status_file)
-                    .arg("--")
-                    .args(argv)
-                    .stdin(Stdio::piped());
+                    .args(&self.limit_args);
+                if let Some(path) = stdin {
+                    c.arg("--stdin").arg(path);
+                }
+                c.arg("--").args(argv).stdin(Stdio::piped());
                 c
             }
             None => {
+                let input = match stdin {
+                    None => Stdio::null(),
+                    Some(path) => std::fs::File::open(path)
+                        .map(Stdio::from)
+                        .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+                };
                 let mut c = Command::new(program);
-                c.args(args).stdin(Stdio::null());
+                c.args(args).stdin(input);
                 c
             }
         };
@@ -250,5 +282,33 @@ impl Drop for Proc {
         if !self.reaped {
             self.signal_group(Signal::SIGKILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_names_and_prefixes() {
+        let vars = [
+            ("PATH", "/bin"),
+            ("CARGO_HOME", "/c"),
+            ("CARGO_TARGET_DIR", "/t"),
+            ("CARGOX", "no"),
+            ("SECRET", "s"),
+            ("HOME", "/h"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let list: Vec<String> = ["HOME", "CARGO_*", "PATH", "CARGO_HOME", "MISSING"]
+            .map(String::from)
+            .to_vec();
+        let got = allowed_env(&list, vars.into_iter());
+        let names: Vec<&str> = got.iter().map(|(k, _)| k.to_str().unwrap()).collect();
+        assert_eq!(names, ["HOME", "CARGO_HOME", "CARGO_TARGET_DIR", "PATH"]);
+        assert!(
+            allowed_env(&["*".into()], std::env::vars_os()).len() > 1,
+            "`*` passes all"
+        );
     }
 }

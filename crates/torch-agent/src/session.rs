@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use torch_api::ws::{AgentMessage, HubMessage};
 
 use crate::agent::Agent;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, LABEL_AGENT_ID};
 use crate::connect::{Backoff, ConnectError, connect, request};
 use crate::error::AgentError;
 use crate::runner::RunnerEvent;
@@ -47,6 +47,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let url = cfg.validate()?;
     request(&url, &cfg.token)?;
     let mut cfg = cfg;
+    if let Some(id) = cfg.agent_id {
+        cfg.labels
+            .insert(LABEL_AGENT_ID.to_string(), id.to_string());
+    }
     // Tasks run in their work dir: relative paths would resolve from there.
     cfg.work_root = absolute(&cfg.work_root, "resolve work root")?;
     if let Some(sup) = &cfg.supervisor {
@@ -322,6 +326,9 @@ fn on_frame(agent: &mut Agent, conn: &mut Conn, text: &str) -> Result<(), End> {
                 conn.tick
                     .set_missed_tick_behavior(MissedTickBehavior::Delay);
                 conn.dead_after = (period * 3).max(Duration::from_millis(lease_ms));
+                if agent.agent_id.is_some_and(|ours| ours != agent_id) {
+                    warn!(%agent_id, "the hub gave this agent another id than it asked for");
+                }
                 if !conn.welcomed {
                     info!(%agent_id, heartbeat_ms, lease_ms, "session established");
                     conn.welcomed = true;

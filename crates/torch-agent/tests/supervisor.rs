@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use torch_api::ws::HubMessage;
 use torch_core::OutcomeKind;
+use torch_core::lifecycle::{Executor, OutputFormat, PromptVia, SandboxLimits};
 
 use common::*;
 
@@ -31,7 +32,7 @@ fn main() {
         return;
     }
     let filter = args.iter().find(|a| !a.to_string_lossy().starts_with('-'));
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 5] = [
         (
             "supervisor_kills_its_group_when_stdin_closes",
             supervisor_kills_its_group_when_stdin_closes,
@@ -47,6 +48,10 @@ fn main() {
         (
             "tasks_die_with_a_killed_agent",
             tasks_die_with_a_killed_agent,
+        ),
+        (
+            "limits_and_stdin_through_the_supervisor",
+            limits_and_stdin_through_the_supervisor,
         ),
     ];
     let mut ran = 0;
@@ -280,5 +285,82 @@ fn tasks_die_with_a_killed_agent() {
             pids.iter().all(|p| !alive(*p))
         })
         .await;
+    });
+}
+
+/// Opens /dev/null 64 times at once (paste holds every input open).
+const OPEN_64: &str = "paste $(for i in $(seq 64); do echo /dev/null; done) && echo opened";
+
+fn limits_and_stdin_through_the_supervisor() {
+    block_on(async {
+        let limits = SandboxLimits {
+            cpu_secs: Some(1),
+            memory: Some(512 << 20),
+            open_files: Some(16),
+            processes: None,
+            wall_time: None,
+        };
+        let shown = sh("ulimit -t; ulimit -v; ulimit -n");
+        let files = sh(OPEN_64);
+        let mut spin = sh("while :; do :; done");
+        spin.timeout_ms = Some(20_000);
+        let small = sh("echo fits");
+        let mut from_stdin = assign(&[]);
+        from_stdin.command = None;
+        from_stdin.prompt = Some("prompt on stdin".into());
+        let tasks = [shown, files, spin, small, from_stdin];
+        let (r, _root) = run_all(
+            |cfg| {
+                cfg.supervisor = Some(exe());
+                cfg.limits = limits;
+                cfg.executor = Some(Executor {
+                    command: vec!["cat".into()],
+                    prompt_via: PromptVia::Stdin,
+                    output: OutputFormat::Text,
+                });
+            },
+            &tasks,
+        )
+        .await;
+        let out = |i: usize| {
+            r[i].logs
+                .as_ref()
+                .map(|l| l.stdout.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(out(0), "1\n524288\n16\n", "the task inherits the limits");
+        assert_eq!(r[1].outcome.kind, OutcomeKind::Failed, "{:?}", r[1].outcome);
+        let err = &r[1].outcome.evidence.stderr_tail;
+        assert!(err.contains("Too many open files"), "{err}");
+        assert!(!out(1).contains("opened"));
+        assert_eq!(r[2].outcome.kind, OutcomeKind::Failed, "{:?}", r[2].outcome);
+        let sig = r[2].outcome.evidence.signal;
+        assert!(
+            sig == Some(Signal::SIGXCPU as i32) || sig == Some(9),
+            "a spinning task dies of its CPU limit: {:?}",
+            r[2].outcome
+        );
+        assert!(r[2].outcome.evidence.duration_ms < 15_000);
+        assert_eq!(
+            r[3].outcome.kind,
+            OutcomeKind::Succeeded,
+            "{:?}",
+            r[3].outcome
+        );
+        assert_eq!(
+            out(4),
+            "prompt on stdin",
+            "supervised stdin from the prompt file"
+        );
+
+        // Without limits the same task opens all 64.
+        let (r, _root) = run_all(|cfg| cfg.supervisor = Some(exe()), &[sh(OPEN_64)]).await;
+        assert_eq!(
+            r[0].outcome.kind,
+            OutcomeKind::Succeeded,
+            "{:?}",
+            r[0].outcome
+        );
+        assert!(r[0].logs.as_ref().unwrap().stdout.ends_with("opened\n"));
     });
 }

@@ -6,9 +6,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use torch_api::ws::HubMessage;
 use torch_core::OutcomeKind;
+use torch_core::lifecycle::{Executor, OutputFormat, PromptVia};
 
 use common::*;
 
@@ -208,18 +210,215 @@ async fn output_is_capped_and_the_task_never_blocks() {
 #[tokio::test]
 async fn unstartable_and_prompt_only_tasks() {
     let missing = assign(&["no-such-program-xyz", "--flag"]);
-    let mut prompt_only = assign(&[]);
-    prompt_only.command = None;
-    prompt_only.prompt = Some("write a poem".into());
-    let (r, _root) = run_all(|_| {}, &[missing, prompt_only]).await;
+    let prompt_only = prompt("write a poem");
+    let mut nothing = assign(&[]);
+    nothing.command = None;
+    let (r, _root) = run_all(|_| {}, &[missing, prompt_only, nothing]).await;
     assert_eq!(r[0].outcome.kind, OutcomeKind::Failed);
     let reason = r[0].outcome.reason.as_deref().unwrap();
     assert!(reason.contains("`no-such-program-xyz`"), "{reason}");
     assert_eq!(r[1].outcome.kind, OutcomeKind::Fatal);
     assert_eq!(
         r[1].outcome.reason.as_deref(),
-        Some("task has no command and this agent has no executor for prompts")
+        Some(
+            "agent test-agent has no executor for prompt tasks; start it from a template with [executor]"
+        )
     );
+    assert_eq!(r[2].outcome.kind, OutcomeKind::Fatal);
+    assert_eq!(
+        r[2].outcome.reason.as_deref(),
+        Some("task has neither a command nor a prompt")
+    );
+}
+
+fn executor(argv: &[&str], via: PromptVia, output: OutputFormat) -> Executor {
+    Executor {
+        command: argv.iter().map(|s| s.to_string()).collect(),
+        prompt_via: via,
+        output,
+    }
+}
+
+#[tokio::test]
+async fn prompt_tasks_run_the_executor() {
+    // Placeholders, one argument each (no shell joining); task.json without
+    // the token; prompt.txt; a task with a command still runs its command.
+    let script = r#"printf '%s\n' "$1" "$2" "$3" "$4"; grep -qF '"prompt": "fix it; rm -rf \"$HOME\""' "$5" && ! grep -q task_token "$5" && echo json-ok; cat prompt.txt"#;
+    let exec = executor(
+        &[
+            "sh",
+            "-c",
+            script,
+            "sh",
+            "{prompt}",
+            "{workdir}",
+            "{task_id}",
+            "{task_name}",
+            "{task_file}",
+        ],
+        PromptVia::Arg,
+        OutputFormat::Text,
+    );
+    let mut p = prompt(r#"fix it; rm -rf "$HOME""#);
+    p.name = "fix bug".into();
+    let cmd = sh("echo own command");
+    let (r, root) = run_all(|cfg| cfg.executor = Some(exec), &[p.clone(), cmd]).await;
+    assert_eq!(
+        r[0].outcome.kind,
+        OutcomeKind::Succeeded,
+        "{:?}",
+        r[0].outcome
+    );
+    let dir = workdir(root.path(), &p);
+    let want = format!(
+        "fix it; rm -rf \"$HOME\"\n{}\n{}\nfix bug\njson-ok\nfix it; rm -rf \"$HOME\"",
+        dir.display(),
+        p.task_id
+    );
+    assert_eq!(r[0].logs.as_ref().unwrap().stdout, want);
+    assert_eq!(r[1].logs.as_ref().unwrap().stdout, "own command\n");
+
+    // Prompt appended when no argument mentions it; prompt on stdin.
+    let appended = executor(
+        &["sh", "-c", r#"echo "last: $0""#],
+        PromptVia::Arg,
+        OutputFormat::Text,
+    );
+    let p = prompt("hello");
+    let (r, _root) = run_all(|cfg| cfg.executor = Some(appended), &[p]).await;
+    assert_eq!(r[0].logs.as_ref().unwrap().stdout, "last: hello\n");
+    let stdin = executor(
+        &["sh", "-c", "cat; echo; cat {{}} 2>/dev/null || echo braces"],
+        PromptVia::Stdin,
+        OutputFormat::Text,
+    );
+    let p = prompt("from stdin");
+    let (r, _root) = run_all(|cfg| cfg.executor = Some(stdin), &[p]).await;
+    assert_eq!(r[0].logs.as_ref().unwrap().stdout, "from stdin\nbraces\n");
+
+    // A template error is fatal.
+    let broken = executor(&["tool", "{bogus}"], PromptVia::Arg, OutputFormat::Text);
+    let (r, _root) = run_all(|cfg| cfg.executor = Some(broken), &[prompt("x")]).await;
+    assert_eq!(r[0].outcome.kind, OutcomeKind::Fatal);
+    let reason = r[0].outcome.reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("cannot build the executor command"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn executor_output_can_fail_an_exit_zero() {
+    // The fake CLI prints its prompt: each prompt is a canned output.
+    let echo = |output| {
+        executor(
+            &["sh", "-c", r#"printf '%s\n' "$0""#],
+            PromptVia::Arg,
+            output,
+        )
+    };
+    let claude_ok = prompt(
+        r#"{"type":"result","subtype":"success","is_error":false,"result":"Done.","total_cost_usd":0.25}"#,
+    );
+    let claude_lying = prompt(
+        r#"{"type":"result","subtype":"success","is_error":true,"result":"Invalid API key","api_error_status":401}"#,
+    );
+    let claude_silent = prompt("no json at all");
+    let claude_max_turns =
+        prompt(r#"{"type":"result","subtype":"error_max_turns","is_error":true}"#);
+    let (r, _root) = run_all(
+        |cfg| cfg.executor = Some(echo(OutputFormat::ClaudeJson)),
+        &[claude_ok, claude_lying, claude_silent, claude_max_turns],
+    )
+    .await;
+    assert_eq!(
+        r[0].outcome.kind,
+        OutcomeKind::Succeeded,
+        "{:?}",
+        r[0].outcome
+    );
+    let c = &r[0].outcome.evidence.criteria;
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[1].criterion, "executor result (claude-json)");
+    assert_eq!(c[1].detail, "result: Done.; cost $0.2500");
+    assert_eq!(r[1].outcome.kind, OutcomeKind::Failed);
+    assert_eq!(r[1].outcome.evidence.exit_code, Some(0));
+    assert_eq!(
+        r[1].outcome.reason.as_deref(),
+        Some(
+            "criterion not met: executor result (claude-json) (reported an error: API status 401: Invalid API key)"
+        )
+    );
+    assert_eq!(r[2].outcome.kind, OutcomeKind::Failed);
+    assert!(
+        r[2].outcome
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("no result found"),
+        "{:?}",
+        r[2].outcome
+    );
+    assert_eq!(r[3].outcome.kind, OutcomeKind::Failed);
+
+    let codex_failed = prompt(concat!(
+        r#"{"type":"thread.started","thread_id":"t"}"#,
+        "\n",
+        r#"{"type":"turn.failed","error":{"message":"model at capacity"}}"#
+    ));
+    let codex_ok = prompt(concat!(
+        r#"{"type":"item.completed","item":{"id":"i","type":"agent_message","text":"ok"}}"#,
+        "\n",
+        r#"{"type":"turn.completed","usage":{}}"#
+    ));
+    let (r, _root) = run_all(
+        |cfg| cfg.executor = Some(echo(OutputFormat::CodexJsonl)),
+        &[codex_failed, codex_ok],
+    )
+    .await;
+    assert_eq!(r[0].outcome.kind, OutcomeKind::Failed);
+    assert!(
+        r[0].outcome
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("model at capacity"),
+        "{:?}",
+        r[0].outcome
+    );
+    assert_eq!(
+        r[1].outcome.kind,
+        OutcomeKind::Succeeded,
+        "{:?}",
+        r[1].outcome
+    );
+}
+
+#[tokio::test]
+async fn wall_time_caps_the_timeout() {
+    let unbounded = sh("sleep 30");
+    let mut longer = sh("sleep 30");
+    longer.timeout_ms = Some(60_000);
+    let mut shorter = sh("sleep 30");
+    shorter.timeout_ms = Some(200);
+    let (r, _root) = run_all(
+        |cfg| cfg.limits.wall_time = Some(Duration::from_millis(400)),
+        &[unbounded, longer, shorter],
+    )
+    .await;
+    let reasons: Vec<&str> = r
+        .iter()
+        .map(|r| r.outcome.reason.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "timed out after 400 ms",
+            "timed out after 400 ms",
+            "timed out after 200 ms"
+        ]
+    );
+    assert!(r.iter().all(|r| r.outcome.kind == OutcomeKind::TimedOut));
 }
 
 #[tokio::test]

@@ -245,6 +245,14 @@ pub(crate) fn assign(argv: &[&str]) -> Assignment {
     }
 }
 
+/// A prompt task (no command).
+pub(crate) fn prompt(text: &str) -> Assignment {
+    let mut a = assign(&[]);
+    a.command = None;
+    a.prompt = Some(text.into());
+    a
+}
+
 pub(crate) fn sh(script: &str) -> Assignment {
     assign(&["sh", "-c", script])
 }
