@@ -161,6 +161,8 @@ struct AgentEntry {
     silent: bool,
     /// The lifecycle manager is draining it (before stopping it).
     drain: bool,
+    /// Wall time of the attempts it finished (for the autoscaler's service time).
+    run_ms_total: u64,
 }
 
 /// The scheduling engine; see the module docs.
@@ -373,6 +375,7 @@ impl<S: Store> Engine<S> {
                             if let FinishResult::Recorded(effect) = res {
                                 if let Some(a) = self.agents.get_mut(&agent) {
                                     a.completed += 1;
+                                    a.run_ms_total += rep.duration_ms;
                                 }
                                 if rep.telling {
                                     self.learn(
@@ -565,6 +568,7 @@ impl<S: Store> Engine<S> {
             completed: 0,
             silent: false,
             drain: false,
+            run_ms_total: 0,
         });
         entry.name = hello.name;
         entry.skills = hello.skills.clone();

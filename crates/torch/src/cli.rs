@@ -74,6 +74,21 @@ pub(crate) enum Command {
     },
     /// From inside a task: report progress (uses TORCH_TASK_TOKEN).
     Progress(ProgressArgs),
+    /// Run a node: start and stop `torch agent` processes when the hub asks.
+    Node(NodeArgs),
+    /// Start an agent from a template. Inside a task it becomes a helper of
+    /// the task's agent (spawn limits apply; it is stopped when the task ends).
+    Spawn(SpawnArgs),
+    /// From inside a task: submit a child task (cancelled if this task ends
+    /// first), optionally on a dedicated helper started from a template.
+    Delegate(DelegateArgs),
+    /// Wait for tasks to end; exit 3 if any did not succeed.
+    Wait(WaitArgs),
+    /// An agent's key/value memory (inside a task: the task's agent).
+    Memory {
+        #[command(subcommand)]
+        cmd: MemoryCmd,
+    },
     /// Validate a spec file without submitting it.
     Validate(ValidateArgs),
     /// Why a task went where it went: candidates, per-factor scores, rejections.
@@ -272,12 +287,166 @@ pub(crate) enum TasksCmd {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AgentsCmd {
-    /// List agents, connected first.
+    /// List agents, connected first, with template, CPU and memory.
     List {
         #[command(flatten)]
         hub: HubArgs,
         #[command(flatten)]
         out: OutArgs,
+    },
+    /// Recent auto-scaling decisions with their inputs.
+    Scaling {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Only this template.
+        #[arg(long)]
+        template: Option<String>,
+        /// How many (newest).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Drain an agent: no new work; once idle, its node stops it.
+    Drain {
+        #[command(flatten)]
+        hub: HubArgs,
+        /// Agent id.
+        id: String,
+        /// Why (recorded in the event).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Nodes: headroom and agent counts.
+    Nodes {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// Hub URL.
+    #[arg(long, env = "TORCH_HUB", default_value = "http://127.0.0.1:7700")]
+    pub(crate) hub: String,
+    /// Agent (or admin) token; also handed to the agents it starts. Env: TORCH_TOKEN.
+    #[arg(long, env = "TORCH_TOKEN", hide_env_values = true)]
+    pub(crate) token: String,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Most agent processes at once.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) max_agents: u32,
+    /// Directory for the agents' work dirs and logs (default: a temp dir).
+    #[arg(long)]
+    pub(crate) work_dir: Option<PathBuf>,
+}
+
+/// Hub and token for commands that also run inside a task: the task's
+/// `TORCH_HUB` and `TORCH_TASK_TOKEN` are used when no token is given.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TaskHubArgs {
+    /// Hub URL.
+    #[arg(long, env = "TORCH_HUB", default_value = "http://127.0.0.1:7700")]
+    pub(crate) hub: String,
+    /// API token; inside a task the task token (TORCH_TASK_TOKEN) is used instead.
+    #[arg(long, env = "TORCH_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SpawnArgs {
+    #[command(flatten)]
+    pub(crate) hub: TaskHubArgs,
+    #[command(flatten)]
+    pub(crate) out: OutArgs,
+    /// Template name.
+    #[arg(long)]
+    pub(crate) template: String,
+    /// Copy the parent agent's memory keys matching this glob (within the
+    /// template's inheritance policy).
+    #[arg(long)]
+    pub(crate) inherit: Option<String>,
+    /// Keep the helper after the parent task ends.
+    #[arg(long)]
+    pub(crate) outlive_parent: bool,
+    /// Return once ordered instead of waiting until the agent is ready.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
+    /// Longest wait for the agent to be ready.
+    #[arg(long, default_value = "60s")]
+    pub(crate) timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DelegateArgs {
+    #[command(flatten)]
+    pub(crate) hub: TaskHubArgs,
+    #[command(flatten)]
+    pub(crate) out: OutArgs,
+    /// Spec file (TOML or JSON) or `-` for stdin.
+    pub(crate) file: String,
+    /// Run the child tasks on a new helper started from this template.
+    #[arg(long)]
+    pub(crate) helper: Option<String>,
+    /// With --helper: memory keys (glob) the helper inherits.
+    #[arg(long, requires = "helper")]
+    pub(crate) inherit: Option<String>,
+    /// Wait for the children to end; exit 3 if any did not succeed.
+    #[arg(long)]
+    pub(crate) wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WaitArgs {
+    #[command(flatten)]
+    pub(crate) hub: TaskHubArgs,
+    #[command(flatten)]
+    pub(crate) out: OutArgs,
+    /// Task ids.
+    #[arg(required = true)]
+    pub(crate) ids: Vec<String>,
+    /// Give up after this long (exit 1), e.g. `10m`.
+    #[arg(long)]
+    pub(crate) timeout: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MemoryCmd {
+    /// Print one value.
+    Get {
+        #[command(flatten)]
+        hub: TaskHubArgs,
+        /// Whose memory (needed outside a task).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Key.
+        key: String,
+    },
+    /// Set one value (`-` reads it from stdin).
+    Put {
+        #[command(flatten)]
+        hub: TaskHubArgs,
+        /// Whose memory (admin token; inside a task it is the task's agent).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Key.
+        key: String,
+        /// Value, or `-` for stdin.
+        value: String,
+    },
+    /// List every key with its value and origin.
+    List {
+        #[command(flatten)]
+        hub: TaskHubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Whose memory (needed outside a task).
+        #[arg(long)]
+        agent: Option<String>,
     },
 }
 
@@ -352,6 +521,9 @@ pub(crate) struct DemoArgs {
 pub(crate) enum BenchCmd {
     /// End-to-end throughput and assignment latency with agent processes.
     Throughput(ThroughputArgs),
+    /// Agent lifecycle: spawn-to-ready latency, idle RSS, scale-up and
+    /// scale-down reaction, with the hub's built-in node.
+    Spawn(SpawnBenchArgs),
     /// Routing quality: the real scorer against baselines on a simulated workload.
     Routing {
         /// Seed of the synthetic workload.
@@ -361,6 +533,26 @@ pub(crate) enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `torch bench spawn`.
+#[derive(Debug, Args)]
+pub(crate) struct SpawnBenchArgs {
+    /// Agents to spawn (one after another) for the latency figures.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) count: u32,
+    /// Max agents of the template used for the step of load.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) step_max: u32,
+    /// Tasks in the step of load.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) step_tasks: u32,
+    /// Duration of each step task, in ms.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) task_ms: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// What a benchmark task runs.

@@ -108,6 +108,14 @@ impl Client {
     ) -> Result<T> {
         self.send(Method::POST, path, Some(body)).await
     }
+
+    pub(crate) async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(Method::PUT, path, Some(body)).await
+    }
 }
 
 /// Follows the event log with long polls, riding out a hub restart: a failed

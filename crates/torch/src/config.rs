@@ -26,6 +26,57 @@ pub(crate) struct Config {
     pub(crate) up: UpConfig,
     /// `[routing]`: scoring weights, taxonomy, breaker, batching.
     pub(crate) routing: torch_core::routing::RoutingConfig,
+    /// `[templates.NAME]`: agent templates. Read again from the file itself
+    /// so errors carry line and column (see [`load`]).
+    pub(crate) templates: std::collections::BTreeMap<String, toml::Value>,
+    /// `[spawn]`: limits every spawn is checked against.
+    pub(crate) spawn: torch_core::lifecycle::SpawnLimits,
+    /// `[lifecycle]`: timings, the templates directory, the local node, memory limits.
+    pub(crate) lifecycle: LifecycleSection,
+}
+
+/// `[lifecycle]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct LifecycleSection {
+    /// How often the autoscaler, recycler and reaper run.
+    #[serde(with = "torch_core::spec::duration")]
+    pub(crate) tick: Duration,
+    /// SIGTERM → SIGKILL grace when an agent is stopped.
+    #[serde(with = "torch_core::spec::duration")]
+    pub(crate) terminate_grace: Duration,
+    /// How long a spawned agent may take to register.
+    #[serde(with = "torch_core::spec::duration")]
+    pub(crate) spawn_timeout: Duration,
+    /// Directory of `NAME.toml` template files (default `templates`, when it exists).
+    pub(crate) templates_dir: Option<PathBuf>,
+    /// Run a node inside the hub process (`torch serve`, `torch up`).
+    pub(crate) local_node: bool,
+    /// Most agents the local node runs.
+    pub(crate) local_node_max_agents: u32,
+    /// Largest value in an agent's memory, in bytes.
+    pub(crate) memory_max_value_bytes: usize,
+    /// Most keys in an agent's memory.
+    pub(crate) memory_max_keys: usize,
+    /// Most bytes (keys plus values) in an agent's memory.
+    pub(crate) memory_max_total_bytes: usize,
+}
+
+impl Default for LifecycleSection {
+    fn default() -> Self {
+        let d = torch_hub::LifecycleConfig::default();
+        LifecycleSection {
+            tick: d.tick,
+            terminate_grace: d.terminate_grace,
+            spawn_timeout: d.spawn_timeout,
+            templates_dir: None,
+            local_node: true,
+            local_node_max_agents: 64,
+            memory_max_value_bytes: d.memory.max_value_bytes,
+            memory_max_keys: d.memory.max_keys,
+            memory_max_total_bytes: d.memory.max_total_bytes,
+        }
+    }
 }
 
 /// `[store]`.
@@ -107,6 +158,7 @@ impl Default for UpConfig {
 /// Loads the layered configuration. A file named explicitly must exist.
 pub(crate) fn load(explicit: Option<&Path>) -> Result<Config> {
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    let mut file: Option<PathBuf> = None;
     match explicit {
         Some(p) => {
             if !p.exists() {
@@ -121,10 +173,12 @@ pub(crate) fn load(explicit: Option<&Path>) -> Result<Config> {
             toml::from_str::<toml::Table>(&text)
                 .map_err(|e| exit(BAD_INPUT, format!("{}: {}", p.display(), e)))?;
             fig = fig.merge(Toml::file(p));
+            file = Some(p.to_path_buf());
         }
         None => {
             if Path::new("torch.toml").exists() {
                 fig = fig.merge(Toml::file("torch.toml"));
+                file = Some(PathBuf::from("torch.toml"));
             }
         }
     }
@@ -142,8 +196,81 @@ pub(crate) fn load(explicit: Option<&Path>) -> Result<Config> {
         .map_err(|e| exit(BAD_INPUT, format!("invalid configuration: {e}")))?;
     let mut cfg = cfg;
     cfg.hub.routing = cfg.routing.clone();
+    cfg.hub.lifecycle = lifecycle(&cfg, file.as_deref())?;
     cfg.hub
         .validate()
         .map_err(|e| exit(BAD_INPUT, format!("invalid configuration: {e}")))?;
     Ok(cfg)
+}
+
+/// The hub's lifecycle settings: templates from the config file (located
+/// errors) and the templates directory, plus the `[spawn]` and `[lifecycle]` sections.
+fn lifecycle(cfg: &Config, file: Option<&Path>) -> Result<torch_hub::LifecycleConfig> {
+    use torch_core::lifecycle::{parse_template_file, parse_templates};
+    let bad = |e: String| exit(BAD_INPUT, format!("invalid template:\n{e}"));
+    let mut templates = Vec::new();
+    if let Some(p) = file
+        && !cfg.templates.is_empty()
+    {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading config file {}", p.display()))?;
+        templates =
+            parse_templates(&p.display().to_string(), &text).map_err(|e| bad(e.to_string()))?;
+    }
+    let dir = match &cfg.lifecycle.templates_dir {
+        Some(d) => {
+            if !d.is_dir() {
+                return Err(exit(
+                    BAD_INPUT,
+                    format!("lifecycle.templates-dir {} is not a directory", d.display()),
+                ));
+            }
+            Some(d.clone())
+        }
+        None => Some(PathBuf::from("templates")).filter(|d| d.is_dir()),
+    };
+    if let Some(dir) = dir {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading templates dir {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading template {}", path.display()))?;
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let t = parse_template_file(&path.display().to_string(), &name, &text)
+                .map_err(|e| bad(e.to_string()))?;
+            if templates
+                .iter()
+                .any(|x: &torch_core::lifecycle::AgentTemplate| x.name == t.name)
+            {
+                return Err(bad(format!(
+                    "{}: template {:?} is also defined in the config file",
+                    path.display(),
+                    t.name
+                )));
+            }
+            templates.push(t);
+        }
+    }
+    let l = &cfg.lifecycle;
+    let memory = torch_store::MemoryLimits {
+        max_value_bytes: l.memory_max_value_bytes,
+        max_keys: l.memory_max_keys,
+        max_total_bytes: l.memory_max_total_bytes,
+        ..torch_store::MemoryLimits::default()
+    };
+    Ok(torch_hub::LifecycleConfig {
+        templates,
+        spawn: cfg.spawn.clone(),
+        terminate_grace: l.terminate_grace,
+        spawn_timeout: l.spawn_timeout,
+        tick: l.tick,
+        memory,
+    })
 }

@@ -25,6 +25,8 @@ pub(crate) struct LocalHub {
     /// Stops the hub.
     pub(crate) shutdown: CancellationToken,
     handle: JoinHandle<Result<(), torch_hub::HubError>>,
+    /// The built-in node, when it runs (it stops its agents on shutdown).
+    node: Option<JoinHandle<()>>,
 }
 
 impl LocalHub {
@@ -39,6 +41,9 @@ impl LocalHub {
     /// Stops the hub and waits for it.
     pub(crate) async fn stop(self) -> Result<()> {
         self.shutdown.cancel();
+        if let Some(node) = self.node {
+            let _ = node.await;
+        }
         self.handle
             .await
             .context("hub task panicked")?
@@ -73,6 +78,7 @@ pub(crate) async fn start_hub(
         .with_context(|| format!("binding {listen} (is another hub running? use --listen)"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let url = format!("http://{addr}");
+    let want_node = cfg.lifecycle.local_node && !hub_cfg.lifecycle.templates.is_empty();
     let hub = Hub::start(hub_cfg, store, None)
         .await
         .context("starting the hub")?;
@@ -85,16 +91,69 @@ pub(crate) async fn start_hub(
             .context("storing a session token")?;
         session_tokens.push((role.to_string(), token));
     }
+    let local_node = if want_node {
+        Some(
+            hub.create_token("agent", "local node")
+                .await
+                .context("storing the local node's token")?,
+        )
+    } else {
+        None
+    };
     let shutdown = CancellationToken::new();
     let sd = shutdown.clone();
     let handle = tokio::spawn(async move { hub.serve(listener, sd).await });
+    let node = match local_node {
+        Some(token) => Some(start_local_node(
+            cfg,
+            &url,
+            token,
+            data_dir,
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
     Ok(LocalHub {
+        node,
         url,
         first_admin_token,
         session_tokens,
         shutdown,
         handle,
     })
+}
+
+/// Runs the hub's built-in node in this process: it starts template agents
+/// as child processes of this binary; they stop with the hub.
+fn start_local_node(
+    cfg: &Config,
+    url: &str,
+    token: String,
+    data_dir: &Path,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>> {
+    let exe = std::env::current_exe().context("locating the torch binary")?;
+    let host = hostname();
+    let mut nc = torch_agent::node::NodeConfig::new(url, token, format!("{host}-local"), exe);
+    nc.max_agents = cfg.lifecycle.local_node_max_agents;
+    nc.work_root = data_dir.join("agents");
+    nc.log_dir = Some(data_dir.join("logs"));
+    std::fs::create_dir_all(data_dir.join("logs"))
+        .with_context(|| format!("creating {}", data_dir.join("logs").display()))?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = torch_agent::node::run_node(nc, shutdown).await {
+            tracing::error!(error = %e, "local node stopped");
+        }
+    }))
+}
+
+/// This machine's host name (for node names), or `node`.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "node".into())
 }
 
 /// How to start local agent processes.

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     }
     let server_like = matches!(
         cli.cmd,
-        Command::Serve(_) | Command::Agent(_) | Command::Up(_)
+        Command::Serve(_) | Command::Agent(_) | Command::Up(_) | Command::Node(_)
     );
     init_logging(
         cli.log.as_deref(),

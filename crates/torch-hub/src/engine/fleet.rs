@@ -39,6 +39,8 @@ pub(crate) struct FleetAgent {
     pub(crate) id: AgentId,
     pub(crate) running: u32,
     pub(crate) completed: u64,
+    /// Wall time of the attempts it finished, in ms.
+    pub(crate) run_ms_total: u64,
 }
 
 /// Answer to [`super::Cmd::Fleet`].
@@ -127,6 +129,7 @@ impl<S: Store> Engine<S> {
                 id: *id,
                 running: running.get(id).copied().unwrap_or(0),
                 completed: a.completed,
+                run_ms_total: a.run_ms_total,
             })
             .collect();
         FleetSnapshot { demand, agents }

@@ -61,6 +61,8 @@ pub(super) struct Managed {
     pub(super) completed: u64,
     /// Tasks held now (from the engine).
     pub(super) running: u32,
+    /// Wall time of the tasks it finished (from the engine).
+    pub(super) run_ms_total: u64,
     /// Why it is being stopped.
     pub(super) stop_reason: Option<String>,
     /// Drain it as soon as it registers.

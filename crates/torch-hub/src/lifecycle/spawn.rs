@@ -185,6 +185,7 @@ impl<S: Store> Lifecycle<S> {
                 idle_since_ms: None,
                 completed: 0,
                 running: 0,
+                run_ms_total: 0,
                 stop_reason: None,
                 draining_on_ready: false,
             },

@@ -37,8 +37,18 @@ impl<S: Store> Lifecycle<S> {
     }
 
     fn update_from(&mut self, snap: &FleetSnapshot, now: u64) {
+        // Service time per template, for the autoscaler's forecast.
+        let mut runs: HashMap<String, (u64, u64)> = HashMap::new();
         for a in &snap.agents {
             if let Some(m) = self.agents.get_mut(&a.id) {
+                let done = a.completed.saturating_sub(m.completed);
+                let ms = a.run_ms_total.saturating_sub(m.run_ms_total);
+                if done > 0 {
+                    let e = runs.entry(m.template.clone()).or_default();
+                    e.0 += done;
+                    e.1 += ms;
+                }
+                m.run_ms_total = a.run_ms_total;
                 m.completed = a.completed;
                 m.running = a.running;
                 if a.running > 0 {
@@ -46,6 +56,11 @@ impl<S: Store> Lifecycle<S> {
                 } else if m.idle_since_ms.is_none() {
                     m.idle_since_ms = Some(now);
                 }
+            }
+        }
+        for (template, (done, ms)) in runs {
+            if let Some(s) = self.scalers.get_mut(&template) {
+                s.observe_run_time(ms / done);
             }
         }
     }

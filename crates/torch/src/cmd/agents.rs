@@ -14,15 +14,30 @@ pub(crate) async fn list(hub: HubArgs, out: OutArgs) -> Result<()> {
         return output::json(&list);
     }
     let now = now_ms();
-    let mut t = output::table(&["NAME", "STATE", "RUNNING", "SKILLS", "DONE", "SEEN", "ID"]);
+    let mut t = output::table(&[
+        "NAME", "STATE", "RUNNING", "SKILLS", "DONE", "TEMPLATE", "CPU", "RSS", "SEEN", "ID",
+    ]);
     for a in &list.agents {
         let skills: Vec<String> = a.skills.iter().map(|s| s.to_string()).collect();
+        let m = a.managed.as_ref();
+        let template = m.map_or_else(
+            || "-".to_string(),
+            |m| match m.phase.as_str() {
+                "ready" => m.template.clone(),
+                phase => format!("{} ({phase})", m.template),
+            },
+        );
         t.add_row(vec![
             a.name.clone(),
             a.state.clone(),
             format!("{}/{}", a.running, a.slots),
             skills.join(","),
             a.completed.to_string(),
+            template,
+            m.and_then(|m| m.cpu)
+                .map_or_else(|| "-".into(), |c| format!("{:.0}%", c * 100.0)),
+            m.and_then(|m| m.rss_bytes)
+                .map_or_else(|| "-".into(), super::lifecycle::human_bytes),
             age(a.last_seen_ms, now),
             a.id.to_string(),
         ]);

@@ -4,8 +4,11 @@ mod agent;
 mod agents;
 mod bench;
 mod bench_routing;
+mod bench_spawn;
 mod demo;
 mod explain;
+mod lifecycle;
+mod node;
 mod progress;
 mod serve;
 mod submit;
@@ -49,7 +52,20 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         },
         Command::Agents { cmd } => match cmd {
             AgentsCmd::List { hub, out } => agents::list(hub, out).await,
+            AgentsCmd::Scaling {
+                hub,
+                out,
+                template,
+                limit,
+            } => lifecycle::scaling(hub, out, template, limit).await,
+            AgentsCmd::Nodes { hub, out } => lifecycle::nodes(hub, out).await,
+            AgentsCmd::Drain { hub, id, reason } => lifecycle::drain(hub, id, reason).await,
         },
+        Command::Node(a) => node::run(a).await,
+        Command::Spawn(a) => lifecycle::spawn(a).await,
+        Command::Delegate(a) => lifecycle::delegate(a).await,
+        Command::Wait(a) => lifecycle::wait(a).await,
+        Command::Memory { cmd } => lifecycle::memory(cmd).await,
         Command::Watch(a) => watch::run(a).await,
         Command::Token { cmd } => match cmd {
             TokenCmd::Create {
@@ -66,6 +82,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo::run(a).await,
         Command::Bench { cmd } => match cmd {
             BenchCmd::Throughput(a) => bench::throughput(a).await,
+            BenchCmd::Spawn(a) => bench_spawn::run(a).await,
             BenchCmd::Routing { seed, json } => bench_routing::run(seed, json),
         },
         Command::Supervise { .. } => Ok(()),

@@ -1,0 +1,403 @@
+//! Agent lifecycle commands: `torch spawn`, `delegate`, `wait`, `memory`,
+//! `agents scaling`, `agents nodes`.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use torch_api::rest::{
+    AgentList, EventPage, MemoryEntryView, MemoryList, MemoryPut, NodeList, ScalingList,
+    SpawnRequest, SpawnResponse, SubmitRequest, SubmitResponse, TaskView,
+};
+use torch_api::{ENV_TASK_ID, ENV_TASK_TOKEN};
+use torch_core::{AgentId, TaskId};
+
+use crate::cli::{DelegateArgs, HubArgs, MemoryCmd, OutArgs, SpawnArgs, TaskHubArgs, WaitArgs};
+use crate::client::Client;
+use crate::cmd::submit::{read_specs, wait_for};
+use crate::exit::{BAD_INPUT, ERROR, TASK_FAILED, exit};
+use crate::output::{self, age, now_ms};
+
+/// A client with the given token, or inside a task the task token.
+fn client(hub: &TaskHubArgs) -> Result<Client> {
+    let token = hub
+        .token
+        .clone()
+        .or_else(|| std::env::var(ENV_TASK_TOKEN).ok());
+    Client::new(&hub.hub, token)
+}
+
+fn duration(what: &str, s: &str) -> Result<Duration> {
+    humantime::parse_duration(s).map_err(|e| exit(BAD_INPUT, format!("{what} {s:?}: {e}")))
+}
+
+/// Waits until the agent registered (its managed phase leaves `starting`).
+async fn wait_ready(client: &Client, agent: AgentId, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let list: AgentList = client.get("/api/v1/agents").await?;
+        let me = list.agents.iter().find(|a| a.id == agent);
+        if let Some(a) = me
+            && a.state != "disconnected"
+        {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(exit(
+                ERROR,
+                format!(
+                    "agent {agent} did not register within {}s (see the node's log)",
+                    timeout.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn spawn_helper(
+    client: &Client,
+    template: &str,
+    inherit: Option<String>,
+    outlive_parent: bool,
+) -> Result<SpawnResponse> {
+    let req = SpawnRequest {
+        template: template.to_string(),
+        inherit,
+        outlive_parent: outlive_parent.then_some(true),
+    };
+    client.post("/api/v1/agents/spawn", &req).await
+}
+
+/// `torch spawn --template T`.
+pub(crate) async fn spawn(args: SpawnArgs) -> Result<()> {
+    let timeout = duration("--timeout", &args.timeout)?;
+    let client = client(&args.hub)?;
+    let resp = spawn_helper(&client, &args.template, args.inherit, args.outlive_parent).await?;
+    if !args.no_wait {
+        wait_ready(&client, resp.agent_id, timeout).await?;
+    }
+    if args.out.json {
+        return output::json(&resp);
+    }
+    let inherited = if resp.inherited.is_empty() {
+        String::new()
+    } else {
+        format!(", inherited {}", resp.inherited.join(","))
+    };
+    output::line(format!(
+        "{} {} ({} on {}, depth {}{inherited})",
+        if args.no_wait { "ordered" } else { "ready" },
+        resp.agent_id,
+        resp.name,
+        resp.node,
+        resp.depth
+    ))
+}
+
+/// `torch delegate SPEC [--helper T]`.
+pub(crate) async fn delegate(args: DelegateArgs) -> Result<()> {
+    if std::env::var(ENV_TASK_ID).is_err() && args.hub.token.is_none() {
+        return Err(exit(
+            BAD_INPUT,
+            "`torch delegate` runs inside a task (TORCH_TASK_TOKEN) or with --token",
+        ));
+    }
+    let client = client(&args.hub)?;
+    let mut specs: Vec<_> = read_specs(&args.file)?
+        .into_iter()
+        .map(|v| v.spec)
+        .collect();
+    let helper = match &args.helper {
+        Some(t) => {
+            let h = spawn_helper(&client, t, args.inherit.clone(), false).await?;
+            wait_ready(&client, h.agent_id, Duration::from_secs(60)).await?;
+            // Pin every child to the helper (its `torch.id` label).
+            for s in &mut specs {
+                s.labels
+                    .insert("agent.torch.id".into(), h.agent_id.to_string());
+            }
+            Some(h)
+        }
+        None => None,
+    };
+    let after = client
+        .get::<EventPage>("/api/v1/events?tail=true")
+        .await?
+        .last_id;
+    let resp: SubmitResponse = client
+        .post(
+            "/api/v1/tasks",
+            &SubmitRequest {
+                tasks: specs,
+                source: Some(args.file.clone()),
+            },
+        )
+        .await?;
+    if args.out.json && !args.wait {
+        return output::json(&serde_json::json!({ "tasks": resp.tasks, "helper": helper }));
+    }
+    if !args.out.json {
+        if let Some(h) = &helper {
+            output::line(format!("helper {} ({})", h.agent_id, h.name))?;
+        }
+        for t in &resp.tasks {
+            output::line(format!("{} {} {}", t.id, t.state, t.name))?;
+        }
+    }
+    if args.wait {
+        let order: Vec<(TaskId, String)> =
+            resp.tasks.iter().map(|t| (t.id, t.name.clone())).collect();
+        let finals = wait_for(&client, &order, after, args.out.json).await?;
+        return finish_wait(&finals, args.out);
+    }
+    Ok(())
+}
+
+/// `torch wait ID…`.
+pub(crate) async fn wait(args: WaitArgs) -> Result<()> {
+    let client = client(&args.hub)?;
+    let mut order = Vec::new();
+    for id in &args.ids {
+        let t: TaskId = id
+            .parse()
+            .map_err(|_| exit(BAD_INPUT, format!("{id:?} is not a task id")))?;
+        order.push((t, id.clone()));
+    }
+    let after = client
+        .get::<EventPage>("/api/v1/events?tail=true")
+        .await?
+        .last_id;
+    let run = wait_for(&client, &order, after, true);
+    let finals = match &args.timeout {
+        Some(t) => {
+            let d = duration("--timeout", t)?;
+            match tokio::time::timeout(d, run).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(exit(
+                        ERROR,
+                        format!(
+                            "tasks still running after {}",
+                            humantime::format_duration(d)
+                        ),
+                    ));
+                }
+            }
+        }
+        None => run.await?,
+    };
+    finish_wait(&finals, args.out)
+}
+
+fn finish_wait(finals: &[TaskView], out: OutArgs) -> Result<()> {
+    if out.json {
+        output::json(&finals)?;
+    } else {
+        for t in finals {
+            output::line(format!("{} {} {}", t.id, t.state, t.name))?;
+        }
+    }
+    let failed = finals
+        .iter()
+        .filter(|t| t.state != torch_core::TaskState::Succeeded)
+        .count();
+    if failed > 0 {
+        return Err(exit(
+            TASK_FAILED,
+            format!("{failed} of {} task(s) did not succeed", finals.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn agent_query(agent: &Option<String>) -> String {
+    match agent {
+        Some(a) => format!("?agent={a}"),
+        None => String::new(),
+    }
+}
+
+fn check_key(key: &str) -> Result<String> {
+    if key.is_empty() || key.contains('/') || key.contains('?') || key.contains('#') {
+        return Err(exit(
+            BAD_INPUT,
+            format!("memory key {key:?} must be non-empty without '/', '?' or '#'"),
+        ));
+    }
+    Ok(key.replace('%', "%25").replace(' ', "%20"))
+}
+
+/// `torch memory get|put|list`.
+pub(crate) async fn memory(cmd: MemoryCmd) -> Result<()> {
+    match cmd {
+        MemoryCmd::Get { hub, agent, key } => {
+            let client = client(&hub)?;
+            let path = format!("/api/v1/memory/{}{}", check_key(&key)?, agent_query(&agent));
+            let e: MemoryEntryView = client.get(&path).await?;
+            output::line(e.value)
+        }
+        MemoryCmd::Put {
+            hub,
+            agent,
+            key,
+            value,
+        } => {
+            let value = if value == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .map_err(|e| exit(BAD_INPUT, format!("reading the value from stdin: {e}")))?;
+                s
+            } else {
+                value
+            };
+            let client = client(&hub)?;
+            let path = format!("/api/v1/memory/{}{}", check_key(&key)?, agent_query(&agent));
+            let _: serde_json::Value = client.put(&path, &MemoryPut { value }).await?;
+            Ok(())
+        }
+        MemoryCmd::List { hub, out, agent } => {
+            let client = client(&hub)?;
+            let list: MemoryList = client
+                .get(&format!("/api/v1/memory{}", agent_query(&agent)))
+                .await?;
+            if out.json {
+                return output::json(&list);
+            }
+            let now = now_ms();
+            let mut t = output::table(&["KEY", "VALUE", "UPDATED", "INHERITED FROM"]);
+            for e in &list.entries {
+                let mut v = e.value.replace('\n', " ");
+                if v.chars().count() > 60 {
+                    v = v.chars().take(57).collect::<String>() + "...";
+                }
+                t.add_row(vec![
+                    e.key.clone(),
+                    v,
+                    age(e.updated_ms, now),
+                    e.inherited_from.map(|a| a.to_string()).unwrap_or_default(),
+                ]);
+            }
+            output::line(t.to_string())?;
+            output::line(format!(
+                "{} key(s) of agent {}",
+                list.entries.len(),
+                list.agent_id
+            ))
+        }
+    }
+}
+
+/// `torch agents scaling`.
+pub(crate) async fn scaling(
+    hub: HubArgs,
+    out: OutArgs,
+    template: Option<String>,
+    limit: usize,
+) -> Result<()> {
+    let client = Client::new(&hub.hub, hub.token)?;
+    let mut path = format!("/api/v1/agents/scaling?limit={limit}");
+    if let Some(t) = &template {
+        path.push_str(&format!("&template={t}"));
+    }
+    let list: ScalingList = client.get(&path).await?;
+    if out.json {
+        return output::json(&list);
+    }
+    let now = now_ms();
+    let mut t = output::table(&[
+        "WHEN", "TEMPLATE", "ACTION", "DESIRED", "QUEUE", "OLDEST", "FORECAST", "REASON",
+    ]);
+    for d in &list.decisions {
+        let s = |k: &str| d.get(k).cloned().unwrap_or_default();
+        let input = |k: &str| {
+            d.get("inputs")
+                .and_then(|i| i.get(k))
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        };
+        let action = match s("action").as_str() {
+            Some("up") => format!("up {}", s("count")),
+            Some("down") => format!("down {}", s("agents").as_array().map_or(0, |a| a.len())),
+            Some(other) => other.to_string(),
+            None => "-".into(),
+        };
+        t.add_row(vec![
+            age(s("at_ms").as_u64().unwrap_or(0), now),
+            s("template").as_str().unwrap_or("").to_string(),
+            action,
+            s("desired").to_string(),
+            input("queue_depth"),
+            format!("{}ms", input("oldest_wait_ms")),
+            s("forecast")
+                .as_f64()
+                .map(|f| format!("{f:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            s("reason").as_str().unwrap_or("").to_string(),
+        ]);
+    }
+    output::line(t.to_string())?;
+    output::line(format!("{} decision(s)", list.decisions.len()))
+}
+
+/// `torch agents nodes`.
+pub(crate) async fn nodes(hub: HubArgs, out: OutArgs) -> Result<()> {
+    let client = Client::new(&hub.hub, hub.token)?;
+    let list: NodeList = client.get("/api/v1/nodes").await?;
+    if out.json {
+        return output::json(&list);
+    }
+    let now = now_ms();
+    let mut t = output::table(&["NODE", "CONNECTED", "AGENTS", "CPUS", "CPU", "MEM", "SEEN"]);
+    for n in &list.nodes {
+        t.add_row(vec![
+            n.name.clone(),
+            n.connected.to_string(),
+            format!("{}/{}", n.agents, n.max_agents),
+            n.cpus.to_string(),
+            format!("{:.0}%", n.cpu_used * 100.0),
+            format!(
+                "{:.0}% of {}",
+                n.mem_used * 100.0,
+                human_bytes(n.mem_total_bytes)
+            ),
+            age(n.last_seen_ms, now),
+        ]);
+    }
+    output::line(t.to_string())?;
+    output::line(format!("{} node(s)", list.nodes.len()))
+}
+
+/// Bytes for people: `512 KiB`, `1.5 GiB`.
+pub(crate) fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `torch agents drain ID`.
+pub(crate) async fn drain(hub: HubArgs, id: String, reason: Option<String>) -> Result<()> {
+    let client = Client::new(&hub.hub, hub.token)?;
+    let v: serde_json::Value = client
+        .post(
+            &format!("/api/v1/agents/{id}/drain"),
+            &serde_json::json!({ "reason": reason }),
+        )
+        .await?;
+    let terminates = v.get("terminates").and_then(|t| t.as_bool()) == Some(true);
+    output::line(if terminates {
+        format!("draining {id}; its node stops it once its tasks finish")
+    } else {
+        format!("draining {id}; it takes no new work (no node runs it, so stop it yourself)")
+    })
+}
