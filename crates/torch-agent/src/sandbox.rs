@@ -57,10 +57,14 @@ pub(crate) struct Sandbox {
     hub_url: String,
 }
 
+/// The agent's own token variable: never handed to a task (which gets its
+/// own task-scoped token), whatever the allowlist says.
+const AGENT_TOKEN_VAR: &str = "TORCH_TOKEN";
+
 /// The variables of `vars` that `allowlist` lets through, in allowlist order
 /// and each once: exact names, or prefixes written `PREFIX*`.
 fn allowed_env(allowlist: &[String], vars: impl Iterator<Item = (OsString, OsString)>) -> Env {
-    let vars: Vec<(OsString, OsString)> = vars.collect();
+    let vars: Vec<(OsString, OsString)> = vars.filter(|(k, _)| k != AGENT_TOKEN_VAR).collect();
     let mut out: Env = Vec::new();
     for entry in allowlist {
         let matches = |name: &OsStr| match entry.strip_suffix('*') {
@@ -298,14 +302,26 @@ mod tests {
             ("CARGOX", "no"),
             ("SECRET", "s"),
             ("HOME", "/h"),
+            ("TORCH_TOKEN", "agent-secret"),
         ]
         .map(|(k, v)| (OsString::from(k), OsString::from(v)));
-        let list: Vec<String> = ["HOME", "CARGO_*", "PATH", "CARGO_HOME", "MISSING"]
-            .map(String::from)
-            .to_vec();
+        let list: Vec<String> = [
+            "HOME",
+            "CARGO_*",
+            "PATH",
+            "CARGO_HOME",
+            "MISSING",
+            "TORCH_*",
+        ]
+        .map(String::from)
+        .to_vec();
         let got = allowed_env(&list, vars.into_iter());
         let names: Vec<&str> = got.iter().map(|(k, _)| k.to_str().unwrap()).collect();
-        assert_eq!(names, ["HOME", "CARGO_HOME", "CARGO_TARGET_DIR", "PATH"]);
+        assert_eq!(
+            names,
+            ["HOME", "CARGO_HOME", "CARGO_TARGET_DIR", "PATH"],
+            "never the agent's token"
+        );
         assert!(
             allowed_env(&["*".into()], std::env::vars_os()).len() > 1,
             "`*` passes all"
