@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
+use torch_api::node::{ENV_AGENT_ID, ENV_AGENT_TEMPLATE};
+use torch_core::AgentId;
+use torch_core::lifecycle::{AgentTemplate, validate_template};
 use torch_core::skill::parse_skill_list;
 
 use crate::cli::AgentArgs;
@@ -11,7 +14,14 @@ use crate::config::Config;
 use crate::exit::{BAD_INPUT, exit};
 use crate::local::shutdown_signal;
 
+/// The `--skills` and `--slots` defaults (see `AgentArgs`): with a template,
+/// a flag still at its default does not override the template's value.
+const DEFAULT_SKILLS: &str = "sh";
+const DEFAULT_SLOTS: u32 = 4;
+
 pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
+    let template = template_from_env()?;
+    let agent_id = agent_id_from_env()?;
     let skills = parse_skill_list(&args.skills)
         .map_err(|e| exit(BAD_INPUT, format!("--skills {:?}: {e}", args.skills)))?;
     if args.slots == 0 || args.slots > 10_000 {
@@ -34,9 +44,19 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     std::fs::create_dir_all(&work_root)
         .with_context(|| format!("creating work dir {}", work_root.display()))?;
     let mut ac = torch_agent::AgentConfig::new(args.hub, args.token, name);
-    ac.skills = skills;
-    ac.slots = args.slots;
-    ac.labels = labels;
+    ac.env_allowlist = cfg.agent.env_allowlist;
+    if let Some(t) = &template {
+        ac.apply_template(t)
+            .map_err(|e| exit(BAD_INPUT, format!("{ENV_AGENT_TEMPLATE}: {e}")))?;
+    }
+    if template.is_none() || args.skills != DEFAULT_SKILLS {
+        ac.skills = skills;
+    }
+    if template.is_none() || args.slots != DEFAULT_SLOTS {
+        ac.slots = args.slots;
+    }
+    ac.labels.extend(labels);
+    ac.agent_id = agent_id;
     if let Some(c) = args.cost {
         if !(c.is_finite() && c >= 0.0) {
             return Err(exit(
@@ -48,7 +68,6 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     }
     ac.work_root = work_root;
     ac.supervisor = torch_binary_on_path(&ac.work_root);
-    ac.env_allowlist = cfg.agent.env_allowlist;
     ac.kill_grace = cfg.agent.kill_grace;
     ac.max_log_bytes = cfg.agent.max_log_bytes;
     ac.keep_workdirs = args.keep_workdirs;
@@ -61,6 +80,36 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     torch_agent::run(ac, shutdown)
         .await
         .map_err(|e| exit(crate::exit::ERROR, format!("agent stopped: {e}")))
+}
+
+/// The template a node handed over in `TORCH_AGENT_TEMPLATE` (JSON), checked.
+fn template_from_env() -> Result<Option<AgentTemplate>> {
+    let Some(json) = std::env::var_os(ENV_AGENT_TEMPLATE) else {
+        return Ok(None);
+    };
+    let json = json
+        .into_string()
+        .map_err(|_| exit(BAD_INPUT, format!("{ENV_AGENT_TEMPLATE} is not UTF-8")))?;
+    let mut t: AgentTemplate = serde_json::from_str(&json)
+        .map_err(|e| exit(BAD_INPUT, format!("{ENV_AGENT_TEMPLATE}: {e}")))?;
+    // The name is not part of the template body; validation needs one.
+    if t.name.is_empty() {
+        t.name = "from-env".into();
+    }
+    validate_template(&t).map_err(|e| exit(BAD_INPUT, format!("{ENV_AGENT_TEMPLATE}: {e}")))?;
+    Ok(Some(t))
+}
+
+/// The id the hub chose for this agent (`TORCH_AGENT_ID`), if a node set it.
+fn agent_id_from_env() -> Result<Option<AgentId>> {
+    match std::env::var(ENV_AGENT_ID) {
+        Ok(s) if !s.trim().is_empty() => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| exit(BAD_INPUT, format!("{ENV_AGENT_ID} {s:?}: {e}"))),
+        _ => Ok(None),
+    }
 }
 
 /// The path of this binary as `…/torch`, so tasks can call `torch progress`
