@@ -74,6 +74,11 @@ pub(crate) enum Command {
     },
     /// From inside a task: report progress (uses TORCH_TASK_TOKEN).
     Progress(ProgressArgs),
+    /// Agent templates: list the configured ones, or check template files.
+    Templates {
+        #[command(subcommand)]
+        cmd: TemplatesCmd,
+    },
     /// Run a node: start and stop `torch agent` processes when the hub asks.
     Node(NodeArgs),
     /// Start an agent from a template. Inside a task it becomes a helper of
@@ -323,6 +328,22 @@ pub(crate) enum AgentsCmd {
         hub: HubArgs,
         #[command(flatten)]
         out: OutArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TemplatesCmd {
+    /// The templates this configuration defines (torch.toml and templates/).
+    List {
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Validate template files (`NAME.toml` bodies, or files with
+    /// `[templates.NAME]` tables); errors name file, line and column.
+    Check {
+        /// Files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 

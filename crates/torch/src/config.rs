@@ -259,6 +259,21 @@ fn lifecycle(cfg: &Config, file: Option<&Path>) -> Result<torch_hub::LifecycleCo
         }
     }
     let l = &cfg.lifecycle;
+    let mut problems: Vec<String> = cfg
+        .spawn
+        .problems()
+        .into_iter()
+        .map(|(f, m)| format!("spawn.{f}: {m}"))
+        .collect();
+    if l.tick < Duration::from_millis(10) {
+        problems.push("lifecycle.tick: must be at least 10ms".into());
+    }
+    if !problems.is_empty() {
+        return Err(exit(
+            BAD_INPUT,
+            format!("invalid configuration: {}", problems.join("; ")),
+        ));
+    }
     let memory = torch_store::MemoryLimits {
         max_value_bytes: l.memory_max_value_bytes,
         max_keys: l.memory_max_keys,

@@ -49,10 +49,10 @@ pub struct SpawnLimits {
     /// grandchildren 2 (default 2).
     pub max_depth: u32,
     /// Refuse spawns while node CPU utilisation is at or above this, `0..=1`
-    /// (default 0.80).
+    /// (default 0.80); 1 turns the check off.
     pub node_cpu_max: f64,
     /// Refuse spawns while node memory utilisation is at or above this,
-    /// `0..=1` (default 0.70).
+    /// `0..=1` (default 0.70); 1 turns the check off.
     pub node_mem_max: f64,
     /// Per-parent spawn rate (default burst 3, 1/s).
     pub parent_rate: RateLimit,
@@ -339,8 +339,9 @@ impl SpawnPolicy {
                 ),
             );
         }
-        // A NaN reading refuses: unknown headroom is no headroom.
-        let over = |used: f64, max: f64| used.is_nan() || used >= max;
+        // A limit of 1 turns the check off; otherwise a NaN reading refuses
+        // (unknown headroom is no headroom).
+        let over = |used: f64, max: f64| max < 1.0 && (used.is_nan() || used >= max);
         if over(req.node.cpu_used, l.node_cpu_max) {
             return refuse(
                 SpawnLimit::NodeCpu,

@@ -122,8 +122,8 @@ pub(crate) struct Lifecycle<S> {
     nodes: BTreeMap<String, NodeEntry>,
     agents: HashMap<AgentId, Managed>,
     decisions: VecDeque<serde_json::Value>,
-    /// Last recorded decision reason per template (holds are recorded only
-    /// when their reason changes).
+    /// Last recorded decision key (action and desired size) per template:
+    /// holds are recorded only when that changes.
     last_reason: HashMap<String, String>,
     /// Arrival counters at the last tick, per template.
     last_arrivals: HashMap<String, u64>,

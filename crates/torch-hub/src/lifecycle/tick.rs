@@ -277,7 +277,9 @@ impl<S: Store> Lifecycle<S> {
             let decision = scaler.tick(&inputs);
             let change = decision.is_change();
             let value = serde_json::to_value(&decision).unwrap_or_default();
-            if self.record_decision(&name, value.clone(), &decision.reason, change) {
+            // Holds are recorded when what they hold at changes, not every tick.
+            let key = format!("{}:{}", value["action"], decision.desired);
+            if self.record_decision(&name, value.clone(), &key, change) {
                 self.shared
                     .event(AGENTS_SCALING, "scaling.decision", None, None, value)
                     .await;

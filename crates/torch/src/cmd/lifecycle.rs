@@ -401,3 +401,62 @@ pub(crate) async fn drain(hub: HubArgs, id: String, reason: Option<String>) -> R
         format!("draining {id}; it takes no new work (no node runs it, so stop it yourself)")
     })
 }
+
+/// `torch templates list`.
+pub(crate) fn templates_list(cfg: &crate::config::Config, out: OutArgs) -> Result<()> {
+    let templates = &cfg.hub.lifecycle.templates;
+    if out.json {
+        return output::json(&templates);
+    }
+    let mut t = output::table(&["NAME", "ROLE", "SKILLS", "SLOTS", "MIN..MAX", "EXECUTOR"]);
+    for tpl in templates {
+        t.add_row(vec![
+            tpl.name.clone(),
+            tpl.role.clone(),
+            tpl.skills.join(","),
+            tpl.slots.to_string(),
+            format!("{}..{}", tpl.min, tpl.max),
+            tpl.executor.command.join(" "),
+        ]);
+    }
+    output::line(t.to_string())?;
+    output::line(format!("{} template(s)", templates.len()))
+}
+
+/// `torch templates check FILE…`: every file is checked; all errors are shown.
+pub(crate) fn templates_check(files: &[std::path::PathBuf]) -> Result<()> {
+    use torch_core::lifecycle::{parse_template_file, parse_templates};
+    let mut errors = Vec::new();
+    for path in files {
+        let source = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(format!("{source}: cannot read: {e}"));
+                continue;
+            }
+        };
+        let has_tables = text
+            .parse::<toml::Table>()
+            .map(|t| t.contains_key("templates"))
+            .unwrap_or(false);
+        let result = if has_tables {
+            parse_templates(&source, &text).map(|ts| ts.into_iter().map(|t| t.name).collect())
+        } else {
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            parse_template_file(&source, &name, &text).map(|t| vec![t.name])
+        };
+        match result {
+            Ok(names) => output::line(format!("{source}: ok ({})", names.join(", ")))?,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(exit(BAD_INPUT, errors.join("\n")))
+    }
+}

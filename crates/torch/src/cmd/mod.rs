@@ -20,7 +20,7 @@ mod watch;
 
 use anyhow::Result;
 
-use crate::cli::{AgentsCmd, BenchCmd, Cli, Command, TasksCmd, TokenCmd};
+use crate::cli::{AgentsCmd, BenchCmd, Cli, Command, TasksCmd, TemplatesCmd, TokenCmd};
 use crate::config;
 
 /// Runs the parsed command.
@@ -62,6 +62,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             AgentsCmd::Drain { hub, id, reason } => lifecycle::drain(hub, id, reason).await,
         },
         Command::Node(a) => node::run(a).await,
+        Command::Templates { cmd } => match cmd {
+            TemplatesCmd::List { out } => lifecycle::templates_list(&load()?, out),
+            TemplatesCmd::Check { files } => lifecycle::templates_check(&files),
+        },
         Command::Spawn(a) => lifecycle::spawn(a).await,
         Command::Delegate(a) => lifecycle::delegate(a).await,
         Command::Wait(a) => lifecycle::wait(a).await,

@@ -1,7 +1,8 @@
 //! The executor a template runs for each task, and placeholder substitution.
 //!
-//! Command arguments may contain `{prompt}`, `{workdir}`, `{task_file}`,
-//! `{task_id}` and `{task_name}`; `{{` and `}}` stand for literal braces.
+//! Command arguments may contain `{prompt}`, `{workdir}`, `{task_file}` (the
+//! attempt's `task.json`: the assignment as JSON), `{task_id}` and
+//! `{task_name}`; `{{` and `}}` stand for literal braces.
 //! Substitution happens inside each argument: arguments are never joined
 //! into a shell line, so a prompt full of quotes and `$` stays one argument.
 
@@ -22,7 +23,10 @@ pub enum PromptVia {
     Arg,
     /// Written to the executor's standard input, which is then closed.
     Stdin,
-    /// Written to a file in the work dir whose path is `{task_file}`.
+    /// Only in files: the agent writes `prompt.txt` (the prompt alone) and
+    /// `task.json` (the whole assignment, the `{task_file}` placeholder) into
+    /// the work dir; the command names one of them, e.g.
+    /// `--message-file {workdir}/prompt.txt`.
     File,
 }
 

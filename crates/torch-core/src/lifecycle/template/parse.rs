@@ -307,7 +307,7 @@ fn check_executor(t: &AgentTemplate, report: &mut dyn FnMut(&[Seg], String)) {
     }
     let mut file_named = false;
     for (i, arg) in cmd.iter().enumerate() {
-        file_named |= arg.contains("{task_file}");
+        file_named |= arg.contains("{task_file}") || arg.contains("{workdir}");
         if let Err(m) = check_arg(arg) {
             report(
                 &[Key("executor"), Key("command"), Index(i)],
@@ -318,7 +318,7 @@ fn check_executor(t: &AgentTemplate, report: &mut dyn FnMut(&[Seg], String)) {
     if t.executor.prompt_via == PromptVia::File && !file_named {
         report(
             &[Key("executor"), Key("prompt-via")],
-            "is \"file\" but no command argument mentions {task_file}".into(),
+            "is \"file\" but no command argument names the file: use {workdir}/prompt.txt (the prompt) or {task_file} (the task as JSON)".into(),
         );
     }
 }

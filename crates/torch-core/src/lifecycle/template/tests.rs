@@ -255,7 +255,7 @@ fn template_files_take_the_name_from_the_file() {
         "{e}"
     );
     assert!(
-        e.contains("templates/critic.toml:4:14: templates.critic.executor.prompt-via: is \"file\" but no command argument mentions {task_file}"),
+        e.contains("templates/critic.toml:4:14: templates.critic.executor.prompt-via: is \"file\" but no command argument names the file"),
         "{e}"
     );
 
