@@ -1,20 +1,31 @@
-//! Rough throughput of the SQLite store: submit + assign + finish cycles.
+//! Rough throughput of a store: submit + assign (+ start) + finish cycles.
 //!
-//! `cargo run -p torch-store --release --example store_cycles [rounds]`
+//! ```text
+//! cargo run -p torch-store --release --example store_cycles [rounds]
+//! cargo run -p torch-store --release --example store_cycles [rounds] --store redis://127.0.0.1:6390/0 [--batch 256]
+//! ```
 //!
-//! Two shapes: (1) batched calls of 512 tasks each (what the hub's loops do
-//! under load), and (2) many concurrent single-task calls, which the writer
-//! groups into shared commits. Not a benchmark harness: one run, wall clock.
+//! SQLite (the default): two shapes, (1) batched calls of 512 tasks each
+//! (what the hub's loops do under load), and (2) many concurrent single-task
+//! calls, which the writer groups into shared commits; submit, assign and
+//! finish per cycle.
+//!
+//! Redis (`--store redis://…`, use a scratch server: the run writes under a
+//! fresh key prefix and leaves it there): submit, assign, start and finish
+//! per cycle, batched (256 by default) and as concurrent single-task
+//! callers, with the Redis round trips per task and the server memory per
+//! stored task.
+//!
+//! Not a benchmark harness: one run, wall clock.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
 use torch_core::{AgentId, Evidence, Outcome, TaskId, TaskSpec};
+use torch_store::redis::{RedisOptions, RedisStore};
 use torch_store::sqlite::{SqliteOptions, SqliteStore};
-use torch_store::{Finish, FinishResult, Grant, NewTask, Store};
-
-const BATCH: u64 = 512;
+use torch_store::{FenceCheck, Finish, FinishResult, Grant, NewTask, Store};
 
 fn tid(n: u64) -> TaskId {
     format!("00000000-0000-7000-8000-{n:012x}")
@@ -38,8 +49,8 @@ fn new_task(n: u64) -> NewTask {
     }
 }
 
-/// One full cycle for tasks `first..first + count` in three batched calls.
-async fn cycle(s: &SqliteStore, agent: AgentId, first: u64, count: u64, now: u64) {
+/// One full cycle for tasks `first..first + count`: one batched call per step.
+async fn cycle<S: Store>(s: &S, agent: AgentId, first: u64, count: u64, now: u64, start: bool) {
     let batch = (first..first + count).map(new_task).collect();
     s.submit(batch, now).await.expect("submit");
     let grants = (first..first + count)
@@ -50,80 +61,199 @@ async fn cycle(s: &SqliteStore, agent: AgentId, first: u64, count: u64, now: u64
             explanation: None,
         })
         .collect();
-    let leased = s.assign(grants, now).await.expect("assign");
+    let leased: Vec<_> = s
+        .assign(grants, now)
+        .await
+        .expect("assign")
+        .into_iter()
+        .map(|l| l.expect("queued"))
+        .collect();
+    if start {
+        let held = leased.iter().map(|l| (l.task, l.fence)).collect();
+        let started = s.start(held, now).await.expect("start");
+        assert!(started.iter().all(|c| *c == FenceCheck::Ok));
+    }
     let reports = leased
         .into_iter()
-        .map(|l| {
-            let l = l.expect("queued");
-            Finish {
-                task: l.task,
-                fence: l.fence,
-                agent,
-                outcome: Outcome::succeeded(Evidence::default()),
-                logs: None,
-            }
+        .map(|l| Finish {
+            task: l.task,
+            fence: l.fence,
+            agent,
+            outcome: Outcome::succeeded(Evidence::default()),
+            logs: None,
         })
         .collect();
     let done = s.finish(reports, now).await.expect("finish");
     assert!(done.iter().all(|d| matches!(d, FinishResult::Recorded(_))));
 }
 
-fn main() {
-    let rounds: u64 = std::env::args()
-        .nth(1)
-        .map(|r| r.parse().expect("rounds"))
-        .unwrap_or(100);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let mut out = std::io::stdout().lock();
-    rt.block_on(async {
-        let agent: AgentId = "00000000-0000-7000-9000-000000000001"
-            .parse()
-            .expect("uuid");
-        for full in [false, true] {
-            let path = dir.path().join(format!("batched-{full}.db"));
-            let opts = SqliteOptions {
-                synchronous_full: full,
-                ..SqliteOptions::default()
-            };
-            let s = SqliteStore::open(&path, opts).expect("open");
-            let t = Instant::now();
-            for r in 0..rounds {
-                cycle(&s, agent, r * BATCH, BATCH, 1_000 + r).await;
+/// `concurrency` callers, each running `per_caller` single-task cycles.
+async fn concurrent<S: Store>(
+    s: &Arc<S>,
+    agent: AgentId,
+    concurrency: u64,
+    per_caller: u64,
+    start: bool,
+) -> f64 {
+    let t = Instant::now();
+    let mut callers = tokio::task::JoinSet::new();
+    for c in 0..concurrency {
+        let s = Arc::clone(s);
+        callers.spawn(async move {
+            for i in 0..per_caller {
+                cycle(s.as_ref(), agent, (c << 24) | i, 1, 1_000, start).await;
             }
-            let secs = t.elapsed().as_secs_f64();
-            let n = rounds * BATCH;
-            writeln!(
-                out,
-                "batched x{BATCH}, synchronous_full={full}: {n} cycles in {secs:.2}s = {:.0} cycles/s",
-                n as f64 / secs
-            )
-            .expect("stdout");
-        }
+        });
+    }
+    while let Some(r) = callers.join_next().await {
+        r.expect("caller");
+    }
+    t.elapsed().as_secs_f64()
+}
 
-        // 512 concurrent callers, one task per call.
-        let s = Arc::new(SqliteStore::open(&dir.path().join("single.db"), SqliteOptions::default()).expect("open"));
-        let per_caller = rounds.max(1);
-        let t = Instant::now();
-        let mut callers = tokio::task::JoinSet::new();
-        for c in 0..BATCH {
-            let s = Arc::clone(&s);
-            callers.spawn(async move {
-                for i in 0..per_caller {
-                    cycle(&s, agent, (c << 24) | i, 1, 1_000).await;
-                }
-            });
+struct Args {
+    rounds: u64,
+    store: Option<String>,
+    batch: Option<u64>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        rounds: 100,
+        store: None,
+        batch: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--store" => a.store = it.next(),
+            "--batch" => a.batch = it.next().map(|b| b.parse().expect("batch size")),
+            n => a.rounds = n.parse().expect("rounds"),
         }
-        while let Some(r) = callers.join_next().await {
-            r.expect("caller");
+    }
+    a
+}
+
+fn main() {
+    let a = args();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let agent: AgentId = "00000000-0000-7000-9000-000000000001"
+        .parse()
+        .expect("uuid");
+    match a.store.as_deref() {
+        None | Some("sqlite") => rt.block_on(sqlite(a.rounds, a.batch.unwrap_or(512), agent)),
+        Some(url) => rt.block_on(redis(url, a.rounds, a.batch.unwrap_or(256), agent)),
+    }
+}
+
+async fn sqlite(rounds: u64, batch: u64, agent: AgentId) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut out = std::io::stdout().lock();
+    for full in [false, true] {
+        let path = dir.path().join(format!("batched-{full}.db"));
+        let opts = SqliteOptions {
+            synchronous_full: full,
+            ..SqliteOptions::default()
+        };
+        let s = SqliteStore::open(&path, opts).expect("open");
+        let t = Instant::now();
+        for r in 0..rounds {
+            cycle(&s, agent, r * batch, batch, 1_000 + r, false).await;
         }
         let secs = t.elapsed().as_secs_f64();
-        let n = per_caller * BATCH;
+        let n = rounds * batch;
         writeln!(
             out,
-            "{BATCH} concurrent single-task callers: {n} cycles in {secs:.2}s = {:.0} cycles/s",
+            "batched x{batch}, synchronous_full={full}: {n} cycles in {secs:.2}s = {:.0} cycles/s",
             n as f64 / secs
         )
         .expect("stdout");
-    });
+    }
+
+    // 512 concurrent callers, one task per call.
+    let s = Arc::new(
+        SqliteStore::open(&dir.path().join("single.db"), SqliteOptions::default()).expect("open"),
+    );
+    let per_caller = rounds.max(1);
+    let secs = concurrent(&s, agent, 512, per_caller, false).await;
+    let n = per_caller * 512;
+    writeln!(
+        out,
+        "512 concurrent single-task callers: {n} cycles in {secs:.2}s = {:.0} cycles/s",
+        n as f64 / secs
+    )
+    .expect("stdout");
+}
+
+/// `used_memory` of the server, in bytes.
+async fn used_memory(url: &str) -> u64 {
+    let client = redis::Client::open(url).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn redis(url: &str, rounds: u64, batch: u64, agent: AgentId) {
+    let mut out = std::io::stdout().lock();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let opts = |shape: &str| RedisOptions {
+        key_prefix: format!("bench-{shape}-{stamp}"),
+        ..RedisOptions::default()
+    };
+    let before = used_memory(url).await;
+    let s = RedisStore::open(url, opts("batched"))
+        .await
+        .expect("open redis store");
+    let trips = s.round_trips();
+    let t = Instant::now();
+    for r in 0..rounds {
+        cycle(&s, agent, r * batch, batch, 1_000 + r, true).await;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let n = rounds * batch;
+    let trips = s.round_trips() - trips;
+    let memory = used_memory(url).await.saturating_sub(before);
+    writeln!(
+        out,
+        "redis batched x{batch} (submit, assign, start, finish): {n} cycles in {secs:.2}s = \
+         {:.0} cycles/s; {trips} round trips = {:.4} per task; ~{} bytes of server memory per \
+         finished task (task, indexes, its share of the bounded streams)",
+        n as f64 / secs,
+        trips as f64 / n as f64,
+        memory / n.max(1),
+    )
+    .expect("stdout");
+
+    let s = Arc::new(
+        RedisStore::open(url, opts("single"))
+            .await
+            .expect("open redis store"),
+    );
+    let per_caller = (rounds / 4).max(1);
+    let concurrency = 256;
+    let trips = s.round_trips();
+    let secs = concurrent(&s, agent, concurrency, per_caller, true).await;
+    let n = per_caller * concurrency;
+    let trips = s.round_trips() - trips;
+    writeln!(
+        out,
+        "redis {concurrency} concurrent single-task callers: {n} cycles in {secs:.2}s = {:.0} \
+         cycles/s; {:.1} round trips per task",
+        n as f64 / secs,
+        trips as f64 / n as f64
+    )
+    .expect("stdout");
 }

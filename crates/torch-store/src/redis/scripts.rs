@@ -3,7 +3,9 @@
 //! cache).
 //!
 //! Every writing script is `common.lua` (the shebang line, argument
-//! conventions and shared helpers) followed by its own file.
+//! conventions and shared helpers) followed by its own file, wrapped in a
+//! function so that the counters it bumped are written back (`flush`) on
+//! every way out.
 
 use std::sync::LazyLock;
 
@@ -11,7 +13,12 @@ use redis::Script;
 
 macro_rules! writing {
     ($file:literal) => {
-        concat!(include_str!("scripts/common.lua"), include_str!($file))
+        concat!(
+            include_str!("scripts/common.lua"),
+            "local function body()\n",
+            include_str!($file),
+            "\nend\nlocal result = body()\nflush()\nreturn result\n"
+        )
     };
 }
 

@@ -11,22 +11,24 @@ for i = 1, n do
   local at = 5 + (i - 1) * 5
   local id, agent, expires, tail, explained = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
   local k = tkey(id)
-  local r = redis.call('HMGET', k, 'st', 'seq')
+  local r = redis.call('HMGET', k, 'st', 'seq', 'att', 'name', 'spec', 'pp', 'pm', 'pt', 'xe')
   if r[1] ~= 'queued' then
     out[i] = { 0, r[1] }
   else
-    local fence = redis.call('INCR', P .. ':fence')
-    local attempt = redis.call('HINCRBY', k, 'att', 1)
-    redis.call('HSET', k, 'st', 'assigned', 'ag', agent, 'f', int(fence), 'lx', expires, 'nb', '0', 'u', NOW)
-    redis.call('HDEL', k, 'pp', 'pm', 'pt', 'xe')
+    local fence = next_id('fence')
+    local attempt = (tonumber(r[3]) or 0) + 1
+    redis.call('HSET', k, 'st', 'assigned', 'ag', agent, 'f', int(fence), 'att', int(attempt),
+      'lx', expires, 'nb', '0', 'u', NOW)
+    if r[6] or r[7] or r[8] or r[9] then
+      redis.call('HDEL', k, 'pp', 'pm', 'pt', 'xe')
+    end
     move(id, r[2], 'queued', 'assigned')
     local data = '{"agent":"' .. agent .. '","attempt":' .. int(attempt) .. ',"fence":' .. int(fence) .. tail
     local event = emit(STREAM_ACTIVE, 'task.assigned', id, agent, data)
     if explained == '1' then
       redis.call('HSET', k, 'xe', int(event))
     end
-    local row = redis.call('HMGET', k, 'name', 'spec')
-    out[i] = { 1, fence, attempt, row[1], row[2] }
+    out[i] = { 1, fence, attempt, r[4], r[5] }
   end
 end
 return out

@@ -46,10 +46,40 @@ local function jstr(s)
   return cjson.encode(s)
 end
 
+-- Counters (`P:seq`, `P:fence`, `P:eid`): the first use in a script is an
+-- INCR, later ones count on in Lua and `flush` (which the wrapper in
+-- `scripts.rs` calls after the body, whatever it returns) writes the last
+-- value back. The script runs alone, so this is the same as one INCR per
+-- use, in fewer commands.
+local COUNTERS = {}
+
+local function next_id(name)
+  local c = COUNTERS[name]
+  if not c then
+    c = { value = redis.call('INCR', P .. ':' .. name), dirty = false }
+    COUNTERS[name] = c
+    return c.value
+  end
+  c.value = c.value + 1
+  c.dirty = true
+  return c.value
+end
+
+-- Streams already recorded in `P:streams` by this script.
+local SEEN_STREAMS = {}
+
+local function flush()
+  for name, c in pairs(COUNTERS) do
+    if c.dirty then
+      redis.call('SET', P .. ':' .. name, int(c.value))
+    end
+  end
+end
+
 -- Appends an event: the next global id from `P:eid`, written to the stream
 -- `P:stream:<name>` with the explicit entry id `0-<global id>`.
 local function emit(stream, kind, task, agent, data)
-  local id = redis.call('INCR', P .. ':eid')
+  local id = next_id('eid')
   local key = P .. ':stream:' .. stream
   local fields = { 'kind', kind, 'at', NOW, 'data', data }
   if task then
@@ -61,7 +91,10 @@ local function emit(stream, kind, task, agent, data)
     fields[#fields + 1] = agent
   end
   redis.call('XADD', key, 'MAXLEN', '~', MAXLEN, '0-' .. int(id), unpack(fields))
-  redis.call('SADD', P .. ':streams', stream)
+  if not SEEN_STREAMS[stream] then
+    redis.call('SADD', P .. ':streams', stream)
+    SEEN_STREAMS[stream] = true
+  end
   return id
 end
 

@@ -82,7 +82,7 @@ for i = 1, n do
   local ev_kind, cause, outcome = ARGV[at + 7], ARGV[at + 8], ARGV[at + 9]
   local has_logs = ARGV[at + 10] == '1'
   local k = tkey(id)
-  local r = redis.call('HMGET', k, 'st', 'f', 'ff', 'ag', 'att', 'ret', 'mr', 'bo', 'fa', 'seq', 'name')
+  local r = redis.call('HMGET', k, 'st', 'f', 'ff', 'ag', 'att', 'ret', 'mr', 'bo', 'fa', 'seq', 'name', 'hd')
   local state, current, finished, holder = r[1], r[2], r[3], r[4]
   if not state then
     out[i] = { 'missing' }
@@ -103,7 +103,6 @@ for i = 1, n do
       common[#common + 1] = 'la'
       common[#common + 1] = agent
     end
-    redis.call('HDEL', k, 'ag')
     local agent_json = 'null'
     if agent then
       agent_json = '"' .. agent .. '"'
@@ -111,12 +110,14 @@ for i = 1, n do
     local effect = { 'ok', '', false, {}, {} }
     if success then
       redis.call('HSET', k, 'st', 'succeeded', 'nb', '0', unpack(common))
-      redis.call('HDEL', k, 'why')
+      redis.call('HDEL', k, 'ag', 'why')
       move(id, seq, state, 'succeeded')
       effect[2] = 'succeeded'
       local data = '{"agent":' .. agent_json .. ',"attempt":' .. attempt .. ',"fence":' .. current .. '}'
       emit(STREAM_COMPLETED, 'task.succeeded', id, agent, data)
-      effect[4] = release(id)
+      if r[12] then
+        effect[4] = release(id)
+      end
     else
       reason = reason or ('attempt ' .. attempt .. ' ' .. kind_name)
       local budget = retries + 1
@@ -132,6 +133,7 @@ for i = 1, n do
         end
         local why = dead_reason(agents, reason)
         redis.call('HSET', k, 'st', 'dead', 'nb', '0', 'why', why, unpack(common))
+        redis.call('HDEL', k, 'ag')
         move(id, seq, state, 'dead')
         effect[2] = 'dead'
         local data = '{"attempt":' .. attempt .. ',"cause":"' .. cause .. '","failed_agents":'
@@ -143,7 +145,7 @@ for i = 1, n do
       else
         local not_before = int(tonumber(NOW) + delay(r[8], budget))
         redis.call('HSET', k, 'st', 'queued', 'nb', not_before, 'ret', int(budget), unpack(common))
-        redis.call('HDEL', k, 'why')
+        redis.call('HDEL', k, 'ag', 'why')
         move(id, seq, state, 'queued')
         effect[2] = 'queued'
         local data = '{"attempt":' .. attempt .. ',"fence":' .. current .. ',"reason":' .. jstr(reason)

@@ -122,13 +122,14 @@ end
 
 -- Pass 4: write.
 local out = {}
+local marked = {}
 for i, t in ipairs(tasks) do
   if slots[i][1] == 'new' then
     local state = 'queued'
     if t.pending > 0 then
       state = 'blocked'
     end
-    local seq = redis.call('INCR', P .. ':seq')
+    local seq = next_id('seq')
     local k = tkey(t.id)
     local fields = {
       'seq', int(seq), 'name', t.name, 'st', state, 'pri', t.pri, 'ten', t.tenant,
@@ -157,6 +158,11 @@ for i, t in ipairs(tasks) do
     end
     for _, dep in ipairs(t.resolved) do
       redis.call('RPUSH', P .. ':rdeps:' .. dep, t.id)
+      -- `hd`: someone depends on this task (finish skips the lookup otherwise).
+      if not marked[dep] then
+        redis.call('HSET', tkey(dep), 'hd', '1')
+        marked[dep] = true
+      end
     end
     for _, kv in ipairs(t.labels) do
       local lk = P .. ':label:' .. string.len(kv[1]) .. ':' .. kv[1] .. '=' .. kv[2]
