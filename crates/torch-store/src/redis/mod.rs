@@ -27,6 +27,17 @@
 //! started always runs to its end, even if it crosses the limit on the way.
 //! Reads keep working.
 //!
+//! # Persistence
+//! Acknowledged writes survive a Redis restart only as far as the server
+//! persists them: run it with `appendonly yes` and `appendfsync always` (or
+//! `everysec`, losing up to a second on a crash of the machine); opening
+//! warns when the append-only file is off. A server that comes back
+//! *without* the store's data (no persistence, or flushed) is detected by
+//! every writing script (the layout marker `{torch}:version` is gone) and
+//! refused with [`StoreError::Corrupt`], instead of silently starting
+//! fences and event ids over under a running hub; opening the store again
+//! starts an empty one on purpose.
+//!
 //! # Key layout
 //! Every key starts with the hash tag `{<prefix>}` (default `{torch}`), so
 //! they all live in one cluster slot and scripts may touch any of them.

@@ -16,6 +16,12 @@ pub(crate) fn map_err(e: RedisError) -> StoreError {
             "redis is out of memory (maxmemory reached): {text}; nothing was written"
         ));
     }
+    if text.contains("TORCHLOST") {
+        return StoreError::Corrupt(format!(
+            "redis lost the store's data: {text}; nothing was written (reopen the store to \
+             start over with an empty one)"
+        ));
+    }
     match e.kind() {
         ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
             StoreError::Corrupt(format!("unexpected reply from redis: {text}"))

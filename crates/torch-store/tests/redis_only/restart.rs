@@ -48,3 +48,36 @@ async fn acknowledged_writes_survive_a_redis_restart() {
     let out = s.submit(vec![task(201, &[])], NOW).await.expect("submit");
     assert_eq!(out[0].state, TaskState::Queued);
 }
+
+/// A server that lost the store's data (restarted without persistence,
+/// flushed) is refused rather than written from scratch under the open
+/// store, whose fences and event ids would start over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lost_the_data_is_refused() {
+    let Some(h) = Redis::start(&[]) else { return };
+    let s = h.store().await;
+    s.submit(vec![task(1, &[])], NOW).await.expect("submit");
+    lease(&s, 1, 1, NOW).await;
+    let raw = redis::Client::open(h.server.url()).expect("client");
+    let mut conn = raw
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .expect("flush");
+    let err = s.submit(vec![task(2, &[])], NOW).await;
+    let Err(StoreError::Corrupt(msg)) = &err else {
+        panic!("expected Corrupt, got {err:?}");
+    };
+    assert!(msg.contains("lost"), "{msg}");
+    assert!(
+        s.get_task(tid(2)).await.expect("get").is_none(),
+        "nothing written"
+    );
+    // Reopening starts an empty store on purpose.
+    let s = h.store().await;
+    s.submit(vec![task(2, &[])], NOW).await.expect("submit");
+    assert_eq!(lease(&s, 2, 1, NOW).await.fence, 1);
+}

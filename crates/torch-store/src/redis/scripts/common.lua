@@ -15,6 +15,13 @@ local P = ARGV[1]
 local NOW = ARGV[2]
 local MAXLEN = ARGV[3]
 
+-- The layout marker is written when a store is opened. Without it the
+-- server lost the store's data (restarted without persistence, flushed):
+-- counters would start again at 1 and fences would repeat, so refuse.
+if redis.call('EXISTS', P .. ':version') == 0 then
+  return redis.error_reply('TORCHLOST no store data under ' .. P .. ' (the server restarted without persistence or was flushed)')
+end
+
 local STREAM_QUEUE = 'nova.torch.tasks.queue'
 local STREAM_ACTIVE = 'nova.torch.tasks.active'
 local STREAM_COMPLETED = 'nova.torch.tasks.completed'
