@@ -109,12 +109,13 @@ pub(super) async fn submit(
     if batch.is_empty() {
         return Ok(Vec::new());
     }
-    let mut args = Vec::with_capacity(1 + batch.len() * 16);
+    let mut args = Vec::with_capacity(1 + batch.len() * 17);
     args.push(batch.len().to_string());
     for t in &batch {
         let spec = &t.spec;
         args.push(t.id.to_string());
         args.push(t.name.clone());
+        args.push(rows::to_json("name", &t.name)?);
         args.push(spec.priority.to_string());
         args.push(spec.tenant.as_deref().unwrap_or(DEFAULT_TENANT).to_owned());
         args.push(opt_arg(spec.idempotency_key.as_deref()));

@@ -1,7 +1,7 @@
 -- submit: inserts a batch all-or-nothing (see `redis/write.rs`).
 --
 -- ARGV[4] the number of tasks, then per task:
---   id, name, priority, tenant, idempotency key (opt), spec JSON,
+--   id, name, name as a JSON string, priority, tenant, idempotency key (opt), spec JSON,
 --   skills JSON, routing JSON (opt), analysis (opt), parent (opt),
 --   max retries, retry delays (comma-separated ms),
 --   number of deps, the deps, number of labels, then key, value pairs.
@@ -13,12 +13,12 @@ local tasks = {}
 local at = 5
 for i = 1, n do
   local t = {
-    id = ARGV[at], name = ARGV[at + 1], pri = ARGV[at + 2], tenant = ARGV[at + 3],
-    idem = opt(ARGV[at + 4]), spec = ARGV[at + 5], skills = ARGV[at + 6],
-    routing = opt(ARGV[at + 7]), analysis = opt(ARGV[at + 8]), parent = opt(ARGV[at + 9]),
-    max_retries = ARGV[at + 10], delays = ARGV[at + 11],
+    id = ARGV[at], name = ARGV[at + 1], name_json = ARGV[at + 2], pri = ARGV[at + 3],
+    tenant = ARGV[at + 4], idem = opt(ARGV[at + 5]), spec = ARGV[at + 6], skills = ARGV[at + 7],
+    routing = opt(ARGV[at + 8]), analysis = opt(ARGV[at + 9]), parent = opt(ARGV[at + 10]),
+    max_retries = ARGV[at + 11], delays = ARGV[at + 12],
   }
-  at = at + 12
+  at = at + 13
   local ndeps = tonumber(ARGV[at])
   t.deps = {}
   for d = 1, ndeps do
@@ -171,7 +171,7 @@ for i, t in ipairs(tasks) do
     if t.parent then
       redis.call('ZADD', P .. ':children:' .. t.parent, seq, t.id)
     end
-    local data = '{"name":' .. jstr(t.name) .. ',"priority":' .. t.pri .. ',"state":"' .. state .. '"}'
+    local data = '{"name":' .. t.name_json .. ',"priority":' .. t.pri .. ',"state":"' .. state .. '"}'
     emit(STREAM_QUEUE, 'task.submitted', t.id, nil, data)
     out[i] = { 'new', seq, state }
   elseif slots[i][1] == 'stored' then
