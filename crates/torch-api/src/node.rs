@@ -165,6 +165,9 @@ pub enum HubToNode {
 
 /// Environment variable carrying a [`SpawnOrder`]'s template (JSON) to the agent process.
 pub const ENV_AGENT_TEMPLATE: &str = "TORCH_AGENT_TEMPLATE";
+/// Environment variable carrying the pid of the node that started the agent:
+/// the agent stops when that process is gone (no orphans after a node crash).
+pub const ENV_NODE_PID: &str = "TORCH_NODE_PID";
 /// Environment variable carrying the agent id chosen by the hub.
 pub const ENV_AGENT_ID: &str = "TORCH_AGENT_ID";
 

@@ -21,7 +21,9 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use torch_api::node::{ENV_AGENT_ID, ENV_AGENT_TEMPLATE, NodeAgent, NodeMessage, SpawnOrder};
+use torch_api::node::{
+    ENV_AGENT_ID, ENV_AGENT_TEMPLATE, ENV_NODE_PID, NodeAgent, NodeMessage, SpawnOrder,
+};
 use torch_core::AgentId;
 
 use super::NodeConfig;
@@ -166,6 +168,7 @@ impl Procs {
             // In the environment, not on the command line, where `ps` shows it.
             .env(ENV_TOKEN, &self.cfg.token)
             .env(ENV_AGENT_ID, agent_id.to_string())
+            .env(ENV_NODE_PID, std::process::id().to_string())
             .env(ENV_AGENT_TEMPLATE, template)
             .stdin(Stdio::null())
             // Own group: a Ctrl-C at the node's terminal must not reach the

@@ -125,8 +125,10 @@ pub(crate) struct Lifecycle<S> {
     /// Last recorded decision key (action and desired size) per template:
     /// holds are recorded only when that changes.
     last_reason: HashMap<String, String>,
-    /// Arrival counters at the last tick, per template.
+    /// Arrival counters at the last autoscaler run, per template.
     last_arrivals: HashMap<String, u64>,
+    /// When each template's autoscaler last ran (unix ms).
+    last_scaled: HashMap<String, u64>,
     /// Tasks whose helpers or delegated children are cleaned up when they end.
     parents: HashSet<TaskId>,
 }
@@ -166,6 +168,7 @@ impl<S: Store> Lifecycle<S> {
             decisions: VecDeque::new(),
             last_reason: HashMap::new(),
             last_arrivals: HashMap::new(),
+            last_scaled: HashMap::new(),
             parents: HashSet::new(),
         }
     }

@@ -140,8 +140,12 @@ impl<S: Store> Lifecycle<S> {
         let node = match node {
             Ok(n) => n,
             Err(e) => {
-                let msg = e.to_string();
-                self.refusal_event(template, &why, "no-node", &msg).await;
+                // The autoscaler retries every tick (and nodes may still be
+                // connecting at start-up): only explicit spawns are events.
+                if !why.autoscale {
+                    let msg = e.to_string();
+                    self.refusal_event(template, &why, "no-node", &msg).await;
+                }
                 return Err(e);
             }
         };
@@ -290,7 +294,7 @@ impl<S: Store> Lifecycle<S> {
             "no node is connected (start `torch node` or enable the hub's local node)",
         );
         for n in self.nodes.values() {
-            if !n.tx.as_ref().is_some_and(|t| !t.is_closed()) {
+            if n.tx.as_ref().is_none_or(|t| t.is_closed()) {
                 continue;
             }
             let here = self.agents.values().filter(|a| a.node == n.name).count() as u32;

@@ -228,10 +228,23 @@ impl<S: Store> Lifecycle<S> {
 
     async fn autoscale(&mut self, snap: &FleetSnapshot, now: u64) {
         let names: Vec<String> = self.scalers.keys().cloned().collect();
+        let half_tick = self.shared.cfg.lifecycle.tick.as_millis() as u64 / 2;
         for name in names {
             let Some(demand) = snap.demand.get(&name) else {
                 continue;
             };
+            // Each template's autoscaler runs once per its own interval
+            // (its forecast counts arrivals per interval).
+            let interval = self
+                .templates
+                .get(&name)
+                .map_or(0, |t| t.scaling.interval.as_millis() as u64);
+            if let Some(last) = self.last_scaled.get(&name)
+                && now.saturating_sub(*last) + half_tick < interval
+            {
+                continue;
+            }
+            self.last_scaled.insert(name.clone(), now);
             let last = self
                 .last_arrivals
                 .insert(name.clone(), demand.arrivals_total);

@@ -77,6 +77,7 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
         shutdown_signal().await;
         sd.cancel();
     });
+    watch_node(shutdown.clone());
     torch_agent::run(ac, shutdown)
         .await
         .map_err(|e| exit(crate::exit::ERROR, format!("agent stopped: {e}")))
@@ -131,4 +132,32 @@ fn torch_binary_on_path(work_root: &std::path::Path) -> Option<std::path::PathBu
             Some(exe)
         }
     }
+}
+
+/// An agent started by a node stops when the node process is gone (it was
+/// re-parented): a crashed node leaves no agents behind.
+fn watch_node(shutdown: CancellationToken) {
+    let Some(node) = std::env::var(torch_api::node::ENV_NODE_PID)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            if nix::unistd::getppid().as_raw() != node {
+                tracing::warn!(
+                    node_pid = node,
+                    "the node that started this agent is gone; stopping"
+                );
+                shutdown.cancel();
+                return;
+            }
+        }
+    });
 }

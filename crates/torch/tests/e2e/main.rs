@@ -10,6 +10,7 @@ mod crash;
 mod faults;
 mod harness;
 mod input;
+mod lifecycle;
 mod processes;
 mod routing;
 mod scheduling;
