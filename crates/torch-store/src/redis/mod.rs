@@ -114,6 +114,16 @@
 //! background; later calls work again once Redis is back, without reopening
 //! the store. Stream consumers get their own connection (a blocking read
 //! would hold up everything else on a shared one).
+//!
+//! As with any remote store, a write that fails with
+//! [`StoreError::Unavailable`] *after* it was sent (connection lost or
+//! response timeout) may or may not have been applied; the script ran
+//! entirely or not at all. Resending is safe for `finish` and `expire`
+//! (`Duplicate`), `start` (`Ok`), `progress`, `cancel` (`Conflict` once
+//! cancelled) and for submissions with idempotency keys; a resent `submit`
+//! without keys whose first try did apply is refused as invalid (its ids
+//! exist), and a resent `assign` is refused (the task is already assigned,
+//! its lease runs out and the task is retried).
 
 mod consumer;
 mod keys;
