@@ -312,7 +312,7 @@ pub(crate) enum AgentsCmd {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Drain an agent: no new work; once idle, its node stops it.
+    /// Drain an agent (admin token): no new work; once idle, its node stops it.
     Drain {
         #[command(flatten)]
         hub: HubArgs,

@@ -60,8 +60,9 @@ const MIN_HEADROOM: f64 = 0.05;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct ScalingConfig {
-    /// How often the hub ticks the autoscaler; also the forecast's time step
-    /// (default 1s).
+    /// How often the hub runs this template's autoscaler (at the next
+    /// `[lifecycle] tick` once due, so keep the tick at or below it); also the
+    /// forecast's time step (default 1s).
     #[serde(with = "crate::spec::duration")]
     pub interval: Duration,
     /// The oldest queued task waiting longer than this is pressure: scale up

@@ -316,7 +316,8 @@ pub(crate) async fn drain<S: Store>(
         reason,
         reply,
     })
-    .await?;
+    .await?
+    .ok_or_else(|| ApiError::not_found("agent_not_found", format!("agent {agent} is not known")))?;
     Ok(Json(serde_json::json!({
         "agent_id": agent,
         "draining": true,

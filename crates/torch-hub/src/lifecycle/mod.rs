@@ -96,11 +96,11 @@ pub(crate) enum LifeCmd {
         reply: oneshot::Sender<Result<SpawnResponse, SpawnError>>,
     },
     /// Stop an agent: drain it, then (if a node runs it) terminate it.
-    /// Answers whether a node runs it.
+    /// Answers whether a node runs it, or `None` for an unknown agent.
     Drain {
         agent: AgentId,
         reason: String,
-        reply: oneshot::Sender<bool>,
+        reply: oneshot::Sender<Option<bool>>,
     },
     /// A task delegated children: clean them up when it ends.
     Parent { task: TaskId },
@@ -240,9 +240,13 @@ impl<S: Store> Lifecycle<S> {
                 reply,
             } => {
                 let managed = self.agents.contains_key(&agent);
+                let known = managed
+                    || crate::engine::ask(&self.shared.engine, Cmd::Agents)
+                        .await
+                        .is_some_and(|v| v.iter().any(|a| a.id == agent));
                 if managed {
                     self.drain(agent, &reason).await;
-                } else {
+                } else if known {
                     // Not ours to stop: only take it out of scheduling.
                     let _ = self
                         .shared
@@ -260,7 +264,7 @@ impl<S: Store> Lifecycle<S> {
                         )
                         .await;
                 }
-                let _ = reply.send(managed);
+                let _ = reply.send(known.then_some(managed));
             }
             LifeCmd::Parent { task } => {
                 self.parents.insert(task);
@@ -295,13 +299,14 @@ impl<S: Store> Lifecycle<S> {
             "reason": m.reason,
         });
         info!(agent_id = %agent, template = %m.template, spawn_ms, "spawned agent is ready");
-        if m.draining_on_ready {
-            self.drain(agent, "parent task ended before the helper was ready")
-                .await;
-        }
+        let drain_now = m.draining_on_ready;
         self.shared
             .event(AGENTS_SPAWNING, "agent.ready", Some(agent), None, data)
             .await;
+        if drain_now {
+            self.drain(agent, "parent task ended before the helper was ready")
+                .await;
+        }
     }
 
     fn node_joined(

@@ -111,17 +111,25 @@ impl<S: Store> Lifecycle<S> {
                 .await;
             return Err(SpawnError::InheritRefused(msg));
         }
-        let node = self.choose_node().map_err(SpawnError::NoNode);
-        let headroom = match &node {
-            Ok(n) => self
-                .nodes
-                .get(n)
-                .map_or(NodeHeadroom::default(), |e| NodeHeadroom {
-                    cpu_used: e.status.cpu_used,
-                    mem_used: e.status.mem_used,
-                }),
-            Err(_) => NodeHeadroom::default(),
+        // No node, no spawn: checked first so a refusal costs no rate token.
+        let node = match self.choose_node() {
+            Ok(n) => n,
+            Err(msg) => {
+                // The autoscaler retries every tick (and nodes may still be
+                // connecting at start-up): only explicit spawns are events.
+                if !why.autoscale {
+                    self.refusal_event(template, &why, "no-node", &msg).await;
+                }
+                return Err(SpawnError::NoNode(msg));
+            }
         };
+        let headroom = self
+            .nodes
+            .get(&node)
+            .map_or(NodeHeadroom::default(), |e| NodeHeadroom {
+                cpu_used: e.status.cpu_used,
+                mem_used: e.status.mem_used,
+            });
         let preq = PolicyRequest {
             template: template.to_string(),
             template_max: t.max,
@@ -137,18 +145,6 @@ impl<S: Store> Lifecycle<S> {
                 .await;
             return Err(SpawnError::Refused(refusal));
         }
-        let node = match node {
-            Ok(n) => n,
-            Err(e) => {
-                // The autoscaler retries every tick (and nodes may still be
-                // connecting at start-up): only explicit spawns are events.
-                if !why.autoscale {
-                    let msg = e.to_string();
-                    self.refusal_event(template, &why, "no-node", &msg).await;
-                }
-                return Err(e);
-            }
-        };
         let id = AgentId::from_uuid(uuid::Uuid::now_v7());
         let short = id.to_string();
         let name = format!("{template}-{}", &short[short.len().saturating_sub(6)..]);
@@ -326,7 +322,11 @@ impl<S: Store> Lifecycle<S> {
                 continue;
             }
             pool.total += 1;
-            *pool.per_template.entry(m.template.clone()).or_default() += 1;
+            // A draining agent is on its way out: its replacement (recycling)
+            // may take its place under the template's max.
+            if m.phase != Phase::Draining {
+                *pool.per_template.entry(m.template.clone()).or_default() += 1;
+            }
             *pool.per_tenant.entry(m.tenant.clone()).or_default() += 1;
             if parent.is_some() && m.parent_agent == parent {
                 pool.children_of_parent += 1;

@@ -51,6 +51,8 @@ idle-timeout = "2s"
 executor = {{ command = ["sh", "-c", "{{prompt}}"] }}
 
 [templates.stepbench.scaling]
+interval = "250ms"
+horizon = "2s"
 up-cooldown = "500ms"
 down-cooldown = "1s"
 "#
