@@ -25,6 +25,11 @@ pub(crate) struct StatsView {
     finished: u64,
     stale_refused: u64,
     leases_expired: u64,
+    /// Store kind (`sqlite`, `redis`).
+    store: &'static str,
+    /// Requests sent to a networked store since the hub started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_round_trips: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,7 +74,7 @@ impl Stats {
         }
     }
 
-    pub(crate) fn view(&self) -> StatsView {
+    pub(crate) fn view(&self, store: &'static str, store_round_trips: Option<u64>) -> StatsView {
         let p = match self.assign_latency_us.lock() {
             Ok(h) => Percentiles {
                 count: h.len(),
@@ -94,6 +99,8 @@ impl Stats {
             finished: self.finished.load(Ordering::Relaxed),
             stale_refused: self.stale_refused.load(Ordering::Relaxed),
             leases_expired: self.expired.load(Ordering::Relaxed),
+            store,
+            store_round_trips,
         }
     }
 }

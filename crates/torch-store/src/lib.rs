@@ -37,6 +37,12 @@ pub trait Store: Send + Sync + 'static {
     /// Short name for health output, e.g. `sqlite`.
     fn kind(&self) -> &'static str;
 
+    /// Requests sent to a networked store so far (each one round trip), for
+    /// benchmarks; `None` for an embedded store.
+    fn round_trips(&self) -> Option<u64> {
+        None
+    }
+
     /// Everything the hub needs in memory after a (re)start: queued tasks,
     /// leased tasks, and the number of non-terminal tasks.
     fn load(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;

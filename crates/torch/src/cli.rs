@@ -137,6 +137,10 @@ pub(crate) struct ServeArgs {
     /// Data directory holding the embedded store (default .torch).
     #[arg(long, env = "TORCH_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Shared store instead of the embedded one: `redis://host:port/db` or
+    /// `rediss://…` (many hubs can share it). Env: TORCH_STORE__URL.
+    #[arg(long)]
+    pub(crate) store: Option<String>,
     /// Also write the admin token created on first start to this file (mode 0600).
     #[arg(long)]
     pub(crate) admin_token_file: Option<PathBuf>,
@@ -611,5 +615,9 @@ pub(crate) struct ThroughputArgs {
     pub(crate) scale_agents: u32,
     /// Print JSON.
     #[arg(long)]
+    /// Run the hub on a Redis store, e.g. `redis://127.0.0.1:6379/15`
+    /// (the bench writes to it: use a scratch database).
+    #[arg(long)]
+    pub(crate) store: Option<String>,
     pub(crate) json: bool,
 }

@@ -83,6 +83,11 @@ impl Default for LifecycleSection {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct StoreConfig {
+    /// A shared store for many hubs: `redis://host:port/db` or `rediss://…`
+    /// (TLS). Unset: the embedded store in `data-dir`.
+    pub(crate) url: Option<String>,
+    /// Approximate length each Redis stream is trimmed to (`MAXLEN ~`).
+    pub(crate) redis_maxlen: u64,
     /// Directory holding `torch.db`.
     pub(crate) data_dir: PathBuf,
     /// `normal` survives a crash of any process (kill -9); `full` also survives
@@ -103,6 +108,8 @@ pub(crate) enum SyncMode {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            url: None,
+            redis_maxlen: 100_000,
             data_dir: PathBuf::from(".torch"),
             sync: SyncMode::Normal,
         }

@@ -10,6 +10,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use torch_hub::{Hub, HubConfig};
+use torch_store::redis::{RedisOptions, RedisStore};
 use torch_store::sqlite::{SqliteOptions, SqliteStore};
 
 use crate::config::{Config, SyncMode};
@@ -63,8 +64,9 @@ pub(crate) fn open_store(data_dir: &Path, sync: SyncMode) -> Result<SqliteStore>
     SqliteStore::open(&path, opts).with_context(|| format!("opening store {}", path.display()))
 }
 
-/// Starts a hub on `listen` over the store in `data_dir`, minting tokens with
-/// the given roles for this run (stored hashed like any other token).
+/// Starts a hub on `listen` over the configured store (`[store] url`: Redis
+/// when set, else the embedded store in `data_dir`), minting tokens with the
+/// given roles for this run (stored hashed like any other token).
 pub(crate) async fn start_hub(
     cfg: &Config,
     hub_cfg: HubConfig,
@@ -72,7 +74,49 @@ pub(crate) async fn start_hub(
     data_dir: &Path,
     mint: &[&str],
 ) -> Result<LocalHub> {
-    let store = open_store(data_dir, cfg.store.sync)?;
+    match cfg.store.url.as_deref() {
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            let opts = RedisOptions {
+                maxlen: cfg.store.redis_maxlen,
+                ..RedisOptions::default()
+            };
+            let store = RedisStore::open(url, opts)
+                .await
+                .with_context(|| format!("opening the Redis store at {}", redact(url)))?;
+            start_with(cfg, hub_cfg, listen, data_dir, mint, store).await
+        }
+        Some(url) => Err(crate::exit::exit(
+            crate::exit::BAD_INPUT,
+            format!(
+                "store url {:?} is not supported: use redis://host:port/db or rediss://…, or leave it unset for the embedded store",
+                redact(url)
+            ),
+        )),
+        None => {
+            let store = open_store(data_dir, cfg.store.sync)?;
+            start_with(cfg, hub_cfg, listen, data_dir, mint, store).await
+        }
+    }
+}
+
+/// A store URL without its password, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn start_with<S: torch_store::Store>(
+    cfg: &Config,
+    hub_cfg: HubConfig,
+    listen: &str,
+    data_dir: &Path,
+    mint: &[&str],
+    store: S,
+) -> Result<LocalHub> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen} (is another hub running? use --listen)"))?;

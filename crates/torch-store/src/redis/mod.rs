@@ -420,6 +420,10 @@ impl Store for RedisStore {
         "redis"
     }
 
+    fn round_trips(&self) -> Option<u64> {
+        Some(RedisStore::round_trips(self))
+    }
+
     async fn load(&self) -> Result<Snapshot, StoreError> {
         read::load(self).await
     }

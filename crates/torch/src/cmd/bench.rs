@@ -29,6 +29,9 @@ struct Report {
     slots: u32,
     exec: &'static str,
     store: &'static str,
+    /// Redis requests per task over the burst (networked store only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_round_trips_per_task: Option<f64>,
     assign_latency_ms: Value,
     burst_assign_latency_ms: Value,
     steady: Value,
@@ -164,7 +167,8 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
         ));
     }
     let dir = tempfile::Builder::new().prefix("torch-bench-").tempdir()?;
-    let cfg = Config::default();
+    let mut cfg = Config::default();
+    cfg.store.url = args.store.clone();
     let mut hub_cfg = cfg.hub.clone();
     hub_cfg.queue_high_water = u64::MAX;
     hub_cfg.max_body_bytes = 64 << 20;
@@ -206,6 +210,7 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
     let _: Value = client
         .post("/api/v1/stats/reset", &serde_json::json!({}))
         .await?;
+    let trips0 = stats(&client).await?["store_round_trips"].as_u64();
     let cpu0 = cpu_secs(UsageWho::RUSAGE_SELF);
     let t0 = Instant::now();
     let batch = 5000u64;
@@ -247,6 +252,10 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
     let elapsed = t0.elapsed().as_secs_f64();
     let hub_cpu = cpu_secs(UsageWho::RUSAGE_SELF) - cpu0;
     let burst = stats(&client).await?;
+    let trips = match (trips0, burst["store_round_trips"].as_u64()) {
+        (Some(a), Some(b)) => Some(((b - a) as f64 / args.tasks as f64 * 1000.0).round() / 1000.0),
+        _ => None,
+    };
 
     // Phase 2: steady rate.
     let mut steady = serde_json::json!(null);
@@ -328,7 +337,12 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
             ExecMode::Noop => "noop",
             ExecMode::Process => "process",
         },
-        store: "sqlite",
+        store: if args.store.is_some() {
+            "redis"
+        } else {
+            "sqlite"
+        },
+        store_round_trips_per_task: trips,
         assign_latency_ms: if steady_lat.is_null() {
             burst["assign_latency_ms"].clone()
         } else {

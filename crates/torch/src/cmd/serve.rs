@@ -12,9 +12,19 @@ pub(crate) async fn run(mut cfg: Config, args: ServeArgs) -> Result<()> {
     if let Some(d) = args.data_dir {
         cfg.store.data_dir = d;
     }
+    if let Some(url) = args.store {
+        cfg.store.url = Some(url);
+    }
     let listen = args.listen.unwrap_or_else(|| cfg.hub.listen.clone());
     let hub = start_hub(&cfg, cfg.hub.clone(), &listen, &cfg.store.data_dir, &[]).await?;
-    tracing::info!(url = %hub.url, data_dir = %cfg.store.data_dir.display(), "hub listening");
+    match &cfg.store.url {
+        Some(store) => {
+            tracing::info!(url = %hub.url, store = %crate::local::redact(store), "hub listening")
+        }
+        None => {
+            tracing::info!(url = %hub.url, data_dir = %cfg.store.data_dir.display(), "hub listening")
+        }
+    }
     if let Some(token) = &hub.first_admin_token {
         if let Some(path) = &args.admin_token_file {
             write_secret(path, token)?;
