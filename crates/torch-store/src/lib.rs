@@ -43,6 +43,43 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Whether several hubs may share this store; then one of them, the
+    /// leader, runs the scheduler, autoscaler and reaper (see the leadership
+    /// methods). An embedded store has one hub, always the leader.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Takes (or, for its holder, extends) the leader lease for `hub` for
+    /// `ttl_ms`; returns the leader fence while `hub` holds it. The fence
+    /// grows with every change of leader.
+    fn acquire_leadership(
+        &self,
+        hub: String,
+        ttl_ms: u64,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send {
+        let _ = (hub, ttl_ms);
+        async { Ok(Some(1)) }
+    }
+
+    /// Extends the lease held by `hub` under `fence`; false once it is lost.
+    fn renew_leadership(
+        &self,
+        hub: String,
+        fence: u64,
+        ttl_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (hub, fence, ttl_ms);
+        async { Ok(true) }
+    }
+
+    /// The current leader (its hub id, e.g. its URL) and fence, if any.
+    fn current_leader(
+        &self,
+    ) -> impl Future<Output = Result<Option<(String, u64)>, StoreError>> + Send {
+        async { Ok(None) }
+    }
+
     /// Everything the hub needs in memory after a (re)start: queued tasks,
     /// leased tasks, and the number of non-terminal tasks.
     fn load(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;

@@ -424,6 +424,31 @@ impl Store for RedisStore {
         Some(RedisStore::round_trips(self))
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn acquire_leadership(
+        &self,
+        hub: String,
+        ttl_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        RedisStore::leader_acquire(self, &hub, ttl_ms).await
+    }
+
+    async fn renew_leadership(
+        &self,
+        hub: String,
+        fence: u64,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        RedisStore::leader_renew(self, &hub, fence, ttl_ms).await
+    }
+
+    async fn current_leader(&self) -> Result<Option<(String, u64)>, StoreError> {
+        RedisStore::leader_current(self).await
+    }
+
     async fn load(&self) -> Result<Snapshot, StoreError> {
         read::load(self).await
     }
