@@ -73,6 +73,7 @@ conformance!(
     ends::retry_dead,
     misc::events_filter_and_order,
     misc::list_filters,
+    misc::list_leased_states,
     misc::tokens_and_meta,
     routing::routing_round_trips,
     routing::plain_task_keeps_tenant,

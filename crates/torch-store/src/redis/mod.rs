@@ -44,11 +44,12 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{torch}:version` | string | layout version (`1`) |
+//! | `{torch}:version` | string | layout version (`2`) |
 //! | `{torch}:seq` / `:fence` / `:eid` | string (INCR) | task seq, fence, global event id counters |
 //! | `{torch}:t:<task>` | hash | one task (fields below) |
-//! | `{torch}:all` | zset | every task, score = seq |
-//! | `{torch}:state:<state>` | zset | tasks in that state, score = seq (queued set for `load`, assigned + running = leased, counts) |
+//! | `{torch}:state:<state>` | zset | tasks in that state, score = seq, for `blocked`, `queued`, `succeeded`, `dead`, `cancelled` (listing, counts, the queued set for `load`) |
+//! | `{torch}:state:leased` | zset | assigned and running tasks together, score = seq (a start moves nothing) |
+//! | `{torch}:running` | string (INCRBY) | how many of the leased tasks are running (assigned = the rest) |
 //! | `{torch}:rdeps:<task>` | list | tasks depending on `<task>`, in submission order |
 //! | `{torch}:idem` | hash | `<len(tenant)>:<tenant><key>` → task: idempotency keys per tenant |
 //! | `{torch}:label:<len(k)>:<k>=<v>` | zset | tasks with label `k=v`, score = seq |
@@ -65,22 +66,24 @@
 //! Task hash fields: `seq name st pri ten idem spec sk rt an par deps mr bo`
 //! (spec and routing data; `sk` skills JSON, `rt` routing JSON, `an`
 //! analysis, `par` parent, `deps` comma-separated, `mr` max retries, `bo`
-//! the retry delays in ms), `att ret f ff ag la lx nb dp` (attempt, retries
+//! the retry delays in ms), `att ret f ff ag la nb dp` (attempt, retries
 //! used, fence, fence of the last recorded attempt end, agent, last agent,
-//! lease expiry, not-before, pending dependencies), `pp pm pt` (progress),
+//! not-before, pending dependencies; a missing count or fence is zero, so
+//! a new task is written without them; the lease expiry is the hub's and
+//! is not stored), `pp pm pt` (progress),
 //! `out why fa` (outcome JSON, reason, failed agents JSON), `c u` (created,
 //! updated), `hd` (set once another task depends on this one) and `xe` (id
 //! of the `task.assigned` event holding the current explanation: it is
 //! written once, there, as in the SQLite store).
 //!
-//! Memory: a finished no-op task costs about 2.5 KB (its hash, two sorted
-//! set entries and four stream entries), of which the hash is 1.9 KB because
-//! its spec JSON is longer than Redis's default `hash-max-listpack-value` of
+//! Memory: a finished no-op task costs about 2.4 KB (its hash, one sorted
+//! set entry and four stream entries), most of it the hash, because its
+//! spec JSON is longer than Redis's default `hash-max-listpack-value` of
 //! 64 bytes. With `hash-max-listpack-value 1024` in the server config the
-//! hash stays a listpack of about 0.5 KB and a task costs about 1.4 KB, at
-//! the same throughput (measured with `examples/store_cycles.rs`). One JSON
-//! string per task would be about as small as the listpack hash but would
-//! make every script decode and re-encode it.
+//! hash stays a listpack and a task costs about 1.3 KB, but the scripts get
+//! slower (measured with `examples/store_cycles.rs`). One JSON string per
+//! task would be about as small as the listpack hash but would make every
+//! script decode and re-encode it.
 //!
 //! # Events and streams
 //! Each event gets the next global id from `{torch}:eid` (`INCR`) and is
@@ -153,7 +156,7 @@ use keys::Keys;
 use value::map_err;
 
 /// Version of the key layout this build writes (`{prefix}:version`).
-const LAYOUT_VERSION: &str = "1";
+const LAYOUT_VERSION: &str = "2";
 
 /// Tuning for [`RedisStore::open`].
 #[derive(Clone, Debug)]

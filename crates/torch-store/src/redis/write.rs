@@ -234,14 +234,13 @@ pub(super) async fn assign(
     if grants.is_empty() {
         return Ok(Vec::new());
     }
-    let mut args = Vec::with_capacity(1 + grants.len() * 5);
+    // The lease expiry is the hub's to keep (it is not stored).
+    let mut args = Vec::with_capacity(1 + grants.len() * 3);
     args.push(grants.len().to_string());
     for g in &grants {
         args.push(g.task.to_string());
         args.push(g.agent.to_string());
-        args.push(g.expires_ms.to_string());
         args.push(explanation_tail(g.explanation.as_deref()));
-        args.push(if g.explanation.is_some() { "1" } else { "0" }.into());
     }
     let reply = array("assign", s.eval(&SCRIPTS.assign, now, &args).await?)?;
     if reply.len() != grants.len() {

@@ -177,6 +177,94 @@ pub(crate) async fn list_filters(h: &impl Harness) {
     );
 }
 
+/// Listing and counting assigned and running tasks apart, through every
+/// way in and out of both states (start, progress, finish, expire, cancel).
+pub(crate) async fn list_leased_states(h: &impl Harness) {
+    let s = h.open();
+    let batch = (1..=8).map(|n| task_with(n, &[], retries(3))).collect();
+    s.submit(batch, NOW).await.expect("submit");
+    let mut leased = Vec::new();
+    for n in 1..=7 {
+        leased.push(lease(&s, n, 1, NOW).await);
+    }
+    let held = |ns: &[usize]| {
+        ns.iter()
+            .map(|&n| (tid(n as u64), leased[n - 1].fence))
+            .collect()
+    };
+    s.start(held(&[2, 4, 6]), NOW).await.expect("start");
+    s.progress(tid(7), leased[6].fence, 50.0, None, NOW)
+        .await
+        .expect("progress");
+    let list = |states: Vec<TaskState>, limit: usize, before: Option<u64>| {
+        let s = &s;
+        async move {
+            let page = s
+                .list_tasks(TaskFilter {
+                    states,
+                    limit,
+                    before_seq: before,
+                    ..TaskFilter::default()
+                })
+                .await
+                .expect("list");
+            (
+                page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+                page.counts,
+            )
+        }
+    };
+    let ids = |ns: &[u64]| ns.iter().map(|&n| tid(n)).collect::<Vec<_>>();
+    let (assigned, counts) = list(vec![TaskState::Assigned], 0, None).await;
+    assert_eq!(assigned, ids(&[5, 3, 1]));
+    assert_eq!(
+        (counts[&TaskState::Assigned], counts[&TaskState::Running]),
+        (3, 4)
+    );
+    let (running, _) = list(vec![TaskState::Running], 0, None).await;
+    assert_eq!(running, ids(&[7, 6, 4, 2]));
+    let (page, _) = list(vec![TaskState::Running], 2, Some(6)).await;
+    assert_eq!(page, ids(&[4, 2]), "paged by seq");
+    let (both, _) = list(vec![TaskState::Assigned, TaskState::Running], 3, None).await;
+    assert_eq!(both, ids(&[7, 6, 5]));
+    let (mixed, _) = list(vec![TaskState::Queued, TaskState::Running], 0, None).await;
+    assert_eq!(mixed, ids(&[8, 7, 6, 4, 2]));
+    let (all, _) = list(Vec::new(), 0, None).await;
+    assert_eq!(all, ids(&[8, 7, 6, 5, 4, 3, 2, 1]));
+
+    // Out of running: success, retry, expiry, cancel; out of assigned: success.
+    let l = |n: usize| &leased[n - 1];
+    let ends = vec![
+        report(l(2), OutcomeKind::Succeeded),
+        report(l(4), OutcomeKind::Failed),
+        report(l(1), OutcomeKind::Succeeded),
+    ];
+    s.finish(ends, NOW).await.expect("finish");
+    s.expire(tid(6), l(6).fence, "lost".into(), NOW)
+        .await
+        .expect("expire");
+    s.cancel(tid(7), "no".into(), NOW).await.expect("cancel");
+    let (running, counts) = list(vec![TaskState::Running], 0, None).await;
+    assert!(running.is_empty(), "{running:?}");
+    let (assigned, _) = list(vec![TaskState::Assigned], 0, None).await;
+    assert_eq!(assigned, ids(&[5, 3]));
+    assert_eq!(
+        (
+            counts[&TaskState::Assigned],
+            counts[&TaskState::Running],
+            counts[&TaskState::Queued],
+            counts[&TaskState::Succeeded],
+            counts[&TaskState::Cancelled],
+        ),
+        (2, 0, 3, 2, 1)
+    );
+    let snapshot = s.load().await.expect("load");
+    let mut held: Vec<_> = snapshot.leased.iter().map(|l| l.task).collect();
+    held.sort();
+    assert_eq!(held, ids(&[3, 5]));
+    assert_eq!(snapshot.backlog, 5);
+}
+
 pub(crate) async fn tokens_and_meta(h: &impl Harness) {
     let s = h.open();
     assert_eq!(s.count_tokens("admin".into()).await.expect("count"), 0);

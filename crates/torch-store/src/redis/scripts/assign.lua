@@ -1,15 +1,15 @@
 -- assign: leases queued tasks (see `redis/write.rs`).
 --
--- ARGV[4] the number of grants, then per grant: task id, agent id, lease
--- expiry (ms), the tail of the `task.assigned` event data (`}` or
--- `,"explanation":<json>}`), and '1' when that tail holds an explanation.
+-- ARGV[4] the number of grants, then per grant: task id, agent id and the
+-- tail of the `task.assigned` event data: `}`, or `,"explanation":<json>}`
+-- when the grant has an explanation.
 -- Returns per grant {1, fence, attempt, name, spec JSON} or
 -- {0, state|false} when refused.
 local n = tonumber(ARGV[4])
 local out = {}
 for i = 1, n do
-  local at = 5 + (i - 1) * 5
-  local id, agent, expires, tail, explained = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  local at = 5 + (i - 1) * 3
+  local id, agent, tail = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local k = tkey(id)
   local r = redis.call('HMGET', k, 'st', 'seq', 'att', 'name', 'spec', 'pp', 'pm', 'pt', 'xe')
   if r[1] ~= 'queued' then
@@ -17,17 +17,24 @@ for i = 1, n do
   else
     local fence = next_id('fence')
     local attempt = (tonumber(r[3]) or 0) + 1
-    redis.call('HSET', k, 'st', 'assigned', 'ag', agent, 'f', int(fence), 'att', int(attempt),
-      'lx', expires, 'nb', '0', 'u', NOW)
-    if r[6] or r[7] or r[8] or r[9] then
-      redis.call('HDEL', k, 'pp', 'pm', 'pt', 'xe')
+    local data = '{"agent":"' .. agent .. '","attempt":' .. int(attempt) .. ',"fence":' .. int(fence) .. tail
+    if tail == '}' then
+      redis.call('HSET', k, 'st', 'assigned', 'ag', agent, 'f', int(fence), 'att', int(attempt), 'nb', '0', 'u', NOW)
+      if r[6] or r[7] or r[8] or r[9] then
+        redis.call('HDEL', k, 'pp', 'pm', 'pt', 'xe')
+      end
+      emit(STREAM_ACTIVE, 'task.assigned', id, agent, data)
+    else
+      -- The event holds the explanation: its id goes in `xe`, written at once.
+      local event = next_id('eid')
+      redis.call('HSET', k, 'st', 'assigned', 'ag', agent, 'f', int(fence), 'att', int(attempt), 'nb', '0', 'u', NOW,
+        'xe', int(event))
+      if r[6] or r[7] or r[8] then
+        redis.call('HDEL', k, 'pp', 'pm', 'pt')
+      end
+      emit_as(event, STREAM_ACTIVE, 'task.assigned', id, agent, data)
     end
     move(id, r[2], 'queued', 'assigned')
-    local data = '{"agent":"' .. agent .. '","attempt":' .. int(attempt) .. ',"fence":' .. int(fence) .. tail
-    local event = emit(STREAM_ACTIVE, 'task.assigned', id, agent, data)
-    if explained == '1' then
-      redis.call('HSET', k, 'xe', int(event))
-    end
     out[i] = { 1, fence, attempt, r[4], r[5] }
   end
 end

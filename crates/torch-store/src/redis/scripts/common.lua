@@ -72,8 +72,12 @@ local function next_id(name)
   return c.value
 end
 
--- Streams already recorded in `P:streams` by this script.
-local SEEN_STREAMS = {}
+-- Stream keys by stream name; a stream is recorded in `P:streams` the
+-- first time this script writes to it.
+local STREAM_KEYS = {}
+
+-- Change of the running count in this script, written back by `flush`.
+local RUNNING = 0
 
 local function flush()
   for name, c in pairs(COUNTERS) do
@@ -81,39 +85,73 @@ local function flush()
       redis.call('SET', P .. ':' .. name, int(c.value))
     end
   end
+  if RUNNING ~= 0 then
+    redis.call('INCRBY', P .. ':running', int(RUNNING))
+  end
 end
 
 -- Appends an event: the next global id from `P:eid`, written to the stream
 -- `P:stream:<name>` with the explicit entry id `0-<global id>`.
-local function emit(stream, kind, task, agent, data)
-  local id = next_id('eid')
-  local key = P .. ':stream:' .. stream
-  local fields = { 'kind', kind, 'at', NOW, 'data', data }
-  if task then
-    fields[#fields + 1] = 'task'
-    fields[#fields + 1] = task
+-- `emit_as` takes an id already drawn with `next_id('eid')`.
+local function emit_as(id, stream, kind, task, agent, data)
+  local key = STREAM_KEYS[stream]
+  local first = not key
+  if first then
+    key = P .. ':stream:' .. stream
   end
-  if agent then
-    fields[#fields + 1] = 'agent'
-    fields[#fields + 1] = agent
+  local eid = '0-' .. int(id)
+  -- One call per shape: no argument table to build and unpack.
+  if task and agent then
+    redis.call('XADD', key, 'MAXLEN', '~', MAXLEN, eid, 'kind', kind, 'at', NOW, 'data', data,
+      'task', task, 'agent', agent)
+  elseif task then
+    redis.call('XADD', key, 'MAXLEN', '~', MAXLEN, eid, 'kind', kind, 'at', NOW, 'data', data, 'task', task)
+  elseif agent then
+    redis.call('XADD', key, 'MAXLEN', '~', MAXLEN, eid, 'kind', kind, 'at', NOW, 'data', data, 'agent', agent)
+  else
+    redis.call('XADD', key, 'MAXLEN', '~', MAXLEN, eid, 'kind', kind, 'at', NOW, 'data', data)
   end
-  redis.call('XADD', key, 'MAXLEN', '~', MAXLEN, '0-' .. int(id), unpack(fields))
-  if not SEEN_STREAMS[stream] then
+  if first then
     redis.call('SADD', P .. ':streams', stream)
-    SEEN_STREAMS[stream] = true
+    STREAM_KEYS[stream] = key
   end
   return id
 end
 
--- Moves a task between the per-state sorted sets (score: its seq).
+local function emit(stream, kind, task, agent, data)
+  return emit_as(next_id('eid'), stream, kind, task, agent, data)
+end
+
+-- The sorted set holding tasks in `state` (score: their seq): one per state,
+-- except that assigned and running tasks share `P:state:leased` (a start
+-- then moves nothing); `P:running` counts the running ones.
+local function set_of(state)
+  if state == 'assigned' or state == 'running' then
+    return 'leased'
+  end
+  return state
+end
+
+-- Moves a task between the per-state sorted sets (score: its seq; unused
+-- when both states share a set).
 local function move(id, seq, from, to)
   if from == to then
     return
   end
-  if from then
-    redis.call('ZREM', state_key(from), id)
+  if from == 'running' then
+    RUNNING = RUNNING - 1
   end
-  redis.call('ZADD', state_key(to), seq, id)
+  if to == 'running' then
+    RUNNING = RUNNING + 1
+  end
+  local a, b = from and set_of(from), set_of(to)
+  if a == b then
+    return
+  end
+  if a then
+    redis.call('ZREM', state_key(a), id)
+  end
+  redis.call('ZADD', state_key(b), seq, id)
 end
 
 local function is_terminal(state)
@@ -148,7 +186,7 @@ local function cancel_one(id, reason, cancelled, revoked)
   local k = tkey(id)
   local r = redis.call('HMGET', k, 'st', 'seq', 'ag', 'f')
   local state, seq, agent, fence = r[1], r[2], r[3], r[4]
-  redis.call('HSET', k, 'st', 'cancelled', 'why', reason, 'lx', '0', 'nb', '0', 'u', NOW)
+  redis.call('HSET', k, 'st', 'cancelled', 'why', reason, 'nb', '0', 'u', NOW)
   redis.call('HDEL', k, 'ag')
   move(id, seq, state, 'cancelled')
   local holder = nil

@@ -91,14 +91,14 @@ for i = 1, n do
   elseif not (is_leased(state) and current == fence and (not reporter or reporter == holder)) then
     out[i] = { 'stale', current, state }
   else
-    local attempt, retries, max_retries = r[5], tonumber(r[6]), tonumber(r[7])
+    local attempt, retries, max_retries = r[5], tonumber(r[6]) or 0, tonumber(r[7]) or 0
     local failed, seq, name = r[9], r[10], r[11]
     local agent = reporter or (holder or nil)
     if has_logs then
       redis.call('HSET', P .. ':log:' .. id, 'attempt', attempt, 'stdout', ARGV[at + 11],
         'stderr', ARGV[at + 12], 'truncated', ARGV[at + 13])
     end
-    local common = { 'ff', current, 'lx', '0', 'out', outcome, 'u', NOW }
+    local common = { 'ff', current, 'out', outcome, 'u', NOW }
     if agent then
       common[#common + 1] = 'la'
       common[#common + 1] = agent

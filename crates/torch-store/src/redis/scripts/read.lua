@@ -74,54 +74,70 @@ elseif op == 'list' then
   if label_key then
     label_set = P .. ':label:' .. string.len(label_key) .. ':' .. label_key .. '=' .. label_value
   end
-  if not label_set and not parent then
-    -- Straight from the per-state sets (merged by seq) or the set of all.
-    local sources = {}
-    if nstates == 0 then
-      sources[1] = P .. ':all'
-    else
-      for s, _ in pairs(want) do
-        sources[#sources + 1] = P .. ':state:' .. s
-      end
-    end
-    local merged = {}
-    for _, key in ipairs(sources) do
-      local got = redis.call('ZREVRANGEBYSCORE', key, max, '-inf', 'WITHSCORES', 'LIMIT', 0, limit)
-      for i = 1, #got, 2 do
-        merged[#merged + 1] = { got[i], tonumber(got[i + 1]) }
-      end
-    end
-    table.sort(merged, function(a, b) return a[2] > b[2] end)
-    for i = 1, math.min(limit, #merged) do
-      ids[i] = merged[i][1]
-    end
+  -- Where to look: the per-state sets (assigned and running tasks share
+  -- `leased`, so asking for just one of them filters it by state), or the
+  -- label or children set, filtered by state (and parent) on the way.
+  local sources = {}
+  local filtered = nstates > 0
+  if label_set or parent then
+    sources[1] = label_set or (P .. ':children:' .. parent)
   else
-    -- Walk the label (or parent) set newest first, filtering the rest.
-    local source = label_set or (P .. ':children:' .. parent)
-    local chunk = math.max(limit, 100)
-    while #ids < limit do
-      local got = redis.call('ZREVRANGEBYSCORE', source, max, '-inf', 'WITHSCORES', 'LIMIT', 0, chunk)
+    filtered = false
+    local leased = 0
+    for _, s in ipairs(STATES) do
+      if nstates == 0 or want[s] then
+        if s == 'assigned' or s == 'running' then
+          leased = leased + 1
+        else
+          sources[#sources + 1] = P .. ':state:' .. s
+        end
+      end
+    end
+    if leased > 0 then
+      sources[#sources + 1] = P .. ':state:leased'
+      filtered = leased == 1 and nstates > 0
+    end
+  end
+  local merged = {}
+  for _, source in ipairs(sources) do
+    -- Newest first, `limit` matching tasks at most from each source.
+    local from = max
+    local found = 0
+    local chunk = limit
+    if filtered or parent then
+      chunk = math.max(limit, 100)
+    end
+    while found < limit do
+      local got = redis.call('ZREVRANGEBYSCORE', source, from, '-inf', 'WITHSCORES', 'LIMIT', 0, chunk)
       if #got == 0 then
         break
       end
       for i = 1, #got, 2 do
         local id = got[i]
         local ok = true
-        if nstates > 0 or (parent and label_set) then
+        if filtered or (parent and label_set) then
           local r = redis.call('HMGET', tkey(id), 'st', 'par')
-          if nstates > 0 and not want[r[1]] then
+          if filtered and not want[r[1]] then
             ok = false
           end
           if parent and label_set and r[2] ~= parent then
             ok = false
           end
         end
-        if ok and #ids < limit then
-          ids[#ids + 1] = id
+        if ok and found < limit then
+          found = found + 1
+          merged[#merged + 1] = { id, tonumber(got[i + 1]) }
         end
       end
-      max = '(' .. got[#got]
+      if #got < 2 * chunk then
+        break
+      end
+      from = '(' .. got[#got]
     end
+  end
+  table.sort(merged, function(a, b) return a[2] > b[2] end)
+  for i = 1, math.min(limit, #merged) do
+    ids[i] = merged[i][1]
   end
   local rows = {}
   for i, id in ipairs(ids) do
@@ -129,7 +145,16 @@ elseif op == 'list' then
   end
   local counts = {}
   for i, s in ipairs(STATES) do
-    counts[i] = { s, redis.call('ZCARD', P .. ':state:' .. s) }
+    if s == 'assigned' or s == 'running' then
+      local running = tonumber(redis.call('GET', P .. ':running')) or 0
+      if s == 'assigned' then
+        counts[i] = { s, redis.call('ZCARD', P .. ':state:leased') - running }
+      else
+        counts[i] = { s, running }
+      end
+    else
+      counts[i] = { s, redis.call('ZCARD', P .. ':state:' .. s) }
+    end
   end
   return { rows, counts }
 elseif op == 'load' then
@@ -139,19 +164,13 @@ elseif op == 'load' then
     queued[i] = { id, r[1], r[2], r[3], r[4], r[5], r[6], r[7] }
   end
   local leased = {}
-  for _, s in ipairs({ 'assigned', 'running' }) do
-    for _, id in ipairs(redis.call('ZRANGE', P .. ':state:' .. s, 0, -1)) do
-      local r = redis.call('HMGET', tkey(id), 'ag', 'f', 'att', 'seq')
-      leased[#leased + 1] = { id, r[1], r[2], r[3], tonumber(r[4]) or 0 }
-    end
+  for i, id in ipairs(redis.call('ZRANGE', P .. ':state:leased', 0, -1)) do
+    local r = redis.call('HMGET', tkey(id), 'ag', 'f', 'att')
+    leased[i] = { id, r[1], r[2], r[3] }
   end
-  table.sort(leased, function(a, b) return a[5] < b[5] end)
   local backlog = 0
-  for _, s in ipairs({ 'blocked', 'queued', 'assigned', 'running' }) do
+  for _, s in ipairs({ 'blocked', 'queued', 'leased' }) do
     backlog = backlog + redis.call('ZCARD', P .. ':state:' .. s)
-  end
-  for i, l in ipairs(leased) do
-    leased[i] = { l[1], l[2], l[3], l[4] }
   end
   return { queued, leased, backlog }
 elseif op == 'events' then

@@ -31,7 +31,7 @@ if pending > 0 then
   new_state = 'blocked'
 end
 -- `fa` (failed agents) is kept: routing still avoids them while others can.
-redis.call('HSET', k, 'st', new_state, 'ret', '0', 'dp', int(pending), 'lx', '0', 'nb', '0', 'u', NOW)
+redis.call('HSET', k, 'st', new_state, 'ret', '0', 'dp', int(pending), 'nb', '0', 'u', NOW)
 redis.call('HDEL', k, 'why', 'ag')
 move(id, r[3], state, new_state)
 emit(STREAM_QUEUE, 'task.retried', id, nil, '{"state":"' .. new_state .. '","was":"' .. state .. '"}')

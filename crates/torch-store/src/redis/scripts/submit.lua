@@ -131,27 +131,30 @@ for i, t in ipairs(tasks) do
     end
     local seq = next_id('seq')
     local k = tkey(t.id)
-    local fields = {
-      'seq', int(seq), 'name', t.name, 'st', state, 'pri', t.pri, 'ten', t.tenant,
-      'spec', t.spec, 'sk', t.skills, 'mr', t.max_retries, 'bo', t.delays,
-      'att', '0', 'ret', '0', 'f', '0', 'ff', '0', 'nb', '0', 'lx', '0',
-      'dp', int(t.pending), 'c', NOW, 'u', NOW,
-    }
-    local function add(name, value)
-      if value then
-        fields[#fields + 1] = name
-        fields[#fields + 1] = value
+    -- Fields that start at zero or empty (`att ret f ff dp`, ...) are
+    -- left out: readers take a missing one as zero or none.
+    redis.call('HSET', k, 'seq', int(seq), 'name', t.name, 'st', state, 'pri', t.pri, 'ten', t.tenant,
+      'spec', t.spec, 'sk', t.skills, 'mr', t.max_retries, 'bo', t.delays, 'nb', '0', 'c', NOW, 'u', NOW)
+    if #t.resolved > 0 or t.idem or t.routing or t.analysis or t.parent then
+      local fields = {}
+      local function add(name, value)
+        if value then
+          fields[#fields + 1] = name
+          fields[#fields + 1] = value
+        end
       end
+      if t.pending > 0 then
+        add('dp', int(t.pending))
+      end
+      if #t.resolved > 0 then
+        add('deps', table.concat(t.resolved, ','))
+      end
+      add('idem', t.idem)
+      add('rt', t.routing)
+      add('an', t.analysis)
+      add('par', t.parent)
+      redis.call('HSET', k, unpack(fields))
     end
-    add('idem', t.idem)
-    add('rt', t.routing)
-    add('an', t.analysis)
-    add('par', t.parent)
-    if #t.resolved > 0 then
-      add('deps', table.concat(t.resolved, ','))
-    end
-    redis.call('HSET', k, unpack(fields))
-    redis.call('ZADD', P .. ':all', seq, t.id)
     redis.call('ZADD', state_key(state), seq, t.id)
     if t.idem_field then
       redis.call('HSET', P .. ':idem', t.idem_field, t.id)
