@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use torch_api::ws::{AgentMessage, HubMessage};
 
 use crate::agent::Agent;
-use crate::config::{AgentConfig, LABEL_AGENT_ID};
+use crate::config::{AgentConfig, LABEL_AGENT_ID, endpoint_url};
 use crate::connect::{Backoff, ConnectError, connect, request};
 use crate::error::AgentError;
 use crate::runner::RunnerEvent;
@@ -31,6 +31,10 @@ const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
 const ACK_WAIT: Duration = Duration::from_secs(1);
 /// How long the writer may take to flush and close at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Hub error code of a follower hub; the message is the leader's URL.
+pub(crate) const NOT_LEADER: &str = torch_api::ws::NOT_LEADER;
+/// Redirects followed in a row before pausing.
+const MAX_REDIRECTS: u32 = 3;
 /// Hub error codes that mean the token is not accepted.
 pub(crate) const AUTH_ERROR_CODES: &[&str] = &["unauthorized", "forbidden"];
 
@@ -75,13 +79,18 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
 
     let token = agent.cfg.token.clone();
     let mut backoff = Backoff::new();
+    // Where to connect next: the configured hub, or the leader a follower
+    // hub redirected us to (for one attempt; then back to the configured one).
+    let mut target = url.clone();
+    let mut redirects = 0u32;
     let result = loop {
         if shutdown.is_cancelled() {
             break Ok(());
         }
+        let this = std::mem::replace(&mut target, url.clone());
         let attempt = async {
             tokio::select! {
-                r = connect(&url, &token) => Some(r),
+                r = connect(&this, &token) => Some(r),
                 () = shutdown.cancelled() => None,
             }
         };
@@ -95,8 +104,19 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                     End::Lost { welcomed } => {
                         if welcomed {
                             backoff.reset();
+                            redirects = 0;
                         }
                     }
+                    End::Redirect(leader) => match endpoint_url(&leader, "agent/ws") {
+                        Ok(to) if redirects < MAX_REDIRECTS => {
+                            redirects += 1;
+                            info!(leader = %leader, "this hub is a follower; connecting to the leader");
+                            target = to;
+                            continue;
+                        }
+                        Ok(_) => warn!("too many redirects between hubs; pausing"),
+                        Err(e) => warn!(error = %e, "the hub named an unusable leader url"),
+                    },
                 }
             }
             Some(Err(ConnectError::Fatal(e))) => break Err(e),
@@ -174,6 +194,8 @@ async fn stop_remaining(agent: &mut Agent, events: &mut mpsc::Receiver<RunnerEve
 enum End {
     /// Shut down as asked.
     Shutdown,
+    /// The hub is a follower; the leader is at this URL.
+    Redirect(String),
     /// Connection lost or broken; reconnect.
     Lost { welcomed: bool },
     /// The hub refused the agent; give up.
@@ -348,6 +370,9 @@ fn on_frame(agent: &mut Agent, conn: &mut Conn, text: &str) -> Result<(), End> {
                 status,
             } => agent.on_ack(task_id, fence, status),
             HubMessage::Error { code, message } => {
+                if code == NOT_LEADER {
+                    return Err(End::Redirect(message));
+                }
                 if AUTH_ERROR_CODES.contains(&code.as_str()) {
                     return Err(End::Refused(AgentError::Auth {
                         detail: format!("{code}: {message}"),

@@ -31,6 +31,13 @@ pub struct Health {
     pub store: String,
     /// Milliseconds since the hub started.
     pub uptime_ms: u64,
+    /// `leader` (runs the scheduler; always, on an embedded store) or
+    /// `follower` (hubs sharing a Redis store).
+    #[serde(default)]
+    pub role: String,
+    /// A follower's leader URL, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
 /// `POST /api/v1/tasks`: one or many specs, accepted all-or-nothing.

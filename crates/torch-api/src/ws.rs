@@ -185,6 +185,10 @@ pub enum HubMessage {
     Unknown,
 }
 
+/// `Error` code a follower hub answers a Hello with (many hubs on one
+/// store): the message is the leader's URL; connect there.
+pub const NOT_LEADER: &str = "not_leader";
+
 /// Name of the built-in no-op executor used by benchmarks.
 pub const NOOP_COMMAND: &str = "@noop";
 

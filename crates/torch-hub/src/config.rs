@@ -31,6 +31,13 @@ pub struct HubConfig {
     pub stall_after: Option<Duration>,
     /// What a stall does: `event` (raise `task.stalled`) or `requeue` (also end the attempt).
     pub stall_action: StallAction,
+    /// With a shared store (Redis): the leader's lease term (default 3 s). A
+    /// dead leader is replaced within it plus a third of it (4 s by default).
+    #[serde(with = "torch_core::spec::duration")]
+    pub leader_lease: Duration,
+    /// The URL other hubs and agents reach this hub at (default:
+    /// `http://` + the bound address). Set it when listening on 0.0.0.0.
+    pub advertise_url: Option<String>,
     /// Routing (the `[routing]` section of `torch.toml`, set by the binary).
     #[serde(skip)]
     pub routing: torch_core::routing::RoutingConfig,
@@ -62,6 +69,8 @@ impl Default for HubConfig {
             retry_after_secs: 5,
             stall_after: None,
             stall_action: StallAction::Event,
+            leader_lease: Duration::from_secs(3),
+            advertise_url: None,
             routing: torch_core::routing::RoutingConfig::default(),
             lifecycle: LifecycleConfig::default(),
         }
@@ -73,6 +82,9 @@ impl HubConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.lease < Duration::from_millis(200) {
             return Err("hub.lease must be at least 200ms".into());
+        }
+        if self.leader_lease < Duration::from_millis(300) {
+            return Err("hub.leader-lease must be at least 300ms".into());
         }
         if self.heartbeat.is_zero() || self.heartbeat * 2 > self.lease {
             return Err(format!(

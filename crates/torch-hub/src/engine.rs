@@ -119,6 +119,14 @@ pub(crate) enum Cmd {
     SetTemplates(Vec<TemplateMatcher>),
     /// Stop (or resume) giving an agent new work.
     Drain { agent: AgentId, drain: bool },
+    /// This hub became the leader: replace all state with the store's.
+    Activate(Snapshot),
+    /// Leases found in the store that the engine does not track (an assign
+    /// that reported an error but was written): (task, agent, fence).
+    Adopt(Vec<(TaskId, AgentId, u64)>),
+    /// This hub is no longer the leader: drop all state and send the agents
+    /// away (they reconnect and are redirected to the new leader).
+    Deactivate,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,6 +232,53 @@ impl<S: Store> Engine<S> {
         }
         e.enqueue(snapshot.queued, now);
         e
+    }
+
+    /// Takes over as leader: the store's queued tasks and leases replace
+    /// whatever this engine held (every lease gets a fresh term).
+    fn activate(&mut self, snapshot: Snapshot, now: u64) {
+        self.sched = Scheduler::with_config(self.shared.cfg.routing.clone());
+        self.leases.clear();
+        self.ready_at.clear();
+        self.info.clear();
+        // Agents re-register with this hub and re-attach their tasks.
+        self.agents.retain(|_, a| a.tx.is_some());
+        let lease = self.lease_ms();
+        for l in snapshot.leased {
+            self.leases.insert(
+                l.task,
+                Lease {
+                    agent: l.agent,
+                    fence: l.fence,
+                    expires_ms: now + lease,
+                    phase: Phase::Held,
+                    active_ms: now,
+                    stalled: false,
+                },
+            );
+        }
+        self.enqueue(snapshot.queued, now);
+    }
+
+    /// Stops acting as leader: agents are told to reconnect, state dropped.
+    fn deactivate(&mut self) {
+        for (id, a) in &self.agents {
+            if let Some(tx) = &a.tx {
+                let _ = tx.try_send(
+                    HubMessage::Error {
+                        code: "no_leader".into(),
+                        message: "this hub is no longer the leader; reconnect".into(),
+                    }
+                    .into(),
+                );
+                debug!(agent_id = %id, "sent an agent away: no longer the leader");
+            }
+        }
+        self.agents.clear();
+        self.sched = Scheduler::with_config(self.shared.cfg.routing.clone());
+        self.leases.clear();
+        self.ready_at.clear();
+        self.info.clear();
     }
 
     fn lease_ms(&self) -> u64 {
@@ -441,6 +496,29 @@ impl<S: Store> Engine<S> {
             }
             Cmd::SetTemplates(t) => self.set_templates(t),
             Cmd::Drain { agent, drain } => self.drain(agent, drain),
+            Cmd::Activate(snapshot) => self.activate(snapshot, now),
+            Cmd::Deactivate => self.deactivate(),
+            Cmd::Adopt(leases) => {
+                let term = now + self.lease_ms();
+                for (task, agent, fence) in leases {
+                    if self.leases.contains_key(&task) {
+                        continue;
+                    }
+                    warn!(task_id = %task, agent_id = %agent, fence, "adopting a lease the store holds but this hub did not track");
+                    self.sched.take_slot(agent);
+                    self.leases.insert(
+                        task,
+                        Lease {
+                            agent,
+                            fence,
+                            expires_ms: term,
+                            phase: Phase::Held,
+                            active_ms: now,
+                            stalled: false,
+                        },
+                    );
+                }
+            }
             Cmd::AgentSkills(reply) => {
                 let skills = self
                     .agents
@@ -770,10 +848,35 @@ impl<S: Store> Engine<S> {
     fn requeue_from_store(&self, tasks: Vec<TaskId>) {
         let store = self.shared.store.clone();
         let tx = self.tx.clone();
+        let shutdown = self.shared.shutdown.clone();
         self.jobs.spawn(async move {
             let mut ready = Vec::new();
+            let mut adopt = Vec::new();
             for t in tasks {
-                if let Ok(Some(rec)) = store.get_task(t).await
+                // The store may be briefly unavailable (a Redis restart):
+                // keep asking, or the task would stay queued in the store but
+                // unknown to the scheduler.
+                let mut found = store.get_task(t).await;
+                while let Err(e) = &found {
+                    warn!(task_id = %t, error = %e, "cannot re-read a task to requeue it; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    found = store.get_task(t).await;
+                }
+                if let Ok(Some(rec)) = &found
+                    && matches!(rec.state, TaskState::Assigned | TaskState::Running)
+                    && let Some(agent) = rec.agent
+                {
+                    // The write went through although we saw an error: the
+                    // store holds a lease nobody here tracks. Adopt it so it
+                    // expires (and the task is retried) unless the agent
+                    // holds it.
+                    adopt.push((rec.id, agent, rec.fence));
+                    continue;
+                }
+                if let Ok(Some(rec)) = found
                     && rec.state == TaskState::Queued
                 {
                     let mut q = QueuedTask::from_spec(rec.id, rec.seq, &rec.spec)
@@ -791,6 +894,9 @@ impl<S: Store> Engine<S> {
             }
             if !ready.is_empty() {
                 let _ = tx.send(Cmd::Ready(ready)).await;
+            }
+            if !adopt.is_empty() {
+                let _ = tx.send(Cmd::Adopt(adopt)).await;
             }
         });
     }

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use torch_core::TaskId;
 use torch_core::routing::{History, HistoryKey, TaxonomyIndex};
-use torch_store::{Store, TokenRecord};
+use torch_store::{Snapshot, Store, TokenRecord};
 use tracing::info;
 
 use crate::auth::{TaskTokens, TokenCache, generate_token, hash_token};
@@ -19,6 +19,7 @@ use crate::clock::now_ms;
 use crate::config::HubConfig;
 use crate::engine::{Cmd, Engine};
 use crate::error::HubError;
+use crate::leader::Role;
 use crate::lifecycle::{LifeCmd, Lifecycle};
 use crate::stats::Stats;
 
@@ -46,6 +47,10 @@ pub(crate) struct Shared<S> {
     pub(crate) taxonomy: TaxonomyIndex,
     /// The lifecycle manager's inbox.
     pub(crate) life: mpsc::UnboundedSender<LifeCmd>,
+    /// Leader or follower (hubs sharing a store).
+    pub(crate) role: watch::Sender<Role>,
+    /// Forwards requests to the leader (followers).
+    pub(crate) proxy: reqwest::Client,
 }
 
 impl<S> Shared<S> {
@@ -57,6 +62,11 @@ impl<S> Shared<S> {
     /// Adjusts the unfinished-task count.
     pub(crate) fn add_backlog(&self, delta: i64) {
         self.backlog.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Whether this hub runs the engine now.
+    pub(crate) fn is_leader(&self) -> bool {
+        matches!(*self.role.borrow(), Role::Leader { .. })
     }
 
     /// Tells the lifecycle manager something (never blocks; dropped when it is gone).
@@ -147,7 +157,14 @@ impl<S: Store> Hub<S> {
             info!("created the admin token (shown once)");
             admin_token = Some(token);
         }
-        let snapshot = store.load().await?;
+        // With a shared store the state is loaded when this hub wins the
+        // leadership; until then it is a follower with an idle engine.
+        let shared_store = store.is_shared();
+        let (snapshot, role) = if shared_store {
+            (Snapshot::default(), Role::Follower { leader: None })
+        } else {
+            (store.load().await?, Role::Leader { fence: 1 })
+        };
         let taxonomy_index = cfg.routing.taxonomy.compile();
         let (tx, rx) = mpsc::channel(8192);
         let (events_gen, _) = watch::channel(0u64);
@@ -168,6 +185,11 @@ impl<S: Store> Hub<S> {
             history_keys: Mutex::new(HashMap::new()),
             taxonomy: taxonomy_index,
             life: life_tx,
+            role: watch::channel(role).0,
+            proxy: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(120))
+                .build()
+                .map_err(|e| HubError::Config(format!("http client: {e}")))?,
         });
         info!(
             queued = snapshot.queued.len(),
@@ -214,6 +236,20 @@ impl<S: Store> Hub<S> {
             inner.cancel();
         });
         let engine_task = engine.map(|e| tokio::spawn(e.run(self.shared.shutdown.clone())));
+        if self.shared.store.is_shared() {
+            let addr = listener.local_addr()?;
+            let me = self
+                .shared
+                .cfg
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}"));
+            tokio::spawn(crate::leader::run(
+                self.shared.clone(),
+                me,
+                self.shared.shutdown.clone(),
+            ));
+        }
         let life_task = self
             .lifecycle
             .take()

@@ -20,6 +20,7 @@ mod clock;
 pub mod config;
 mod engine;
 mod error;
+mod leader;
 mod lifecycle;
 mod session;
 mod stats;

@@ -72,6 +72,10 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
             return;
         }
     };
+    if let Some(err) = crate::leader::redirect(&shared) {
+        let _ = socket.send(encode(&[err])).await;
+        return;
+    }
     let session = shared.session_seq.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOX);
     let (reply_tx, reply_rx) = oneshot::channel();

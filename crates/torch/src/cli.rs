@@ -613,11 +613,11 @@ pub(crate) struct ThroughputArgs {
     /// measure latency at the steady rate with all of them connected (0 = skip).
     #[arg(long, default_value_t = 0)]
     pub(crate) scale_agents: u32,
-    /// Print JSON.
-    #[arg(long)]
     /// Run the hub on a Redis store, e.g. `redis://127.0.0.1:6379/15`
     /// (the bench writes to it: use a scratch database).
     #[arg(long)]
     pub(crate) store: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
     pub(crate) json: bool,
 }

@@ -89,13 +89,17 @@ pub async fn run_node(cfg: NodeConfig, shutdown: CancellationToken) -> Result<()
     };
 
     let mut backoff = Backoff::new();
+    // The configured hub, or (for one attempt) the leader a follower named.
+    let mut target = url.clone();
+    let mut redirects = 0u32;
     let result = loop {
         if shutdown.is_cancelled() {
             break Ok(());
         }
+        let this = std::mem::replace(&mut target, url.clone());
         let attempt = async {
             tokio::select! {
-                r = connect(&url, &token) => Some(r),
+                r = connect(&this, &token) => Some(r),
                 () = shutdown.cancelled() => None,
             }
         };
@@ -109,6 +113,19 @@ pub async fn run_node(cfg: NodeConfig, shutdown: CancellationToken) -> Result<()
                     End::Lost { welcomed } => {
                         if welcomed {
                             backoff.reset();
+                            redirects = 0;
+                        }
+                    }
+                    End::Redirect(leader) => {
+                        match crate::config::endpoint_url(&leader, "node/ws") {
+                            Ok(to) if redirects < 3 => {
+                                redirects += 1;
+                                info!(leader = %leader, "this hub is a follower; connecting to the leader");
+                                target = to;
+                                continue;
+                            }
+                            Ok(_) => warn!("too many redirects between hubs; pausing"),
+                            Err(e) => warn!(error = %e, "the hub named an unusable leader url"),
                         }
                     }
                 }
@@ -246,6 +263,8 @@ async fn stop_remaining(node: &mut Node, exits: &mut mpsc::Receiver<ProcExit>) {
 enum End {
     /// Shut down as asked (every agent stopped or the deadline passed).
     Shutdown,
+    /// The hub is a follower; the leader is at this URL.
+    Redirect(String),
     /// Connection lost or broken; reconnect.
     Lost { welcomed: bool },
     /// The hub refused the node; give up.
@@ -422,6 +441,9 @@ fn on_frame(node: &mut Node, conn: &mut Conn, text: &str) -> Result<(), End> {
                     .terminate(agent_id, Duration::from_millis(grace_ms), &reason);
             }
             HubToNode::Error { code, message } => {
+                if code == torch_api::ws::NOT_LEADER {
+                    return Err(End::Redirect(message));
+                }
                 if AUTH_ERROR_CODES.contains(&code.as_str()) {
                     return Err(End::Refused(AgentError::Auth {
                         detail: format!("{code}: {message}"),

@@ -25,11 +25,17 @@ type St<S> = State<Arc<Shared<S>>>;
 
 /// `GET /api/v1/health` (no auth).
 pub(crate) async fn health<S: Store>(State(shared): St<S>) -> Json<Health> {
+    let (role, leader) = match &*shared.role.borrow() {
+        crate::leader::Role::Leader { .. } => ("leader", None),
+        crate::leader::Role::Follower { leader } => ("follower", leader.clone()),
+    };
     Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         store: shared.store.kind().into(),
         uptime_ms: shared.started.elapsed().as_millis() as u64,
+        role: role.into(),
+        leader,
     })
 }
 

@@ -53,6 +53,10 @@ pub(crate) fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
         )
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            crate::leader::forward::<S>,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)
 }

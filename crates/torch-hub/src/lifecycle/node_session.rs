@@ -64,6 +64,11 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
         Ok(h) => h,
         Err(msg) => return refuse(&mut socket, "bad_hello", msg).await,
     };
+    if let Some(torch_api::ws::HubMessage::Error { code, message }) =
+        crate::leader::redirect(&shared)
+    {
+        return refuse(&mut socket, &code, message).await;
+    }
     let session = shared.session_seq.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<HubToNode>(1024);
     let (reply_tx, reply_rx) = oneshot::channel();

@@ -21,6 +21,9 @@ const EXIT_REPORT_SLACK_MS: u64 = 10_000;
 
 impl<S: Store> Lifecycle<S> {
     pub(super) async fn tick(&mut self) {
+        if !self.shared.is_leader() {
+            return;
+        }
         if self.agents.is_empty() && self.templates.is_empty() && self.parents.is_empty() {
             return;
         }

@@ -1,0 +1,255 @@
+//! Leadership among hubs that share one store (Redis).
+//!
+//! Every hub serves the API; one of them, the leader, runs the engine
+//! (scheduler, leases, reaper) and the lifecycle manager. The leader holds a
+//! lease in the store with its own fence (`Store::acquire_leadership`) and
+//! renews it every third of its term. Followers try to take it over on the
+//! same period, so a dead leader is replaced within one term plus a period.
+//!
+//! A follower:
+//! - forwards requests that need the engine (submissions, cancels, retries,
+//!   spawns, drains, agent and node listings, stats) to the leader;
+//! - answers agents' and nodes' Hello with `not_leader` and the leader's URL,
+//!   so they connect there; reads (tasks, events, logs) it serves itself from
+//!   the store.
+//!
+//! On taking over, a hub loads the store's state into its engine (every
+//! lease gets a fresh term, as after a restart); agents whose leader died
+//! reconnect through their configured hub and re-attach their running tasks.
+//! A leader that cannot renew in time steps down to follower before its
+//! lease can have passed on (its engine drops all state and sends its agents
+//! away to reconnect): two hubs do not schedule at once, and the store's
+//! fenced, atomic claims would keep even an overlap from assigning a task
+//! twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio_util::sync::CancellationToken;
+use torch_store::Store;
+use tracing::{error, info, warn};
+
+use crate::api::ApiError;
+use crate::clock::now_ms;
+use crate::engine::Cmd;
+use crate::hub::Shared;
+
+/// This hub's part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Runs the engine; `fence` is its leader fence.
+    Leader { fence: u64 },
+    /// Serves reads and forwards the rest to the leader (when one is known).
+    Follower { leader: Option<String> },
+}
+
+/// Runs the election for `hub` (its URL) until `shutdown`.
+pub(crate) async fn run<S: Store>(
+    shared: Arc<Shared<S>>,
+    hub: String,
+    shutdown: CancellationToken,
+) {
+    let ttl = shared.cfg.leader_lease;
+    let ttl_ms = ttl.as_millis() as u64;
+    let period = (ttl / 3).max(Duration::from_millis(50));
+    let mut last_renewed = now_ms();
+    loop {
+        let role = shared.role.borrow().clone();
+        match role {
+            Role::Follower { leader } => {
+                match shared.store.acquire_leadership(hub.clone(), ttl_ms).await {
+                    Ok(Some(fence)) => {
+                        if become_leader(&shared, fence).await {
+                            last_renewed = now_ms();
+                        }
+                    }
+                    Ok(None) => {
+                        let now = match shared.store.current_leader().await {
+                            Ok(Some((url, _))) => Some(url),
+                            _ => None,
+                        };
+                        if now != leader {
+                            info!(leader = ?now, "following the leader");
+                            shared.role.send_replace(Role::Follower { leader: now });
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "leader election: store unavailable"),
+                }
+            }
+            Role::Leader { fence } => {
+                match shared
+                    .store
+                    .renew_leadership(hub.clone(), fence, ttl_ms)
+                    .await
+                {
+                    Ok(true) => last_renewed = now_ms(),
+                    Ok(false) => {
+                        error!(fence, "lost the leadership to another hub; stepping down");
+                        step_down(&shared).await;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "could not renew the leadership");
+                        // Step down before the lease can have passed to
+                        // another hub: never two schedulers at once.
+                        if now_ms().saturating_sub(last_renewed) + period.as_millis() as u64
+                            >= ttl_ms
+                        {
+                            error!("leadership could not be renewed in time; stepping down");
+                            step_down(&shared).await;
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Stops scheduling: the engine drops its state and sends agents away.
+async fn step_down<S: Store>(shared: &Shared<S>) {
+    shared.role.send_replace(Role::Follower { leader: None });
+    let _ = shared.engine.send(Cmd::Deactivate).await;
+}
+
+/// Loads the store's state into the engine and starts acting as leader.
+async fn become_leader<S: Store>(shared: &Shared<S>, fence: u64) -> bool {
+    let snapshot = match shared.store.load().await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "won the election but cannot load the state; will retry");
+            return false;
+        }
+    };
+    info!(
+        fence,
+        queued = snapshot.queued.len(),
+        leased = snapshot.leased.len(),
+        "this hub is now the leader"
+    );
+    shared.backlog.store(
+        snapshot.backlog as i64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    if shared.engine.send(Cmd::Activate(snapshot)).await.is_err() {
+        return false;
+    }
+    shared.role.send_replace(Role::Leader { fence });
+    shared.bump();
+    true
+}
+
+/// For a follower: the `Error` answering an agent's Hello (`not_leader` with
+/// the leader's URL, or `no_leader` during an election). `None` on the leader.
+pub(crate) fn redirect<S>(shared: &Shared<S>) -> Option<torch_api::ws::HubMessage> {
+    match &*shared.role.borrow() {
+        Role::Leader { .. } => None,
+        Role::Follower { leader: Some(url) } => Some(torch_api::ws::HubMessage::Error {
+            code: torch_api::ws::NOT_LEADER.into(),
+            message: url.clone(),
+        }),
+        Role::Follower { leader: None } => Some(torch_api::ws::HubMessage::Error {
+            code: "no_leader".into(),
+            message: "no hub is the leader right now (an election is under way); retrying".into(),
+        }),
+    }
+}
+
+/// Whether a request needs the leader's engine.
+fn needs_leader(method: &Method, path: &str) -> bool {
+    if !path.starts_with("/api/v1/") || path.ends_with("/ws") {
+        return false;
+    }
+    if method != Method::GET {
+        return true;
+    }
+    path.starts_with("/api/v1/agents")
+        || path.starts_with("/api/v1/nodes")
+        || path.starts_with("/api/v1/stats")
+}
+
+/// Middleware: on a follower, forwards what needs the leader.
+pub(crate) async fn forward<S: Store>(
+    State(shared): State<Arc<Shared<S>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let leader = match &*shared.role.borrow() {
+        Role::Leader { .. } => None,
+        Role::Follower { leader } => Some(leader.clone()),
+    };
+    let Some(leader) = leader else {
+        return next.run(req).await;
+    };
+    if !needs_leader(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
+    let Some(base) = leader else {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+            "no hub is the leader right now (an election is under way); retry shortly",
+        );
+        e.retry_after = Some(1);
+        return e.into_response();
+    };
+    match relay(&shared, &base, req).await {
+        Ok(r) => r,
+        Err(msg) => {
+            let mut e = ApiError::new(StatusCode::BAD_GATEWAY, "leader_unreachable", msg);
+            e.retry_after = Some(1);
+            e.into_response()
+        }
+    }
+}
+
+async fn relay<S: Store>(shared: &Shared<S>, base: &str, req: Request) -> Result<Response, String> {
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let body = axum::body::to_bytes(body, shared.cfg.max_body_bytes)
+        .await
+        .map_err(|e| format!("reading the request: {e}"))?;
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let mut out = shared.proxy.request(parts.method.clone(), &url).body(body);
+    for h in [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT] {
+        if let Some(v) = parts.headers.get(&h) {
+            out = out.header(h, v);
+        }
+    }
+    let resp = out
+        .send()
+        .await
+        .map_err(|e| format!("the leader at {base} did not answer: {e}"))?;
+    let status = resp.status();
+    let mut headers = Vec::new();
+    for h in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+        if let Some(v) = resp.headers().get(&h) {
+            headers.push((h, v.clone()));
+        }
+    }
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the leader's answer: {e}"))?;
+    let mut r = Response::new(Body::from(bytes));
+    *r.status_mut() = status;
+    for (h, v) in headers {
+        r.headers_mut().insert(h, v);
+    }
+    r.headers_mut().insert(
+        "x-torch-forwarded-to",
+        HeaderValue::from_str(base).unwrap_or(HeaderValue::from_static("leader")),
+    );
+    Ok(r)
+}

@@ -1,0 +1,267 @@
+//! Many hubs on one Redis (a `redis-server` each test starts on a free port,
+//! never the shared 6379): leader failover within the lease, and a bounded
+//! chaos run (agents killed every second, the leader killed once, Redis
+//! restarted once) that loses and doubles nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use torch_store::redis::testing::RedisServer;
+
+use crate::harness::{Agent, Api, Hub, Rng, TestDir, secs};
+
+/// Leader lease used by these tests.
+const LEADER_LEASE: Duration = Duration::from_secs(2);
+
+fn env(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("TORCH_STORE__URL", url.to_string()),
+        ("TORCH_HUB__LEADER_LEASE", "2s".into()),
+        ("TORCH_HUB__LEASE", "3s".into()),
+        ("TORCH_HUB__HEARTBEAT", "500ms".into()),
+    ]
+}
+
+/// Two hubs on `redis`: the first becomes the leader.
+fn two_hubs(a: &TestDir, b: &TestDir, redis: &RedisServer) -> (Hub, Hub) {
+    let e = env(&redis.url());
+    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = Hub::start_fixed_port(a, &e);
+    a.wait_for("hub A to lead", secs(20), || {
+        (role(&first.api()) == "leader").then_some(())
+    });
+    // The store already has an admin: hub B writes no token file; share A's.
+    b.write("admin.token", &first.admin);
+    let second = Hub::start_fixed_port(b, &e);
+    b.wait_for("hub B to follow", secs(20), || {
+        (role(&second.api()) == "follower").then_some(())
+    });
+    (first, second)
+}
+
+fn role(api: &Api) -> String {
+    api.request("GET", "/api/v1/health", None)
+        .ok()
+        .map(|r| r.json()["role"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// One `task.succeeded` per task, and every task succeeded.
+fn assert_exactly_once(api: &Api, ids: &[String]) {
+    let mut done: BTreeMap<String, usize> = BTreeMap::new();
+    for e in api.events("nova.torch.tasks.completed") {
+        if e["kind"] == "task.succeeded" {
+            *done
+                .entry(e["task_id"].as_str().unwrap_or_default().into())
+                .or_default() += 1;
+        }
+    }
+    let lost: Vec<&String> = ids.iter().filter(|i| !done.contains_key(*i)).collect();
+    let doubled: Vec<(&String, &usize)> = done.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        lost.is_empty(),
+        "{} tasks never succeeded: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(doubled.is_empty(), "tasks completed twice: {doubled:?}");
+}
+
+#[test]
+fn leader_failover_within_the_lease_and_nothing_lost_or_doubled() {
+    let Some(redis) =
+        RedisServer::start_or_skip(&["--appendonly", "yes", "--appendfsync", "always"])
+    else {
+        return;
+    };
+    let (da, db) = (TestDir::new("multihub-a"), TestDir::new("multihub-b"));
+    let (mut a, b) = two_hubs(&da, &db, &redis);
+    let (api_a, api_b) = (a.api(), b.api());
+    // Agents and submissions go through the follower; agents are sent on to
+    // the leader.
+    let token = b.token(&db, "agent");
+    let _agents: Vec<Agent> = (0..3)
+        .map(|i| Agent::start(&db, &b.url, &token, &format!("fa{i}"), "sh", 4))
+        .collect();
+    db.wait_for("3 agents at the leader", secs(20), || {
+        let v = api_b.get("/api/v1/agents");
+        (v["agents"].as_array().map_or(0, |a| {
+            a.iter().filter(|x| x["state"] != "disconnected").count()
+        }) == 3)
+            .then_some(())
+    });
+    let specs: Vec<Value> = (0..120)
+        .map(|i| json!({"name": format!("f{i}"), "command": ["sleep", "0.2"], "skills": ["sh"], "max_retries": 3}))
+        .collect();
+    let ids = api_b.submit(specs);
+    db.wait_for("some progress", secs(30), || {
+        (api_b.counts().get("succeeded").copied().unwrap_or(0) >= 20).then_some(())
+    });
+
+    let killed = Instant::now();
+    a.kill9();
+    let took = db.wait_for("hub B to take over", secs(20), || {
+        (role(&api_b) == "leader").then(|| killed.elapsed())
+    });
+    eprintln!(
+        "leader failover: {} ms (lease {} ms)",
+        took.as_millis(),
+        LEADER_LEASE.as_millis()
+    );
+    // A correctness bound: the lease, plus one election period (a third of
+    // it), plus slack for this loaded 2-core machine.
+    let bound = LEADER_LEASE + LEADER_LEASE / 3 + Duration::from_millis(1500);
+    assert!(took <= bound, "failover took {took:?}, more than {bound:?}");
+
+    for id in &ids {
+        api_b.wait_state(&db, id, "succeeded", secs(90));
+    }
+    assert_exactly_once(&api_b, &ids);
+    drop(api_a);
+}
+
+/// Appends `<task id> <attempt>` to `file`, then succeeds.
+fn effect_spec(i: usize, file: &str) -> Value {
+    json!({
+        "name": format!("c{i}"),
+        "command": ["sh", "-c", format!("echo \"$TORCH_TASK_ID $TORCH_ATTEMPT\" >> {file}")],
+        "skills": ["sh"],
+        "max_retries": 20,
+        "backoff": {"initial": "100ms", "max": "1s", "multiplier": 2.0},
+    })
+}
+
+#[test]
+fn chaos_agents_leader_and_redis_killed_nothing_lost_or_doubled() {
+    let Some(mut redis) =
+        RedisServer::start_or_skip(&["--appendonly", "yes", "--appendfsync", "always"])
+    else {
+        return;
+    };
+    let (da, db) = (TestDir::new("chaos-a"), TestDir::new("chaos-b"));
+    let (mut a, b) = two_hubs(&da, &db, &redis);
+    let api = b.api();
+    let token = b.token(&db, "agent");
+    let mut agents: Vec<Agent> = (0..50)
+        .map(|i| Agent::start(&db, &b.url, &token, &format!("c{i}"), "sh", 2))
+        .collect();
+    let effects = db.join("effects.log");
+    let file = effects.to_str().expect("utf-8 path").to_string();
+    let total = 10_000;
+    let mut ids = Vec::with_capacity(total);
+    for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
+        let specs = chunk.iter().map(|i| effect_spec(*i, &file)).collect();
+        ids.extend(api.submit(specs));
+    }
+    let mut rng = Rng::new(7);
+    let start = Instant::now();
+    let (mut killed_agents, mut leader_killed, mut redis_restarted) = (0, false, false);
+    let deadline = Duration::from_secs(300);
+    loop {
+        let c = match api.request("GET", "/api/v1/tasks?limit=1", None) {
+            Ok(r) if r.status == 200 => r.json()["counts"].clone(),
+            _ => Value::Null,
+        };
+        if c["succeeded"].as_u64() == Some(total as u64) {
+            break;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "chaos run did not finish in {deadline:?}: {c}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        // Every second: kill -9 a random agent and start a replacement.
+        let n = rng.below(agents.len() as u64) as usize;
+        agents[n].kill9();
+        agents[n] = Agent::start(
+            &db,
+            &b.url,
+            &token,
+            &format!("c{n}r{killed_agents}"),
+            "sh",
+            2,
+        );
+        killed_agents += 1;
+        let done = c["succeeded"].as_u64().unwrap_or(0);
+        if !leader_killed && done > (total / 4) as u64 {
+            a.kill9();
+            leader_killed = true;
+        }
+        if leader_killed && !redis_restarted && done > (total / 2) as u64 {
+            redis.restart().expect("restart redis-server");
+            redis_restarted = true;
+        }
+    }
+    assert!(
+        leader_killed && redis_restarted,
+        "the run covered both faults"
+    );
+    assert_exactly_once(&api, &ids);
+    // Each task's effect is in the file for the attempt that succeeded.
+    let text = std::fs::read_to_string(&effects).unwrap_or_default();
+    let lines: BTreeSet<&str> = text.lines().collect();
+    let mut missing = 0;
+    for id in &ids {
+        let t = api.task(id);
+        let line = format!("{id} {}", t["attempt"]);
+        if !lines.contains(line.as_str()) {
+            missing += 1;
+        }
+    }
+    let appended = text.lines().count();
+    eprintln!(
+        "chaos: {total} tasks, {killed_agents} agents killed, leader killed, redis restarted, \
+         {} s; 0 lost, 0 duplicate completions; {appended} effect lines ({} from attempts cut off by a kill)",
+        start.elapsed().as_secs(),
+        appended - total
+    );
+    assert_eq!(missing, 0, "every succeeded attempt left its effect");
+}
+
+#[test]
+fn partitioned_agent_is_requeued_and_its_late_completion_refused_over_redis() {
+    let Some(redis) = RedisServer::start_or_skip(&["--appendonly", "yes"]) else {
+        return;
+    };
+    let dir = TestDir::new("redis-partition");
+    let e = env(&redis.url());
+    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let hub = Hub::start(&dir, &e);
+    let api = hub.api();
+    dir.wait_for("the hub to lead", secs(20), || {
+        (role(&api) == "leader").then_some(())
+    });
+    let token = hub.token(&dir, "agent");
+    let a = Agent::start(&dir, &hub.url, &token, "a", "sh", 1);
+    let a_id = api.agent_id(&dir, "a");
+    // The first attempt outlives the lease; a retry ends at once.
+    let script = r#"if [ "$TORCH_ATTEMPT" -ge 2 ]; then exit 0; fi; sleep 4"#;
+    let id = api
+        .submit(vec![json!({
+            "name": "slow", "command": ["sh", "-c", script], "skills": ["sh"],
+            "max_retries": 2, "backoff": {"initial": "100ms", "max": "1s", "multiplier": 2.0},
+        })])
+        .remove(0);
+    api.wait_state(&dir, &id, "running", secs(20));
+    // Partition: the agent is frozen past its lease (3 s).
+    a.signal(nix::sys::signal::Signal::SIGSTOP);
+    dir.wait_for("the frozen agent's lease to expire", secs(20), || {
+        (!api.task_events(&id, "task.lease_expired").is_empty()).then_some(())
+    });
+    let _b = Agent::start(&dir, &hub.url, &token, "b", "sh", 1);
+    let b_id = api.agent_id(&dir, "b");
+    let done = api.wait_state(&dir, &id, "succeeded", secs(30));
+    assert_eq!(done["last_agent_id"], b_id.as_str(), "{done:#}");
+    a.signal(nix::sys::signal::Signal::SIGCONT);
+    dir.wait_for("agent a's late report to be refused", secs(30), || {
+        api.task_events(&id, "task.stale_report_refused")
+            .into_iter()
+            .find(|e| e["agent_id"] == a_id.as_str())
+    });
+    assert_eq!(
+        api.task_events(&id, "task.succeeded").len(),
+        1,
+        "completed once"
+    );
+}
