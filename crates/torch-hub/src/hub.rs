@@ -51,6 +51,8 @@ pub(crate) struct Shared<S> {
     pub(crate) role: watch::Sender<Role>,
     /// Forwards requests to the leader (followers).
     pub(crate) proxy: reqwest::Client,
+    /// Group commit of agents' reports for a networked store.
+    pub(crate) batcher: Option<crate::batch::Batcher>,
 }
 
 impl<S> Shared<S> {
@@ -185,6 +187,7 @@ impl<S: Store> Hub<S> {
             history_keys: Mutex::new(HashMap::new()),
             taxonomy: taxonomy_index,
             life: life_tx,
+            batcher: shared_store.then(|| crate::batch::Batcher::spawn(store.clone())),
             role: watch::channel(role).0,
             proxy: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(120))

@@ -16,6 +16,7 @@
 
 mod api;
 mod auth;
+mod batch;
 mod clock;
 pub mod config;
 mod engine;

@@ -275,7 +275,11 @@ async fn record<S: Store>(
         let now = now_ms();
         if !starts.is_empty() {
             let held: Vec<_> = starts.iter().map(|h| (h.task_id, h.fence)).collect();
-            match shared.store.start(held, now).await {
+            let res = match &shared.batcher {
+                Some(b) => b.start(held, now).await,
+                None => shared.store.start(held, now).await,
+            };
+            match res {
                 Ok(checks) => {
                     for (h, c) in starts.iter().zip(checks) {
                         if c != torch_store::FenceCheck::Ok {
@@ -325,8 +329,11 @@ async fn record<S: Store>(
                 logs: f.logs.map(|l| (l.stdout, l.stderr, l.truncated)),
             })
             .collect();
-        let results: Vec<Result<FinishResult, String>> = match shared.store.finish(batch, now).await
-        {
+        let res = match &shared.batcher {
+            Some(b) => b.finish(batch, now).await,
+            None => shared.store.finish(batch, now).await,
+        };
+        let results: Vec<Result<FinishResult, String>> = match res {
             Ok(r) => r.into_iter().map(Ok).collect(),
             Err(e) => held.iter().map(|_| Err(e.to_string())).collect(),
         };

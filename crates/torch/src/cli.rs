@@ -617,6 +617,10 @@ pub(crate) struct ThroughputArgs {
     /// (the bench writes to it: use a scratch database).
     #[arg(long)]
     pub(crate) store: Option<String>,
+    /// Hubs sharing the store (needs --store): the first leads, agents
+    /// connect through the last, submissions alternate between them.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) hubs: u32,
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,

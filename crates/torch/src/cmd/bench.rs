@@ -32,6 +32,8 @@ struct Report {
     /// Redis requests per task over the burst (networked store only).
     #[serde(skip_serializing_if = "Option::is_none")]
     store_round_trips_per_task: Option<f64>,
+    /// Hubs sharing the store (agents connect through the last one).
+    hubs: u32,
     assign_latency_ms: Value,
     burst_assign_latency_ms: Value,
     steady: Value,
@@ -139,6 +141,24 @@ async fn stats(client: &Client) -> Result<Value> {
     client.get("/api/v1/stats").await
 }
 
+/// Waits until the hub leads (at once on the embedded store).
+async fn wait_leader(client: &Client) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h: Value = client.get("/api/v1/health").await?;
+        if h["role"] == "leader" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(exit(
+                crate::exit::ERROR,
+                "the hub did not become the leader in 20 s",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn wait_finished(client: &Client, target: u64, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
@@ -174,7 +194,7 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
     hub_cfg.max_body_bytes = 64 << 20;
     let hub = start_hub(
         &cfg,
-        hub_cfg,
+        hub_cfg.clone(),
         "127.0.0.1:0",
         dir.path(),
         &["admin", "agent"],
@@ -182,6 +202,21 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
     .await?;
     let client = Client::new(&hub.url, hub.token("admin").map(str::to_string))?;
     let agent_token = hub.token("agent").unwrap_or_default().to_string();
+    // More hubs on the same Redis: the first leads; agents connect through
+    // the last one (and are sent on to the leader); submissions alternate.
+    if args.hubs > 1 && args.store.is_none() {
+        return Err(exit(BAD_INPUT, "--hubs needs --store redis://…"));
+    }
+    wait_leader(&client).await?;
+    let mut more_hubs = Vec::new();
+    for _ in 1..args.hubs.max(1) {
+        more_hubs.push(start_hub(&cfg, hub_cfg.clone(), "127.0.0.1:0", dir.path(), &[]).await?);
+    }
+    let agent_hub = more_hubs.last().map_or(hub.url.clone(), |h| h.url.clone());
+    let mut submit_clients = vec![client.clone()];
+    for h in &more_hubs {
+        submit_clients.push(Client::new(&h.url, hub.token("admin").map(str::to_string))?);
+    }
     if !args.json {
         eprintln!(
             "starting {} agent processes ({} slots each)…",
@@ -191,7 +226,7 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
     let mut children = Vec::with_capacity(args.agents as usize);
     for i in 0..args.agents {
         children.push(spawn_agent(AgentSpawn {
-            hub: &hub.url,
+            hub: &agent_hub,
             token: &agent_token,
             name: format!("bench-{i}"),
             skills: "bench",
@@ -224,9 +259,9 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
     }
     // Two concurrent submitters keep the hub fed without starving it of CPU.
     let per = chunks.len().div_ceil(2);
-    for part in chunks.chunks(per.max(1)) {
+    for (i, part) in chunks.chunks(per.max(1)).enumerate() {
         let part = part.to_vec();
-        let c = client.clone();
+        let c = submit_clients[i % submit_clients.len()].clone();
         let exec = args.exec;
         submitters.spawn(async move {
             for n in part {
@@ -326,6 +361,9 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
 
     stop_agents(&mut children, Duration::from_secs(10)).await;
     let agents_cpu = cpu_secs(UsageWho::RUSAGE_CHILDREN);
+    for h in more_hubs {
+        h.stop().await?;
+    }
     hub.stop().await?;
     let report = Report {
         tasks_per_sec: args.tasks as f64 / elapsed,
@@ -343,6 +381,7 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
             "sqlite"
         },
         store_round_trips_per_task: trips,
+        hubs: args.hubs.max(1),
         assign_latency_ms: if steady_lat.is_null() {
             burst["assign_latency_ms"].clone()
         } else {

@@ -1,0 +1,114 @@
+//! Group commit for a networked store: start and finish reports from every
+//! agent session are merged into one store call while the previous call is
+//! in flight, so Redis runs one script for many agents' reports instead of
+//! one per session. (The embedded store's writer thread already does this,
+//! so sessions call it directly.)
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use torch_core::TaskId;
+use torch_store::{FenceCheck, Finish, FinishResult, Store, StoreError};
+
+/// Most reports merged into one store call.
+const MAX_BATCH: usize = 4096;
+
+type Reply<T> = oneshot::Sender<Result<Vec<T>, StoreError>>;
+
+/// Handles to the two batching tasks.
+pub(crate) struct Batcher {
+    starts: mpsc::UnboundedSender<(Vec<(TaskId, u64)>, u64, Reply<FenceCheck>)>,
+    finishes: mpsc::UnboundedSender<(Vec<Finish>, u64, Reply<FinishResult>)>,
+}
+
+impl Batcher {
+    /// Starts the batching tasks over `store`.
+    pub(crate) fn spawn<S: Store>(store: Arc<S>) -> Batcher {
+        let (stx, srx) = mpsc::unbounded_channel();
+        let (ftx, frx) = mpsc::unbounded_channel();
+        let s = store.clone();
+        tokio::spawn(run(srx, move |items, now| {
+            let s = s.clone();
+            async move { s.start(items, now).await }
+        }));
+        tokio::spawn(run(frx, move |items, now| {
+            let s = store.clone();
+            async move { s.finish(items, now).await }
+        }));
+        Batcher {
+            starts: stx,
+            finishes: ftx,
+        }
+    }
+
+    /// `Store::start`, merged with other sessions' calls.
+    pub(crate) async fn start(
+        &self,
+        held: Vec<(TaskId, u64)>,
+        now: u64,
+    ) -> Result<Vec<FenceCheck>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.starts.send((held, now, tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// `Store::finish`, merged with other sessions' calls.
+    pub(crate) async fn finish(
+        &self,
+        reports: Vec<Finish>,
+        now: u64,
+    ) -> Result<Vec<FinishResult>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.finishes
+            .send((reports, now, tx))
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the hub is stopping".into())
+}
+
+/// Serves one kind of call: takes what queued up, makes one store call,
+/// hands each caller its slice of the results (or the error).
+async fn run<I, T, F, Fut>(mut rx: mpsc::UnboundedReceiver<(Vec<I>, u64, Reply<T>)>, call: F)
+where
+    F: Fn(Vec<I>, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, StoreError>>,
+{
+    while let Some(first) = rx.recv().await {
+        let mut pending = vec![first];
+        let mut n = pending[0].0.len();
+        while n < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(more) => {
+                    n += more.0.len();
+                    pending.push(more);
+                }
+                Err(_) => break,
+            }
+        }
+        let now = pending.iter().map(|p| p.1).max().unwrap_or(0);
+        let mut items = Vec::with_capacity(n);
+        let mut shapes = Vec::with_capacity(pending.len());
+        for (batch, _, reply) in pending {
+            shapes.push((batch.len(), reply));
+            items.extend(batch);
+        }
+        match call(items, now).await {
+            Ok(results) => {
+                let mut results = results.into_iter();
+                for (len, reply) in shapes {
+                    let mine: Vec<T> = results.by_ref().take(len).collect();
+                    let _ = reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in shapes {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
