@@ -14,11 +14,13 @@ use torch_store::{FenceCheck, Finish, FinishResult, Store, StoreError};
 const MAX_BATCH: usize = 4096;
 
 type Reply<T> = oneshot::Sender<Result<Vec<T>, StoreError>>;
+/// One caller's items, its clock, and where its results go.
+type Request<I, T> = (Vec<I>, u64, Reply<T>);
 
 /// Handles to the two batching tasks.
 pub(crate) struct Batcher {
-    starts: mpsc::UnboundedSender<(Vec<(TaskId, u64)>, u64, Reply<FenceCheck>)>,
-    finishes: mpsc::UnboundedSender<(Vec<Finish>, u64, Reply<FinishResult>)>,
+    starts: mpsc::UnboundedSender<Request<(TaskId, u64), FenceCheck>>,
+    finishes: mpsc::UnboundedSender<Request<Finish, FinishResult>>,
 }
 
 impl Batcher {
@@ -72,7 +74,7 @@ fn stopped() -> StoreError {
 
 /// Serves one kind of call: takes what queued up, makes one store call,
 /// hands each caller its slice of the results (or the error).
-async fn run<I, T, F, Fut>(mut rx: mpsc::UnboundedReceiver<(Vec<I>, u64, Reply<T>)>, call: F)
+async fn run<I, T, F, Fut>(mut rx: mpsc::UnboundedReceiver<Request<I, T>>, call: F)
 where
     F: Fn(Vec<I>, u64) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<T>, StoreError>>,
