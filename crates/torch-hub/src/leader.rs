@@ -48,12 +48,34 @@ pub(crate) enum Role {
     Follower { leader: Option<String> },
 }
 
-/// Runs the election for `hub` (its URL) until `shutdown`.
+/// The URL in a hub id (`<url>#<unique suffix>`).
+fn url_of(hub: &str) -> String {
+    hub.split_once('#').map_or(hub, |(url, _)| url).to_string()
+}
+
+/// Runs the election for this hub, reachable at `url`, until `shutdown`.
 pub(crate) async fn run<S: Store>(
     shared: Arc<Shared<S>>,
-    hub: String,
+    url: String,
     shutdown: CancellationToken,
 ) {
+    // Unique even when two hubs advertise the same URL by mistake.
+    let hub = format!("{url}#{}", uuid::Uuid::now_v7());
+    // Followers see the leader's writes only through the store: wake their
+    // event long-polls regularly.
+    {
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => if !shared.is_leader() { shared.bump() },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
     let ttl = shared.cfg.leader_lease;
     let ttl_ms = ttl.as_millis() as u64;
     let period = (ttl / 3).max(Duration::from_millis(50));
@@ -70,7 +92,7 @@ pub(crate) async fn run<S: Store>(
                     }
                     Ok(None) => {
                         let now = match shared.store.current_leader().await {
-                            Ok(Some((url, _))) => Some(url),
+                            Ok(Some((id, _))) => Some(url_of(&id)),
                             _ => None,
                         };
                         if now != leader {
@@ -82,11 +104,19 @@ pub(crate) async fn run<S: Store>(
                 }
             }
             Role::Leader { fence } => {
-                match shared
-                    .store
-                    .renew_leadership(hub.clone(), fence, ttl_ms)
-                    .await
-                {
+                // A renewal stuck on a dead connection must not outlive the
+                // term: give up after one period and count it as a failure.
+                let renewed = tokio::time::timeout(
+                    period,
+                    shared.store.renew_leadership(hub.clone(), fence, ttl_ms),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(torch_store::StoreError::Unavailable(
+                        "lease renewal timed out".into(),
+                    ))
+                });
+                match renewed {
                     Ok(true) => last_renewed = now_ms(),
                     Ok(false) => {
                         error!(fence, "lost the leadership to another hub; stepping down");
@@ -108,7 +138,23 @@ pub(crate) async fn run<S: Store>(
         }
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                // A clean stop hands over at once.
+                let held = match &*shared.role.borrow() {
+                    Role::Leader { fence } => Some(*fence),
+                    Role::Follower { .. } => None,
+                };
+                if let Some(fence) = held {
+                    let store = shared.store.clone();
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        store.release_leadership(hub.clone(), fence),
+                    )
+                    .await;
+                    info!("leadership released");
+                }
+                return;
+            }
         }
     }
 }

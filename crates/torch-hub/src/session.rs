@@ -25,17 +25,21 @@ use crate::hub::Shared;
 
 const OUTBOX: usize = 8192;
 
-fn encode(msgs: &[HubMessage]) -> Message {
+/// One text frame holding `msgs` as a JSON array (`[]` if encoding fails).
+pub(crate) fn encode<T: serde::Serialize>(msgs: &[T]) -> Message {
     match serde_json::to_string(msgs) {
         Ok(s) => Message::Text(s.into()),
         Err(e) => {
-            warn!(error = %e, "could not encode hub messages");
+            warn!(error = %e, "could not encode outgoing messages");
             Message::Text("[]".into())
         }
     }
 }
 
-async fn read_hello(socket: &mut WebSocket) -> Result<Hello, String> {
+/// The first frame's messages (a JSON array), within 10 s.
+pub(crate) async fn first_frame<T: serde::de::DeserializeOwned>(
+    socket: &mut WebSocket,
+) -> Result<Vec<T>, String> {
     let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
         .await
         .map_err(|_| "no hello within 10 s".to_string())?
@@ -44,8 +48,11 @@ async fn read_hello(socket: &mut WebSocket) -> Result<Hello, String> {
     let Message::Text(text) = frame else {
         return Err("first frame must be a text frame holding [hello]".into());
     };
-    let mut msgs: Vec<AgentMessage> =
-        serde_json::from_str(&text).map_err(|e| format!("malformed hello: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("malformed hello: {e}"))
+}
+
+async fn read_hello(socket: &mut WebSocket) -> Result<Hello, String> {
+    let mut msgs: Vec<AgentMessage> = first_frame(socket).await?;
     match msgs.drain(..).next() {
         Some(AgentMessage::Hello(h)) => {
             if h.slots == 0 || h.slots > 10_000 {

@@ -14,33 +14,15 @@ use tracing::{info, warn};
 
 use super::LifeCmd;
 use crate::hub::Shared;
+use crate::session::{encode, first_frame};
 
 /// How often nodes send heartbeats (resource samples).
 const NODE_HEARTBEAT: Duration = Duration::from_secs(1);
 /// A node silent this long is disconnected.
 const NODE_SILENCE: Duration = Duration::from_secs(15);
 
-fn encode(msgs: &[HubToNode]) -> Message {
-    match serde_json::to_string(msgs) {
-        Ok(s) => Message::Text(s.into()),
-        Err(e) => {
-            warn!(error = %e, "could not encode node messages");
-            Message::Text("[]".into())
-        }
-    }
-}
-
 async fn read_hello(socket: &mut WebSocket) -> Result<NodeHello, String> {
-    let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
-        .await
-        .map_err(|_| "no hello within 10 s".to_string())?
-        .ok_or("connection closed before hello")?
-        .map_err(|e| format!("websocket error before hello: {e}"))?;
-    let Message::Text(text) = frame else {
-        return Err("first frame must be a text frame holding [hello]".into());
-    };
-    let msgs: Vec<NodeMessage> =
-        serde_json::from_str(&text).map_err(|e| format!("malformed node hello: {e}"))?;
+    let msgs: Vec<NodeMessage> = first_frame(socket).await?;
     match msgs.into_iter().next() {
         Some(NodeMessage::Hello(h)) if !h.name.trim().is_empty() => Ok(h),
         Some(NodeMessage::Hello(_)) => Err("node name is empty".into()),

@@ -448,6 +448,12 @@ impl Store for RedisStore {
         RedisStore::leader_renew(self, &hub, fence, ttl_ms).await
     }
 
+    async fn release_leadership(&self, hub: String, fence: u64) -> Result<(), StoreError> {
+        RedisStore::leader_release(self, &hub, fence)
+            .await
+            .map(|_| ())
+    }
+
     async fn current_leader(&self) -> Result<Option<(String, u64)>, StoreError> {
         RedisStore::leader_current(self).await
     }

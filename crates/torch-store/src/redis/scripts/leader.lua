@@ -1,5 +1,7 @@
-#!lua
--- leader: the hubs' leader lease (see `redis/leader.rs`).
+#!lua flags=allow-oom
+-- leader: the hubs' leader lease (see `redis/leader.rs`). `allow-oom`: the
+-- lease must stay renewable when Redis is at maxmemory (it writes a few
+-- bytes), or a full Redis would also take the cluster's leader away.
 --
 -- KEYS[1] the lease (`P:leader`, value "<fence>:<hub id>", expiring),
 -- KEYS[2] the leader fence counter (`P:leader:fence`).
