@@ -160,12 +160,13 @@ pub(crate) struct AgentArgs {
     /// Agent name (default: `agent-<pid>`).
     #[arg(long)]
     pub(crate) name: Option<String>,
-    /// Skills with optional proficiency, e.g. `rust:0.9,python,sh`.
-    #[arg(long, default_value = "sh")]
-    pub(crate) skills: String,
-    /// Tasks run at once.
-    #[arg(long, default_value_t = 4)]
-    pub(crate) slots: u32,
+    /// Skills with optional proficiency, e.g. `rust:0.9,python,sh` (default
+    /// `sh`, or the template's when a node started this agent).
+    #[arg(long)]
+    pub(crate) skills: Option<String>,
+    /// Tasks run at once (default 4, or the template's).
+    #[arg(long)]
+    pub(crate) slots: Option<u32>,
     /// Labels, `key=value`, repeatable.
     #[arg(long = "label")]
     pub(crate) labels: Vec<String>,

@@ -88,6 +88,9 @@ pub(crate) struct StoreConfig {
     pub(crate) url: Option<String>,
     /// Approximate length each Redis stream is trimmed to (`MAXLEN ~`).
     pub(crate) redis_maxlen: u64,
+    /// PEM file of a private CA that signed the Redis server's certificate
+    /// (`rediss://`); unset: the system's roots.
+    pub(crate) redis_ca_file: Option<PathBuf>,
     /// Directory holding `torch.db`.
     pub(crate) data_dir: PathBuf,
     /// `normal` survives a crash of any process (kill -9); `full` also survives
@@ -110,6 +113,7 @@ impl Default for StoreConfig {
         StoreConfig {
             url: None,
             redis_maxlen: 100_000,
+            redis_ca_file: None,
             data_dir: PathBuf::from(".torch"),
             sync: SyncMode::Normal,
         }

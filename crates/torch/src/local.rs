@@ -76,8 +76,16 @@ pub(crate) async fn start_hub(
 ) -> Result<LocalHub> {
     match cfg.store.url.as_deref() {
         Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            let ca = match &cfg.store.redis_ca_file {
+                Some(p) => Some(
+                    std::fs::read(p)
+                        .with_context(|| format!("reading store.redis-ca-file {}", p.display()))?,
+                ),
+                None => None,
+            };
             let opts = RedisOptions {
                 maxlen: cfg.store.redis_maxlen,
+                tls_root_ca_pem: ca,
                 ..RedisOptions::default()
             };
             let store = RedisStore::open(url, opts)

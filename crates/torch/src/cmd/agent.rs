@@ -14,17 +14,19 @@ use crate::config::Config;
 use crate::exit::{BAD_INPUT, exit};
 use crate::local::shutdown_signal;
 
-/// The `--skills` and `--slots` defaults (see `AgentArgs`): with a template,
-/// a flag still at its default does not override the template's value.
+/// The `--skills` and `--slots` defaults without a template; given flags
+/// override a template's values.
 const DEFAULT_SKILLS: &str = "sh";
 const DEFAULT_SLOTS: u32 = 4;
 
 pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     let template = template_from_env()?;
     let agent_id = agent_id_from_env()?;
-    let skills = parse_skill_list(&args.skills)
-        .map_err(|e| exit(BAD_INPUT, format!("--skills {:?}: {e}", args.skills)))?;
-    if args.slots == 0 || args.slots > 10_000 {
+    let skills_arg = args.skills.as_deref().unwrap_or(DEFAULT_SKILLS);
+    let skills = parse_skill_list(skills_arg)
+        .map_err(|e| exit(BAD_INPUT, format!("--skills {skills_arg:?}: {e}")))?;
+    let slots = args.slots.unwrap_or(DEFAULT_SLOTS);
+    if slots == 0 || slots > 10_000 {
         return Err(exit(BAD_INPUT, "--slots must be between 1 and 10000"));
     }
     let mut labels = BTreeMap::new();
@@ -49,11 +51,11 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
         ac.apply_template(t)
             .map_err(|e| exit(BAD_INPUT, format!("{ENV_AGENT_TEMPLATE}: {e}")))?;
     }
-    if template.is_none() || args.skills != DEFAULT_SKILLS {
+    if template.is_none() || args.skills.is_some() {
         ac.skills = skills;
     }
-    if template.is_none() || args.slots != DEFAULT_SLOTS {
-        ac.slots = args.slots;
+    if template.is_none() || args.slots.is_some() {
+        ac.slots = slots;
     }
     ac.labels.extend(labels);
     ac.agent_id = agent_id;

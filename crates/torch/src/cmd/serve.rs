@@ -37,7 +37,7 @@ pub(crate) async fn run(mut cfg: Config, args: ServeArgs) -> Result<()> {
         writeln!(
             err,
             "    export TORCH_HUB={} TORCH_TOKEN={token}\n",
-            hub.url
+            cfg.hub.advertise_url.as_deref().unwrap_or(&hub.url)
         )?;
     }
     if let Some(path) = &args.url_file {
