@@ -45,33 +45,7 @@ macro_rules! conformance {
     };
 }
 
-conformance!(
-    submit::queued_and_blocked,
-    submit::idempotent,
-    submit::all_or_nothing,
-    lease::assign_refuses_non_queued,
-    lease::concurrent_claims,
-    lease::start_and_progress,
-    ends::success_releases_diamond,
-    ends::stale_and_duplicate,
-    ends::failures_retry_then_dead,
-    ends::expire_lease,
-    ends::cancel_running,
-    ends::retry_dead,
-    misc::events_filter_and_order,
-    misc::list_filters,
-    misc::list_leased_states,
-    misc::tokens_and_meta,
-    routing::routing_round_trips,
-    routing::plain_task_keeps_tenant,
-    routing::failed_agents_accumulate,
-    routing::explanation_stored,
-    durability::reopen_keeps_everything,
-    durability::fences_increase_across_reopen,
-    memory::memory_put_get_list_and_limits,
-    memory::memory_inherit_copies_and_audits,
-    memory::parent_links_children,
-);
+suite::every_case!(conformance);
 
 #[tokio::test]
 async fn refuses_a_newer_schema() {
