@@ -35,6 +35,11 @@ pub struct HubConfig {
     /// dead leader is replaced within it plus a third of it (4 s by default).
     #[serde(with = "torch_core::spec::duration")]
     pub leader_lease: Duration,
+    /// With a shared store: how often the leader compares the store's queued
+    /// tasks and leases with its memory and adopts what it does not know
+    /// (default 30 s).
+    #[serde(with = "torch_core::spec::duration")]
+    pub reconcile_every: Duration,
     /// The URL other hubs and agents reach this hub at (default:
     /// `http://` + the bound address). Set it when listening on 0.0.0.0.
     pub advertise_url: Option<String>,
@@ -70,6 +75,7 @@ impl Default for HubConfig {
             stall_after: None,
             stall_action: StallAction::Event,
             leader_lease: Duration::from_secs(3),
+            reconcile_every: Duration::from_secs(30),
             advertise_url: None,
             routing: torch_core::routing::RoutingConfig::default(),
             lifecycle: LifecycleConfig::default(),

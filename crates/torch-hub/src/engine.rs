@@ -124,6 +124,9 @@ pub(crate) enum Cmd {
     /// Leases found in the store that the engine does not track (an assign
     /// that reported an error but was written): (task, agent, fence).
     Adopt(Vec<(TaskId, AgentId, u64)>),
+    /// The store's queued tasks and leases, to compare with memory (leader
+    /// on a shared store, periodically).
+    Reconcile(Snapshot),
     /// This hub is no longer the leader: drop all state and send the agents
     /// away (they reconnect and are redirected to the new leader).
     Deactivate,
@@ -258,6 +261,56 @@ impl<S: Store> Engine<S> {
             );
         }
         self.enqueue(snapshot.queued, now);
+    }
+
+    /// Tracks leases the store holds that this engine does not: each expires
+    /// (and its task is retried) unless its agent holds it.
+    fn adopt(&mut self, leases: Vec<(TaskId, AgentId, u64)>, now: u64) {
+        let term = now + self.lease_ms();
+        for (task, agent, fence) in leases {
+            if self.leases.contains_key(&task) {
+                continue;
+            }
+            warn!(task_id = %task, agent_id = %agent, fence, "adopting a lease the store holds but this hub did not track");
+            self.sched.take_slot(agent);
+            self.leases.insert(
+                task,
+                Lease {
+                    agent,
+                    fence,
+                    expires_ms: term,
+                    phase: Phase::Held,
+                    active_ms: now,
+                    stalled: false,
+                },
+            );
+        }
+    }
+
+    /// The periodic safety net on a shared store: queued tasks this engine
+    /// does not schedule are enqueued, leases it does not track are adopted.
+    /// (A stale entry is harmless: the store refuses a claim of a task that
+    /// is no longer queued, and an expiry under an old fence.)
+    fn reconcile(&mut self, snapshot: Snapshot, now: u64) {
+        let missing: Vec<QueuedTask> = snapshot
+            .queued
+            .into_iter()
+            .filter(|t| !self.sched.is_queued(t.id) && !self.leases.contains_key(&t.id))
+            .collect();
+        if !missing.is_empty() {
+            warn!(
+                count = missing.len(),
+                "reconcile: tasks queued in the store were not scheduled; enqueueing them"
+            );
+            self.enqueue(missing, now);
+        }
+        let untracked: Vec<(TaskId, AgentId, u64)> = snapshot
+            .leased
+            .into_iter()
+            .filter(|l| !self.leases.contains_key(&l.task))
+            .map(|l| (l.task, l.agent, l.fence))
+            .collect();
+        self.adopt(untracked, now);
     }
 
     /// Stops acting as leader: agents are told to reconnect, state dropped.
@@ -498,27 +551,8 @@ impl<S: Store> Engine<S> {
             Cmd::Drain { agent, drain } => self.drain(agent, drain),
             Cmd::Activate(snapshot) => self.activate(snapshot, now),
             Cmd::Deactivate => self.deactivate(),
-            Cmd::Adopt(leases) => {
-                let term = now + self.lease_ms();
-                for (task, agent, fence) in leases {
-                    if self.leases.contains_key(&task) {
-                        continue;
-                    }
-                    warn!(task_id = %task, agent_id = %agent, fence, "adopting a lease the store holds but this hub did not track");
-                    self.sched.take_slot(agent);
-                    self.leases.insert(
-                        task,
-                        Lease {
-                            agent,
-                            fence,
-                            expires_ms: term,
-                            phase: Phase::Held,
-                            active_ms: now,
-                            stalled: false,
-                        },
-                    );
-                }
-            }
+            Cmd::Adopt(leases) => self.adopt(leases, now),
+            Cmd::Reconcile(snapshot) => self.reconcile(snapshot, now),
             Cmd::AgentSkills(reply) => {
                 let skills = self
                     .agents

@@ -13,6 +13,10 @@
 //!   so they connect there; reads (tasks, events, logs) it serves itself from
 //!   the store.
 //!
+//! Every `hub.reconcile-every` (30 s) the leader also compares the store's queued tasks and leases
+//! with its memory and adopts what it does not know (a safety net for writes
+//! whose outcome it could not see).
+//!
 //! On taking over, a hub loads the store's state into its engine (every
 //! lease gets a fresh term, as after a restart); agents whose leader died
 //! reconnect through their configured hub and re-attach their running tasks.
@@ -80,6 +84,7 @@ pub(crate) async fn run<S: Store>(
     let ttl_ms = ttl.as_millis() as u64;
     let period = (ttl / 3).max(Duration::from_millis(50));
     let mut last_renewed = now_ms();
+    let mut last_reconciled = now_ms();
     loop {
         let role = shared.role.borrow().clone();
         match role {
@@ -117,7 +122,14 @@ pub(crate) async fn run<S: Store>(
                     ))
                 });
                 match renewed {
-                    Ok(true) => last_renewed = now_ms(),
+                    Ok(true) => {
+                        last_renewed = now_ms();
+                        let every = shared.cfg.reconcile_every.as_millis() as u64;
+                        if last_renewed.saturating_sub(last_reconciled) >= every {
+                            last_reconciled = last_renewed;
+                            tokio::spawn(reconcile(shared.clone()));
+                        }
+                    }
                     Ok(false) => {
                         error!(fence, "lost the leadership to another hub; stepping down");
                         step_down(&shared).await;
@@ -156,6 +168,20 @@ pub(crate) async fn run<S: Store>(
                 return;
             }
         }
+    }
+}
+
+/// Compares the store's queued tasks and leases with the engine's memory (a
+/// safety net for writes whose outcome the leader could not see, and for a
+/// Redis that lost its last second of writes); `hub.reconcile-every`.
+async fn reconcile<S: Store>(shared: Arc<Shared<S>>) {
+    match shared.store.load().await {
+        Ok(snapshot) => {
+            if shared.is_leader() {
+                let _ = shared.engine.send(Cmd::Reconcile(snapshot)).await;
+            }
+        }
+        Err(e) => warn!(error = %e, "reconcile: cannot read the store"),
     }
 }
 

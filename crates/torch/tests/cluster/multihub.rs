@@ -265,3 +265,65 @@ fn partitioned_agent_is_requeued_and_its_late_completion_refused_over_redis() {
         "completed once"
     );
 }
+
+#[test]
+fn the_leader_picks_up_tasks_written_to_the_store_behind_its_back() {
+    let Some(redis) = RedisServer::start_or_skip(&["--appendonly", "yes"]) else {
+        return;
+    };
+    let dir = TestDir::new("redis-reconcile");
+    let mut e = env(&redis.url());
+    e.push(("TORCH_HUB__RECONCILE_EVERY", "1s".into()));
+    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let hub = Hub::start(&dir, &e);
+    let api = hub.api();
+    dir.wait_for("the hub to lead", secs(20), || {
+        (role(&api) == "leader").then_some(())
+    });
+    let token = hub.token(&dir, "agent");
+    let _a = Agent::start(&dir, &hub.url, &token, "a", "sh", 2);
+    api.agent_id(&dir, "a");
+    // A task written straight into the store: the hub never heard of it
+    // (as after a write whose answer was lost).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let id: torch_core::TaskId =
+        format!("01900000-0000-7000-8000-{:012x}", nanos & 0xffff_ffff_ffff)
+            .parse()
+            .expect("task id");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        use torch_store::Store;
+        let store = torch_store::redis::RedisStore::open(&redis.url(), Default::default())
+            .await
+            .expect("open the store");
+        let spec = torch_core::TaskSpec {
+            name: Some("behind".into()),
+            command: Some(vec!["true".into()]),
+            skills: vec!["sh".parse().expect("skill")],
+            ..torch_core::TaskSpec::default()
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64;
+        store
+            .submit(
+                vec![torch_store::NewTask {
+                    id,
+                    name: "behind".into(),
+                    spec,
+                    deps: Vec::new(),
+                    routing: None,
+                    analysis: None,
+                    parent: None,
+                }],
+                now,
+            )
+            .await
+            .expect("submit straight to the store");
+    });
+    api.wait_state(&dir, &id.to_string(), "succeeded", secs(30));
+}
