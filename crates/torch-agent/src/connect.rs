@@ -98,6 +98,70 @@ impl Backoff {
     }
 }
 
+/// Redirects followed in a row before pausing.
+const MAX_REDIRECTS: u32 = 3;
+
+/// Where the next connection goes, and how long to wait before it: the
+/// configured hub, or (for one attempt) the leader a follower hub named;
+/// backoff between failures. Shared by the agent and the node loops.
+pub(crate) struct Dialer {
+    url: String,
+    endpoint: &'static str,
+    next: Option<String>,
+    redirects: u32,
+    backoff: Backoff,
+}
+
+impl Dialer {
+    /// Dials `url` (a WebSocket URL); redirects go to `<leader>/api/v1/<endpoint>`.
+    pub(crate) fn new(url: String, endpoint: &'static str) -> Self {
+        Dialer {
+            url,
+            endpoint,
+            next: None,
+            redirects: 0,
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// The URL to connect to now.
+    pub(crate) fn target(&mut self) -> String {
+        self.next.take().unwrap_or_else(|| self.url.clone())
+    }
+
+    /// A session was established: failures start again from the shortest delay.
+    pub(crate) fn welcomed(&mut self) {
+        self.backoff.reset();
+        self.redirects = 0;
+    }
+
+    /// A follower named `leader`: true when the next attempt should go there
+    /// at once; false (logged) to pause and retry the configured hub.
+    pub(crate) fn redirect(&mut self, leader: &str) -> bool {
+        match crate::config::endpoint_url(leader, self.endpoint) {
+            Ok(to) if self.redirects < MAX_REDIRECTS => {
+                self.redirects += 1;
+                tracing::info!(leader = %leader, "this hub is a follower; connecting to the leader");
+                self.next = Some(to);
+                true
+            }
+            Ok(_) => {
+                tracing::warn!("too many redirects between hubs; pausing");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the hub named an unusable leader url");
+                false
+            }
+        }
+    }
+
+    /// The pause before the next attempt after a failure.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        self.backoff.next_delay()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,8 +16,8 @@ use tracing::{debug, info, warn};
 use torch_api::ws::{AgentMessage, HubMessage};
 
 use crate::agent::Agent;
-use crate::config::{AgentConfig, LABEL_AGENT_ID, endpoint_url};
-use crate::connect::{Backoff, ConnectError, connect, request};
+use crate::config::{AgentConfig, LABEL_AGENT_ID};
+use crate::connect::{ConnectError, Dialer, connect, request};
 use crate::error::AgentError;
 use crate::runner::RunnerEvent;
 use crate::writer::{Outq, Ws, write_loop};
@@ -33,8 +33,6 @@ const ACK_WAIT: Duration = Duration::from_secs(1);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Hub error code of a follower hub; the message is the leader's URL.
 pub(crate) const NOT_LEADER: &str = torch_api::ws::NOT_LEADER;
-/// Redirects followed in a row before pausing.
-const MAX_REDIRECTS: u32 = 3;
 /// Hub error codes that mean the token is not accepted.
 pub(crate) const AUTH_ERROR_CODES: &[&str] = &["unauthorized", "forbidden"];
 
@@ -78,16 +76,12 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     info!(name = %agent.cfg.name, slots = agent.cfg.slots, hub = %url, "agent starting");
 
     let token = agent.cfg.token.clone();
-    let mut backoff = Backoff::new();
-    // Where to connect next: the configured hub, or the leader a follower
-    // hub redirected us to (for one attempt; then back to the configured one).
-    let mut target = url.clone();
-    let mut redirects = 0u32;
+    let mut dialer = Dialer::new(url.clone(), "agent/ws");
     let result = loop {
         if shutdown.is_cancelled() {
             break Ok(());
         }
-        let this = std::mem::replace(&mut target, url.clone());
+        let this = dialer.target();
         let attempt = async {
             tokio::select! {
                 r = connect(&this, &token) => Some(r),
@@ -103,26 +97,20 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                     End::Refused(e) => break Err(e),
                     End::Lost { welcomed } => {
                         if welcomed {
-                            backoff.reset();
-                            redirects = 0;
+                            dialer.welcomed();
                         }
                     }
-                    End::Redirect(leader) => match endpoint_url(&leader, "agent/ws") {
-                        Ok(to) if redirects < MAX_REDIRECTS => {
-                            redirects += 1;
-                            info!(leader = %leader, "this hub is a follower; connecting to the leader");
-                            target = to;
+                    End::Redirect(leader) => {
+                        if dialer.redirect(&leader) {
                             continue;
                         }
-                        Ok(_) => warn!("too many redirects between hubs; pausing"),
-                        Err(e) => warn!(error = %e, "the hub named an unusable leader url"),
-                    },
+                    }
                 }
             }
             Some(Err(ConnectError::Fatal(e))) => break Err(e),
             Some(Err(ConnectError::Retry(why))) => warn!(error = %why, "cannot reach the hub"),
         }
-        let delay = backoff.next_delay();
+        let delay = dialer.next_delay();
         debug!(
             delay_ms = delay.as_millis() as u64,
             "reconnecting after a pause"

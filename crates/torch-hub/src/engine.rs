@@ -157,6 +157,20 @@ struct Lease {
     stalled: bool,
 }
 
+impl Lease {
+    /// A lease the agent holds (fence known) until `expires_ms`.
+    fn held(agent: AgentId, fence: u64, expires_ms: u64, now: u64) -> Lease {
+        Lease {
+            agent,
+            fence,
+            expires_ms,
+            phase: Phase::Held,
+            active_ms: now,
+            stalled: false,
+        }
+    }
+}
+
 struct AgentEntry {
     name: String,
     skills: Vec<Skill>,
@@ -219,21 +233,7 @@ impl<S: Store> Engine<S> {
             matchers: Vec::new(),
             arrivals: HashMap::new(),
         };
-        let lease = e.lease_ms();
-        for l in snapshot.leased {
-            e.leases.insert(
-                l.task,
-                Lease {
-                    agent: l.agent,
-                    fence: l.fence,
-                    expires_ms: now + lease,
-                    phase: Phase::Held,
-                    active_ms: now,
-                    stalled: false,
-                },
-            );
-        }
-        e.enqueue(snapshot.queued, now);
+        e.activate(snapshot, now);
         e
     }
 
@@ -246,19 +246,10 @@ impl<S: Store> Engine<S> {
         self.info.clear();
         // Agents re-register with this hub and re-attach their tasks.
         self.agents.retain(|_, a| a.tx.is_some());
-        let lease = self.lease_ms();
+        let term = now + self.lease_ms();
         for l in snapshot.leased {
-            self.leases.insert(
-                l.task,
-                Lease {
-                    agent: l.agent,
-                    fence: l.fence,
-                    expires_ms: now + lease,
-                    phase: Phase::Held,
-                    active_ms: now,
-                    stalled: false,
-                },
-            );
+            self.leases
+                .insert(l.task, Lease::held(l.agent, l.fence, term, now));
         }
         self.enqueue(snapshot.queued, now);
     }
@@ -273,17 +264,8 @@ impl<S: Store> Engine<S> {
             }
             warn!(task_id = %task, agent_id = %agent, fence, "adopting a lease the store holds but this hub did not track");
             self.sched.take_slot(agent);
-            self.leases.insert(
-                task,
-                Lease {
-                    agent,
-                    fence,
-                    expires_ms: term,
-                    phase: Phase::Held,
-                    active_ms: now,
-                    stalled: false,
-                },
-            );
+            self.leases
+                .insert(task, Lease::held(agent, fence, term, now));
         }
     }
 

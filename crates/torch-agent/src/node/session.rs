@@ -19,7 +19,7 @@ use torch_api::node::{HubToNode, NodeHello, NodeMessage, NodeStatus};
 use super::config::NodeConfig;
 use super::procfs::{self, Sampler};
 use super::procs::{ProcExit, Procs};
-use crate::connect::{Backoff, ConnectError, connect, request};
+use crate::connect::{ConnectError, Dialer, connect, request};
 use crate::error::AgentError;
 use crate::session::{AUTH_ERROR_CODES, absolute};
 use crate::writer::{Outq, Ws, write_loop};
@@ -88,15 +88,12 @@ pub async fn run_node(cfg: NodeConfig, shutdown: CancellationToken) -> Result<()
         stopping: false,
     };
 
-    let mut backoff = Backoff::new();
-    // The configured hub, or (for one attempt) the leader a follower named.
-    let mut target = url.clone();
-    let mut redirects = 0u32;
+    let mut dialer = Dialer::new(url.clone(), "node/ws");
     let result = loop {
         if shutdown.is_cancelled() {
             break Ok(());
         }
-        let this = std::mem::replace(&mut target, url.clone());
+        let this = dialer.target();
         let attempt = async {
             tokio::select! {
                 r = connect(&this, &token) => Some(r),
@@ -112,20 +109,12 @@ pub async fn run_node(cfg: NodeConfig, shutdown: CancellationToken) -> Result<()
                     End::Refused(e) => break Err(e),
                     End::Lost { welcomed } => {
                         if welcomed {
-                            backoff.reset();
-                            redirects = 0;
+                            dialer.welcomed();
                         }
                     }
                     End::Redirect(leader) => {
-                        match crate::config::endpoint_url(&leader, "node/ws") {
-                            Ok(to) if redirects < 3 => {
-                                redirects += 1;
-                                info!(leader = %leader, "this hub is a follower; connecting to the leader");
-                                target = to;
-                                continue;
-                            }
-                            Ok(_) => warn!("too many redirects between hubs; pausing"),
-                            Err(e) => warn!(error = %e, "the hub named an unusable leader url"),
+                        if dialer.redirect(&leader) {
+                            continue;
                         }
                     }
                 }
@@ -133,7 +122,7 @@ pub async fn run_node(cfg: NodeConfig, shutdown: CancellationToken) -> Result<()
             Some(Err(ConnectError::Fatal(e))) => break Err(e),
             Some(Err(ConnectError::Retry(why))) => warn!(error = %why, "cannot reach the hub"),
         }
-        let delay = backoff.next_delay();
+        let delay = dialer.next_delay();
         debug!(
             delay_ms = delay.as_millis() as u64,
             "reconnecting after a pause"
