@@ -27,6 +27,10 @@ pub enum StoreError {
     /// The store cannot be reached or is overloaded; retry later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store refused a write because it is out of space (Redis
+    /// `maxmemory`); nothing was written; retry after freeing memory.
+    #[error("store full: {0}")]
+    Full(String),
     /// Stored data could not be read back (schema mismatch, bad JSON).
     #[error("store data corrupt: {0}")]
     Corrupt(String),
@@ -35,6 +39,6 @@ pub enum StoreError {
 impl StoreError {
     /// True when retrying the same operation later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Full(_))
     }
 }

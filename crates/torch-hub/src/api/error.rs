@@ -7,6 +7,10 @@ use torch_api::rest::ErrorBody;
 use torch_store::StoreError;
 use tracing::error;
 
+/// `Retry-After` of a write refused because the store is full: freeing
+/// memory takes an operator or draining, so clients should not hammer it.
+const STORE_FULL_RETRY_AFTER_SECS: u64 = 5;
+
 /// An error answer of the API.
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -69,6 +73,17 @@ impl From<StoreError> for ApiError {
                     "the store is unavailable; retry later",
                 );
                 err.retry_after = Some(1);
+                err
+            }
+            StoreError::Full(m) => {
+                error!(error = %m, "store full (maxmemory); write refused, nothing was written");
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_full",
+                    "the store is full (Redis maxmemory reached); nothing was written; \
+                     retry later or raise maxmemory",
+                );
+                err.retry_after = Some(STORE_FULL_RETRY_AFTER_SECS);
                 err
             }
             StoreError::Corrupt(m) => {

@@ -22,7 +22,7 @@
 //! silently drop tasks (opening warns about it). When used memory is above
 //! `maxmemory`, Redis refuses a writing script *before it starts* (that is
 //! what the shebang without `no-writes` declares), so the batch fails as a
-//! whole with [`StoreError::Unavailable`] ("redis is out of memory
+//! whole with [`StoreError::Full`] ("redis is out of memory
 //! (maxmemory reached)") and nothing of it is written; a script that has
 //! started always runs to its end, even if it crosses the limit on the way.
 //! Reads keep working.

@@ -6,13 +6,14 @@ use torch_core::{AgentId, TaskId, TaskState};
 use crate::StoreError;
 
 /// Maps a client or server error to the store's error kinds:
-/// connection trouble, overload and `maxmemory` are [`StoreError::Unavailable`]
-/// (retry later); replies that are not what the store wrote are
+/// connection trouble and overload are [`StoreError::Unavailable`] (retry
+/// later), a write refused at `maxmemory` is [`StoreError::Full`] (retry after
+/// freeing memory); replies that are not what the store wrote are
 /// [`StoreError::Corrupt`].
 pub(crate) fn map_err(e: RedisError) -> StoreError {
     let text = e.to_string();
     if e.code() == Some("OOM") || text.contains("OOM command not allowed") {
-        return StoreError::Unavailable(format!(
+        return StoreError::Full(format!(
             "redis is out of memory (maxmemory reached): {text}; nothing was written"
         ));
     }

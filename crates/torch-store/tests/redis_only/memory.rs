@@ -1,4 +1,4 @@
-//! `maxmemory` reached: whole batches refused as unavailable, nothing of
+//! `maxmemory` reached: whole batches refused as full, nothing of
 //! them written, everything acknowledged before intact.
 
 use torch_core::TaskState;
@@ -57,11 +57,13 @@ async fn out_of_memory_refuses_whole_batches() {
         }
     }
     let (round, err) = refused.expect("maxmemory is reached within 40,000 tasks");
-    let StoreError::Unavailable(msg) = &err else {
-        panic!("expected Unavailable, got {err:?}");
+    let StoreError::Full(msg) = &err else {
+        panic!("expected Full, got {err:?}");
     };
     assert!(
-        msg.contains("out of memory") && msg.contains("maxmemory"),
+        msg.contains("out of memory")
+            && msg.contains("maxmemory")
+            && msg.contains("nothing was written"),
         "{msg}"
     );
     assert!(err.is_retryable());
@@ -99,7 +101,7 @@ async fn out_of_memory_refuses_whole_batches() {
         explanation: None,
     };
     let err = s.assign(vec![grant.clone()], NOW).await;
-    assert!(matches!(err, Err(StoreError::Unavailable(_))), "{err:?}");
+    assert!(matches!(err, Err(StoreError::Full(_))), "{err:?}");
     assert_eq!(
         s.get_task(acked[0])
             .await

@@ -11,4 +11,5 @@
 #[allow(dead_code)]
 #[path = "../e2e/harness.rs"]
 mod harness;
+mod maxmemory;
 mod multihub;
