@@ -82,16 +82,22 @@ fn record(v: Value) -> Result<Option<TaskRecord>, StoreError> {
             .collect::<Result<_, _>>()?,
         None => Vec::new(),
     };
+    let state = value::state(&need(take("st"), "state")?)?;
+    // Scripts leave `ag` and `why` behind when a task moves on (one command
+    // less per finish): the holder counts only while the task is leased,
+    // the reason only once it is dead or cancelled, as in SQLite.
+    let holder = take("ag").filter(|_| state.is_leased());
+    let reason = take("why").filter(|_| matches!(state, TaskState::Dead | TaskState::Cancelled));
     Ok(Some(TaskRecord {
         id,
         seq: num(take("seq"), "seq")?,
         name: need(take("name"), "name")?,
-        state: value::state(&need(take("st"), "state")?)?,
+        state,
         spec: rows::json("spec", &need(take("spec"), "spec")?)?,
         deps,
         attempt: parse_u32("attempt", &take("att").unwrap_or_else(|| "0".into()))?,
         fence: num(take("f"), "fence")?,
-        agent: agent(take("ag"))?,
+        agent: agent(holder)?,
         last_agent: agent(take("la"))?,
         not_before_ms: num(take("nb"), "not_before")?,
         progress,
@@ -99,7 +105,7 @@ fn record(v: Value) -> Result<Option<TaskRecord>, StoreError> {
             .as_deref()
             .map(|o| rows::json("outcome", o))
             .transpose()?,
-        reason: take("why"),
+        reason,
         created_ms: num(take("c"), "created")?,
         updated_ms: num(take("u"), "updated")?,
         analysis: take("an"),

@@ -319,7 +319,8 @@ pub(super) async fn progress(
     fence_check(s.eval(&SCRIPTS.progress, now, &args).await?)
 }
 
-/// One attempt end for the finish script (14 arguments).
+/// One attempt end for the finish script (five arguments, more for a
+/// failure or logs; see `scripts/finish.lua`).
 struct End<'a> {
     task: TaskId,
     fence: u64,
@@ -337,38 +338,47 @@ struct End<'a> {
 
 impl End<'_> {
     fn push_args(&self, args: &mut Vec<String>) -> Result<(), StoreError> {
-        let success = self.outcome.kind == OutcomeKind::Succeeded;
+        let failed = self.outcome.kind != OutcomeKind::Succeeded;
+        let flags = match (failed, self.logs.is_some()) {
+            (false, false) => "",
+            (false, true) => "L",
+            (true, false) => "F",
+            (true, true) => "FL",
+        };
         args.push(self.task.to_string());
         args.push(self.fence.to_string());
         args.push(opt_arg(self.reporter.map(|a| a.to_string()).as_deref()));
-        args.push(if success { "1" } else { "0" }.into());
-        args.push(opt_arg(self.reason));
-        args.push(self.outcome.kind.as_str().into());
-        args.push(
-            if self.outcome.kind == OutcomeKind::Fatal {
-                "1"
-            } else {
-                "0"
-            }
-            .into(),
-        );
-        args.push(self.kind.into());
-        args.push(self.cause.into());
+        args.push(flags.into());
         args.push(rows::to_json("outcome", self.outcome)?);
-        match self.logs {
-            Some((stdout, stderr, truncated)) => {
-                args.push("1".into());
-                args.push(stdout.clone());
-                args.push(stderr.clone());
-                args.push(if *truncated { "1" } else { "0" }.into());
-            }
-            None => args.extend(["0", "", "", "0"].map(String::from)),
+        if failed {
+            args.push(opt_arg(self.reason));
+            args.push(self.outcome.kind.as_str().into());
+            let fatal = self.outcome.kind == OutcomeKind::Fatal;
+            args.push(if fatal { "1" } else { "0" }.into());
+            args.push(self.kind.into());
+            args.push(self.cause.into());
+        }
+        if let Some((stdout, stderr, truncated)) = self.logs {
+            args.push(stdout.clone());
+            args.push(stderr.clone());
+            args.push(if *truncated { "1" } else { "0" }.into());
         }
         Ok(())
     }
 }
 
 fn finish_result(task: TaskId, v: Value) -> Result<FinishResult, StoreError> {
+    // The common case, a success that changed nothing else, is one word.
+    if !matches!(v, Value::Array(_)) {
+        let state = value::state(&text("finish result", v)?)?;
+        return Ok(FinishResult::Recorded(Effect {
+            task,
+            state,
+            requeued: None,
+            released: Vec::new(),
+            cancelled: Vec::new(),
+        }));
+    }
     let [status, a, b, c, d] = tuple("finish result", v)?;
     match text("status", status)?.as_str() {
         "missing" => Ok(FinishResult::NotFound),
@@ -398,7 +408,7 @@ async fn record_ends(
     ends: &[End<'_>],
     now: u64,
 ) -> Result<Vec<FinishResult>, StoreError> {
-    let mut args = Vec::with_capacity(1 + ends.len() * 14);
+    let mut args = Vec::with_capacity(1 + ends.len() * 5);
     args.push(ends.len().to_string());
     for e in ends {
         e.push_args(&mut args)?;

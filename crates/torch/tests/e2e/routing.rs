@@ -53,12 +53,8 @@ fn routing_of(api: &Api, id: &str) -> Value {
 
 /// The value of factor `name` of an explanation candidate.
 fn factor(candidate: &Value, name: &str) -> f64 {
-    candidate["factors"]
-        .as_array()
-        .expect("factors array")
-        .iter()
-        .find(|f| f["name"] == name)
-        .and_then(|f| f["value"].as_f64())
+    candidate["factors"][name]
+        .as_f64()
         .unwrap_or_else(|| panic!("no factor {name} in {candidate:#}"))
 }
 
@@ -99,11 +95,16 @@ fn check_consistent(expl: &Value) {
         total(&cands[0])
     );
     for c in cands {
-        let sum: f64 = c["factors"]
-            .as_array()
-            .expect("factors")
+        let weights = expl["weights"].as_object().expect("weights map");
+        let factors = c["factors"].as_object().expect("factors map");
+        assert_eq!(
+            factors.keys().collect::<Vec<_>>(),
+            weights.keys().collect::<Vec<_>>(),
+            "every factor has a weight: {expl:#}"
+        );
+        let sum: f64 = factors
             .iter()
-            .map(|f| f["value"].as_f64().expect("value") * f["weight"].as_f64().expect("weight"))
+            .map(|(f, v)| v.as_f64().expect("value") * weights[f].as_f64().expect("weight"))
             .sum();
         assert!(
             (sum - total(c)).abs() < 1e-3,

@@ -36,10 +36,6 @@ local function tkey(id)
   return P .. ':t:' .. id
 end
 
-local function state_key(state)
-  return P .. ':state:' .. state
-end
-
 -- An optional argument: '' is none, otherwise the value after a 1-byte mark.
 local function opt(a)
   if a == '' then
@@ -79,6 +75,67 @@ local STREAM_KEYS = {}
 -- Change of the running count in this script, written back by `flush`.
 local RUNNING = 0
 
+-- Moves between the per-state sorted sets, by task id: {from = set or
+-- false, to = set, score = seq}. They are written by `flush`, one ZREM and
+-- one ZADD per set for the whole script, not two commands per task (no
+-- script reads these sets after moving a task in them).
+local MOVES = {}
+local MOVED = 0
+
+-- Most values handed to one command through `unpack` (Lua's C stack has
+-- room for about 8000).
+local CHUNK = 4000
+
+-- Runs `cmd key <items…>` over `items` in chunks of at most CHUNK values.
+local function bulk(cmd, key, items)
+  local n = #items
+  local i = 1
+  while i <= n do
+    local j = math.min(i + CHUNK - 1, n)
+    redis.call(cmd, key, unpack(items, i, j))
+    i = j + 1
+  end
+end
+
+local function flush_moves()
+  if MOVED == 0 then
+    return
+  end
+  local removes, adds = {}, {}
+  for id, m in pairs(MOVES) do
+    if m.from ~= m.to then
+      if m.from then
+        local r = removes[m.from]
+        if not r then
+          r = {}
+          removes[m.from] = r
+        end
+        r[#r + 1] = id
+      end
+      local a = adds[m.to]
+      if not a then
+        a = {}
+        adds[m.to] = a
+      end
+      a[#a + 1] = m.score
+      a[#a + 1] = id
+    end
+  end
+  for set, ids in pairs(removes) do
+    bulk('ZREM', P .. ':state:' .. set, ids)
+  end
+  for set, pairs_ in pairs(adds) do
+    -- Keep score/member pairs together across chunks.
+    local n = #pairs_
+    local i = 1
+    while i <= n do
+      local j = math.min(i + CHUNK - 1, n)
+      redis.call('ZADD', P .. ':state:' .. set, unpack(pairs_, i, j))
+      i = j + 1
+    end
+  end
+end
+
 local function flush()
   for name, c in pairs(COUNTERS) do
     if c.dirty then
@@ -88,6 +145,7 @@ local function flush()
   if RUNNING ~= 0 then
     redis.call('INCRBY', P .. ':running', int(RUNNING))
   end
+  flush_moves()
 end
 
 -- Appends an event: the next global id from `P:eid`, written to the stream
@@ -133,7 +191,7 @@ local function set_of(state)
 end
 
 -- Moves a task between the per-state sorted sets (score: its seq; unused
--- when both states share a set).
+-- when both states share a set). Recorded in MOVES and written by `flush`.
 local function move(id, seq, from, to)
   if from == to then
     return
@@ -148,10 +206,14 @@ local function move(id, seq, from, to)
   if a == b then
     return
   end
-  if a then
-    redis.call('ZREM', state_key(a), id)
+  local m = MOVES[id]
+  if m then
+    m.to = b
+    m.score = seq or m.score
+  else
+    MOVES[id] = { from = a or false, to = b, score = seq }
+    MOVED = MOVED + 1
   end
-  redis.call('ZADD', state_key(b), seq, id)
 end
 
 local function is_terminal(state)
@@ -186,8 +248,8 @@ local function cancel_one(id, reason, cancelled, revoked)
   local k = tkey(id)
   local r = redis.call('HMGET', k, 'st', 'seq', 'ag', 'f')
   local state, seq, agent, fence = r[1], r[2], r[3], r[4]
+  -- `ag` stays: readers show the holder only while the task is leased.
   redis.call('HSET', k, 'st', 'cancelled', 'why', reason, 'nb', '0', 'u', NOW)
-  redis.call('HDEL', k, 'ag')
   move(id, seq, state, 'cancelled')
   local holder = nil
   if agent and is_leased(state) then

@@ -2,15 +2,18 @@
 -- most once per fence, with retry/backoff, death, and the effects on
 -- dependents (see `redis/write.rs`).
 --
--- ARGV[4] the number of reports, then 14 values per report:
---   task id, fence, reporting agent (opt; none for an expiry),
---   '1' for success, reason (opt), outcome kind name, '1' when fatal,
---   event kind when requeued, cause for `task.dead`, outcome JSON,
---   '1' when logs follow, stdout, stderr, '1' when truncated.
--- Returns per report {'missing'}, {'dup'}, {'stale', fence, state} or
--- {'ok', state, requeued row|false, {released rows}, {cancelled ids}}.
+-- ARGV[4] the number of reports, then per report five values:
+--   task id, fence, reporting agent (opt; none for an expiry), what
+--   follows, outcome JSON;
+-- where "what follows" is a string of flags: `F` (a failure) adds five
+-- values: reason (opt), outcome kind name, '1' when fatal, event kind
+-- when requeued, cause for `task.dead`; `L` (logs) adds three: stdout,
+-- stderr, '1' when truncated. A success without logs is just the five.
+-- Returns per report {'missing'}, {'dup'}, {'stale', fence, state},
+-- `'succeeded'` (recorded, nothing else changed: the common case, kept
+-- short) or {'ok', state, requeued row|false, {released rows},
+-- {cancelled ids}}.
 local n = tonumber(ARGV[4])
-local PER = 14
 
 -- One fewer pending dependency for each blocked dependent of `dep`; those
 -- reaching zero become queued and are returned as queued rows.
@@ -74,15 +77,25 @@ local function delay(table_text, budget)
 end
 
 local out = {}
+local at = 5
 for i = 1, n do
-  local at = 5 + (i - 1) * PER
   local id, fence, reporter = ARGV[at], ARGV[at + 1], opt(ARGV[at + 2])
-  local success = ARGV[at + 3] == '1'
-  local reason, kind_name, fatal = opt(ARGV[at + 4]), ARGV[at + 5], ARGV[at + 6] == '1'
-  local ev_kind, cause, outcome = ARGV[at + 7], ARGV[at + 8], ARGV[at + 9]
-  local has_logs = ARGV[at + 10] == '1'
+  local flags, outcome = ARGV[at + 3], ARGV[at + 4]
+  at = at + 5
+  local success, reason, kind_name, fatal, ev_kind, cause = true, nil, nil, false, nil, nil
+  if string.find(flags, 'F', 1, true) then
+    success = false
+    reason, kind_name, fatal = opt(ARGV[at]), ARGV[at + 1], ARGV[at + 2] == '1'
+    ev_kind, cause = ARGV[at + 3], ARGV[at + 4]
+    at = at + 5
+  end
+  local logs_at = nil
+  if string.find(flags, 'L', 1, true) then
+    logs_at = at
+    at = at + 3
+  end
   local k = tkey(id)
-  local r = redis.call('HMGET', k, 'st', 'f', 'ff', 'ag', 'att', 'ret', 'mr', 'bo', 'fa', 'seq', 'name', 'hd')
+  local r = redis.call('HMGET', k, 'st', 'f', 'ff', 'ag', 'att', 'seq', 'hd')
   local state, current, finished, holder = r[1], r[2], r[3], r[4]
   if not state then
     out[i] = { 'missing' }
@@ -91,34 +104,44 @@ for i = 1, n do
   elseif not (is_leased(state) and current == fence and (not reporter or reporter == holder)) then
     out[i] = { 'stale', current, state }
   else
-    local attempt, retries, max_retries = r[5], tonumber(r[6]) or 0, tonumber(r[7]) or 0
-    local failed, seq, name = r[9], r[10], r[11]
+    local attempt, seq = r[5], r[6]
     local agent = reporter or (holder or nil)
-    if has_logs then
-      redis.call('HSET', P .. ':log:' .. id, 'attempt', attempt, 'stdout', ARGV[at + 11],
-        'stderr', ARGV[at + 12], 'truncated', ARGV[at + 13])
-    end
-    local common = { 'ff', current, 'out', outcome, 'u', NOW }
-    if agent then
-      common[#common + 1] = 'la'
-      common[#common + 1] = agent
+    if logs_at then
+      redis.call('HSET', P .. ':log:' .. id, 'attempt', attempt, 'stdout', ARGV[logs_at],
+        'stderr', ARGV[logs_at + 1], 'truncated', ARGV[logs_at + 2])
     end
     local agent_json = 'null'
     if agent then
       agent_json = '"' .. agent .. '"'
     end
-    local effect = { 'ok', '', false, {}, {} }
     if success then
-      redis.call('HSET', k, 'st', 'succeeded', 'nb', '0', unpack(common))
-      redis.call('HDEL', k, 'ag', 'why')
+      -- `ag` and an old `why` stay: readers show the holder only while
+      -- leased and the reason only when dead or cancelled (no HDEL); `nb`
+      -- is already 0 for a leased task.
+      if agent then
+        redis.call('HSET', k, 'st', 'succeeded', 'ff', current, 'out', outcome, 'u', NOW, 'la', agent)
+      else
+        redis.call('HSET', k, 'st', 'succeeded', 'ff', current, 'out', outcome, 'u', NOW)
+      end
       move(id, seq, state, 'succeeded')
-      effect[2] = 'succeeded'
       local data = '{"agent":' .. agent_json .. ',"attempt":' .. attempt .. ',"fence":' .. current .. '}'
       emit(STREAM_COMPLETED, 'task.succeeded', id, agent, data)
-      if r[12] then
-        effect[4] = release(id)
+      if r[7] then
+        out[i] = { 'ok', 'succeeded', false, release(id), {} }
+      else
+        out[i] = 'succeeded'
       end
     else
+      local common = { 'ff', current, 'out', outcome, 'u', NOW }
+      if agent then
+        common[#common + 1] = 'la'
+        common[#common + 1] = agent
+      end
+      local effect = { 'ok', '', false, {}, {} }
+      -- The fields only a failure needs.
+      local more = redis.call('HMGET', k, 'ret', 'mr', 'bo', 'fa', 'name')
+      local retries, max_retries = tonumber(more[1]) or 0, tonumber(more[2]) or 0
+      local failed, name = more[4], more[5]
       reason = reason or ('attempt ' .. attempt .. ' ' .. kind_name)
       local budget = retries + 1
       local new_failed = add_failed(failed, agent)
@@ -133,7 +156,6 @@ for i = 1, n do
         end
         local why = dead_reason(agents, reason)
         redis.call('HSET', k, 'st', 'dead', 'nb', '0', 'why', why, unpack(common))
-        redis.call('HDEL', k, 'ag')
         move(id, seq, state, 'dead')
         effect[2] = 'dead'
         local data = '{"attempt":' .. attempt .. ',"cause":"' .. cause .. '","failed_agents":'
@@ -143,9 +165,8 @@ for i = 1, n do
         cascade(id, 'dependency ' .. name .. ' (' .. id .. ') is dead', cancelled, revoked)
         effect[5] = cancelled
       else
-        local not_before = int(tonumber(NOW) + delay(r[8], budget))
+        local not_before = int(tonumber(NOW) + delay(more[3], budget))
         redis.call('HSET', k, 'st', 'queued', 'nb', not_before, 'ret', int(budget), unpack(common))
-        redis.call('HDEL', k, 'ag', 'why')
         move(id, seq, state, 'queued')
         effect[2] = 'queued'
         local data = '{"attempt":' .. attempt .. ',"fence":' .. current .. ',"reason":' .. jstr(reason)
@@ -153,8 +174,8 @@ for i = 1, n do
         emit(STREAM_FAILED, ev_kind, id, agent, data)
         effect[3] = queued_row(id)
       end
+      out[i] = effect
     end
-    out[i] = effect
   end
 end
 return out

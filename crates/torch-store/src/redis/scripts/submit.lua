@@ -121,6 +121,13 @@ for i, t in ipairs(tasks) do
 end
 
 -- Pass 4: write.
+local function add_field(fields, name, value)
+  if value then
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
+  end
+end
+
 local out = {}
 local marked = {}
 for i, t in ipairs(tasks) do
@@ -132,30 +139,21 @@ for i, t in ipairs(tasks) do
     local seq = next_id('seq')
     local k = tkey(t.id)
     -- Fields that start at zero or empty (`att ret f ff dp`, ...) are
-    -- left out: readers take a missing one as zero or none.
-    redis.call('HSET', k, 'seq', int(seq), 'name', t.name, 'st', state, 'pri', t.pri, 'ten', t.tenant,
-      'spec', t.spec, 'sk', t.skills, 'mr', t.max_retries, 'bo', t.delays, 'nb', '0', 'c', NOW, 'u', NOW)
-    if #t.resolved > 0 or t.idem or t.routing or t.analysis or t.parent then
-      local fields = {}
-      local function add(name, value)
-        if value then
-          fields[#fields + 1] = name
-          fields[#fields + 1] = value
-        end
-      end
-      if t.pending > 0 then
-        add('dp', int(t.pending))
-      end
-      if #t.resolved > 0 then
-        add('deps', table.concat(t.resolved, ','))
-      end
-      add('idem', t.idem)
-      add('rt', t.routing)
-      add('an', t.analysis)
-      add('par', t.parent)
-      redis.call('HSET', k, unpack(fields))
+    -- left out: readers take a missing one as zero or none. One HSET.
+    local fields = { 'seq', int(seq), 'name', t.name, 'st', state, 'pri', t.pri, 'ten', t.tenant,
+      'spec', t.spec, 'sk', t.skills, 'mr', t.max_retries, 'bo', t.delays, 'nb', '0', 'c', NOW, 'u', NOW }
+    if t.pending > 0 then
+      add_field(fields, 'dp', int(t.pending))
     end
-    redis.call('ZADD', state_key(state), seq, t.id)
+    if #t.resolved > 0 then
+      add_field(fields, 'deps', table.concat(t.resolved, ','))
+    end
+    add_field(fields, 'idem', t.idem)
+    add_field(fields, 'rt', t.routing)
+    add_field(fields, 'an', t.analysis)
+    add_field(fields, 'par', t.parent)
+    redis.call('HSET', k, unpack(fields))
+    move(t.id, seq, nil, state)
     if t.idem_field then
       redis.call('HSET', P .. ':idem', t.idem_field, t.id)
     end
