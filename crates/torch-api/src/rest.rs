@@ -38,6 +38,10 @@ pub struct Health {
     /// A follower's leader URL, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
+    /// This hub's id among hubs sharing a store (`<url>#<unique suffix>`),
+    /// as named in leader leases and hand-offs; absent on an embedded store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_id: Option<String>,
 }
 
 /// `POST /api/v1/tasks`: one or many specs, accepted all-or-nothing.

@@ -65,6 +65,22 @@ struct TaskInfo {
     context: Option<TaskContext>,
 }
 
+/// A queued task as the scheduler needs it, rebuilt from its stored record
+/// (its analysis, not-before time and the agents that failed it).
+pub(crate) fn queued_of(rec: &torch_store::TaskRecord) -> QueuedTask {
+    let mut q =
+        QueuedTask::from_spec(rec.id, rec.seq, &rec.spec).with_not_before(rec.not_before_ms);
+    if let Some(a) = rec
+        .analysis
+        .as_deref()
+        .and_then(|a| serde_json::from_str::<TaskAnalysis>(a).ok())
+    {
+        q = q.with_analysis(&a);
+    }
+    q.avoid = rec.failed_agents.clone();
+    q
+}
+
 /// Requests to the engine.
 pub(crate) enum Cmd {
     /// Tasks that became ready (submitted, released, requeued, retried).
@@ -127,6 +143,13 @@ pub(crate) enum Cmd {
     /// The store's queued tasks and leases, to compare with memory (leader
     /// on a shared store, periodically).
     Reconcile(Snapshot),
+    /// Queued tasks another hub handed off (it wrote them while it could
+    /// not reach this leader): those not known yet are enqueued; the reply
+    /// says how many.
+    Handoff {
+        tasks: Vec<QueuedTask>,
+        reply: oneshot::Sender<usize>,
+    },
     /// This hub is no longer the leader: drop all state and send the agents
     /// away (they reconnect and are redirected to the new leader).
     Deactivate,
@@ -383,6 +406,16 @@ impl<S: Store> Engine<S> {
         let now = now_ms();
         match cmd {
             Cmd::Ready(tasks) => self.enqueue(tasks, now),
+            Cmd::Handoff { tasks, reply } => {
+                let new: Vec<QueuedTask> = tasks
+                    .into_iter()
+                    .filter(|t| !self.sched.is_queued(t.id) && !self.leases.contains_key(&t.id))
+                    .collect();
+                let n = new.len();
+                self.shared.add_backlog(n as i64);
+                self.enqueue(new, now);
+                let _ = reply.send(n);
+            }
             Cmd::Cancelled {
                 tasks,
                 revoked,
@@ -895,17 +928,7 @@ impl<S: Store> Engine<S> {
                 if let Ok(Some(rec)) = found
                     && rec.state == TaskState::Queued
                 {
-                    let mut q = QueuedTask::from_spec(rec.id, rec.seq, &rec.spec)
-                        .with_not_before(rec.not_before_ms);
-                    if let Some(a) = rec
-                        .analysis
-                        .as_deref()
-                        .and_then(|a| serde_json::from_str::<TaskAnalysis>(a).ok())
-                    {
-                        q = q.with_analysis(&a);
-                    }
-                    q.avoid = rec.failed_agents.clone();
-                    ready.push(q);
+                    ready.push(queued_of(&rec));
                 }
             }
             if !ready.is_empty() {

@@ -53,6 +53,9 @@ pub(crate) struct Shared<S> {
     pub(crate) proxy: reqwest::Client,
     /// Group commit of agents' reports for a networked store.
     pub(crate) batcher: Option<crate::batch::Batcher>,
+    /// This hub's id among the hubs sharing a store (`<url>#<uuid>`), set
+    /// when it starts serving.
+    pub(crate) hub_id: std::sync::OnceLock<String>,
 }
 
 impl<S> Shared<S> {
@@ -189,6 +192,7 @@ impl<S: Store> Hub<S> {
             life: life_tx,
             batcher: shared_store.then(|| crate::batch::Batcher::spawn(store.clone())),
             role: watch::channel(role).0,
+            hub_id: std::sync::OnceLock::new(),
             proxy: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(120))
                 .build()

@@ -64,7 +64,11 @@ pub(crate) async fn run<S: Store>(
     shutdown: CancellationToken,
 ) {
     // Unique even when two hubs advertise the same URL by mistake.
-    let hub = format!("{url}#{}", uuid::Uuid::now_v7());
+    let hub = shared
+        .hub_id
+        .get_or_init(|| format!("{url}#{}", uuid::Uuid::now_v7()))
+        .clone();
+    tokio::spawn(handoffs(shared.clone(), hub.clone(), shutdown.clone()));
     // Followers see the leader's writes only through the store: wake their
     // event long-polls regularly.
     {
@@ -185,6 +189,95 @@ async fn reconcile<S: Store>(shared: Arc<Shared<S>>) {
     }
 }
 
+/// How long one read of the hand-off stream waits for an entry.
+const HANDOFF_WAIT: Duration = Duration::from_millis(500);
+
+/// While this hub leads: schedules the tasks other hubs hand off (they
+/// wrote a submission themselves because they could not reach this hub),
+/// reading them through the store's consumer group. Each hand-off is
+/// acknowledged only once its tasks are in the engine, so one that a
+/// leader received and did not finish handling (it died) is claimed by the
+/// next leader when it takes over.
+async fn handoffs<S: Store>(shared: Arc<Shared<S>>, hub: String, shutdown: CancellationToken) {
+    let mut role = shared.role.subscribe();
+    loop {
+        // Wait to lead.
+        while !shared.is_leader() {
+            tokio::select! {
+                r = role.changed() => if r.is_err() { return },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        let mut reclaim = true;
+        while shared.is_leader() && !shutdown.is_cancelled() {
+            let read = tokio::select! {
+                r = shared.store.handoffs(hub.clone(), reclaim, HANDOFF_WAIT) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            let batch = match read {
+                Ok(b) => {
+                    reclaim = false;
+                    b
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot read hand-offs from other hubs; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            if let Err(e) = take_handoffs(&shared, &hub, batch).await {
+                warn!(error = %e, "hand-offs not handled yet; retrying");
+                reclaim = true;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Enqueues the queued tasks of `batch` (blocked ones are released by
+/// their dependencies as usual) and acknowledges the hand-offs.
+async fn take_handoffs<S: Store>(
+    shared: &Shared<S>,
+    hub: &str,
+    batch: Vec<torch_store::Handoff>,
+) -> Result<(), torch_store::StoreError> {
+    let ids: Vec<torch_core::TaskId> = batch.iter().flat_map(|h| h.tasks.iter().copied()).collect();
+    let records = shared.store.get_tasks(ids).await?;
+    let queued: Vec<torch_core::scheduler::QueuedTask> = records
+        .iter()
+        .filter(|r| r.state == torch_core::TaskState::Queued)
+        .map(crate::engine::queued_of)
+        .collect();
+    let (reply, done) = tokio::sync::oneshot::channel();
+    let sent = shared
+        .engine
+        .send(Cmd::Handoff {
+            tasks: queued,
+            reply,
+        })
+        .await;
+    let taken = match sent {
+        Ok(()) => done.await.ok(),
+        Err(_) => None,
+    };
+    let Some(taken) = taken else {
+        return Err(torch_store::StoreError::Unavailable(
+            "the engine stopped".into(),
+        ));
+    };
+    for h in &batch {
+        info!(from = %h.hub, tasks = h.tasks.len(), handoff = h.id, "tasks handed off by another hub");
+    }
+    if taken > 0 {
+        shared.bump();
+    }
+    let acked: Vec<u64> = batch.iter().map(|h| h.id).collect();
+    shared.store.ack_handoffs(hub.to_owned(), acked).await
+}
+
 /// Stops scheduling: the engine drops its state and sends agents away.
 async fn step_down<S: Store>(shared: &Shared<S>) {
     shared.role.send_replace(Role::Follower { leader: None });
@@ -247,7 +340,15 @@ fn needs_leader(method: &Method, path: &str) -> bool {
         || path.starts_with("/api/v1/stats")
 }
 
-/// Middleware: on a follower, forwards what needs the leader.
+/// Whether a request is a submission (`POST /api/v1/tasks`).
+fn is_submission(method: &Method, path: &str) -> bool {
+    method == Method::POST && path.trim_end_matches('/') == "/api/v1/tasks"
+}
+
+/// Middleware: on a follower, forwards what needs the leader. A submission
+/// that cannot reach the leader (none elected yet, or its address refuses
+/// connections) is accepted here and handed off to the leader through the
+/// store (see [`handoffs`]).
 pub(crate) async fn forward<S: Store>(
     State(shared): State<Arc<Shared<S>>>,
     req: Request,
@@ -263,6 +364,9 @@ pub(crate) async fn forward<S: Store>(
     if !needs_leader(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
+    if is_submission(req.method(), req.uri().path()) {
+        return submit_via_leader(&shared, leader, req, next).await;
+    }
     let Some(base) = leader else {
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -272,26 +376,89 @@ pub(crate) async fn forward<S: Store>(
         e.retry_after = Some(1);
         return e.into_response();
     };
-    match relay(&shared, &base, req).await {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, shared.cfg.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::bad_request("bad_body", format!("reading the request: {e}"))
+                .into_response();
+        }
+    };
+    match relay(&shared, &base, &parts, body).await {
         Ok(r) => r,
-        Err(msg) => {
-            let mut e = ApiError::new(StatusCode::BAD_GATEWAY, "leader_unreachable", msg);
+        Err(Unrelayed { message, .. }) => {
+            let mut e = ApiError::new(StatusCode::BAD_GATEWAY, "leader_unreachable", message);
             e.retry_after = Some(1);
             e.into_response()
         }
     }
 }
 
-async fn relay<S: Store>(shared: &Shared<S>, base: &str, req: Request) -> Result<Response, String> {
+/// A submission on a follower: to the leader when it answers; accepted
+/// here (a hand-off) when there is no leader or the request never reached
+/// it. When it may have reached the leader (the answer was lost), it is not
+/// written again here: the client gets 502 and retries, which idempotency
+/// keys make safe.
+async fn submit_via_leader<S: Store>(
+    shared: &Arc<Shared<S>>,
+    leader: Option<String>,
+    req: Request,
+    next: Next,
+) -> Response {
     let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, shared.cfg.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is larger than hub.max-body-bytes; split the submission",
+            )
+            .into_response();
+        }
+    };
+    let why = match leader {
+        None => "no hub is the leader right now".to_owned(),
+        Some(base) => match relay(shared, &base, &parts, body.clone()).await {
+            Ok(r) => return r,
+            Err(Unrelayed {
+                sent: false,
+                message,
+            }) => message,
+            Err(Unrelayed { message, .. }) => {
+                let mut e = ApiError::new(StatusCode::BAD_GATEWAY, "leader_unreachable", message);
+                e.retry_after = Some(1);
+                return e.into_response();
+            }
+        },
+    };
+    warn!(reason = %why, "accepting a submission on this follower and handing it off to the leader");
+    let mut r = next.run(Request::from_parts(parts, Body::from(body))).await;
+    if r.status().is_success() {
+        r.headers_mut()
+            .insert("x-torch-handed-off", HeaderValue::from_static("1"));
+    }
+    r
+}
+
+/// Why a request was not relayed; `sent` when it may have reached the
+/// leader (the connection was made).
+struct Unrelayed {
+    sent: bool,
+    message: String,
+}
+
+async fn relay<S: Store>(
+    shared: &Shared<S>,
+    base: &str,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Bytes,
+) -> Result<Response, Unrelayed> {
     let path = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
-    let body = axum::body::to_bytes(body, shared.cfg.max_body_bytes)
-        .await
-        .map_err(|e| format!("reading the request: {e}"))?;
     let url = format!("{}{path}", base.trim_end_matches('/'));
     let mut out = shared.proxy.request(parts.method.clone(), &url).body(body);
     for h in [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT] {
@@ -299,10 +466,10 @@ async fn relay<S: Store>(shared: &Shared<S>, base: &str, req: Request) -> Result
             out = out.header(h, v);
         }
     }
-    let resp = out
-        .send()
-        .await
-        .map_err(|e| format!("the leader at {base} did not answer: {e}"))?;
+    let resp = out.send().await.map_err(|e| Unrelayed {
+        sent: !e.is_connect(),
+        message: format!("the leader at {base} did not answer: {e}"),
+    })?;
     let status = resp.status();
     let mut headers = Vec::new();
     for h in [header::CONTENT_TYPE, header::RETRY_AFTER] {
@@ -310,10 +477,10 @@ async fn relay<S: Store>(shared: &Shared<S>, base: &str, req: Request) -> Result
             headers.push((h, v.clone()));
         }
     }
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("reading the leader's answer: {e}"))?;
+    let bytes = resp.bytes().await.map_err(|e| Unrelayed {
+        sent: true,
+        message: format!("reading the leader's answer: {e}"),
+    })?;
     let mut r = Response::new(Body::from(bytes));
     *r.status_mut() = status;
     for (h, v) in headers {

@@ -104,6 +104,63 @@ pub trait Store: Send + Sync + 'static {
         now: u64,
     ) -> impl Future<Output = Result<Vec<Submitted>, StoreError>> + Send;
 
+    /// As [`Store::submit`], for a hub that is not the leader and could not
+    /// reach it (hubs sharing a store): with the tasks, the store records a
+    /// hand-off naming `hub` and the new tasks, which the leader reads with
+    /// [`Store::handoffs`] and schedules at once. An embedded store has one
+    /// hub, so this is `submit`.
+    fn submit_handoff(
+        &self,
+        batch: Vec<NewTask>,
+        now: u64,
+        hub: String,
+    ) -> impl Future<Output = Result<Vec<Submitted>, StoreError>> + Send {
+        let _ = hub;
+        self.submit(batch, now)
+    }
+
+    /// For the leader `hub`: hand-offs other hubs recorded that no leader
+    /// has acknowledged yet, delivered to `hub` until it acknowledges them
+    /// ([`Store::ack_handoffs`]). With `reclaim`, first those delivered to
+    /// an earlier leader that never acknowledged them (it died). Waits up
+    /// to `wait` for one when there are none. Always empty on a store that
+    /// is not shared.
+    fn handoffs(
+        &self,
+        hub: String,
+        reclaim: bool,
+        wait: std::time::Duration,
+    ) -> impl Future<Output = Result<Vec<Handoff>, StoreError>> + Send {
+        let _ = (hub, reclaim, wait);
+        async { Ok(Vec::new()) }
+    }
+
+    /// Acknowledges hand-offs (by id) the leader `hub` has handled.
+    fn ack_handoffs(
+        &self,
+        hub: String,
+        ids: Vec<u64>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (hub, ids);
+        async { Ok(()) }
+    }
+
+    /// Several tasks at once (those that exist), in the order asked.
+    fn get_tasks(
+        &self,
+        ids: Vec<TaskId>,
+    ) -> impl Future<Output = Result<Vec<TaskRecord>, StoreError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(t) = self.get_task(id).await? {
+                    out.push(t);
+                }
+            }
+            Ok(out)
+        }
+    }
+
     /// Leases queued tasks to agents. Each grant gets the next fence token
     /// (strictly increasing across the store's life) and `attempt + 1`.
     /// A grant for a task that is no longer queued is refused individually.

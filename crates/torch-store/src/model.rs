@@ -350,6 +350,19 @@ pub struct EventRecord {
     pub data: String,
 }
 
+/// Tasks a hub that is not the leader submitted while it could not reach
+/// the leader, recorded with them for the leader (see
+/// [`crate::Store::submit_handoff`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handoff {
+    /// Its id (the event id of its entry on [`crate::HUBS_HANDOFF`]).
+    pub id: u64,
+    /// The hub that accepted the submission.
+    pub hub: String,
+    /// The tasks it wrote (new ones only, not duplicates).
+    pub tasks: Vec<TaskId>,
+}
+
 /// An event to append.
 #[derive(Clone, Debug)]
 pub struct NewEvent {

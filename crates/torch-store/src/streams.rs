@@ -21,6 +21,12 @@ pub const COLLAB_TEAM: &str = "nova.torch.collaboration.team";
 /// Help requests.
 pub const COLLAB_HELP: &str = "nova.torch.collaboration.help";
 
+/// Hand-offs between hubs sharing a store: submissions a follower wrote
+/// while it could not reach the leader (`tasks.handed_off`). The leader
+/// reads it through a consumer group. Not one of [`ALL_STREAMS`]: it says
+/// nothing about tasks that the task streams do not.
+pub const HUBS_HANDOFF: &str = "nova.torch.hubs.handoff";
+
 /// All stream names.
 pub const ALL_STREAMS: [&str; 10] = [
     TASKS_QUEUE,

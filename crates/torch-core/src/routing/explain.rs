@@ -85,7 +85,10 @@ fn read_factors<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<FactorScor
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a map of factor values or a list of factor scores")
         }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
             while let Some((name, value)) = m.next_entry::<String, f64>()? {
                 out.push(FactorScore {
@@ -96,7 +99,10 @@ fn read_factors<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<FactorScor
             }
             Ok(out)
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut q: A) -> Result<Self::Value, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut q: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
             while let Some(f) = q.next_element::<FactorScore>()? {
                 out.push(f);
@@ -352,7 +358,10 @@ mod tests {
     fn weights_are_written_once_and_factors_as_a_map_in_order() {
         let e = sample();
         let json = serde_json::to_value(&e).expect("serialise");
-        assert_eq!(json["weights"], serde_json::json!({"skill": 0.75, "load": 0.25}));
+        assert_eq!(
+            json["weights"],
+            serde_json::json!({"skill": 0.75, "load": 0.25})
+        );
         assert_eq!(
             json["candidates"][1]["factors"],
             serde_json::json!({"skill": 1.0, "load": 0.25})
@@ -377,8 +386,14 @@ mod tests {
         let e: Explanation = serde_json::from_str(old).expect("old form");
         let f = &e.candidates[0].factors;
         assert_eq!(f.len(), 2);
-        assert_eq!((f[0].name.as_str(), f[0].value, f[0].weight), ("skill", 1.0, 0.5));
-        assert_eq!((f[1].name.as_str(), f[1].value, f[1].weight), ("load", 0.0, 0.5));
+        assert_eq!(
+            (f[0].name.as_str(), f[0].value, f[0].weight),
+            ("skill", 1.0, 0.5)
+        );
+        assert_eq!(
+            (f[1].name.as_str(), f[1].value, f[1].weight),
+            ("load", 0.0, 0.5)
+        );
         assert_eq!(e.notes, vec!["hi".to_string()]);
     }
 }

@@ -36,6 +36,7 @@ pub(crate) async fn health<S: Store>(State(shared): St<S>) -> Json<Health> {
         uptime_ms: shared.started.elapsed().as_millis() as u64,
         role: role.into(),
         leader,
+        hub_id: shared.hub_id.get().cloned(),
     })
 }
 

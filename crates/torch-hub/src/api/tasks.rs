@@ -47,6 +47,10 @@ fn parse_id(id: &str) -> Result<TaskId, ApiError> {
         .map_err(|_| ApiError::bad_request("invalid_task_id", format!("{id:?} is not a task id")))
 }
 
+/// The warning on a task a follower accepted (see `leader::forward`).
+const HANDED_OFF: &str = "accepted by a hub that is not the leader (the leader could not be \
+    reached) and handed off to it; analysed without the fleet's agents and history";
+
 /// `POST /api/v1/tasks`.
 pub(crate) async fn submit<S: Store>(
     State(shared): St<S>,
@@ -108,7 +112,20 @@ pub(crate) async fn submit<S: Store>(
             })
             .collect()
     };
-    let results = shared.store.submit(batch, now_ms()).await?;
+    // A follower gets here only when the leader could not be reached (see
+    // `leader::forward`): the store hands the tasks off to the leader.
+    let handoff = (!shared.is_leader())
+        .then(|| shared.hub_id.get().cloned())
+        .flatten();
+    let results = match &handoff {
+        Some(hub) => {
+            shared
+                .store
+                .submit_handoff(batch, now_ms(), hub.clone())
+                .await?
+        }
+        None => shared.store.submit(batch, now_ms()).await?,
+    };
     shared.bump();
     if let Some(task) = parent {
         shared.notify_life(crate::lifecycle::LifeCmd::Parent { task });
@@ -123,12 +140,18 @@ pub(crate) async fn submit<S: Store>(
     let fresh = results.iter().filter(|r| !r.duplicate).count();
     shared.add_backlog(fresh as i64);
     let ready: Vec<_> = results.iter().filter_map(|r| r.ready.clone()).collect();
-    if !ready.is_empty() {
+    if !ready.is_empty() && handoff.is_none() {
         let _ = shared.engine.send(Cmd::Ready(ready)).await;
     }
     let tasks = results
         .into_iter()
         .zip(warnings)
+        .map(|(r, mut warnings)| {
+            if handoff.is_some() && !r.duplicate {
+                warnings.push(HANDED_OFF.to_owned());
+            }
+            (r, warnings)
+        })
         .map(|(r, warnings)| SubmittedTask {
             id: r.id,
             name: r.name,

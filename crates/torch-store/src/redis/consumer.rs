@@ -142,6 +142,19 @@ impl StreamConsumer {
         }
     }
 
+    /// This consumer's name in its group.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends a command on this consumer's connection.
+    pub(crate) async fn send_cmd<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.send(cmd).await
+    }
+
     /// The stream name of key `key`.
     fn name_of(&self, key: &str) -> Result<String, StoreError> {
         self.keys
@@ -185,6 +198,25 @@ impl StreamConsumer {
         }
         out.sort_unstable_by_key(|e| e.id);
         Ok(out)
+    }
+
+    /// Marks events handled by id, on the consumer's only stream (for a
+    /// consumer of one stream). Returns how many were pending.
+    pub async fn ack_ids(&mut self, ids: &[u64]) -> Result<u64, StoreError> {
+        let [stream] = self.streams.as_slice() else {
+            return Err(StoreError::Invalid(
+                "acknowledging by id needs a consumer of exactly one stream".into(),
+            ));
+        };
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(self.keys.stream(stream)).arg(&self.group);
+        for id in ids {
+            cmd.arg(format!("0-{id}"));
+        }
+        self.send(&cmd).await
     }
 
     /// Marks events handled (each removed from the group's pending list).

@@ -129,6 +129,7 @@
 //! its lease runs out and the task is retried).
 
 mod consumer;
+mod handoff;
 mod keys;
 mod leader;
 mod read;
@@ -148,8 +149,8 @@ use tracing::{info, warn};
 
 use crate::{
     AgentEvent, Cancelled, ClaimRefused, EventRecord, FenceCheck, Finish, FinishResult, Grant,
-    Leased, LogRecord, MemoryEntry, MemoryLimits, NewEvent, NewTask, Requeued, Snapshot, Store,
-    StoreError, Submitted, TaskFilter, TaskPage, TaskRecord, TokenRecord,
+    Handoff, Leased, LogRecord, MemoryEntry, MemoryLimits, NewEvent, NewTask, Requeued, Snapshot,
+    Store, StoreError, Submitted, TaskFilter, TaskPage, TaskRecord, TokenRecord,
 };
 pub use consumer::{StartFrom, StreamConsumer};
 use keys::Keys;
@@ -199,6 +200,8 @@ pub struct RedisStore {
     /// The server, without credentials, for messages.
     target: String,
     trips: AtomicU64,
+    /// The leader's consumer of the hand-off stream (see `handoff.rs`).
+    handoff: tokio::sync::Mutex<Option<StreamConsumer>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -281,6 +284,7 @@ impl RedisStore {
             opts,
             target,
             trips: AtomicU64::new(0),
+            handoff: tokio::sync::Mutex::new(None),
         };
         store.check_server().await?;
         info!(target = %store.target, prefix = %store.opts.key_prefix, "redis store opened");
@@ -463,7 +467,36 @@ impl Store for RedisStore {
     }
 
     async fn submit(&self, batch: Vec<NewTask>, now: u64) -> Result<Vec<Submitted>, StoreError> {
-        write::submit(self, batch, now).await
+        write::submit(self, batch, now, None).await
+    }
+
+    async fn submit_handoff(
+        &self,
+        batch: Vec<NewTask>,
+        now: u64,
+        hub: String,
+    ) -> Result<Vec<Submitted>, StoreError> {
+        if hub.is_empty() {
+            return Err(StoreError::Invalid("a hand-off needs the hub's id".into()));
+        }
+        write::submit(self, batch, now, Some(&hub)).await
+    }
+
+    async fn handoffs(
+        &self,
+        hub: String,
+        reclaim: bool,
+        wait: Duration,
+    ) -> Result<Vec<Handoff>, StoreError> {
+        self.read_handoffs(&hub, reclaim, wait).await
+    }
+
+    async fn ack_handoffs(&self, hub: String, ids: Vec<u64>) -> Result<(), StoreError> {
+        self.ack_handoff_ids(&hub, &ids).await
+    }
+
+    async fn get_tasks(&self, ids: Vec<TaskId>) -> Result<Vec<TaskRecord>, StoreError> {
+        read::get_tasks(self, ids).await
     }
 
     async fn assign(

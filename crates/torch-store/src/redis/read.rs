@@ -123,6 +123,24 @@ pub(super) async fn get_task(s: &RedisStore, id: TaskId) -> Result<Option<TaskRe
     }
 }
 
+/// Several tasks in one script call (those that exist), in the order asked.
+pub(super) async fn get_tasks(
+    s: &RedisStore,
+    ids: Vec<TaskId>,
+) -> Result<Vec<TaskRecord>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        let args: Vec<String> = chunk.iter().map(TaskId::to_string).collect();
+        let reply = s.read_script("tasks", &args).await?;
+        for row in array("tasks", reply)? {
+            if let Some(t) = record(row)? {
+                out.push(t);
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub(super) async fn list_tasks(s: &RedisStore, filter: TaskFilter) -> Result<TaskPage, StoreError> {
     let limit = match filter.limit {
         0 => DEFAULT_PAGE,

@@ -101,10 +101,13 @@ fn fence_check(v: Value) -> Result<FenceCheck, StoreError> {
     }
 }
 
+/// Writes a batch; with `handoff_hub`, also hands the new tasks off to
+/// the leader (see `scripts/submit.lua`).
 pub(super) async fn submit(
     s: &RedisStore,
     batch: Vec<NewTask>,
     now: u64,
+    handoff_hub: Option<&str>,
 ) -> Result<Vec<Submitted>, StoreError> {
     if batch.is_empty() {
         return Ok(Vec::new());
@@ -141,6 +144,9 @@ pub(super) async fn submit(
             args.push(k.clone());
             args.push(v.clone());
         }
+    }
+    if let Some(hub) = handoff_hub {
+        args.push(hub.to_owned());
     }
     let reply = s.eval(&SCRIPTS.submit, now, &args).await?;
     let [status, body] = tuple("submit", reply)?;

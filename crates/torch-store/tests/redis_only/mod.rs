@@ -1,6 +1,7 @@
 //! Redis-only cases: what the trait cannot say but a Redis deployment needs.
 
 mod consumer;
+mod handoff;
 mod leader;
 mod memory;
 mod race;

@@ -8,6 +8,7 @@
 #![allow(clippy::print_stderr)]
 
 // The shared end-to-end harness; this binary uses only part of it.
+mod handoff;
 #[allow(dead_code)]
 #[path = "../e2e/harness.rs"]
 mod harness;

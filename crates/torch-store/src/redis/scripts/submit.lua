@@ -4,7 +4,10 @@
 --   id, name, name as a JSON string, priority, tenant, idempotency key (opt), spec JSON,
 --   skills JSON, routing JSON (opt), analysis (opt), parent (opt),
 --   max retries, retry delays (comma-separated ms),
---   number of deps, the deps, number of labels, then key, value pairs.
+--   number of deps, the deps, number of labels, then key, value pairs;
+-- then, optionally, the id of a hub that is not the leader: the new tasks
+-- are then also handed off to the leader (one `tasks.handed_off` entry on
+-- `nova.torch.hubs.handoff`).
 -- Returns {'ok', {per task}} where each entry is {'new', seq, state},
 -- {'stored', id, name, state} or {'earlier', index (1-based)};
 -- or {'invalid', message} / {'corrupt', message} having written nothing.
@@ -32,6 +35,10 @@ for i = 1, n do
   end
   at = at + 2 * nlabels + 1
   tasks[i] = t
+end
+local handoff_hub = ARGV[at]
+if handoff_hub == '' then
+  handoff_hub = nil
 end
 
 local function label(t)
@@ -179,6 +186,18 @@ for i, t in ipairs(tasks) do
     out[i] = slots[i]
   else
     out[i] = slots[i]
+  end
+end
+if handoff_hub then
+  local ids = {}
+  for i, t in ipairs(tasks) do
+    if slots[i][1] == 'new' then
+      ids[#ids + 1] = jstr(t.id)
+    end
+  end
+  if #ids > 0 then
+    emit('nova.torch.hubs.handoff', 'tasks.handed_off', nil, nil,
+      '{"hub":' .. jstr(handoff_hub) .. ',"tasks":[' .. table.concat(ids, ',') .. ']}')
   end
 end
 return { 'ok', out }
