@@ -193,7 +193,11 @@ impl<S: Store> Hub<S> {
             batcher: shared_store.then(|| crate::batch::Batcher::spawn(store.clone())),
             role: watch::channel(role).0,
             hub_id: std::sync::OnceLock::new(),
+            // Connecting fails fast (a leader whose machine vanished), so a
+            // submission can be handed off instead of waiting; an answer
+            // may take long (a large batch).
             proxy: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(2))
                 .timeout(std::time::Duration::from_secs(120))
                 .build()
                 .map_err(|e| HubError::Config(format!("http client: {e}")))?,

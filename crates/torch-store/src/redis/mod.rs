@@ -17,6 +17,11 @@
 //! Every script checks everything that can make it refuse *before* its first
 //! write, so a refusal writes nothing.
 //!
+//! The per-state sorted sets (`{torch}:state:*`) are written once per script
+//! call: a script collects its tasks' moves and ends with one `ZREM` and one
+//! `ZADD` per set for the whole batch (in chunks of at most 4000 values),
+//! not two commands per task.
+//!
 //! # Out of memory
 //! Run Redis with `maxmemory-policy noeviction`: an evicting policy would
 //! silently drop tasks (opening warns about it). When used memory is above
@@ -25,7 +30,9 @@
 //! whole with [`StoreError::Full`] ("redis is out of memory
 //! (maxmemory reached)") and nothing of it is written; a script that has
 //! started always runs to its end, even if it crosses the limit on the way.
-//! Reads keep working.
+//! Reads keep working. The one exception is the leader lease script
+//! (`allow-oom`): it writes a few bytes, and a full Redis must not also take
+//! the hubs' leader away.
 //!
 //! # Persistence
 //! Acknowledged writes survive a Redis restart only as far as the server
@@ -61,34 +68,50 @@
 //! | `{torch}:mem:<agent>` / `:memmeta:<agent>` | hash / hash | agent memory: key → value; key → `<ms>` or `<ms>:<from agent>` |
 //! | `{torch}:streams` | set | names of the streams written so far |
 //! | `{torch}:stream:<name>` | stream | the events of stream `<name>`, e.g. `{torch}:stream:nova.torch.tasks.queue` |
-//! | `{torch}:leader` / `:leader:fence` | string (PX) / string | the hubs' leader lease `<fence>:<hub>` and its fence counter |
+//! | `{torch}:stream:nova.torch.hubs.handoff` | stream | hand-offs from followers to the leader: one `tasks.handed_off` entry per submission a follower wrote itself; read by the consumer group `leader` (see [Hand-offs](#hand-offs)) |
+//! | `{torch}:leader` / `:leader:fence` | string (PX) / string | the hubs' leader lease `<fence>:<hub id>` (hub id `<url>#<unique suffix>`) and its fence counter |
 //!
 //! Task hash fields: `seq name st pri ten idem spec sk rt an par deps mr bo`
 //! (spec and routing data; `sk` skills JSON, `rt` routing JSON, `an`
 //! analysis, `par` parent, `deps` comma-separated, `mr` max retries, `bo`
 //! the retry delays in ms), `att ret f ff ag la nb dp` (attempt, retries
-//! used, fence, fence of the last recorded attempt end, agent, last agent,
-//! not-before, pending dependencies; a missing count or fence is zero, so
-//! a new task is written without them; the lease expiry is the hub's and
-//! is not stored), `pp pm pt` (progress),
+//! used, fence, fence of the last recorded attempt end, agent holding the
+//! lease, last agent, not-before, pending dependencies; a missing count or
+//! fence is zero, so a new task is written without them; the lease expiry
+//! is the hub's and is not stored), `pp pm pt` (progress),
 //! `out why fa` (outcome JSON, reason, failed agents JSON), `c u` (created,
 //! updated), `hd` (set once another task depends on this one) and `xe` (id
 //! of the `task.assigned` event holding the current explanation: it is
 //! written once, there, as in the SQLite store).
 //!
-//! Memory: a finished no-op task costs about 2.4 KB (its hash, one sorted
-//! set entry and four stream entries), most of it the hash, because its
-//! spec JSON is longer than Redis's default `hash-max-listpack-value` of
-//! 64 bytes. With `hash-max-listpack-value 1024` in the server config the
-//! hash stays a listpack and a task costs about 1.3 KB, but the scripts get
-//! slower (measured with `examples/store_cycles.rs`). One JSON string per
-//! task would be about as small as the listpack hash but would make every
-//! script decode and re-encode it.
+//! `ag` and `why` are not deleted when a task moves on (a finish writes no
+//! `HDEL`): readers show the holder only while the task is assigned or
+//! running, and the reason only while it is dead or cancelled, exactly as
+//! the SQLite store does. A manual retry deletes both.
+//!
+//! The `finish` script takes five values per report for a plain success
+//! (more for a failure or for logs) and answers such a report with the
+//! single word `succeeded`.
+//!
+//! Memory: a finished no-op task costs about 3.6 KB including its stream
+//! entries (the hub benchmark's data set, 50,000 tasks, routing on): the
+//! task hash about 1.3 KB (spec, routing and analysis JSON), the
+//! `task.assigned` entry with its explanation about 1 KB, the other stream
+//! entries and set members the rest. The hash is not a
+//! listpack, because its spec JSON is longer than Redis's default
+//! `hash-max-listpack-value` of 64 bytes. With
+//! `hash-max-listpack-value 1024` in the server config the hash stays a
+//! listpack and takes less memory, but the scripts get slower (measured
+//! with `examples/store_cycles.rs`). One JSON string per task would be
+//! about as small as the listpack hash but would make every script decode
+//! and re-encode it.
 //!
 //! # Events and streams
 //! Each event gets the next global id from `{torch}:eid` (`INCR`) and is
 //! `XADD`ed to `{torch}:stream:<stream name>` with the explicit entry id
-//! `0-<global id>` and `MAXLEN ~ maxlen`. Entry fields: `kind`, `at` (unix
+//! `0-<global id>`; each stream a script wrote is trimmed once when it ends
+//! (`XTRIM … MAXLEN ~ maxlen`, cheaper than trimming on every `XADD`).
+//! Entry fields: `kind`, `at` (unix
 //! ms), `data` (JSON text), and `task` / `agent` when set. Entry ids thus
 //! increase across all streams alike, and [`Store::events`] merges the
 //! streams by id. An outside reader follows a stream with
@@ -96,17 +119,46 @@
 //! (or from `0-<last id seen>`), or with a consumer group (`XREADGROUP`);
 //! [`RedisStore::consumer`] wraps the latter with reclaiming. Only torch
 //! may write to these streams: an entry with a larger id added by someone
-//! else would make torch's next `XADD` there fail.
+//! else would make torch's next `XADD` there fail. The group name `leader`
+//! on `nova.torch.hubs.handoff` belongs to the hubs: an outside reader must
+//! not use it there.
 //!
 //! Streams are bounded (approximately) by [`RedisOptions::maxlen`], so
 //! unlike SQLite old events go away: [`Store::events`] returns what is still
 //! kept, and an explanation whose `task.assigned` event was trimmed from
 //! `nova.torch.tasks.active` is no longer returned by `get_task`.
 //!
+//! # Hand-offs
+//! A follower that cannot reach the leader (none elected, or the
+//! connection to its URL fails) writes a submission itself with
+//! [`Store::submit_handoff`]. The submit script then appends, atomically
+//! with the tasks, one entry to `nova.torch.hubs.handoff`: `kind`
+//! `tasks.handed_off`, `data`
+//! `{"hub": "<follower hub id>", "tasks": ["<id>", ...]}`, listing only new
+//! tasks (duplicates by idempotency key are not handed off; a batch of
+//! duplicates writes no entry). The stream is listed in `{torch}:streams`
+//! like any other, so [`Store::events`] returns its entries too.
+//!
+//! The leader reads the stream through the consumer group `leader`, as the
+//! consumer named by its hub id (`XREADGROUP`, blocking up to the wait it
+//! is given; the hub uses 500 ms), reads the listed tasks in one script
+//! call, enqueues them, and only then `XACK`s the entry. The group is made
+//! from the start of the stream the first time (an existing group keeps
+//! its position). A hub that becomes leader first claims every entry an
+//! earlier leader received and never acknowledged (`XAUTOCLAIM`, no
+//! minimum idle time: that leader is gone), then removes the group's other
+//! consumers that hold nothing (`XGROUP DELCONSUMER`). See `handoff.rs`.
+//!
+//! The leader does not read `nova.torch.tasks.queue` to find these tasks:
+//! it learns of its own submissions directly, and reading every entry of
+//! the busiest stream to find the rare follower-written ones would add
+//! Redis work to every task.
+//!
 //! # Limits
 //! As in SQLite: `list_tasks` returns at most 1000 tasks (100 when the
 //! filter's limit is 0); `events` at most 10,000 (1000 when `limit` is 0).
-//! `load` reads every queued and leased task in one script call.
+//! `load` reads every queued and leased task in one script call, and
+//! `get_tasks` any number of tasks in one call.
 //!
 //! # Connections
 //! One auto-reconnecting multiplexed connection ([`redis::aio::ConnectionManager`])
@@ -162,7 +214,8 @@ const LAYOUT_VERSION: &str = "2";
 /// Tuning for [`RedisStore::open`].
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
-    /// Approximate bound on each event stream (`XADD … MAXLEN ~ maxlen`).
+    /// Approximate bound on each event stream (`XTRIM … MAXLEN ~ maxlen`
+    /// after each writing script).
     pub maxlen: u64,
     /// Key prefix; every key is `{<prefix>}:…` (one hash slot). Two stores
     /// with different prefixes share a server without seeing each other.

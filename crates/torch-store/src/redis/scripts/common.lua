@@ -137,6 +137,11 @@ local function flush_moves()
 end
 
 local function flush()
+  -- Each stream written is trimmed once (approximately: whole nodes), not
+  -- on every XADD.
+  for _, key in pairs(STREAM_KEYS) do
+    redis.call('XTRIM', key, 'MAXLEN', '~', MAXLEN)
+  end
   for name, c in pairs(COUNTERS) do
     if c.dirty then
       redis.call('SET', P .. ':' .. name, int(c.value))
@@ -158,16 +163,16 @@ local function emit_as(id, stream, kind, task, agent, data)
     key = P .. ':stream:' .. stream
   end
   local eid = '0-' .. int(id)
-  -- One call per shape: no argument table to build and unpack.
+  -- One call per shape: no argument table to build and unpack. Trimming
+  -- (MAXLEN ~) is done once per stream when the script ends (`flush`).
   if task and agent then
-    redis.call('XADD', key, 'MAXLEN', '~', MAXLEN, eid, 'kind', kind, 'at', NOW, 'data', data,
-      'task', task, 'agent', agent)
+    redis.call('XADD', key, eid, 'kind', kind, 'at', NOW, 'data', data, 'task', task, 'agent', agent)
   elseif task then
-    redis.call('XADD', key, 'MAXLEN', '~', MAXLEN, eid, 'kind', kind, 'at', NOW, 'data', data, 'task', task)
+    redis.call('XADD', key, eid, 'kind', kind, 'at', NOW, 'data', data, 'task', task)
   elseif agent then
-    redis.call('XADD', key, 'MAXLEN', '~', MAXLEN, eid, 'kind', kind, 'at', NOW, 'data', data, 'agent', agent)
+    redis.call('XADD', key, eid, 'kind', kind, 'at', NOW, 'data', data, 'agent', agent)
   else
-    redis.call('XADD', key, 'MAXLEN', '~', MAXLEN, eid, 'kind', kind, 'at', NOW, 'data', data)
+    redis.call('XADD', key, eid, 'kind', kind, 'at', NOW, 'data', data)
   end
   if first then
     redis.call('SADD', P .. ':streams', stream)

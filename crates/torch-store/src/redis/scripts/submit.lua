@@ -11,193 +11,229 @@
 -- Returns {'ok', {per task}} where each entry is {'new', seq, state},
 -- {'stored', id, name, state} or {'earlier', index (1-based)};
 -- or {'invalid', message} / {'corrupt', message} having written nothing.
+--
+-- Tasks are read from their arguments in place (BASE[i] is task i's first
+-- argument): no table per task, which was most of this script's cost.
 local n = tonumber(ARGV[4])
-local tasks = {}
+local BASE = {}
 local at = 5
+local any_idem, any_deps = false, false
 for i = 1, n do
-  local t = {
-    id = ARGV[at], name = ARGV[at + 1], name_json = ARGV[at + 2], pri = ARGV[at + 3],
-    tenant = ARGV[at + 4], idem = opt(ARGV[at + 5]), spec = ARGV[at + 6], skills = ARGV[at + 7],
-    routing = opt(ARGV[at + 8]), analysis = opt(ARGV[at + 9]), parent = opt(ARGV[at + 10]),
-    max_retries = ARGV[at + 11], delays = ARGV[at + 12],
-  }
-  at = at + 13
-  local ndeps = tonumber(ARGV[at])
-  t.deps = {}
-  for d = 1, ndeps do
-    t.deps[d] = ARGV[at + d]
+  BASE[i] = at
+  if ARGV[at + 5] ~= '' then
+    any_idem = true
   end
-  at = at + ndeps + 1
-  local nlabels = tonumber(ARGV[at])
-  t.labels = {}
-  for l = 1, nlabels do
-    t.labels[l] = { ARGV[at + 2 * l - 1], ARGV[at + 2 * l] }
+  local ndeps = tonumber(ARGV[at + 13])
+  if ndeps > 0 then
+    any_deps = true
   end
-  at = at + 2 * nlabels + 1
-  tasks[i] = t
+  at = at + 14 + ndeps
+  at = at + 1 + 2 * tonumber(ARGV[at])
 end
 local handoff_hub = ARGV[at]
 if handoff_hub == '' then
   handoff_hub = nil
 end
 
-local function label(t)
-  return 'task ' .. t.name .. ' (' .. t.id .. ')'
+-- Fixed offsets within a task's arguments.
+local ID, NAME, NAME_JSON, PRI, TENANT, IDEM, SPEC, SKILLS = 0, 1, 2, 3, 4, 5, 6, 7
+local ROUTING, ANALYSIS, PARENT, MAX_RETRIES, DELAYS, NDEPS = 8, 9, 10, 11, 12, 13
+
+local function arg(i, k)
+  return ARGV[BASE[i] + k]
+end
+
+local function label(i)
+  return 'task ' .. arg(i, NAME) .. ' (' .. arg(i, ID) .. ')'
 end
 
 -- Pass 1: idempotency. A duplicate's minted id is an alias for the task it
--- duplicates, so later tasks of the batch may depend on it.
+-- duplicates, so later tasks of the batch may depend on it. SLOT[i] is nil
+-- for a new task, else its answer.
 local alias = {}
-local keys = {}
+local SLOT = {}
+local idem_field = {}
 local fresh = {}
-local slots = {}
-for i, t in ipairs(tasks) do
-  local done = false
-  if t.idem then
-    local field = string.len(t.tenant) .. ':' .. t.tenant .. t.idem
-    local j = keys[field]
-    if j then
-      alias[t.id] = tasks[j].id
-      slots[i] = { 'earlier', j }
-      done = true
-    else
-      local dup = redis.call('HGET', P .. ':idem', field)
-      if dup then
-        local row = redis.call('HMGET', tkey(dup), 'name', 'st')
-        if not row[1] then
-          return { 'corrupt', 'idempotency key of ' .. label(t) .. ' names missing task ' .. dup }
-        end
-        alias[t.id] = dup
-        slots[i] = { 'stored', dup, row[1], row[2] }
-        done = true
+if any_idem then
+  local keys = {}
+  for i = 1, n do
+    local idem = opt(arg(i, IDEM))
+    if idem then
+      local tenant = arg(i, TENANT)
+      local field = string.len(tenant) .. ':' .. tenant .. idem
+      local j = keys[field]
+      if j then
+        alias[arg(i, ID)] = arg(j, ID)
+        SLOT[i] = { 'earlier', j }
       else
-        keys[field] = i
-        t.idem_field = field
+        local dup = redis.call('HGET', P .. ':idem', field)
+        if dup then
+          local row = redis.call('HMGET', tkey(dup), 'name', 'st')
+          if not row[1] then
+            return { 'corrupt', 'idempotency key of ' .. label(i) .. ' names missing task ' .. dup }
+          end
+          alias[arg(i, ID)] = dup
+          SLOT[i] = { 'stored', dup, row[1], row[2] }
+        else
+          keys[field] = i
+          idem_field[i] = field
+        end
       end
     end
   end
-  if not done then
-    if fresh[t.id] then
-      return { 'invalid', label(t) .. ' appears twice in the batch' }
+end
+for i = 1, n do
+  if not SLOT[i] then
+    local id = arg(i, ID)
+    if fresh[id] then
+      return { 'invalid', label(i) .. ' appears twice in the batch' }
     end
-    fresh[t.id] = true
-    slots[i] = { 'new' }
+    fresh[id] = true
   end
 end
 
--- Pass 2: check every dependency before writing anything.
-for i, t in ipairs(tasks) do
-  if slots[i][1] == 'new' then
-    local deps = {}
-    local seen = {}
-    local pending = 0
-    for _, d in ipairs(t.deps) do
-      local dep = alias[d] or d
-      if dep == t.id then
-        return { 'invalid', label(t) .. ' depends on itself' }
-      end
-      if not seen[dep] then
-        seen[dep] = true
-        deps[#deps + 1] = dep
-        if fresh[dep] then
-          pending = pending + 1
-        else
-          local row = redis.call('HMGET', tkey(dep), 'name', 'st')
-          if not row[1] then
-            return { 'invalid', label(t) .. ': dependency ' .. dep .. ' does not exist' }
-          end
-          local st = row[2]
-          if st == 'dead' or st == 'cancelled' then
-            return { 'invalid', label(t) .. ': dependency ' .. row[1] .. ' (' .. dep .. ') is ' .. st }
-          elseif st ~= 'succeeded' then
+-- Pass 2: check every dependency before writing anything. RESOLVED[i] and
+-- PENDING[i] only for new tasks with dependencies.
+local RESOLVED, PENDING = {}, {}
+if any_deps then
+  for i = 1, n do
+    local ndeps = tonumber(arg(i, NDEPS))
+    if not SLOT[i] and ndeps > 0 then
+      local id = arg(i, ID)
+      local deps = {}
+      local seen = {}
+      local pending = 0
+      for d = 1, ndeps do
+        local dep = arg(i, NDEPS + d)
+        dep = alias[dep] or dep
+        if dep == id then
+          return { 'invalid', label(i) .. ' depends on itself' }
+        end
+        if not seen[dep] then
+          seen[dep] = true
+          deps[#deps + 1] = dep
+          if fresh[dep] then
             pending = pending + 1
+          else
+            local row = redis.call('HMGET', tkey(dep), 'name', 'st')
+            if not row[1] then
+              return { 'invalid', label(i) .. ': dependency ' .. dep .. ' does not exist' }
+            end
+            local st = row[2]
+            if st == 'dead' or st == 'cancelled' then
+              return { 'invalid', label(i) .. ': dependency ' .. row[1] .. ' (' .. dep .. ') is ' .. st }
+            elseif st ~= 'succeeded' then
+              pending = pending + 1
+            end
           end
         end
       end
+      RESOLVED[i] = deps
+      PENDING[i] = pending
     end
-    t.resolved = deps
-    t.pending = pending
   end
 end
 
 -- Pass 3: ids must be new.
-for i, t in ipairs(tasks) do
-  if slots[i][1] == 'new' and redis.call('EXISTS', tkey(t.id)) == 1 then
-    return { 'invalid', label(t) .. ': a task with this id already exists' }
+for i = 1, n do
+  if not SLOT[i] and redis.call('EXISTS', tkey(arg(i, ID))) == 1 then
+    return { 'invalid', label(i) .. ': a task with this id already exists' }
   end
 end
 
 -- Pass 4: write.
-local function add_field(fields, name, value)
-  if value then
-    fields[#fields + 1] = name
-    fields[#fields + 1] = value
-  end
-end
-
 local out = {}
 local marked = {}
-for i, t in ipairs(tasks) do
-  if slots[i][1] == 'new' then
+local handed = {}
+for i = 1, n do
+  if SLOT[i] then
+    out[i] = SLOT[i]
+  else
+    local b = BASE[i]
+    local id, pri = ARGV[b], ARGV[b + PRI]
+    local pending = PENDING[i] or 0
     local state = 'queued'
-    if t.pending > 0 then
+    if pending > 0 then
       state = 'blocked'
     end
     local seq = next_id('seq')
-    local k = tkey(t.id)
+    local k = tkey(id)
+    local routing, analysis = opt(ARGV[b + ROUTING]), opt(ARGV[b + ANALYSIS])
     -- Fields that start at zero or empty (`att ret f ff dp`, ...) are
-    -- left out: readers take a missing one as zero or none. One HSET.
-    local fields = { 'seq', int(seq), 'name', t.name, 'st', state, 'pri', t.pri, 'ten', t.tenant,
-      'spec', t.spec, 'sk', t.skills, 'mr', t.max_retries, 'bo', t.delays, 'nb', '0', 'c', NOW, 'u', NOW }
-    if t.pending > 0 then
-      add_field(fields, 'dp', int(t.pending))
-    end
-    if #t.resolved > 0 then
-      add_field(fields, 'deps', table.concat(t.resolved, ','))
-    end
-    add_field(fields, 'idem', t.idem)
-    add_field(fields, 'rt', t.routing)
-    add_field(fields, 'an', t.analysis)
-    add_field(fields, 'par', t.parent)
-    redis.call('HSET', k, unpack(fields))
-    move(t.id, seq, nil, state)
-    if t.idem_field then
-      redis.call('HSET', P .. ':idem', t.idem_field, t.id)
-    end
-    for _, dep in ipairs(t.resolved) do
-      redis.call('RPUSH', P .. ':rdeps:' .. dep, t.id)
-      -- `hd`: someone depends on this task (finish skips the lookup otherwise).
-      if not marked[dep] then
-        redis.call('HSET', tkey(dep), 'hd', '1')
-        marked[dep] = true
+    -- left out: readers take a missing one as zero or none. The hub always
+    -- sends routing and analysis, so that case is one HSET.
+    if routing and analysis then
+      redis.call('HSET', k, 'seq', int(seq), 'name', ARGV[b + NAME], 'st', state, 'pri', pri,
+        'ten', ARGV[b + TENANT], 'spec', ARGV[b + SPEC], 'sk', ARGV[b + SKILLS],
+        'mr', ARGV[b + MAX_RETRIES], 'bo', ARGV[b + DELAYS], 'nb', '0', 'c', NOW, 'u', NOW,
+        'rt', routing, 'an', analysis)
+    else
+      redis.call('HSET', k, 'seq', int(seq), 'name', ARGV[b + NAME], 'st', state, 'pri', pri,
+        'ten', ARGV[b + TENANT], 'spec', ARGV[b + SPEC], 'sk', ARGV[b + SKILLS],
+        'mr', ARGV[b + MAX_RETRIES], 'bo', ARGV[b + DELAYS], 'nb', '0', 'c', NOW, 'u', NOW)
+      if routing then
+        redis.call('HSET', k, 'rt', routing)
+      end
+      if analysis then
+        redis.call('HSET', k, 'an', analysis)
       end
     end
-    for _, kv in ipairs(t.labels) do
-      local lk = P .. ':label:' .. string.len(kv[1]) .. ':' .. kv[1] .. '=' .. kv[2]
-      redis.call('ZADD', lk, seq, t.id)
+    local idem, parent, resolved = opt(ARGV[b + IDEM]), opt(ARGV[b + PARENT]), RESOLVED[i]
+    if pending > 0 or resolved or idem or parent then
+      local fields = {}
+      if pending > 0 then
+        fields[#fields + 1] = 'dp'
+        fields[#fields + 1] = int(pending)
+      end
+      if resolved and #resolved > 0 then
+        fields[#fields + 1] = 'deps'
+        fields[#fields + 1] = table.concat(resolved, ',')
+      end
+      if idem then
+        fields[#fields + 1] = 'idem'
+        fields[#fields + 1] = idem
+      end
+      if parent then
+        fields[#fields + 1] = 'par'
+        fields[#fields + 1] = parent
+      end
+      if #fields > 0 then
+        redis.call('HSET', k, unpack(fields))
+      end
     end
-    if t.parent then
-      redis.call('ZADD', P .. ':children:' .. t.parent, seq, t.id)
+    move(id, seq, nil, state)
+    if idem_field[i] then
+      redis.call('HSET', P .. ':idem', idem_field[i], id)
     end
-    local data = '{"name":' .. t.name_json .. ',"priority":' .. t.pri .. ',"state":"' .. state .. '"}'
-    emit(STREAM_QUEUE, 'task.submitted', t.id, nil, data)
+    if resolved then
+      for _, dep in ipairs(resolved) do
+        redis.call('RPUSH', P .. ':rdeps:' .. dep, id)
+        -- `hd`: someone depends on this task (finish skips the lookup otherwise).
+        if not marked[dep] then
+          redis.call('HSET', tkey(dep), 'hd', '1')
+          marked[dep] = true
+        end
+      end
+    end
+    local ndeps = tonumber(ARGV[b + NDEPS])
+    local lat = b + NDEPS + ndeps + 1
+    for l = 1, tonumber(ARGV[lat]) do
+      local key, value = ARGV[lat + 2 * l - 1], ARGV[lat + 2 * l]
+      redis.call('ZADD', P .. ':label:' .. string.len(key) .. ':' .. key .. '=' .. value, seq, id)
+    end
+    if parent then
+      redis.call('ZADD', P .. ':children:' .. parent, seq, id)
+    end
+    local data = '{"name":' .. ARGV[b + NAME_JSON] .. ',"priority":' .. pri .. ',"state":"' .. state .. '"}'
+    emit(STREAM_QUEUE, 'task.submitted', id, nil, data)
     out[i] = { 'new', seq, state }
-  elseif slots[i][1] == 'stored' then
-    out[i] = slots[i]
-  else
-    out[i] = slots[i]
+    if handoff_hub then
+      handed[#handed + 1] = jstr(id)
+    end
   end
 end
-if handoff_hub then
-  local ids = {}
-  for i, t in ipairs(tasks) do
-    if slots[i][1] == 'new' then
-      ids[#ids + 1] = jstr(t.id)
-    end
-  end
-  if #ids > 0 then
-    emit('nova.torch.hubs.handoff', 'tasks.handed_off', nil, nil,
-      '{"hub":' .. jstr(handoff_hub) .. ',"tasks":[' .. table.concat(ids, ',') .. ']}')
-  end
+if handoff_hub and #handed > 0 then
+  emit('nova.torch.hubs.handoff', 'tasks.handed_off', nil, nil,
+    '{"hub":' .. jstr(handoff_hub) .. ',"tasks":[' .. table.concat(handed, ',') .. ']}')
 end
 return { 'ok', out }
