@@ -85,10 +85,11 @@ pub(crate) fn solve(p: &BatchProblem) -> Option<Vec<usize>> {
     let mut dist = vec![i64::MAX; nodes];
     let mut prev: Vec<(usize, usize)> = vec![(usize::MAX, 0); nodes];
     let mut vis = vec![false; nodes];
+    let mut heap = BinaryHeap::with_capacity(nodes);
     for _ in 0..n {
         dist.fill(i64::MAX);
         vis.fill(false);
-        let mut heap = BinaryHeap::new();
+        heap.clear();
         dist[s] = 0;
         heap.push(Reverse((0i64, s)));
         while let Some(Reverse((d, v))) = heap.pop() {

@@ -204,8 +204,12 @@ pub(crate) fn evaluate<P: Placer + ?Sized>(
             source = Source::List(list);
         }
     }
+    // Without an explanation to write, only agents that could take the task
+    // now matter: scanning the free-slot index finds the same candidates
+    // (ties are broken by id, not by scan order) and skips busy agents, most
+    // of the fleet in a burst. An avoid-list needs every capable agent.
     if let Source::List(l) = source
-        && mode == Mode::FirstFeasible
+        && mode != Mode::Explain
         && task.avoid.is_empty()
         && agents.free().len() < l.len()
     {
