@@ -32,7 +32,9 @@ pub const LABEL_AGENT_ID: &str = "torch.id";
 #[derive(Clone)]
 pub struct AgentConfig {
     /// Base URL of the hub, e.g. `http://127.0.0.1:7700` (`ws://` is accepted
-    /// too). The agent connects to `{hub_url}/api/v1/agent/ws`.
+    /// too). The agent connects to `{hub_url}/api/v1/agent/ws`. Several hubs
+    /// sharing a store may be given, comma-separated: the agent tries them
+    /// in turn until one answers (a follower then sends it on to the leader).
     pub hub_url: String,
     /// Agent bearer token sent when connecting; never logged.
     pub token: String,
@@ -153,8 +155,8 @@ impl AgentConfig {
             || l.processes.is_some()
     }
 
-    /// Checks the config and returns the WebSocket URL of the hub.
-    pub(crate) fn validate(&self) -> Result<String, AgentError> {
+    /// Checks the config and returns the WebSocket URL of each hub given.
+    pub(crate) fn validate(&self) -> Result<Vec<String>, AgentError> {
         if self.name.trim().is_empty() {
             return Err(config_err("name", "must not be empty"));
         }
@@ -180,7 +182,7 @@ impl AgentConfig {
         {
             return Err(config_err("executor", "the command is empty"));
         }
-        ws_url(&self.hub_url)
+        endpoint_urls(&self.hub_url, "agent/ws")
     }
 }
 
@@ -213,9 +215,19 @@ fn config_err(field: &'static str, problem: impl Into<String>) -> AgentError {
     }
 }
 
-/// `http://host:port[/base]` → `ws://host:port[/base]/api/v1/agent/ws`.
-pub(crate) fn ws_url(hub_url: &str) -> Result<String, AgentError> {
-    endpoint_url(hub_url, "agent/ws")
+/// A comma-separated list of hub URLs → their `endpoint` WebSocket URLs,
+/// in order; at least one.
+pub(crate) fn endpoint_urls(hub_urls: &str, endpoint: &str) -> Result<Vec<String>, AgentError> {
+    let urls: Vec<String> = hub_urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| endpoint_url(u, endpoint))
+        .collect::<Result<_, _>>()?;
+    if urls.is_empty() {
+        return Err(config_err("hub_url", "no hub URL given"));
+    }
+    Ok(urls)
 }
 
 /// `http://host:port[/base]` → `ws://host:port[/base]/api/v1/{endpoint}`.
@@ -255,23 +267,39 @@ mod tests {
         assert!(cfg.env_allowlist.iter().any(|v| v == "PATH"));
         assert_eq!(
             cfg.validate().unwrap(),
-            "ws://127.0.0.1:7700/api/v1/agent/ws"
+            ["ws://127.0.0.1:7700/api/v1/agent/ws"]
         );
-        assert!(!format!("{cfg:?}").contains("s3cret"));
-
+        let mut two = cfg.clone();
+        two.hub_url = " http://a:1/, ws://b:2 ,".into();
         assert_eq!(
-            ws_url("ws://h:1/base").unwrap(),
-            "ws://h:1/base/api/v1/agent/ws"
+            two.validate().unwrap(),
+            ["ws://a:1/api/v1/agent/ws", "ws://b:2/api/v1/agent/ws"]
         );
+        two.hub_url = " , ".into();
         assert!(matches!(
-            ws_url("https://h:1"),
+            two.validate(),
             Err(AgentError::Config {
                 field: "hub_url",
                 ..
             })
         ));
-        assert!(ws_url("h:1").is_err());
-        assert!(ws_url("http://").is_err());
+        two.hub_url = "http://a:1,https://b:2".into();
+        assert!(two.validate().is_err(), "every URL is checked");
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+
+        assert_eq!(
+            endpoint_url("ws://h:1/base", "agent/ws").unwrap(),
+            "ws://h:1/base/api/v1/agent/ws"
+        );
+        assert!(matches!(
+            endpoint_url("https://h:1", "agent/ws"),
+            Err(AgentError::Config {
+                field: "hub_url",
+                ..
+            })
+        ));
+        assert!(endpoint_url("h:1", "agent/ws").is_err());
+        assert!(endpoint_url("http://", "agent/ws").is_err());
 
         let mut bad = cfg.clone();
         bad.slots = 0;

@@ -102,23 +102,31 @@ impl Backoff {
 const MAX_REDIRECTS: u32 = 3;
 
 /// Where the next connection goes, and how long to wait before it: the
-/// configured hub, or (for one attempt) the leader a follower hub named;
-/// backoff between failures. Shared by the agent and the node loops.
+/// configured hubs in turn (the next one after a hub cannot be reached), or
+/// (for one attempt) the leader a follower hub named; backoff between
+/// failures. Shared by the agent and the node loops.
 pub(crate) struct Dialer {
-    url: String,
+    urls: Vec<String>,
+    /// The configured hub in use.
+    at: usize,
     endpoint: &'static str,
     next: Option<String>,
+    /// The current attempt goes to a leader named by a redirect.
+    redirected: bool,
     redirects: u32,
     backoff: Backoff,
 }
 
 impl Dialer {
-    /// Dials `url` (a WebSocket URL); redirects go to `<leader>/api/v1/<endpoint>`.
-    pub(crate) fn new(url: String, endpoint: &'static str) -> Self {
+    /// Dials `urls` (WebSocket URLs of the configured hubs, at least one)
+    /// in turn; redirects go to `<leader>/api/v1/<endpoint>`.
+    pub(crate) fn new(urls: Vec<String>, endpoint: &'static str) -> Self {
         Dialer {
-            url,
+            urls,
+            at: 0,
             endpoint,
             next: None,
+            redirected: false,
             redirects: 0,
             backoff: Backoff::new(),
         }
@@ -126,7 +134,25 @@ impl Dialer {
 
     /// The URL to connect to now.
     pub(crate) fn target(&mut self) -> String {
-        self.next.take().unwrap_or_else(|| self.url.clone())
+        match self.next.take() {
+            Some(leader) => {
+                self.redirected = true;
+                leader
+            }
+            None => {
+                self.redirected = false;
+                self.urls.get(self.at).cloned().unwrap_or_default()
+            }
+        }
+    }
+
+    /// The attempt could not reach its hub: a configured hub is skipped for
+    /// the next one (a redirect's leader is not a configured hub: the next
+    /// attempt goes back to the hub that named it).
+    pub(crate) fn unreachable(&mut self) {
+        if !self.redirected && !self.urls.is_empty() {
+            self.at = (self.at + 1) % self.urls.len();
+        }
     }
 
     /// A session was established: failures start again from the shortest delay.
@@ -176,6 +202,17 @@ mod tests {
         assert!(later[9] >= BACKOFF_MAX / 2);
         b.reset();
         assert!(b.next_delay() <= BACKOFF_MIN);
+
+        let mut d = Dialer::new(vec!["ws://a".into(), "ws://b".into()], "agent/ws");
+        assert_eq!(d.target(), "ws://a");
+        d.unreachable();
+        assert_eq!(d.target(), "ws://b", "an unreachable hub is skipped");
+        assert!(d.redirect("http://leader:1"));
+        assert_eq!(d.target(), "ws://leader:1/api/v1/agent/ws");
+        d.unreachable();
+        assert_eq!(d.target(), "ws://b", "back to the hub that redirected");
+        d.unreachable();
+        assert_eq!(d.target(), "ws://a", "round and round");
 
         let req = request("ws://127.0.0.1:1/api/v1/agent/ws", "tok").unwrap();
         assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer tok");

@@ -46,8 +46,10 @@ pub(crate) const AUTH_ERROR_CODES: &[&str] = &["unauthorized", "forbidden"];
 /// group), reported as failed ("agent shutting down") when connected, and the
 /// socket is closed.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let url = cfg.validate()?;
-    request(&url, &cfg.token)?;
+    let urls = cfg.validate()?;
+    for url in &urls {
+        request(url, &cfg.token)?;
+    }
     let mut cfg = cfg;
     if let Some(id) = cfg.agent_id {
         cfg.labels
@@ -73,10 +75,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         .saturating_add(8);
     let (events_tx, mut events) = mpsc::channel(capacity);
     let mut agent = Agent::new(cfg, events_tx);
-    info!(name = %agent.cfg.name, slots = agent.cfg.slots, hub = %url, "agent starting");
+    info!(name = %agent.cfg.name, slots = agent.cfg.slots, hubs = %urls.join(","), "agent starting");
 
     let token = agent.cfg.token.clone();
-    let mut dialer = Dialer::new(url.clone(), "agent/ws");
+    let mut dialer = Dialer::new(urls, "agent/ws");
     let result = loop {
         if shutdown.is_cancelled() {
             break Ok(());
@@ -108,7 +110,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                 }
             }
             Some(Err(ConnectError::Fatal(e))) => break Err(e),
-            Some(Err(ConnectError::Retry(why))) => warn!(error = %why, "cannot reach the hub"),
+            Some(Err(ConnectError::Retry(why))) => {
+                warn!(hub = %this, error = %why, "cannot reach the hub");
+                dialer.unreachable();
+            }
         }
         let delay = dialer.next_delay();
         debug!(

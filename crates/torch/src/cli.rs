@@ -29,7 +29,8 @@ pub(crate) struct Cli {
 /// Where the hub is and how to authenticate (client commands).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct HubArgs {
-    /// Hub URL.
+    /// Hub URL. Several hubs sharing a store may be listed, comma-separated:
+    /// one that cannot be reached is skipped for the next. Env: TORCH_HUB.
     #[arg(long, env = "TORCH_HUB", default_value = "http://127.0.0.1:7700")]
     pub(crate) hub: String,
     /// API token (admin or submitter). Env: TORCH_TOKEN.
@@ -151,7 +152,8 @@ pub(crate) struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct AgentArgs {
-    /// Hub URL.
+    /// Hub URL. Several hubs sharing a store may be listed, comma-separated:
+    /// one that cannot be reached is skipped for the next. Env: TORCH_HUB.
     #[arg(long, env = "TORCH_HUB", default_value = "http://127.0.0.1:7700")]
     pub(crate) hub: String,
     /// Agent (or admin) token. Env: TORCH_TOKEN.
@@ -354,7 +356,8 @@ pub(crate) enum TemplatesCmd {
 
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
-    /// Hub URL.
+    /// Hub URL. Several hubs sharing a store may be listed, comma-separated:
+    /// one that cannot be reached is skipped for the next. Env: TORCH_HUB.
     #[arg(long, env = "TORCH_HUB", default_value = "http://127.0.0.1:7700")]
     pub(crate) hub: String,
     /// Agent (or admin) token; also handed to the agents it starts. Env: TORCH_TOKEN.
@@ -375,7 +378,8 @@ pub(crate) struct NodeArgs {
 /// `TORCH_HUB` and `TORCH_TASK_TOKEN` are used when no token is given.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TaskHubArgs {
-    /// Hub URL.
+    /// Hub URL. Several hubs sharing a store may be listed, comma-separated:
+    /// one that cannot be reached is skipped for the next. Env: TORCH_HUB.
     #[arg(long, env = "TORCH_HUB", default_value = "http://127.0.0.1:7700")]
     pub(crate) hub: String,
     /// API token; inside a task the task token (TORCH_TASK_TOKEN) is used instead.

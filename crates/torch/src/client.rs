@@ -1,5 +1,7 @@
 //! A small typed client for the hub's REST API.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -10,10 +12,13 @@ use torch_api::rest::ErrorBody;
 
 use crate::exit::{BAD_INPUT, ERROR, UNREACHABLE, exit};
 
-/// Talks to one hub with one token.
+/// Talks to a hub with one token. Given several hubs (comma-separated, hubs
+/// sharing a store), a request that cannot connect to one goes to the next;
+/// the one that answered is used first from then on.
 #[derive(Clone)]
 pub(crate) struct Client {
-    base: String,
+    bases: Arc<Vec<String>>,
+    current: Arc<AtomicUsize>,
     token: Option<String>,
     http: reqwest::Client,
 }
@@ -26,11 +31,25 @@ impl Client {
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| exit(ERROR, format!("building HTTP client: {e}")))?;
+        let bases: Vec<String> = hub
+            .split(',')
+            .map(|h| h.trim().trim_end_matches('/').to_string())
+            .filter(|h| !h.is_empty())
+            .collect();
+        if bases.is_empty() {
+            return Err(exit(BAD_INPUT, "no hub URL given (--hub or TORCH_HUB)"));
+        }
         Ok(Client {
-            base: hub.trim_end_matches('/').to_string(),
+            bases: Arc::new(bases),
+            current: Arc::new(AtomicUsize::new(0)),
             token,
             http,
         })
+    }
+
+    /// The hubs, as given.
+    fn hubs(&self) -> String {
+        self.bases.join(",")
     }
 
     async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
@@ -39,24 +58,39 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<T> {
-        let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.map_err(|e| {
-            if e.is_connect() || e.is_timeout() {
-                exit(
-                    UNREACHABLE,
-                    format!("hub unreachable at {}: {e} (is `torch serve` or `torch up` running? set --hub or TORCH_HUB)", self.base),
-                )
-            } else {
-                exit(UNREACHABLE, format!("request to {url} failed: {e}"))
+        // A request that could not connect was not sent: the next hub may
+        // take it, whatever the method.
+        let n = self.bases.len();
+        let first = self.current.load(Ordering::Relaxed) % n;
+        let mut attempt = 0;
+        let (url, resp) = loop {
+            let at = (first + attempt) % n;
+            let url = format!("{}{}", self.bases[at], path);
+            let mut req = self.http.request(method.clone(), &url);
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
             }
-        })?;
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    self.current.store(at, Ordering::Relaxed);
+                    break (url, resp);
+                }
+                Err(e) if e.is_connect() && attempt + 1 < n => attempt += 1,
+                Err(e) if e.is_connect() || e.is_timeout() => {
+                    return Err(exit(
+                        UNREACHABLE,
+                        format!(
+                            "hub unreachable at {}: {e} (is `torch serve` or `torch up` running? set --hub or TORCH_HUB)",
+                            self.hubs()
+                        ),
+                    ));
+                }
+                Err(e) => return Err(exit(UNREACHABLE, format!("request to {url} failed: {e}"))),
+            }
+        };
         let status = resp.status();
         let bytes = resp
             .bytes()

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::config::endpoint_url;
+use crate::config::endpoint_urls;
 use crate::error::AgentError;
 
 /// Default cap on agent processes per node.
@@ -58,8 +58,8 @@ impl NodeConfig {
         }
     }
 
-    /// Checks the config and returns the node WebSocket URL of the hub.
-    pub(crate) fn validate(&self) -> Result<String, AgentError> {
+    /// Checks the config and returns the node WebSocket URL of each hub given.
+    pub(crate) fn validate(&self) -> Result<Vec<String>, AgentError> {
         if self.name.trim().is_empty() {
             return Err(config_err("name", "must not be empty"));
         }
@@ -72,7 +72,7 @@ impl NodeConfig {
                 format!("{} is not a file", self.torch_exe.display()),
             ));
         }
-        endpoint_url(&self.hub_url, "node/ws")
+        endpoint_urls(&self.hub_url, "node/ws")
     }
 }
 
@@ -108,7 +108,7 @@ mod tests {
         let cfg = NodeConfig::new("http://127.0.0.1:7700/", "s3cret", "n1", &exe);
         assert_eq!(
             cfg.validate().unwrap(),
-            "ws://127.0.0.1:7700/api/v1/node/ws"
+            ["ws://127.0.0.1:7700/api/v1/node/ws"]
         );
         assert!(!format!("{cfg:?}").contains("s3cret"));
         let check = |f: fn(&mut NodeConfig)| {

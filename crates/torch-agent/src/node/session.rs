@@ -60,8 +60,10 @@ type NodeQ = Outq<NodeMessage>;
 /// (no `unsafe`): a node killed with SIGKILL leaves its agents running.
 #[instrument(skip_all, fields(node = %cfg.name))]
 pub async fn run_node(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let url = cfg.validate()?;
-    request(&url, &cfg.token)?;
+    let urls = cfg.validate()?;
+    for url in &urls {
+        request(url, &cfg.token)?;
+    }
     let mut cfg = cfg;
     // Agents run in their own work dirs: relative paths would break there.
     cfg.work_root = absolute(&cfg.work_root, "resolve work root")?;
@@ -77,7 +79,7 @@ pub async fn run_node(cfg: NodeConfig, shutdown: CancellationToken) -> Result<()
         .unwrap_or(usize::MAX)
         .saturating_add(8);
     let (exits_tx, mut exits) = mpsc::channel(capacity);
-    info!(name = %cfg.name, max_agents = cfg.max_agents, hub = %url, "node starting");
+    info!(name = %cfg.name, max_agents = cfg.max_agents, hubs = %urls.join(","), "node starting");
     let token = cfg.token.clone();
     let mut node = Node {
         name: cfg.name.clone(),
@@ -88,7 +90,7 @@ pub async fn run_node(cfg: NodeConfig, shutdown: CancellationToken) -> Result<()
         stopping: false,
     };
 
-    let mut dialer = Dialer::new(url.clone(), "node/ws");
+    let mut dialer = Dialer::new(urls, "node/ws");
     let result = loop {
         if shutdown.is_cancelled() {
             break Ok(());
@@ -120,7 +122,10 @@ pub async fn run_node(cfg: NodeConfig, shutdown: CancellationToken) -> Result<()
                 }
             }
             Some(Err(ConnectError::Fatal(e))) => break Err(e),
-            Some(Err(ConnectError::Retry(why))) => warn!(error = %why, "cannot reach the hub"),
+            Some(Err(ConnectError::Retry(why))) => {
+                warn!(hub = %this, error = %why, "cannot reach the hub");
+                dialer.unreachable();
+            }
         }
         let delay = dialer.next_delay();
         debug!(

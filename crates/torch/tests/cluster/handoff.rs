@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use torch_store::redis::testing::RedisServer;
 
-use crate::harness::{Agent, Api, Hub, TestDir, free_port, secs};
+use crate::harness::{Agent, Api, Cli, Hub, TestDir, free_port, secs};
 
 fn role(api: &Api) -> String {
     api.request("GET", "/api/v1/health", None)
@@ -75,9 +75,10 @@ fn a_follower_that_cannot_reach_the_leader_hands_submissions_off() {
     db.wait_for("hub B to follow", secs(20), || {
         (role(&api_b) == "follower").then_some(())
     });
-    // The agent talks to A directly.
+    // The agent talks to A directly; it knows B too, for when A is gone.
     let token = a.token(&da, "agent");
-    let _agent = Agent::start(&da, &a.url, &token, "at-a", "sh", 2);
+    let both = format!("{},{}", a.url, b.url);
+    let _agent = Agent::start(&da, &both, &token, "at-a", "sh", 2);
     api_a.agent_id(&da, "at-a");
 
     // 1. Leader alive but unreachable from B.
@@ -114,15 +115,24 @@ fn a_follower_that_cannot_reach_the_leader_hands_submissions_off() {
     );
 
     // 2. The leader dies: B accepts a submission while it is no leader yet
-    // (or knows only A's dead address), takes over, and runs it.
+    // (or knows only A's dead address), takes over, and runs it on the same
+    // agent, which finds B in its list once A does not answer.
     a.kill9();
     let during = submit_handed_off(&api_b, "handed-2");
-    // Tokens live in the store: A's agent token works at B.
-    let _agent_b = Agent::start(&db, &b.url, &token, "at-b", "sh", 2);
     db.wait_for("hub B to lead", secs(20), || {
         (role(&api_b) == "leader").then_some(())
     });
     api_b.wait_state(&db, &during, "succeeded", secs(60));
+    let ran_on = api_b.task(&during)["last_agent_id"].clone();
+    assert_eq!(
+        ran_on.as_str(),
+        Some(api_b.agent_id(&db, "at-a").as_str()),
+        "the agent moved to B: {ran_on}"
+    );
+    // The CLI given both hubs skips the dead one.
+    let cli = Cli::new(&db, &both, Some(&a.admin));
+    let shown = cli.json(&["tasks", "show", &during]);
+    assert_eq!(shown["state"], "succeeded", "{shown}");
     let all = handoffs(&api_b);
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(all[1]["data"]["tasks"], json!([during]));
