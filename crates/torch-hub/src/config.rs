@@ -50,6 +50,11 @@ pub struct HubConfig {
     /// the `[templates.*]`, `[spawn]` and `[lifecycle]` sections).
     #[serde(skip)]
     pub lifecycle: LifecycleConfig,
+    /// Retention (`[store] retention`, set by the binary): finished tasks
+    /// last updated longer ago than this are deleted by the leader, in the
+    /// background; unset keeps every task.
+    #[serde(skip)]
+    pub retention: Option<Duration>,
 }
 
 /// What the hub does when a running task stalls.
@@ -79,6 +84,7 @@ impl Default for HubConfig {
             advertise_url: None,
             routing: torch_core::routing::RoutingConfig::default(),
             lifecycle: LifecycleConfig::default(),
+            retention: None,
         }
     }
 }
@@ -86,6 +92,9 @@ impl Default for HubConfig {
 impl HubConfig {
     /// Checks relations between settings.
     pub fn validate(&self) -> Result<(), String> {
+        if self.retention.is_some_and(|r| r < Duration::from_secs(1)) {
+            return Err("store.retention must be at least 1s".into());
+        }
         if self.lease < Duration::from_millis(200) {
             return Err("hub.lease must be at least 200ms".into());
         }

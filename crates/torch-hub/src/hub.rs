@@ -261,6 +261,13 @@ impl<S: Store> Hub<S> {
                 self.shared.shutdown.clone(),
             ));
         }
+        if let Some(keep) = self.shared.cfg.retention {
+            tokio::spawn(crate::retention::run(
+                self.shared.clone(),
+                keep,
+                self.shared.shutdown.clone(),
+            ));
+        }
         let life_task = self
             .lifecycle
             .take()

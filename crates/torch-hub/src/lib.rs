@@ -23,6 +23,7 @@ mod engine;
 mod error;
 mod leader;
 mod lifecycle;
+mod retention;
 mod session;
 mod stats;
 

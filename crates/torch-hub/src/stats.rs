@@ -15,6 +15,8 @@ pub(crate) struct Stats {
     pub(crate) finished: AtomicU64,
     pub(crate) stale_refused: AtomicU64,
     pub(crate) expired: AtomicU64,
+    /// Finished tasks deleted by retention.
+    pub(crate) purged: AtomicU64,
 }
 
 /// Snapshot returned by the stats endpoint.
@@ -25,6 +27,8 @@ pub(crate) struct StatsView {
     finished: u64,
     stale_refused: u64,
     leases_expired: u64,
+    /// Finished tasks this hub deleted under `[store] retention`.
+    tasks_purged: u64,
     /// Store kind (`sqlite`, `redis`).
     store: &'static str,
     /// Requests sent to a networked store since the hub started.
@@ -53,6 +57,7 @@ impl Stats {
             finished: AtomicU64::new(0),
             stale_refused: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            purged: AtomicU64::new(0),
         }
     }
 
@@ -99,6 +104,7 @@ impl Stats {
             finished: self.finished.load(Ordering::Relaxed),
             stale_refused: self.stale_refused.load(Ordering::Relaxed),
             leases_expired: self.expired.load(Ordering::Relaxed),
+            tasks_purged: self.purged.load(Ordering::Relaxed),
             store,
             store_round_trips,
         }

@@ -154,6 +154,16 @@
 //! the busiest stream to find the rare follower-written ones would add
 //! Redis work to every task.
 //!
+//! # Retention
+//! Finished tasks stay until [`Store::purge_finished`] deletes them
+//! (`scripts/purge.lua`, run by the leader under `[store] retention`): it
+//! walks the `succeeded`, `dead` and `cancelled` sets from their oldest
+//! submissions, looking at no more than four times its limit per call, and
+//! deletes each task older than the cutoff with its log, its `rdeps` list,
+//! its label and parent index entries and its idempotency key. A purged
+//! parent's `children:<id>` set stays until its children go, so children
+//! are still listed under the parent's id, as in SQLite.
+//!
 //! # Limits
 //! As in SQLite: `list_tasks` returns at most 1000 tasks (100 when the
 //! filter's limit is 0); `events` at most 10,000 (1000 when `limit` is 0).
@@ -546,6 +556,11 @@ impl Store for RedisStore {
 
     async fn ack_handoffs(&self, hub: String, ids: Vec<u64>) -> Result<(), StoreError> {
         self.ack_handoff_ids(&hub, &ids).await
+    }
+
+    async fn purge_finished(&self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
+        // The scripts take the caller's clock; the cutoff is all that matters here.
+        write::purge_finished(self, before_ms, limit, before_ms).await
     }
 
     async fn get_tasks(&self, ids: Vec<TaskId>) -> Result<Vec<TaskRecord>, StoreError> {

@@ -721,6 +721,20 @@ pub(super) async fn memory_inherit(
     memory_reply(reply, &limits)
 }
 
+/// See [`crate::Store::purge_finished`] (`scripts/purge.lua`).
+pub(super) async fn purge_finished(
+    s: &RedisStore,
+    before_ms: u64,
+    limit: usize,
+    now: u64,
+) -> Result<u64, StoreError> {
+    if limit == 0 {
+        return Ok(0);
+    }
+    let args = [before_ms.to_string(), limit.to_string()];
+    uint("purged", s.eval(&SCRIPTS.purge, now, &args).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -177,6 +177,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn purge_finished(&self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
+        self.writer
+            .call(move |tx| ops::purge_finished(tx, before_ms, limit))
+            .await
+    }
+
     async fn progress(
         &self,
         task: TaskId,

@@ -394,3 +394,37 @@ pub(crate) fn memory_inherit(
     put_event(tx.conn, ev, now)?;
     Ok(keys)
 }
+
+/// See [`crate::Store::purge_finished`].
+pub(crate) fn purge_finished(
+    tx: &mut Tx<'_>,
+    before_ms: u64,
+    limit: usize,
+) -> Result<u64, StoreError> {
+    let conn = tx.conn;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM tasks
+             WHERE state IN ('succeeded', 'dead', 'cancelled') AND updated_ms < ?1
+             ORDER BY seq LIMIT ?2",
+        )?
+        .query_map(params![to_i64(before_ms), limit], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        for sql in [
+            "DELETE FROM deps WHERE task_id = ?1",
+            "DELETE FROM labels WHERE task_id = ?1",
+            "DELETE FROM task_logs WHERE task_id = ?1",
+            "DELETE FROM tasks WHERE id = ?1",
+        ] {
+            conn.prepare_cached(sql)?.execute([id])?;
+        }
+    }
+    conn.prepare_cached(
+        "DELETE FROM events WHERE id IN
+           (SELECT id FROM events WHERE at_ms < ?1 ORDER BY id LIMIT ?2)",
+    )?
+    .execute(params![to_i64(before_ms), limit])?;
+    Ok(ids.len() as u64)
+}

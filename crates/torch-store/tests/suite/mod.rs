@@ -9,6 +9,7 @@ pub(crate) mod ends;
 pub(crate) mod lease;
 pub(crate) mod memory;
 pub(crate) mod misc;
+pub(crate) mod retention;
 pub(crate) mod routing;
 pub(crate) mod submit;
 
@@ -47,6 +48,7 @@ macro_rules! every_case {
             memory::memory_put_get_list_and_limits,
             memory::memory_inherit_copies_and_audits,
             memory::parent_links_children,
+            retention::purge_finished_tasks,
         );
     };
 }

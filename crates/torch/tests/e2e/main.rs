@@ -12,5 +12,6 @@ mod harness;
 mod input;
 mod lifecycle;
 mod processes;
+mod retention;
 mod routing;
 mod scheduling;
