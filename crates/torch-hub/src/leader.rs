@@ -70,16 +70,27 @@ pub(crate) async fn run<S: Store>(
         .clone();
     tokio::spawn(handoffs(shared.clone(), hub.clone(), shutdown.clone()));
     // Followers see the leader's writes only through the store: wake their
-    // event long-polls regularly.
+    // event long-polls regularly, and once a second take the count of
+    // unfinished tasks from the store (load shedding of the submissions they
+    // hand off).
     {
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let mut n = 0u32;
             loop {
                 tokio::select! {
-                    _ = tick.tick() => if !shared.is_leader() { shared.bump() },
+                    _ = tick.tick() => {}
                     _ = shutdown.cancelled() => return,
+                }
+                if shared.is_leader() {
+                    continue;
+                }
+                shared.bump();
+                n = n.wrapping_add(1);
+                if n % 4 == 0 {
+                    refresh_backlog(&shared).await;
                 }
             }
         });
@@ -189,6 +200,27 @@ async fn reconcile<S: Store>(shared: Arc<Shared<S>>) {
     }
 }
 
+/// A follower's count of unfinished tasks, from the store's per-state counts.
+async fn refresh_backlog<S: Store>(shared: &Shared<S>) {
+    let filter = torch_store::TaskFilter {
+        limit: 1,
+        ..torch_store::TaskFilter::default()
+    };
+    if let Ok(page) = shared.store.list_tasks(filter).await
+        && !shared.is_leader()
+    {
+        let unfinished: u64 = page
+            .counts
+            .iter()
+            .filter(|(state, _)| !state.is_terminal())
+            .map(|(_, n)| n)
+            .sum();
+        shared
+            .backlog
+            .store(unfinished as i64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// How long one read of the hand-off stream waits for an entry.
 const HANDOFF_WAIT: Duration = Duration::from_millis(500);
 
@@ -246,6 +278,11 @@ async fn take_handoffs<S: Store>(
 ) -> Result<(), torch_store::StoreError> {
     let ids: Vec<torch_core::TaskId> = batch.iter().flat_map(|h| h.tasks.iter().copied()).collect();
     let records = shared.store.get_tasks(ids).await?;
+    // Delegated tasks (from inside a running task): their parent's end
+    // cleans them up here too, as for a delegation made through this hub.
+    for parent in records.iter().filter_map(|r| r.parent) {
+        shared.notify_life(crate::lifecycle::LifeCmd::Parent { task: parent });
+    }
     let queued: Vec<torch_core::scheduler::QueuedTask> = records
         .iter()
         .filter(|r| r.state == torch_core::TaskState::Queued)
