@@ -89,7 +89,7 @@ pub(crate) async fn run<S: Store>(
                 }
                 shared.bump();
                 n = n.wrapping_add(1);
-                if n % 4 == 0 {
+                if n.is_multiple_of(4) {
                     refresh_backlog(&shared).await;
                 }
             }
