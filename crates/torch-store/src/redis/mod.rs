@@ -112,7 +112,11 @@
 //! `0-<global id>`; each stream a script wrote is trimmed once when it ends
 //! (`XTRIM … MAXLEN ~ maxlen`, cheaper than trimming on every `XADD`).
 //! Entry fields: `kind`, `at` (unix
-//! ms), `data` (JSON text), and `task` / `agent` when set. Entry ids thus
+//! ms), `data` (JSON text), and `task` / `agent` when set; a
+//! `task.assigned` entry with an explanation carries it in its own field,
+//! `explanation` (JSON), which [`Store::events`] puts back into `data` as
+//! `"explanation"`, so API readers see the same data as on SQLite (entries
+//! written before that field existed have it inside `data` already). Entry ids thus
 //! increase across all streams alike, and [`Store::events`] merges the
 //! streams by id. An outside reader follows a stream with
 //! `XREAD BLOCK 0 STREAMS {torch}:stream:nova.torch.tasks.completed $`

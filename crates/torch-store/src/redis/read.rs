@@ -35,16 +35,42 @@ fn fields(what: &str, v: Value) -> Result<HashMap<String, String>, StoreError> {
     Ok(map)
 }
 
-/// The explanation in a `task.assigned` event's data: the text after
-/// `,"explanation":` (written by the assign script, so the first match is
-/// ours), unquoted when it is a JSON string.
-fn explanation(data: &str) -> Option<String> {
-    let (_, rest) = data.split_once(",\"explanation\":")?;
-    let raw = rest.strip_suffix('}')?;
+/// An explanation as stored (JSON), unquoted when it is a JSON string.
+fn unquote(raw: &str) -> Option<String> {
     if raw.starts_with('"') {
         serde_json::from_str::<String>(raw).ok()
     } else {
         Some(raw.to_owned())
+    }
+}
+
+/// The explanation in a `task.assigned` event's data, as entries written
+/// before the `explanation` field had it: the text after `,"explanation":`
+/// (written by the assign script, so the first match is ours).
+fn explanation(data: &str) -> Option<String> {
+    let (_, rest) = data.split_once(",\"explanation\":")?;
+    unquote(rest.strip_suffix('}')?)
+}
+
+/// The read script's explanation: `=` and the entry's `explanation` field,
+/// or `d` and the data of an older entry.
+fn stored_explanation(v: &str) -> Option<String> {
+    match v.split_at_checked(1)? {
+        ("=", raw) => unquote(raw),
+        ("d", data) => explanation(data),
+        _ => None,
+    }
+}
+
+/// An entry's `data` with its `explanation` field put back inside, as the
+/// API shows it (and as SQLite stores it).
+fn with_explanation(data: String, explanation: Option<String>) -> String {
+    match (explanation, data.strip_suffix('}')) {
+        (Some(x), Some(head)) => {
+            let sep = if head.ends_with('{') { "" } else { "," };
+            format!("{head}{sep}\"explanation\":{x}}}")
+        }
+        _ => data,
     }
 }
 
@@ -109,7 +135,7 @@ fn record(v: Value) -> Result<Option<TaskRecord>, StoreError> {
         created_ms: num(take("c"), "created")?,
         updated_ms: num(take("u"), "updated")?,
         analysis: take("an"),
-        explanation: opt_text("explanation", expl)?.and_then(|d| explanation(&d)),
+        explanation: opt_text("explanation", expl)?.and_then(|d| stored_explanation(&d)),
         failed_agents: rows::failed_agents(take("fa").as_deref())?,
         parent: take("par").as_deref().map(value::task_id).transpose()?,
     }))
@@ -217,7 +243,10 @@ pub(super) fn event(stream: &str, entry: Value) -> Result<EventRecord, StoreErro
             .map(value::agent_id)
             .transpose()?,
         at_ms: parse_u64("event time", &f.remove("at").unwrap_or_else(|| "0".into()))?,
-        data: f.remove("data").unwrap_or_default(),
+        data: with_explanation(
+            f.remove("data").unwrap_or_default(),
+            f.remove("explanation"),
+        ),
     })
 }
 
@@ -416,6 +445,31 @@ mod tests {
         let data = r#"{"agent":"a","attempt":1,"fence":3,"explanation":"not json {"}"#;
         assert_eq!(explanation(data).as_deref(), Some("not json {"));
         assert_eq!(explanation(r#"{"agent":"a"}"#), None);
+        assert_eq!(
+            stored_explanation(r#"={"b":1.0}"#).as_deref(),
+            Some(r#"{"b":1.0}"#)
+        );
+        assert_eq!(
+            stored_explanation(r#"="a string""#).as_deref(),
+            Some("a string")
+        );
+        assert_eq!(
+            stored_explanation(r#"d{"fence":3,"explanation":{"b":1}}"#).as_deref(),
+            Some(r#"{"b":1}"#)
+        );
+        assert_eq!(stored_explanation(""), None);
+        assert_eq!(
+            with_explanation(r#"{"fence":3}"#.into(), Some(r#"{"b":1}"#.into())),
+            r#"{"fence":3,"explanation":{"b":1}}"#
+        );
+        assert_eq!(
+            with_explanation("{}".into(), Some("1".into())),
+            r#"{"explanation":1}"#
+        );
+        assert_eq!(
+            with_explanation(r#"{"fence":3}"#.into(), None),
+            r#"{"fence":3}"#
+        );
         assert_eq!(entry_id("0-42").ok(), Some(42));
         assert!(entry_id("1700000000000-0").is_err());
     }

@@ -214,22 +214,18 @@ pub(super) async fn submit(
     Ok(out)
 }
 
-/// The end of the `task.assigned` event data: `}` or
-/// `,"explanation":<x>}` with `x` itself when it is valid JSON (checked
-/// without building it), else `x` as a JSON string (as in SQLite).
-fn explanation_tail(x: Option<&str>) -> String {
+/// The `explanation` field of the `task.assigned` entry: '' for none, else
+/// `x` itself when it is valid JSON (checked without building it), else `x`
+/// as a JSON string (as in SQLite).
+fn explanation_arg(x: Option<&str>) -> String {
     let Some(x) = x else {
-        return "}".into();
+        return String::new();
     };
-    let raw = serde_json::from_str::<serde::de::IgnoredAny>(x).is_ok();
-    let mut tail = String::from(",\"explanation\":");
-    if raw {
-        tail.push_str(x.trim());
+    if serde_json::from_str::<serde::de::IgnoredAny>(x).is_ok() {
+        x.trim().to_owned()
     } else {
-        tail.push_str(&serde_json::Value::from(x).to_string());
+        serde_json::Value::from(x).to_string()
     }
-    tail.push('}');
-    tail
 }
 
 pub(super) async fn assign(
@@ -246,7 +242,7 @@ pub(super) async fn assign(
     for g in &grants {
         args.push(g.task.to_string());
         args.push(g.agent.to_string());
-        args.push(explanation_tail(g.explanation.as_deref()));
+        args.push(explanation_arg(g.explanation.as_deref()));
     }
     let reply = array("assign", s.eval(&SCRIPTS.assign, now, &args).await?)?;
     if reply.len() != grants.len() {
@@ -783,15 +779,9 @@ mod tests {
     }
 
     #[test]
-    fn explanation_tail_embeds_json_or_a_string() {
-        assert_eq!(explanation_tail(None), "}");
-        assert_eq!(
-            explanation_tail(Some(" {\"a\":1.0} ")),
-            ",\"explanation\":{\"a\":1.0}}"
-        );
-        assert_eq!(
-            explanation_tail(Some("not \"json")),
-            ",\"explanation\":\"not \\\"json\"}"
-        );
+    fn explanation_arg_is_json_or_a_json_string() {
+        assert_eq!(explanation_arg(None), "");
+        assert_eq!(explanation_arg(Some(" {\"a\":1.0} ")), "{\"a\":1.0}");
+        assert_eq!(explanation_arg(Some("not \"json")), "\"not \\\"json\"");
     }
 }

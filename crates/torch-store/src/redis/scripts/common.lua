@@ -181,6 +181,23 @@ local function emit_as(id, stream, kind, task, agent, data)
   return id
 end
 
+-- As `emit_as` for an entry about a task and an agent with one more field,
+-- `explanation` (the `task.assigned` entries).
+local function emit_explained(id, stream, kind, task, agent, data, explanation)
+  local key = STREAM_KEYS[stream]
+  local first = not key
+  if first then
+    key = P .. ':stream:' .. stream
+  end
+  redis.call('XADD', key, '0-' .. int(id), 'kind', kind, 'at', NOW, 'data', data, 'task', task,
+    'agent', agent, 'explanation', explanation)
+  if first then
+    redis.call('SADD', P .. ':streams', stream)
+    STREAM_KEYS[stream] = key
+  end
+  return id
+end
+
 local function emit(stream, kind, task, agent, data)
   return emit_as(next_id('eid'), stream, kind, task, agent, data)
 end

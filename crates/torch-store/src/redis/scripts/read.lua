@@ -26,7 +26,9 @@ local function tkey(id)
   return P .. ':t:' .. id
 end
 
--- {id, HGETALL, data of the assignment event holding the explanation|false}
+-- {id, HGETALL, explanation|false}: the `explanation` field of the
+-- assignment event holding it, or for entries written before that field
+-- existed, the event's `data` (the explanation is inside).
 local function row(id)
   local fields = redis.call('HGETALL', tkey(id))
   if #fields == 0 then
@@ -39,10 +41,18 @@ local function row(id)
       local entries = redis.call('XRANGE', P .. ':stream:nova.torch.tasks.active', eid, eid)
       if #entries == 1 then
         local kv = entries[1][2]
+        local data, own = false, false
         for j = 1, #kv, 2 do
           if kv[j] == 'data' then
-            explanation = kv[j + 1]
+            data = kv[j + 1]
+          elseif kv[j] == 'explanation' then
+            own = kv[j + 1]
           end
+        end
+        if own then
+          explanation = '=' .. own
+        elseif data then
+          explanation = 'd' .. data
         end
       end
     end
