@@ -16,6 +16,13 @@
 //! callers, with the Redis round trips per task and the server memory per
 //! stored task.
 //!
+//! `--hub-like` (Redis): the calls the hub makes in a burst instead: tasks
+//! with routing and analysis, submitted 500 per call, assigned 64 per call
+//! with a five-candidate explanation each, finished 100 per call (no
+//! separate start). For the Redis scripts' own cost, run the server under
+//! `valgrind --tool=callgrind` and divide its instruction count by the
+//! tasks (docs/benchmarks.md): unlike wall time, it repeats exactly.
+//!
 //! Not a benchmark harness: one run, wall clock.
 
 use std::io::Write;
@@ -115,6 +122,7 @@ struct Args {
     rounds: u64,
     store: Option<String>,
     batch: Option<u64>,
+    hub_like: bool,
 }
 
 fn args() -> Args {
@@ -122,12 +130,14 @@ fn args() -> Args {
         rounds: 100,
         store: None,
         batch: None,
+        hub_like: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--store" => a.store = it.next(),
             "--batch" => a.batch = it.next().map(|b| b.parse().expect("batch size")),
+            "--hub-like" => a.hub_like = true,
             n => a.rounds = n.parse().expect("rounds"),
         }
     }
@@ -142,6 +152,7 @@ fn main() {
         .expect("uuid");
     match a.store.as_deref() {
         None | Some("sqlite") => rt.block_on(sqlite(a.rounds, a.batch.unwrap_or(512), agent)),
+        Some(url) if a.hub_like => rt.block_on(hub_like(url, a.rounds, agent)),
         Some(url) => rt.block_on(redis(url, a.rounds, a.batch.unwrap_or(256), agent)),
     }
 }
@@ -254,6 +265,111 @@ async fn redis(url: &str, rounds: u64, batch: u64, agent: AgentId) {
          cycles/s; {:.1} round trips per task",
         n as f64 / secs,
         trips as f64 / n as f64
+    )
+    .expect("stdout");
+}
+
+/// A task as the hub submits it: routing and analysis included.
+fn hub_task(n: u64, idx: &torch_core::routing::taxonomy::TaxonomyIndex) -> NewTask {
+    let mut t = new_task(n);
+    let history = torch_core::routing::History::new();
+    let analysis = torch_core::routing::analyze_with(&t.spec, idx, &history, &[]);
+    let queued =
+        torch_core::scheduler::QueuedTask::from_spec(t.id, 0, &t.spec).with_analysis(&analysis);
+    t.routing = Some(torch_store::Routing::of(&queued));
+    t.analysis = serde_json::to_string(&analysis).ok();
+    t
+}
+
+/// An explanation with five candidates, as the router writes one.
+fn explanation(agent: AgentId) -> String {
+    use torch_core::routing::{AssignMode, Candidate, Explanation, FactorScore};
+    let factors = torch_core::routing::score::TORCH_FACTORS
+        .iter()
+        .map(|name| FactorScore {
+            name: (*name).into(),
+            value: 0.4375,
+            weight: 0.2,
+        })
+        .collect::<Vec<_>>();
+    let e = Explanation {
+        policy: "torch".into(),
+        chosen: agent,
+        mode: AssignMode::Batch,
+        candidates: vec![
+            Candidate {
+                agent,
+                total: 0.5156,
+                used: 9,
+                factors,
+            };
+            5
+        ],
+        feasible: 22,
+        rejected: Vec::new(),
+        rejected_counts: [("no-free-slot".to_string(), 78)].into(),
+        not_examined: 0,
+        notes: Vec::new(),
+    };
+    serde_json::to_string(&e).expect("explanation")
+}
+
+/// See the module docs: `rounds` × 500 tasks through the hub's call shapes.
+async fn hub_like(url: &str, rounds: u64, agent: AgentId) {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let opts = RedisOptions {
+        key_prefix: format!("bench-hub-{stamp}"),
+        ..RedisOptions::default()
+    };
+    let s = RedisStore::open(url, opts).await.expect("open redis store");
+    let idx = torch_core::routing::taxonomy::Taxonomy::default().compile();
+    let expl = explanation(agent);
+    let t = Instant::now();
+    let mut n = 0;
+    for r in 0..rounds {
+        let ids: Vec<u64> = (r * 500..(r + 1) * 500).collect();
+        let batch = ids.iter().map(|&i| hub_task(i, &idx)).collect();
+        s.submit(batch, 1_000 + r).await.expect("submit");
+        let mut leased = Vec::new();
+        for chunk in ids.chunks(64) {
+            let grants = chunk
+                .iter()
+                .map(|&i| Grant {
+                    task: tid(i),
+                    agent,
+                    expires_ms: 60_000,
+                    explanation: Some(expl.clone()),
+                })
+                .collect();
+            for l in s.assign(grants, 1_000 + r).await.expect("assign") {
+                leased.push(l.expect("queued"));
+            }
+        }
+        for chunk in leased.chunks(100) {
+            let reports = chunk
+                .iter()
+                .map(|l| Finish {
+                    task: l.task,
+                    fence: l.fence,
+                    agent,
+                    outcome: Outcome::succeeded(Evidence::default()),
+                    logs: None,
+                })
+                .collect();
+            let done = s.finish(reports, 1_000 + r).await.expect("finish");
+            assert!(done.iter().all(|d| matches!(d, FinishResult::Recorded(_))));
+        }
+        n += ids.len();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    writeln!(
+        std::io::stdout().lock(),
+        "redis hub-like (submit x500, assign x64 with explanations, finish x100): {n} tasks in \
+         {secs:.2}s = {:.0} tasks/s",
+        n as f64 / secs
     )
     .expect("stdout");
 }
