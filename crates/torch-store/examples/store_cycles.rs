@@ -32,7 +32,7 @@ use std::time::Instant;
 use torch_core::{AgentId, Evidence, Outcome, TaskId, TaskSpec};
 use torch_store::redis::{RedisOptions, RedisStore};
 use torch_store::sqlite::{SqliteOptions, SqliteStore};
-use torch_store::{FenceCheck, Finish, FinishResult, Grant, NewTask, Store};
+use torch_store::{FenceCheck, Finish, FinishResult, Grant, Leased, NewTask, Store};
 
 fn tid(n: u64) -> TaskId {
     format!("00000000-0000-7000-8000-{n:012x}")
@@ -80,8 +80,13 @@ async fn cycle<S: Store>(s: &S, agent: AgentId, first: u64, count: u64, now: u64
         let started = s.start(held, now).await.expect("start");
         assert!(started.iter().all(|c| *c == FenceCheck::Ok));
     }
+    succeed(s, agent, &leased, now).await;
+}
+
+/// Reports every lease in `leased` succeeded (one call), which must be recorded.
+async fn succeed<S: Store>(s: &S, agent: AgentId, leased: &[Leased], now: u64) {
     let reports = leased
-        .into_iter()
+        .iter()
         .map(|l| Finish {
             task: l.task,
             fence: l.fence,
@@ -349,18 +354,7 @@ async fn hub_like(url: &str, rounds: u64, agent: AgentId) {
             }
         }
         for chunk in leased.chunks(100) {
-            let reports = chunk
-                .iter()
-                .map(|l| Finish {
-                    task: l.task,
-                    fence: l.fence,
-                    agent,
-                    outcome: Outcome::succeeded(Evidence::default()),
-                    logs: None,
-                })
-                .collect();
-            let done = s.finish(reports, 1_000 + r).await.expect("finish");
-            assert!(done.iter().all(|d| matches!(d, FinishResult::Recorded(_))));
+            succeed(&s, agent, chunk, 1_000 + r).await;
         }
         n += ids.len();
     }

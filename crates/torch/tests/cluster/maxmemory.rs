@@ -215,22 +215,8 @@ fn maxmemory_reached_submitters_get_503_store_full_and_nothing_is_corrupted() {
         (c.get("succeeded").copied().unwrap_or(0) == want).then_some(())
     });
     assert_eq!(api.counts().values().sum::<u64>(), want, "no extra task");
-    let mut done: BTreeMap<String, usize> = BTreeMap::new();
-    for e in api.events("nova.torch.tasks.completed") {
-        if e["kind"] == "task.succeeded" {
-            *done
-                .entry(e["task_id"].as_str().unwrap_or_default().into())
-                .or_default() += 1;
-        }
-    }
-    let lost: Vec<&String> = ids.values().filter(|i| !done.contains_key(*i)).collect();
-    let doubled: Vec<(&String, &usize)> = done.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        lost.is_empty(),
-        "{} tasks never succeeded: {lost:?}",
-        lost.len()
-    );
-    assert!(doubled.is_empty(), "tasks completed twice: {doubled:?}");
+    let all: Vec<String> = ids.values().cloned().collect();
+    crate::multihub::assert_exactly_once(&api, &all);
     let retried = ids
         .values()
         .filter(|id| api.task(id)["attempt"].as_u64() != Some(1))

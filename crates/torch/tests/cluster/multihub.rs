@@ -48,7 +48,7 @@ fn role(api: &Api) -> String {
 }
 
 /// One `task.succeeded` per task, and every task succeeded.
-fn assert_exactly_once(api: &Api, ids: &[String]) {
+pub(crate) fn assert_exactly_once(api: &Api, ids: &[String]) {
     let mut done: BTreeMap<String, usize> = BTreeMap::new();
     for e in api.events("nova.torch.tasks.completed") {
         if e["kind"] == "task.succeeded" {

@@ -153,15 +153,23 @@ local function flush()
   flush_moves()
 end
 
+-- The key of stream `stream`, recorded in `P:streams` the first time this
+-- script writes to it (and trimmed by `flush`).
+local function stream_key(stream)
+  local key = STREAM_KEYS[stream]
+  if not key then
+    key = P .. ':stream:' .. stream
+    redis.call('SADD', P .. ':streams', stream)
+    STREAM_KEYS[stream] = key
+  end
+  return key
+end
+
 -- Appends an event: the next global id from `P:eid`, written to the stream
 -- `P:stream:<name>` with the explicit entry id `0-<global id>`.
 -- `emit_as` takes an id already drawn with `next_id('eid')`.
 local function emit_as(id, stream, kind, task, agent, data)
-  local key = STREAM_KEYS[stream]
-  local first = not key
-  if first then
-    key = P .. ':stream:' .. stream
-  end
+  local key = stream_key(stream)
   local eid = '0-' .. int(id)
   -- One call per shape: no argument table to build and unpack. Trimming
   -- (MAXLEN ~) is done once per stream when the script ends (`flush`).
@@ -174,27 +182,14 @@ local function emit_as(id, stream, kind, task, agent, data)
   else
     redis.call('XADD', key, eid, 'kind', kind, 'at', NOW, 'data', data)
   end
-  if first then
-    redis.call('SADD', P .. ':streams', stream)
-    STREAM_KEYS[stream] = key
-  end
   return id
 end
 
 -- As `emit_as` for an entry about a task and an agent with one more field,
 -- `explanation` (the `task.assigned` entries).
 local function emit_explained(id, stream, kind, task, agent, data, explanation)
-  local key = STREAM_KEYS[stream]
-  local first = not key
-  if first then
-    key = P .. ':stream:' .. stream
-  end
-  redis.call('XADD', key, '0-' .. int(id), 'kind', kind, 'at', NOW, 'data', data, 'task', task,
-    'agent', agent, 'explanation', explanation)
-  if first then
-    redis.call('SADD', P .. ':streams', stream)
-    STREAM_KEYS[stream] = key
-  end
+  redis.call('XADD', stream_key(stream), '0-' .. int(id), 'kind', kind, 'at', NOW, 'data', data,
+    'task', task, 'agent', agent, 'explanation', explanation)
   return id
 end
 
