@@ -292,16 +292,21 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Of `tasks` (queued in the store), those this engine neither
+    /// schedules nor leases.
+    fn unknown(&self, tasks: Vec<QueuedTask>) -> Vec<QueuedTask> {
+        tasks
+            .into_iter()
+            .filter(|t| !self.sched.is_queued(t.id) && !self.leases.contains_key(&t.id))
+            .collect()
+    }
+
     /// The periodic safety net on a shared store: queued tasks this engine
     /// does not schedule are enqueued, leases it does not track are adopted.
     /// (A stale entry is harmless: the store refuses a claim of a task that
     /// is no longer queued, and an expiry under an old fence.)
     fn reconcile(&mut self, snapshot: Snapshot, now: u64) {
-        let missing: Vec<QueuedTask> = snapshot
-            .queued
-            .into_iter()
-            .filter(|t| !self.sched.is_queued(t.id) && !self.leases.contains_key(&t.id))
-            .collect();
+        let missing = self.unknown(snapshot.queued);
         if !missing.is_empty() {
             warn!(
                 count = missing.len(),
@@ -407,10 +412,7 @@ impl<S: Store> Engine<S> {
         match cmd {
             Cmd::Ready(tasks) => self.enqueue(tasks, now),
             Cmd::Handoff { tasks, reply } => {
-                let new: Vec<QueuedTask> = tasks
-                    .into_iter()
-                    .filter(|t| !self.sched.is_queued(t.id) && !self.leases.contains_key(&t.id))
-                    .collect();
+                let new = self.unknown(tasks);
                 let n = new.len();
                 self.shared.add_backlog(n as i64);
                 self.enqueue(new, now);

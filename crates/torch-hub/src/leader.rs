@@ -401,8 +401,22 @@ pub(crate) async fn forward<S: Store>(
     if !needs_leader(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
-    if is_submission(req.method(), req.uri().path()) {
-        return submit_via_leader(&shared, leader, req, next).await;
+    // The body is read once: a submission may be relayed and then, if the
+    // leader could not be reached, handled here.
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, shared.cfg.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("reading the request: {e} (hub.max-body-bytes is the limit)"),
+            )
+            .into_response();
+        }
+    };
+    if is_submission(&parts.method, parts.uri.path()) {
+        return submit_via_leader(&shared, leader, parts, body, next).await;
     }
     let Some(base) = leader else {
         let mut e = ApiError::new(
@@ -413,22 +427,16 @@ pub(crate) async fn forward<S: Store>(
         e.retry_after = Some(1);
         return e.into_response();
     };
-    let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, shared.cfg.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => {
-            return ApiError::bad_request("bad_body", format!("reading the request: {e}"))
-                .into_response();
-        }
-    };
-    match relay(&shared, &base, &parts, body).await {
-        Ok(r) => r,
-        Err(Unrelayed { message, .. }) => {
-            let mut e = ApiError::new(StatusCode::BAD_GATEWAY, "leader_unreachable", message);
-            e.retry_after = Some(1);
-            e.into_response()
-        }
-    }
+    relay(&shared, &base, &parts, body)
+        .await
+        .unwrap_or_else(|u| leader_unreachable(u.message))
+}
+
+/// `502 leader_unreachable` with `Retry-After: 1`.
+fn leader_unreachable(message: String) -> Response {
+    let mut e = ApiError::new(StatusCode::BAD_GATEWAY, "leader_unreachable", message);
+    e.retry_after = Some(1);
+    e.into_response()
 }
 
 /// A submission on a follower: to the leader when it answers; accepted
@@ -439,21 +447,10 @@ pub(crate) async fn forward<S: Store>(
 async fn submit_via_leader<S: Store>(
     shared: &Arc<Shared<S>>,
     leader: Option<String>,
-    req: Request,
+    parts: axum::http::request::Parts,
+    body: axum::body::Bytes,
     next: Next,
 ) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, shared.cfg.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body is larger than hub.max-body-bytes; split the submission",
-            )
-            .into_response();
-        }
-    };
     let why = match leader {
         None => "no hub is the leader right now".to_owned(),
         Some(base) => match relay(shared, &base, &parts, body.clone()).await {
@@ -462,11 +459,7 @@ async fn submit_via_leader<S: Store>(
                 sent: false,
                 message,
             }) => message,
-            Err(Unrelayed { message, .. }) => {
-                let mut e = ApiError::new(StatusCode::BAD_GATEWAY, "leader_unreachable", message);
-                e.retry_after = Some(1);
-                return e.into_response();
-            }
+            Err(Unrelayed { message, .. }) => return leader_unreachable(message),
         },
     };
     warn!(reason = %why, "accepting a submission on this follower and handing it off to the leader");

@@ -150,14 +150,13 @@ pub(crate) async fn submit<S: Store>(
             if handoff.is_some() && !r.duplicate {
                 warnings.push(HANDED_OFF.to_owned());
             }
-            (r, warnings)
-        })
-        .map(|(r, warnings)| SubmittedTask {
-            id: r.id,
-            name: r.name,
-            state: r.state,
-            duplicate: r.duplicate,
-            warnings,
+            SubmittedTask {
+                id: r.id,
+                name: r.name,
+                state: r.state,
+                duplicate: r.duplicate,
+                warnings,
+            }
         })
         .collect();
     Ok((StatusCode::CREATED, Json(SubmitResponse { tasks })))

@@ -115,7 +115,11 @@ impl RedisStore {
 }
 
 impl StreamConsumer {
-    async fn send<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+    /// Sends a command on this consumer's connection.
+    pub(crate) async fn send<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
         let conn = match &mut self.conn {
             Some(c) => c,
             None => {
@@ -145,14 +149,6 @@ impl StreamConsumer {
     /// This consumer's name in its group.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Sends a command on this consumer's connection.
-    pub(crate) async fn send_cmd<T: redis::FromRedisValue>(
-        &mut self,
-        cmd: &redis::Cmd,
-    ) -> Result<T, StoreError> {
-        self.send(cmd).await
     }
 
     /// The stream name of key `key`.

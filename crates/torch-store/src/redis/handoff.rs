@@ -132,14 +132,14 @@ impl RedisStore {
 async fn forget_idle_leaders(c: &mut StreamConsumer, key: &str) -> Result<(), StoreError> {
     let mut cmd = redis::cmd("XINFO");
     cmd.arg("CONSUMERS").arg(key).arg(GROUP);
-    let reply: Value = c.send_cmd(&cmd).await?;
+    let reply: Value = c.send(&cmd).await?;
     for consumer in array("XINFO CONSUMERS", reply)? {
         let [_, name, _, pending] = tuple("consumer", consumer)?;
         let name = text("consumer name", name)?;
         if name != c.name() && uint("pending", pending)? == 0 {
             let mut del = redis::cmd("XGROUP");
             del.arg("DELCONSUMER").arg(key).arg(GROUP).arg(&name);
-            let _: Value = c.send_cmd(&del).await?;
+            let _: Value = c.send(&del).await?;
         }
     }
     Ok(())
