@@ -11,6 +11,7 @@
 //! - [`spec`]: the user-facing `TaskSpec` and its parsing from TOML and JSON.
 //! - [`validate`]: batch validation (names, dependencies, cycles) with located errors.
 //! - [`state`]: the task state machine and retry/backoff arithmetic.
+//! - [`lease`]: the lease state machine and the slot accounting it owns.
 //! - [`outcome`]: what an agent reports when a run ends (with retry meaning).
 //! - [`scheduler`]: the pure placement engine (priority, tenant fairness, FIFO,
 //!   hard filters, scoring policies, batch assignment, explanations).
@@ -18,6 +19,7 @@
 //!   circuit breakers and the routing simulation.
 
 pub mod ids;
+pub mod lease;
 pub mod lifecycle;
 pub mod outcome;
 pub mod routing;

@@ -311,6 +311,16 @@ impl<P: Placer> Scheduler<P> {
         }
     }
 
+    /// Sets how many slots `agent` uses. A caller that keeps a
+    /// [`LeaseTable`](crate::lease::LeaseTable) copies its counts here
+    /// (`LeaseTable::take_changed`) instead of counting by hand.
+    pub fn set_used(&mut self, id: AgentId, used: u32) {
+        if let Some(i) = self.agents.idx(id) {
+            let now = self.agents.at(i).map_or(0, |a| a.used);
+            self.agents.add_used(i, i64::from(used) - i64::from(now));
+        }
+    }
+
     /// Counts one more task held by `agent` (e.g. a lease re-attached after restart).
     pub fn take_slot(&mut self, id: AgentId) {
         if let Some(i) = self.agents.idx(id) {
