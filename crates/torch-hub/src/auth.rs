@@ -41,6 +41,25 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     outer.finalize().into()
 }
 
+/// The hub's authentication state: the cache of API tokens and the key of
+/// task-scoped tokens.
+pub(crate) struct Auth {
+    /// API tokens seen so far (hash → role, name).
+    pub(crate) tokens: TokenCache,
+    /// Mints and checks task-scoped tokens.
+    pub(crate) task_tokens: TaskTokens,
+}
+
+impl Auth {
+    /// Authentication keyed by the hub's `secret`.
+    pub(crate) fn new(secret: &str) -> Self {
+        Auth {
+            tokens: TokenCache::default(),
+            task_tokens: TaskTokens::new(secret),
+        }
+    }
+}
+
 /// Mints and checks task-scoped tokens with the hub's secret.
 pub(crate) struct TaskTokens {
     secret: Vec<u8>,
@@ -96,8 +115,12 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Who is calling.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Caller {
-    /// An API token with a role.
-    Token { role: Role, name: String },
+    /// An API token with a role; `hash` (SHA-256 of the secret) identifies it.
+    Token {
+        role: Role,
+        name: String,
+        hash: String,
+    },
     /// A task-scoped token.
     Task { task: TaskId, fence: u64 },
 }

@@ -7,40 +7,72 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use torch_core::TaskId;
 use torch_store::{FenceCheck, Finish, FinishResult, Store, StoreError};
 
 /// Most reports merged into one store call.
 const MAX_BATCH: usize = 4096;
+/// Callers waiting to be merged, at most, per kind of call; a session's
+/// recorder waits while it is full (its agent's acks wait with it).
+const WAITING: usize = 1024;
 
 type Reply<T> = oneshot::Sender<Result<Vec<T>, StoreError>>;
 /// One caller's items, its clock, and where its results go.
 type Request<I, T> = (Vec<I>, u64, Reply<T>);
 
+type Starts = mpsc::Receiver<Request<(TaskId, u64), FenceCheck>>;
+type Finishes = mpsc::Receiver<Request<Finish, FinishResult>>;
+
 /// Handles to the two batching tasks.
 pub(crate) struct Batcher {
-    starts: mpsc::UnboundedSender<Request<(TaskId, u64), FenceCheck>>,
-    finishes: mpsc::UnboundedSender<Request<Finish, FinishResult>>,
+    starts: mpsc::Sender<Request<(TaskId, u64), FenceCheck>>,
+    finishes: mpsc::Sender<Request<Finish, FinishResult>>,
 }
 
-impl Batcher {
-    /// Starts the batching tasks over `store`.
-    pub(crate) fn spawn<S: Store>(store: Arc<S>) -> Batcher {
-        let (stx, srx) = mpsc::unbounded_channel();
-        let (ftx, frx) = mpsc::unbounded_channel();
+/// The batching tasks, not started yet (the hub starts them when it serves).
+pub(crate) struct BatchRunner<S> {
+    store: Arc<S>,
+    starts: Starts,
+    finishes: Finishes,
+}
+
+impl<S: Store> BatchRunner<S> {
+    /// Starts the batching tasks in `tracker`; they stop at `stop` (calls
+    /// waiting then fail as unavailable, and agents resend).
+    pub(crate) fn spawn_into(self, tracker: &TaskTracker, stop: CancellationToken) {
+        let BatchRunner {
+            store,
+            starts,
+            finishes,
+        } = self;
         let s = store.clone();
-        tokio::spawn(run(srx, move |items, now| {
+        tracker.spawn(run(starts, stop.clone(), move |items, now| {
             let s = s.clone();
             async move { s.start(items, now).await }
         }));
-        tokio::spawn(run(frx, move |items, now| {
+        tracker.spawn(run(finishes, stop, move |items, now| {
             let s = store.clone();
             async move { s.finish(items, now).await }
         }));
-        Batcher {
-            starts: stx,
-            finishes: ftx,
-        }
+    }
+}
+
+impl Batcher {
+    /// A batcher over `store`, and its tasks (to start with
+    /// [`BatchRunner::spawn_into`]).
+    pub(crate) fn new<S: Store>(store: Arc<S>) -> (Batcher, BatchRunner<S>) {
+        let (starts, srx) = mpsc::channel(WAITING);
+        let (finishes, frx) = mpsc::channel(WAITING);
+        (
+            Batcher { starts, finishes },
+            BatchRunner {
+                store,
+                starts: srx,
+                finishes: frx,
+            },
+        )
     }
 
     /// `Store::start`, merged with other sessions' calls.
@@ -50,7 +82,10 @@ impl Batcher {
         now: u64,
     ) -> Result<Vec<FenceCheck>, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.starts.send((held, now, tx)).map_err(|_| stopped())?;
+        self.starts
+            .send((held, now, tx))
+            .await
+            .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -63,6 +98,7 @@ impl Batcher {
         let (tx, rx) = oneshot::channel();
         self.finishes
             .send((reports, now, tx))
+            .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
@@ -74,12 +110,19 @@ fn stopped() -> StoreError {
 
 /// Serves one kind of call: takes what queued up, makes one store call,
 /// hands each caller its slice of the results (or the error).
-async fn run<I, T, F, Fut>(mut rx: mpsc::UnboundedReceiver<Request<I, T>>, call: F)
+async fn run<I, T, F, Fut>(mut rx: mpsc::Receiver<Request<I, T>>, stop: CancellationToken, call: F)
 where
     F: Fn(Vec<I>, u64) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<T>, StoreError>>,
 {
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => match r {
+                Some(first) => first,
+                None => return,
+            },
+            _ = stop.cancelled() => return,
+        };
         let mut pending = vec![first];
         let mut n = pending[0].0.len();
         while n < MAX_BATCH {

@@ -1,19 +1,31 @@
-//! Nova Torch hub: the HTTP API, agent WebSocket sessions and the scheduling
-//! engine, over any [`torch_store::Store`].
+//! Nova Torch hub: the HTTP API, agent and node WebSocket sessions, and the
+//! services behind them, over any [`torch_store::Store`].
 //!
 //! # Layout
-//! - [`config`]: `HubConfig`, the hub's section of the configuration.
-//! - `auth`: bearer tokens (hashed at rest), roles, task-scoped tokens (HMAC).
-//! - `engine`: one task owns the scheduler, agent capacity and leases; everyone
-//!   else talks to it through a bounded channel.
-//! - `session`: one agent's WebSocket: hello, batching, ordered recording.
+//! - `hub`: start-up, the services and their lifetimes (start, join).
+//! - `shared`: what every part holds — handles to the services, the store,
+//!   the configuration.
+//! - `engine`: the queue, the scheduler and the leases (the lease state
+//!   machine itself is `torch_core::lease`); a typed handle with commands
+//!   and queries on bounded channels.
 //! - `lifecycle`: templates, nodes, spawning under the spawn policy,
 //!   auto-scaling, recycling, helper and delegated-task cleanup.
-//! - `api`: REST handlers under `/api/v1`, one module per resource.
+//! - `analysis`: task analysis and the history it learns from.
+//! - `leader`: the election among hubs sharing a store, forwarding to the
+//!   leader, hand-offs.
+//! - `session`: one agent's WebSocket: hello, identity, batching, ordered
+//!   recording; `identity`: which token an agent id belongs to.
+//! - `api`: REST handlers under `/api/v1`, one module per resource, and the
+//!   route table (`api::routes`) that declares each route's leader rule.
+//! - `auth`: bearer tokens (hashed at rest), roles, task-scoped tokens (HMAC).
+//! - [`config`]: `HubConfig`, the hub's section of the configuration.
+//! - `batch`, `retention`, `stats`, `clock`: report batching for a networked
+//!   store, deletion of old tasks, counters, the clock.
 //!
 //! Entry point: [`Hub::start`] then [`Hub::serve`], which takes a bound
 //! listener and a shutdown token (tests bind port 0).
 
+mod analysis;
 mod api;
 mod auth;
 mod batch;
@@ -21,15 +33,16 @@ mod clock;
 pub mod config;
 mod engine;
 mod error;
+mod hub;
+mod identity;
 mod leader;
 mod lifecycle;
 mod retention;
 mod session;
+mod shared;
 mod stats;
 
 pub use auth::{generate_token, hash_token};
 pub use config::{HubConfig, LifecycleConfig};
 pub use error::HubError;
 pub use hub::Hub;
-
-mod hub;

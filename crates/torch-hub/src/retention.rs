@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 use torch_store::Store;
 use tracing::{info, warn};
 
-use crate::clock::now_ms;
 use crate::hub::Shared;
 
 /// Tasks deleted per store call.
@@ -37,7 +36,7 @@ pub(crate) async fn run<S: Store>(
         if !shared.is_leader() {
             continue;
         }
-        let cutoff = now_ms().saturating_sub(keep_ms);
+        let cutoff = shared.now_ms().saturating_sub(keep_ms);
         let mut deleted = 0;
         for _ in 0..MAX_CALLS {
             match shared.store.purge_finished(cutoff, BATCH).await {

@@ -1,7 +1,8 @@
 //! One agent's WebSocket session.
 //!
-//! The agent opens with `Hello`; we register it with the engine and answer
-//! `Welcome`. Outgoing messages are batched: one frame carries everything
+//! The agent opens with `Hello`; we check its identity (an id belongs to
+//! the token that registered it), register it with the engine (which
+//! refuses to displace a live session of the same id) and answer `Welcome`. Outgoing messages are batched: one frame carries everything
 //! queued. Incoming `Started`/`Finished` reports go to a per-session recorder
 //! that writes them to the store in arrival order (coalescing what queued up
 //! meanwhile into one store call), then acks the agent and tells the engine.
@@ -12,16 +13,16 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use torch_api::ws::{AckStatus, AgentMessage, HeldTask, Hello, HubMessage};
+use torch_api::ws::{AckStatus, AgentMessage, FinishReport, HeldTask, Hello, HubMessage};
 use torch_core::{AgentId, OutcomeKind, TaskState};
 use torch_store::{AgentEvent, Finish, FinishResult, NewEvent, Store, TASKS_FAILED};
 use tracing::{debug, info, warn};
 
-use crate::clock::now_ms;
-use crate::engine::{Cmd, Outbound, RecordedReport};
+use crate::engine::{Command, EndReport, Outbound, RecordedReport, Registration};
 use crate::hub::Shared;
+use crate::lifecycle::LifeCmd;
 
 const OUTBOX: usize = 8192;
 
@@ -64,58 +65,80 @@ async fn read_hello(socket: &mut WebSocket) -> Result<Hello, String> {
     }
 }
 
-/// Runs a session until the agent disconnects or the hub stops.
-pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket) {
+/// Refuses a session with an `Error` frame.
+async fn refuse(socket: &mut WebSocket, code: &str, message: String) {
+    warn!(code, error = %message, "agent session refused");
+    let _ = socket
+        .send(encode(&[HubMessage::Error {
+            code: code.into(),
+            message,
+        }]))
+        .await;
+}
+
+/// Runs a session opened with the token whose hash is `token`, until the
+/// agent disconnects, the hub stops, or a newer session replaces it.
+pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket, token: String) {
     let hello = match read_hello(&mut socket).await {
         Ok(h) => h,
-        Err(msg) => {
-            warn!(error = %msg, "agent session refused");
-            let _ = socket
-                .send(encode(&[HubMessage::Error {
-                    code: "bad_hello".into(),
-                    message: msg,
-                }]))
-                .await;
-            return;
-        }
+        Err(msg) => return refuse(&mut socket, "bad_hello", msg).await,
     };
     if let Some(err) = crate::leader::redirect(&shared) {
         let _ = socket.send(encode(&[err])).await;
         return;
     }
+    let agent = match hello.agent_id {
+        Some(id) => id,
+        None => AgentId::from_uuid(uuid::Uuid::now_v7()),
+    };
+    if let Err(e) = crate::identity::claim(&*shared.store, agent, &token).await {
+        let code = match e {
+            crate::identity::ClaimError::Taken(_) => "identity_refused",
+            crate::identity::ClaimError::Store(_) => "store_unavailable",
+        };
+        return refuse(&mut socket, code, e.to_string()).await;
+    }
     let session = shared.session_seq.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOX);
-    let (reply_tx, reply_rx) = oneshot::channel();
+    let replaced = CancellationToken::new();
     let (name, skills, slots, labels) = (
         hello.name.clone(),
         hello.skills.clone(),
         hello.slots,
         hello.labels.clone(),
     );
-    if shared
+    let registration = Registration {
+        hello,
+        id: agent,
+        tx: tx.clone(),
+        session,
+        close: replaced.clone(),
+    };
+    let joined = shared
         .engine
-        .send(Cmd::Join {
-            hello,
-            tx: tx.clone(),
-            session,
-            reply: reply_tx,
+        .call(|reply| Command::Join {
+            agent: registration,
+            reply,
         })
-        .await
-        .is_err()
-    {
-        return;
+        .await;
+    match joined {
+        None => return,
+        Some(Err(refused)) => {
+            return refuse(&mut socket, "agent_in_use", refused.to_string()).await;
+        }
+        Some(Ok(())) => {}
     }
-    let Ok(agent) = reply_rx.await else { return };
     let welcome = HubMessage::Welcome {
         agent_id: agent,
         heartbeat_ms: shared.cfg.heartbeat.as_millis() as u64,
         lease_ms: shared.cfg.lease.as_millis() as u64,
     };
     if socket.send(encode(&[welcome])).await.is_err() {
-        let _ = shared.engine.send(Cmd::Leave { agent, session }).await;
+        shared.engine.send(Command::Leave { agent, session }).await;
         return;
     }
     info!(agent_id = %agent, name = %name, "agent connected");
+    shared.life.send(LifeCmd::AgentJoined { agent }).await;
     let ev = AgentEvent::Joined {
         id: agent,
         name,
@@ -123,7 +146,7 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
         slots,
         labels,
     };
-    if let Err(e) = shared.store.agent_event(ev, now_ms()).await {
+    if let Err(e) = shared.store.agent_event(ev, shared.now_ms()).await {
         warn!(error = %e, "could not record agent join");
     }
     shared.bump();
@@ -142,19 +165,27 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
     let reason = loop {
         tokio::select! {
             msg = rx.recv() => {
-                let Some(first) = msg else { break "replaced by a newer session".to_string() };
-                let mut batch = vec![first.msg];
-                let mut readies: Vec<std::time::Instant> = first.ready.into_iter().collect();
-                while batch.len() < 1024 {
-                    match rx.try_recv() {
-                        Ok(m) => {
-                            readies.extend(m.ready);
-                            batch.push(m.msg);
+                let Some(first) = msg else { break "hub stopping".to_string() };
+                let mut batch = Vec::new();
+                let mut readies: Vec<std::time::Instant> = Vec::new();
+                let mut probe = false;
+                let mut next = Some(first);
+                while let Some(m) = next.take() {
+                    match m {
+                        Outbound::Message { msg, ready } => {
+                            readies.extend(ready);
+                            batch.push(msg);
                         }
-                        Err(_) => break,
+                        Outbound::Probe => probe = true,
+                    }
+                    if batch.len() < 1024 {
+                        next = rx.try_recv().ok();
                     }
                 }
-                if let Err(e) = sink.send(encode(&batch)).await {
+                if probe && let Err(e) = sink.send(Message::Ping(Default::default())).await {
+                    break format!("connection probe failed: {e}");
+                }
+                if !batch.is_empty() && let Err(e) = sink.send(encode(&batch)).await {
                     break format!("send failed: {e}");
                 }
                 if !readies.is_empty() {
@@ -184,6 +215,10 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
                 let _ = sink.send(Message::Close(None)).await;
                 break "store could not record reports; agent must resend".to_string();
             }
+            _ = replaced.cancelled() => {
+                let _ = sink.send(Message::Close(None)).await;
+                break "replaced by a newer session (this one was silent)".to_string();
+            }
             _ = shared.shutdown.cancelled() => {
                 let _ = sink.send(Message::Close(None)).await;
                 break "hub stopping".to_string();
@@ -195,10 +230,11 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
         warn!(error = %e, "session recorder failed");
     }
     info!(agent_id = %agent, reason = %reason, "agent session ended");
-    let _ = shared.engine.send(Cmd::Leave { agent, session }).await;
+    shared.engine.send(Command::Leave { agent, session }).await;
+    shared.life.send(LifeCmd::AgentLeft { agent }).await;
     if let Err(e) = shared
         .store
-        .agent_event(AgentEvent::Left { id: agent, reason }, now_ms())
+        .agent_event(AgentEvent::Left { id: agent, reason }, shared.now_ms())
         .await
     {
         debug!(error = %e, "could not record agent leave");
@@ -218,20 +254,16 @@ async fn dispatch<S: Store>(
     for m in msgs {
         match m {
             AgentMessage::Heartbeat { running } => {
-                if shared
+                if !shared
                     .engine
-                    .send(Cmd::Heartbeat { agent, running })
+                    .send(Command::Heartbeat { agent, running })
                     .await
-                    .is_err()
                 {
                     return false;
                 }
             }
             AgentMessage::Finished(f) => {
-                ended.push(HeldTask {
-                    task_id: f.task_id,
-                    fence: f.fence,
-                });
+                ended.push(end_report(&f));
                 reports.push(AgentMessage::Finished(f));
             }
             m @ AgentMessage::Started(_) => reports.push(m),
@@ -240,15 +272,34 @@ async fn dispatch<S: Store>(
         }
     }
     if !ended.is_empty()
-        && shared
+        && !shared
             .engine
-            .send(Cmd::Ended { agent, held: ended })
+            .send(Command::Ended {
+                agent,
+                reports: ended,
+            })
             .await
-            .is_err()
     {
         return false;
     }
     reports.is_empty() || rec_tx.send(reports).await.is_ok()
+}
+
+/// What the engine learns from a finished report the moment it arrives.
+fn end_report(f: &FinishReport) -> EndReport {
+    let telling = matches!(
+        f.outcome.kind,
+        OutcomeKind::Succeeded | OutcomeKind::Failed | OutcomeKind::TimedOut
+    ) && f.outcome.reason.as_deref() != Some("agent shutting down");
+    EndReport {
+        held: HeldTask {
+            task_id: f.task_id,
+            fence: f.fence,
+        },
+        succeeded: f.outcome.kind == OutcomeKind::Succeeded,
+        telling,
+        duration_ms: f.outcome.evidence.duration_ms,
+    }
 }
 
 /// Writes reports to the store in order; acks the agent; informs the engine.
@@ -279,7 +330,7 @@ async fn record<S: Store>(
                 .iter()
                 .any(|f| f.task_id == s.task_id && f.fence == s.fence)
         });
-        let now = now_ms();
+        let now = shared.now_ms();
         if !starts.is_empty() {
             let held: Vec<_> = starts.iter().map(|h| (h.task_id, h.fence)).collect();
             let res = match &shared.batcher {
@@ -312,19 +363,9 @@ async fn record<S: Store>(
             .iter()
             .map(|f| f.outcome.kind == OutcomeKind::Cancelled)
             .collect();
-        let verdicts: Vec<(bool, bool, u64)> = finishes
+        let durations: Vec<u64> = finishes
             .iter()
-            .map(|f| {
-                let telling = matches!(
-                    f.outcome.kind,
-                    OutcomeKind::Succeeded | OutcomeKind::Failed | OutcomeKind::TimedOut
-                ) && f.outcome.reason.as_deref() != Some("agent shutting down");
-                (
-                    f.outcome.kind == OutcomeKind::Succeeded,
-                    telling,
-                    f.outcome.evidence.duration_ms,
-                )
-            })
+            .map(|f| f.outcome.evidence.duration_ms)
             .collect();
         let batch: Vec<Finish> = finishes
             .into_iter()
@@ -388,23 +429,19 @@ async fn record<S: Store>(
                 });
             }
         }
-        let _ = shared
+        shared
             .engine
-            .send(Cmd::Recorded {
+            .send(Command::Recorded {
                 agent,
                 results: held
                     .into_iter()
                     .zip(results)
-                    .zip(verdicts)
-                    .map(
-                        |((held, result), (succeeded, telling, duration_ms))| RecordedReport {
-                            held,
-                            succeeded,
-                            telling,
-                            duration_ms,
-                            result,
-                        },
-                    )
+                    .zip(durations)
+                    .map(|((held, result), duration_ms)| RecordedReport {
+                        held,
+                        result,
+                        duration_ms,
+                    })
                     .collect(),
             })
             .await;
@@ -437,7 +474,7 @@ async fn refuse_stale<S: Store>(
         data: serde_json::json!({"fence": h.fence, "current_fence": current_fence, "state": state})
             .to_string(),
     };
-    if let Err(e) = shared.store.append_event(ev, now_ms()).await {
+    if let Err(e) = shared.store.append_event(ev, shared.now_ms()).await {
         debug!(error = %e, "could not record stale report event");
     }
 }

@@ -20,7 +20,6 @@ use torch_store::{MemoryEntry, Store};
 
 use super::{ApiError, Need, authorize, stopping, task_agent};
 use crate::auth::Caller;
-use crate::clock::now_ms;
 use crate::hub::Shared;
 use crate::lifecycle::{LifeCmd, Origin, SpawnError};
 
@@ -31,9 +30,7 @@ async fn ask_life<S: Store, T>(
     shared: &Shared<S>,
     make: impl FnOnce(oneshot::Sender<T>) -> LifeCmd,
 ) -> Result<T, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    shared.life.send(make(tx)).map_err(|_| stopping())?;
-    rx.await.map_err(|_| stopping())
+    shared.life.ask(make).await.ok_or_else(stopping)
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(
@@ -276,7 +273,7 @@ pub(crate) async fn memory_put<S: Store>(
     let limits = shared.cfg.lifecycle.memory;
     shared
         .store
-        .memory_put(agent, key, req.value, limits, now_ms())
+        .memory_put(agent, key, req.value, limits, shared.now_ms())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -15,9 +15,8 @@ use torch_api::rest::{
 use torch_store::{Store, TokenRecord};
 
 use super::{ApiError, Need, ask_engine, authorize};
-use crate::auth::{generate_token, hash_token};
-use crate::clock::now_ms;
-use crate::engine::Cmd;
+use crate::auth::{Caller, generate_token, hash_token};
+
 use crate::hub::Shared;
 use crate::stats::StatsView;
 
@@ -25,9 +24,9 @@ type St<S> = State<Arc<Shared<S>>>;
 
 /// `GET /api/v1/health` (no auth).
 pub(crate) async fn health<S: Store>(State(shared): St<S>) -> Json<Health> {
-    let (role, leader) = match &*shared.role.borrow() {
-        crate::leader::Role::Leader { .. } => ("leader", None),
-        crate::leader::Role::Follower { leader } => ("follower", leader.clone()),
+    let (role, leader) = match shared.cluster.follower_of() {
+        None => ("leader", None),
+        Some(leader) => ("follower", leader),
     };
     Json(Health {
         status: "ok".into(),
@@ -36,7 +35,7 @@ pub(crate) async fn health<S: Store>(State(shared): St<S>) -> Json<Health> {
         uptime_ms: shared.started.elapsed().as_millis() as u64,
         role: role.into(),
         leader,
-        hub_id: shared.hub_id.get().cloned(),
+        hub_id: shared.cluster.hub_id.get().cloned(),
     })
 }
 
@@ -69,7 +68,7 @@ pub(crate) async fn agents<S: Store>(
     headers: HeaderMap,
 ) -> Result<Json<AgentList>, ApiError> {
     authorize(&shared, &headers, Need::SubmitOrTask).await?;
-    let mut agents = ask_engine(&shared, Cmd::Agents).await?;
+    let mut agents = ask_engine(&shared, crate::engine::Query::Agents).await?;
     let mut managed = super::lifecycle::managed(&shared).await?;
     for a in &mut agents {
         a.managed = managed.remove(&a.id);
@@ -116,7 +115,7 @@ pub(crate) async fn events<S: Store>(
     let limit = q.limit.unwrap_or(500).clamp(1, 5000);
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(30_000));
-    let mut gen_rx = shared.events_gen.subscribe();
+    let mut gen_rx = shared.events.subscribe();
     loop {
         gen_rx.borrow_and_update();
         let events = shared.store.events(q.after, streams.clone(), limit).await?;
@@ -162,7 +161,7 @@ pub(crate) async fn create_token<S: Store>(
             hash: hash_token(&token),
             role: req.role.as_str().into(),
             name: name.clone(),
-            created_ms: now_ms(),
+            created_ms: shared.now_ms(),
         })
         .await?;
     Ok((
@@ -181,10 +180,14 @@ pub(crate) async fn agent_ws<S: Store>(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    authorize(&shared, &headers, Need::Agent).await?;
+    let Caller::Token { hash, .. } = authorize(&shared, &headers, Need::Agent).await? else {
+        return Err(ApiError::forbidden(
+            "an agent session needs an agent or admin token",
+        ));
+    };
     Ok(ws
         .max_message_size(64 << 20)
-        .on_upgrade(move |socket| crate::session::run(shared, socket)))
+        .on_upgrade(move |socket| crate::session::run(shared, socket, hash)))
 }
 
 /// A known route called with the wrong method.

@@ -3,15 +3,16 @@
 mod error;
 mod lifecycle;
 mod misc;
+pub(crate) mod routes;
 mod tasks;
+#[cfg(test)]
+mod tests;
 mod views;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
 use torch_api::rest::Role;
 use torch_store::Store;
 
@@ -20,45 +21,9 @@ pub(crate) use error::ApiError;
 use crate::auth::{Caller, bearer, hash_token, parse_role};
 use crate::hub::Shared;
 
-/// Builds the router.
+/// Builds the router (see [`routes`]).
 pub(crate) fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
-    let limit = shared.cfg.max_body_bytes;
-    Router::new()
-        .route("/api/v1/health", get(misc::health::<S>))
-        .route("/api/v1/stats", get(misc::stats::<S>))
-        .route("/api/v1/stats/reset", post(misc::reset_stats::<S>))
-        .route(
-            "/api/v1/tasks",
-            post(tasks::submit::<S>).get(tasks::list::<S>),
-        )
-        .route("/api/v1/tasks/{id}", get(tasks::get::<S>))
-        .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel::<S>))
-        .route("/api/v1/tasks/{id}/retry", post(tasks::retry::<S>))
-        .route("/api/v1/tasks/{id}/logs", get(tasks::logs::<S>))
-        .route("/api/v1/tasks/{id}/progress", post(tasks::progress::<S>))
-        .route("/api/v1/analyze", post(tasks::analyze_specs::<S>))
-        .route("/api/v1/agents", get(misc::agents::<S>))
-        .route("/api/v1/events", get(misc::events::<S>))
-        .route("/api/v1/tokens", post(misc::create_token::<S>))
-        .route("/api/v1/agent/ws", get(misc::agent_ws::<S>))
-        .route("/api/v1/agents/spawn", post(lifecycle::spawn::<S>))
-        .route("/api/v1/agents/scaling", get(lifecycle::scaling::<S>))
-        .route("/api/v1/agents/{id}/drain", post(lifecycle::drain::<S>))
-        .route("/api/v1/nodes", get(lifecycle::nodes::<S>))
-        .route("/api/v1/node/ws", get(lifecycle::node_ws::<S>))
-        .route("/api/v1/memory", get(lifecycle::memory_list::<S>))
-        .route(
-            "/api/v1/memory/{key}",
-            get(lifecycle::memory_get::<S>).put(lifecycle::memory_put::<S>),
-        )
-        .fallback(misc::not_found)
-        .method_not_allowed_fallback(misc::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            shared.clone(),
-            crate::leader::forward::<S>,
-        ))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(shared)
+    routes::build(shared).0
 }
 
 /// What a route requires.
@@ -88,24 +53,24 @@ pub(crate) async fn authorize<S: Store>(
         ));
     };
     let caller = if token.starts_with("tt1.") {
-        match shared.task_tokens.verify(token) {
+        match shared.auth.task_tokens.verify(token) {
             Some((task, fence)) => Caller::Task { task, fence },
             None => return Err(ApiError::unauthorized("invalid task token")),
         }
     } else {
         let hash = hash_token(token);
-        let found = match shared.tokens.get(&hash) {
+        let found = match shared.auth.tokens.get(&hash) {
             Some(v) => Some(v),
             None => match shared.store.find_token(hash.clone()).await? {
                 Some(rec) => parse_role(&rec.role).map(|role| {
-                    shared.tokens.put(hash.clone(), role, rec.name.clone());
+                    shared.auth.tokens.put(hash.clone(), role, rec.name.clone());
                     (role, rec.name)
                 }),
                 None => None,
             },
         };
         match found {
-            Some((role, name)) => Caller::Token { role, name },
+            Some((role, name)) => Caller::Token { role, name, hash },
             None => return Err(ApiError::unauthorized("unknown token")),
         }
     };
@@ -159,11 +124,9 @@ pub(crate) async fn authorize<S: Store>(
 /// Asks the engine something and waits for the answer; 503 when it is gone.
 pub(crate) async fn ask_engine<S: Store, T>(
     shared: &Shared<S>,
-    make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> crate::engine::Cmd,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> crate::engine::Query,
 ) -> Result<T, ApiError> {
-    crate::engine::ask(&shared.engine, make)
-        .await
-        .ok_or_else(stopping)
+    shared.engine.ask(make).await.ok_or_else(stopping)
 }
 
 /// 503 while the hub shuts down.

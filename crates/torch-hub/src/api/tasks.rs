@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -14,7 +13,6 @@ use torch_api::rest::{
     AnalyzeResponse, CancelRequest, CancelResponse, LogsView, ProgressRequest, SubmitRequest,
     SubmitResponse, SubmittedTask, TaskList, TaskView,
 };
-use torch_core::routing::{History, analyze_with};
 use torch_core::scheduler::QueuedTask;
 use torch_core::validate::{ValidTask, validate_batch};
 use torch_core::{Skill, TaskId, TaskState};
@@ -23,9 +21,9 @@ use torch_store::{FenceCheck, NewTask, Routing, Store, TaskFilter};
 use super::views::task_view;
 use super::{ApiError, Need, ask_engine, authorize, task_or_404};
 use crate::auth::Caller;
-use crate::clock::now_ms;
-use crate::engine::Cmd;
+use crate::engine::Command;
 use crate::hub::Shared;
+use crate::lifecycle::LifeCmd;
 
 type St<S> = State<Arc<Shared<S>>>;
 
@@ -67,7 +65,7 @@ pub(crate) async fn submit<S: Store>(
         Caller::Token { .. } => None,
     };
     let body = body.map_err(body_error)?;
-    let backlog = shared.backlog.load(Ordering::Relaxed).max(0) as u64;
+    let backlog = shared.backlog();
     if backlog >= shared.cfg.queue_high_water {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -86,62 +84,61 @@ pub(crate) async fn submit<S: Store>(
         .map(|_| TaskId::from_uuid(uuid::Uuid::now_v7()))
         .collect();
     let agents = agent_skills(&shared).await?;
+    let analyses = shared
+        .analysis
+        .analyze(valid.iter().map(|v| &v.spec), &agents);
     let mut warnings = Vec::with_capacity(valid.len());
     let mut keys = Vec::with_capacity(valid.len());
-    let batch: Vec<NewTask> = {
-        let history = history(&shared)?;
-        valid
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let mut deps: Vec<TaskId> = v.local_deps.iter().map(|&k| ids[k]).collect();
-                deps.extend(v.external_deps);
-                let analysis = analyze_with(&v.spec, &shared.taxonomy, &history, &agents);
-                let queued = QueuedTask::from_spec(ids[i], 0, &v.spec).with_analysis(&analysis);
-                warnings.push(analysis.warnings.clone());
-                keys.push((ids[i], analysis.history_key.clone()));
-                NewTask {
-                    id: ids[i],
-                    name: v.spec.display_name(),
-                    spec: v.spec,
-                    deps,
-                    routing: Some(Routing::of(&queued)),
-                    analysis: serde_json::to_string(&analysis).ok(),
-                    parent,
-                }
-            })
-            .collect()
-    };
+    let batch: Vec<NewTask> = valid
+        .into_iter()
+        .zip(analyses)
+        .enumerate()
+        .map(|(i, (v, analysis))| {
+            let mut deps: Vec<TaskId> = v.local_deps.iter().map(|&k| ids[k]).collect();
+            deps.extend(v.external_deps);
+            let queued = QueuedTask::from_spec(ids[i], 0, &v.spec).with_analysis(&analysis);
+            warnings.push(analysis.warnings.clone());
+            keys.push((ids[i], analysis.history_key.clone()));
+            NewTask {
+                id: ids[i],
+                name: v.spec.display_name(),
+                spec: v.spec,
+                deps,
+                routing: Some(Routing::of(&queued)),
+                analysis: serde_json::to_string(&analysis).ok(),
+                parent,
+            }
+        })
+        .collect();
     // A follower gets here only when the leader could not be reached (see
     // `leader::forward`): the store hands the tasks off to the leader.
     let handoff = (!shared.is_leader())
-        .then(|| shared.hub_id.get().cloned())
+        .then(|| shared.cluster.hub_id.get().cloned())
         .flatten();
     let results = match &handoff {
         Some(hub) => {
             shared
                 .store
-                .submit_handoff(batch, now_ms(), hub.clone())
+                .submit_handoff(batch, shared.now_ms(), hub.clone())
                 .await?
         }
-        None => shared.store.submit(batch, now_ms()).await?,
+        None => shared.store.submit(batch, shared.now_ms()).await?,
     };
     shared.bump();
     if let Some(task) = parent {
-        shared.notify_life(crate::lifecycle::LifeCmd::Parent { task });
+        shared.life.send(LifeCmd::Parent { task }).await;
     }
-    if let Ok(mut hk) = shared.history_keys.lock() {
-        for ((id, key), r) in keys.into_iter().zip(&results) {
-            if !r.duplicate {
-                hk.insert(id, key);
-            }
-        }
-    }
+    shared.analysis.track(
+        keys.into_iter()
+            .zip(&results)
+            .filter(|(_, r)| !r.duplicate)
+            .map(|(k, _)| k),
+    );
     let fresh = results.iter().filter(|r| !r.duplicate).count();
     shared.add_backlog(fresh as i64);
     let ready: Vec<_> = results.iter().filter_map(|r| r.ready.clone()).collect();
     if !ready.is_empty() && handoff.is_none() {
-        let _ = shared.engine.send(Cmd::Ready(ready)).await;
+        shared.engine.send(Command::Ready(ready)).await;
     }
     let tasks = results
         .into_iter()
@@ -164,7 +161,7 @@ pub(crate) async fn submit<S: Store>(
 
 /// The skills of the connected agents, from the engine.
 async fn agent_skills<S: Store>(shared: &Shared<S>) -> Result<Vec<Vec<Skill>>, ApiError> {
-    ask_engine(shared, Cmd::AgentSkills).await
+    ask_engine(shared, crate::engine::Query::AgentSkills).await
 }
 
 /// Parses a `SubmitRequest` body and validates its tasks as one batch; errors
@@ -190,17 +187,6 @@ fn parse_specs(body: &[u8]) -> Result<Vec<ValidTask>, ApiError> {
     })
 }
 
-/// The analysis history, locked.
-fn history<S>(shared: &Shared<S>) -> Result<std::sync::MutexGuard<'_, History>, ApiError> {
-    shared.history.lock().map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "history lock poisoned",
-        )
-    })
-}
-
 /// `POST /api/v1/analyze`: the analysis of each spec, without submitting.
 pub(crate) async fn analyze_specs<S: Store>(
     State(shared): St<S>,
@@ -211,13 +197,11 @@ pub(crate) async fn analyze_specs<S: Store>(
     let body = body.map_err(body_error)?;
     let valid = parse_specs(&body)?;
     let agents = agent_skills(&shared).await?;
-    let history = history(&shared)?;
-    let analyses = valid
-        .iter()
-        .map(|v| {
-            serde_json::to_value(analyze_with(&v.spec, &shared.taxonomy, &history, &agents))
-                .unwrap_or(serde_json::Value::Null)
-        })
+    let analyses = shared
+        .analysis
+        .analyze(valid.iter().map(|v| &v.spec), &agents)
+        .into_iter()
+        .map(|a| serde_json::to_value(a).unwrap_or(serde_json::Value::Null))
         .collect();
     Ok(Json(AnalyzeResponse { analyses }))
 }
@@ -332,11 +316,11 @@ pub(crate) async fn retry<S: Store>(
 ) -> Result<Json<TaskView>, ApiError> {
     authorize(&shared, &headers, Need::Submit).await?;
     let id = parse_id(&id)?;
-    let res = shared.store.retry(id, now_ms()).await?;
+    let res = shared.store.retry(id, shared.now_ms()).await?;
     shared.bump();
     shared.add_backlog(1);
     if let Some(r) = res.ready {
-        let _ = shared.engine.send(Cmd::Ready(vec![r])).await;
+        shared.engine.send(Command::Ready(vec![r])).await;
     }
     task_or_404(&shared, id).await
 }
@@ -406,12 +390,12 @@ pub(crate) async fn progress<S: Store>(
     }
     match shared
         .store
-        .progress(id, fence, req.percent, req.message, now_ms())
+        .progress(id, fence, req.percent, req.message, shared.now_ms())
         .await?
     {
         FenceCheck::Ok => {
             shared.bump();
-            let _ = shared.engine.send(Cmd::Progress { task: id }).await;
+            shared.engine.send(Command::Progress { task: id }).await;
             Ok(StatusCode::NO_CONTENT)
         }
         FenceCheck::Stale {

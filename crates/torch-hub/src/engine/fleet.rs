@@ -8,8 +8,9 @@ use torch_core::scheduler::QueuedTask;
 use torch_core::skill::covers;
 use torch_core::{AgentId, Skill};
 
-use super::{Engine, Phase};
 use torch_store::Store;
+
+use super::Engine;
 
 /// The skills and labels of one template, to count the tasks it could serve.
 #[derive(Clone, Debug)]
@@ -43,7 +44,7 @@ pub(crate) struct FleetAgent {
     pub(crate) run_ms_total: u64,
 }
 
-/// Answer to [`super::Cmd::Fleet`].
+/// Answer to [`super::Query::Fleet`].
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FleetSnapshot {
     /// Per template, in the order of the last `SetTemplates`.
@@ -63,7 +64,7 @@ impl<S: Store> Engine<S> {
     /// Replaces the template matchers (keeping arrival counters by name).
     pub(super) fn set_templates(&mut self, mut templates: Vec<TemplateMatcher>) {
         for t in &mut templates {
-            t.skills = self.taxonomy.normalize_skills(&t.skills);
+            t.skills = self.shared.analysis.taxonomy().normalize_skills(&t.skills);
         }
         let old = std::mem::take(&mut self.arrivals);
         self.arrivals = templates
@@ -116,32 +117,16 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
-        let mut running: std::collections::HashMap<AgentId, u32> = Default::default();
-        for l in self.leases.values() {
-            if l.phase != Phase::Finishing {
-                *running.entry(l.agent).or_default() += 1;
-            }
-        }
         let agents = self
             .agents
             .iter()
             .map(|(id, a)| FleetAgent {
                 id: *id,
-                running: running.get(id).copied().unwrap_or(0),
+                running: self.leases.used(*id),
                 completed: a.completed,
                 run_ms_total: a.run_ms_total,
             })
             .collect();
         FleetSnapshot { demand, agents }
-    }
-
-    /// Stops (or resumes) giving `agent` new work; its held tasks finish.
-    pub(super) fn drain(&mut self, agent: AgentId, drain: bool) {
-        if let Some(a) = self.agents.get_mut(&agent) {
-            a.drain = drain;
-            if drain || !a.silent {
-                self.sched.set_draining(agent, drain);
-            }
-        }
     }
 }

@@ -26,21 +26,22 @@
 //! fenced, atomic claims would keep even an overlap from assigning a task
 //! twice.
 
-use std::sync::Arc;
+mod forward;
+mod handoff;
+
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use torch_store::Store;
 use tracing::{error, info, warn};
 
-use crate::api::ApiError;
-use crate::clock::now_ms;
-use crate::engine::Cmd;
+pub(crate) use forward::{Leader, forward};
+
+use crate::engine::Command;
+use crate::error::HubError;
 use crate::hub::Shared;
 
 /// This hub's part.
@@ -50,6 +51,55 @@ pub(crate) enum Role {
     Leader { fence: u64 },
     /// Serves reads and forwards the rest to the leader (when one is known).
     Follower { leader: Option<String> },
+}
+
+/// Where this hub stands among the hubs sharing a store.
+pub(crate) struct Cluster {
+    /// Leader or follower; the election task is its only writer.
+    pub(crate) role: watch::Sender<Role>,
+    /// This hub's id among the hubs sharing a store (`<url>#<uuid>`), set
+    /// when it starts serving.
+    pub(crate) hub_id: OnceLock<String>,
+    /// Forwards requests to the leader (followers).
+    proxy: reqwest::Client,
+}
+
+impl Cluster {
+    /// A hub that leads from the start (`leader`, the embedded store) or
+    /// follows until it wins an election.
+    pub(crate) fn new(leader: bool) -> Result<Cluster, HubError> {
+        let role = if leader {
+            Role::Leader { fence: 1 }
+        } else {
+            Role::Follower { leader: None }
+        };
+        Ok(Cluster {
+            role: watch::channel(role).0,
+            hub_id: OnceLock::new(),
+            // Connecting fails fast (a leader whose machine vanished), so a
+            // submission can be handed off instead of waiting; an answer
+            // may take long (a large batch).
+            proxy: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(120))
+                .build()
+                .map_err(|e| HubError::Config(format!("http client: {e}")))?,
+        })
+    }
+
+    /// Whether this hub runs the engine now.
+    pub(crate) fn is_leader(&self) -> bool {
+        matches!(*self.role.borrow(), Role::Leader { .. })
+    }
+
+    /// The leader's URL as a follower knows it (`None` inside: no leader
+    /// elected); `None` on the leader itself.
+    pub(crate) fn follower_of(&self) -> Option<Option<String>> {
+        match &*self.role.borrow() {
+            Role::Leader { .. } => None,
+            Role::Follower { leader } => Some(leader.clone()),
+        }
+    }
 }
 
 /// The URL in a hub id (`<url>#<unique suffix>`).
@@ -65,10 +115,13 @@ pub(crate) async fn run<S: Store>(
 ) {
     // Unique even when two hubs advertise the same URL by mistake.
     let hub = shared
+        .cluster
         .hub_id
         .get_or_init(|| format!("{url}#{}", uuid::Uuid::now_v7()))
         .clone();
-    tokio::spawn(handoffs(shared.clone(), hub.clone(), shutdown.clone()));
+    // The election's helpers, joined when it stops.
+    let mut helpers = JoinSet::new();
+    helpers.spawn(handoff::run(shared.clone(), hub.clone(), shutdown.clone()));
     // Followers see the leader's writes only through the store: wake their
     // event long-polls regularly, and once a second take the count of
     // unfinished tasks from the store (load shedding of the submissions they
@@ -76,7 +129,7 @@ pub(crate) async fn run<S: Store>(
     {
         let shared = shared.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        helpers.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             let mut n = 0u32;
             loop {
@@ -98,16 +151,18 @@ pub(crate) async fn run<S: Store>(
     let ttl = shared.cfg.leader_lease;
     let ttl_ms = ttl.as_millis() as u64;
     let period = (ttl / 3).max(Duration::from_millis(50));
-    let mut last_renewed = now_ms();
-    let mut last_reconciled = now_ms();
+    let mut last_renewed = shared.now_ms();
+    let mut last_reconciled = shared.now_ms();
     loop {
-        let role = shared.role.borrow().clone();
+        // Reap finished reconciles.
+        while helpers.try_join_next().is_some() {}
+        let role = shared.cluster.role.borrow().clone();
         match role {
             Role::Follower { leader } => {
                 match shared.store.acquire_leadership(hub.clone(), ttl_ms).await {
                     Ok(Some(fence)) => {
                         if become_leader(&shared, fence).await {
-                            last_renewed = now_ms();
+                            last_renewed = shared.now_ms();
                         }
                     }
                     Ok(None) => {
@@ -117,7 +172,10 @@ pub(crate) async fn run<S: Store>(
                         };
                         if now != leader {
                             info!(leader = ?now, "following the leader");
-                            shared.role.send_replace(Role::Follower { leader: now });
+                            shared
+                                .cluster
+                                .role
+                                .send_replace(Role::Follower { leader: now });
                         }
                     }
                     Err(e) => warn!(error = %e, "leader election: store unavailable"),
@@ -138,11 +196,11 @@ pub(crate) async fn run<S: Store>(
                 });
                 match renewed {
                     Ok(true) => {
-                        last_renewed = now_ms();
+                        last_renewed = shared.now_ms();
                         let every = shared.cfg.reconcile_every.as_millis() as u64;
                         if last_renewed.saturating_sub(last_reconciled) >= every {
                             last_reconciled = last_renewed;
-                            tokio::spawn(reconcile(shared.clone()));
+                            helpers.spawn(reconcile(shared.clone()));
                         }
                     }
                     Ok(false) => {
@@ -153,7 +211,7 @@ pub(crate) async fn run<S: Store>(
                         warn!(error = %e, "could not renew the leadership");
                         // Step down before the lease can have passed to
                         // another hub: never two schedulers at once.
-                        if now_ms().saturating_sub(last_renewed) + period.as_millis() as u64
+                        if shared.now_ms().saturating_sub(last_renewed) + period.as_millis() as u64
                             >= ttl_ms
                         {
                             error!("leadership could not be renewed in time; stepping down");
@@ -167,7 +225,7 @@ pub(crate) async fn run<S: Store>(
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.cancelled() => {
                 // A clean stop hands over at once.
-                let held = match &*shared.role.borrow() {
+                let held = match &*shared.cluster.role.borrow() {
                     Role::Leader { fence } => Some(*fence),
                     Role::Follower { .. } => None,
                 };
@@ -180,8 +238,18 @@ pub(crate) async fn run<S: Store>(
                     .await;
                     info!("leadership released");
                 }
-                return;
+                break;
             }
+        }
+    }
+    join_all(helpers).await;
+}
+
+/// Waits for the election's helpers after a stop.
+async fn join_all(mut helpers: JoinSet<()>) {
+    while let Some(r) = helpers.join_next().await {
+        if let Err(e) = r {
+            error!(error = %e, "an election helper task failed");
         }
     }
 }
@@ -193,7 +261,7 @@ async fn reconcile<S: Store>(shared: Arc<Shared<S>>) {
     match shared.store.load().await {
         Ok(snapshot) => {
             if shared.is_leader() {
-                let _ = shared.engine.send(Cmd::Reconcile(snapshot)).await;
+                shared.engine.send(Command::Reconcile(snapshot)).await;
             }
         }
         Err(e) => warn!(error = %e, "reconcile: cannot read the store"),
@@ -221,104 +289,13 @@ async fn refresh_backlog<S: Store>(shared: &Shared<S>) {
     }
 }
 
-/// How long one read of the hand-off stream waits for an entry.
-const HANDOFF_WAIT: Duration = Duration::from_millis(500);
-
-/// While this hub leads: schedules the tasks other hubs hand off (they
-/// wrote a submission themselves because they could not reach this hub),
-/// reading them through the store's consumer group. Each hand-off is
-/// acknowledged only once its tasks are in the engine, so one that a
-/// leader received and did not finish handling (it died) is claimed by the
-/// next leader when it takes over.
-async fn handoffs<S: Store>(shared: Arc<Shared<S>>, hub: String, shutdown: CancellationToken) {
-    let mut role = shared.role.subscribe();
-    loop {
-        // Wait to lead.
-        while !shared.is_leader() {
-            tokio::select! {
-                r = role.changed() => if r.is_err() { return },
-                _ = shutdown.cancelled() => return,
-            }
-        }
-        let mut reclaim = true;
-        while shared.is_leader() && !shutdown.is_cancelled() {
-            let read = tokio::select! {
-                r = shared.store.handoffs(hub.clone(), reclaim, HANDOFF_WAIT) => r,
-                _ = shutdown.cancelled() => return,
-            };
-            let batch = match read {
-                Ok(b) => {
-                    reclaim = false;
-                    b
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot read hand-offs from other hubs; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            if batch.is_empty() {
-                continue;
-            }
-            if let Err(e) = take_handoffs(&shared, &hub, batch).await {
-                warn!(error = %e, "hand-offs not handled yet; retrying");
-                reclaim = true;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-}
-
-/// Enqueues the queued tasks of `batch` (blocked ones are released by
-/// their dependencies as usual) and acknowledges the hand-offs.
-async fn take_handoffs<S: Store>(
-    shared: &Shared<S>,
-    hub: &str,
-    batch: Vec<torch_store::Handoff>,
-) -> Result<(), torch_store::StoreError> {
-    let ids: Vec<torch_core::TaskId> = batch.iter().flat_map(|h| h.tasks.iter().copied()).collect();
-    let records = shared.store.get_tasks(ids).await?;
-    // Delegated tasks (from inside a running task): their parent's end
-    // cleans them up here too, as for a delegation made through this hub.
-    for parent in records.iter().filter_map(|r| r.parent) {
-        shared.notify_life(crate::lifecycle::LifeCmd::Parent { task: parent });
-    }
-    let queued: Vec<torch_core::scheduler::QueuedTask> = records
-        .iter()
-        .filter(|r| r.state == torch_core::TaskState::Queued)
-        .map(crate::engine::queued_of)
-        .collect();
-    let (reply, done) = tokio::sync::oneshot::channel();
-    let sent = shared
-        .engine
-        .send(Cmd::Handoff {
-            tasks: queued,
-            reply,
-        })
-        .await;
-    let taken = match sent {
-        Ok(()) => done.await.ok(),
-        Err(_) => None,
-    };
-    let Some(taken) = taken else {
-        return Err(torch_store::StoreError::Unavailable(
-            "the engine stopped".into(),
-        ));
-    };
-    for h in &batch {
-        info!(from = %h.hub, tasks = h.tasks.len(), handoff = h.id, "tasks handed off by another hub");
-    }
-    if taken > 0 {
-        shared.bump();
-    }
-    let acked: Vec<u64> = batch.iter().map(|h| h.id).collect();
-    shared.store.ack_handoffs(hub.to_owned(), acked).await
-}
-
 /// Stops scheduling: the engine drops its state and sends agents away.
 async fn step_down<S: Store>(shared: &Shared<S>) {
-    shared.role.send_replace(Role::Follower { leader: None });
-    let _ = shared.engine.send(Cmd::Deactivate).await;
+    shared
+        .cluster
+        .role
+        .send_replace(Role::Follower { leader: None });
+    shared.engine.send(Command::Deactivate).await;
 }
 
 /// Loads the store's state into the engine and starts acting as leader.
@@ -340,10 +317,10 @@ async fn become_leader<S: Store>(shared: &Shared<S>, fence: u64) -> bool {
         snapshot.backlog as i64,
         std::sync::atomic::Ordering::Relaxed,
     );
-    if shared.engine.send(Cmd::Activate(snapshot)).await.is_err() {
+    if !shared.engine.send(Command::Activate(snapshot)).await {
         return false;
     }
-    shared.role.send_replace(Role::Leader { fence });
+    shared.cluster.role.send_replace(Role::Leader { fence });
     shared.bump();
     true
 }
@@ -351,7 +328,7 @@ async fn become_leader<S: Store>(shared: &Shared<S>, fence: u64) -> bool {
 /// For a follower: the `Error` answering an agent's Hello (`not_leader` with
 /// the leader's URL, or `no_leader` during an election). `None` on the leader.
 pub(crate) fn redirect<S>(shared: &Shared<S>) -> Option<torch_api::ws::HubMessage> {
-    match &*shared.role.borrow() {
+    match &*shared.cluster.role.borrow() {
         Role::Leader { .. } => None,
         Role::Follower { leader: Some(url) } => Some(torch_api::ws::HubMessage::Error {
             code: torch_api::ws::NOT_LEADER.into(),
@@ -362,163 +339,4 @@ pub(crate) fn redirect<S>(shared: &Shared<S>) -> Option<torch_api::ws::HubMessag
             message: "no hub is the leader right now (an election is under way); retrying".into(),
         }),
     }
-}
-
-/// Whether a request needs the leader's engine.
-fn needs_leader(method: &Method, path: &str) -> bool {
-    if !path.starts_with("/api/v1/") || path.ends_with("/ws") {
-        return false;
-    }
-    if method != Method::GET {
-        return true;
-    }
-    path.starts_with("/api/v1/agents")
-        || path.starts_with("/api/v1/nodes")
-        || path.starts_with("/api/v1/stats")
-}
-
-/// Whether a request is a submission (`POST /api/v1/tasks`).
-fn is_submission(method: &Method, path: &str) -> bool {
-    method == Method::POST && path.trim_end_matches('/') == "/api/v1/tasks"
-}
-
-/// Middleware: on a follower, forwards what needs the leader. A submission
-/// that cannot reach the leader (none elected yet, or its address refuses
-/// connections) is accepted here and handed off to the leader through the
-/// store (see [`handoffs`]).
-pub(crate) async fn forward<S: Store>(
-    State(shared): State<Arc<Shared<S>>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let leader = match &*shared.role.borrow() {
-        Role::Leader { .. } => None,
-        Role::Follower { leader } => Some(leader.clone()),
-    };
-    let Some(leader) = leader else {
-        return next.run(req).await;
-    };
-    if !needs_leader(req.method(), req.uri().path()) {
-        return next.run(req).await;
-    }
-    // The body is read once: a submission may be relayed and then, if the
-    // leader could not be reached, handled here.
-    let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, shared.cfg.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("reading the request: {e} (hub.max-body-bytes is the limit)"),
-            )
-            .into_response();
-        }
-    };
-    if is_submission(&parts.method, parts.uri.path()) {
-        return submit_via_leader(&shared, leader, parts, body, next).await;
-    }
-    let Some(base) = leader else {
-        let mut e = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_leader",
-            "no hub is the leader right now (an election is under way); retry shortly",
-        );
-        e.retry_after = Some(1);
-        return e.into_response();
-    };
-    relay(&shared, &base, &parts, body)
-        .await
-        .unwrap_or_else(|u| leader_unreachable(u.message))
-}
-
-/// `502 leader_unreachable` with `Retry-After: 1`.
-fn leader_unreachable(message: String) -> Response {
-    let mut e = ApiError::new(StatusCode::BAD_GATEWAY, "leader_unreachable", message);
-    e.retry_after = Some(1);
-    e.into_response()
-}
-
-/// A submission on a follower: to the leader when it answers; accepted
-/// here (a hand-off) when there is no leader or the request never reached
-/// it. When it may have reached the leader (the answer was lost), it is not
-/// written again here: the client gets 502 and retries, which idempotency
-/// keys make safe.
-async fn submit_via_leader<S: Store>(
-    shared: &Arc<Shared<S>>,
-    leader: Option<String>,
-    parts: axum::http::request::Parts,
-    body: axum::body::Bytes,
-    next: Next,
-) -> Response {
-    let why = match leader {
-        None => "no hub is the leader right now".to_owned(),
-        Some(base) => match relay(shared, &base, &parts, body.clone()).await {
-            Ok(r) => return r,
-            Err(Unrelayed {
-                sent: false,
-                message,
-            }) => message,
-            Err(Unrelayed { message, .. }) => return leader_unreachable(message),
-        },
-    };
-    warn!(reason = %why, "accepting a submission on this follower and handing it off to the leader");
-    let mut r = next.run(Request::from_parts(parts, Body::from(body))).await;
-    if r.status().is_success() {
-        r.headers_mut()
-            .insert("x-torch-handed-off", HeaderValue::from_static("1"));
-    }
-    r
-}
-
-/// Why a request was not relayed; `sent` when it may have reached the
-/// leader (the connection was made).
-struct Unrelayed {
-    sent: bool,
-    message: String,
-}
-
-async fn relay<S: Store>(
-    shared: &Shared<S>,
-    base: &str,
-    parts: &axum::http::request::Parts,
-    body: axum::body::Bytes,
-) -> Result<Response, Unrelayed> {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    let mut out = shared.proxy.request(parts.method.clone(), &url).body(body);
-    for h in [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT] {
-        if let Some(v) = parts.headers.get(&h) {
-            out = out.header(h, v);
-        }
-    }
-    let resp = out.send().await.map_err(|e| Unrelayed {
-        sent: !e.is_connect(),
-        message: format!("the leader at {base} did not answer: {e}"),
-    })?;
-    let status = resp.status();
-    let mut headers = Vec::new();
-    for h in [header::CONTENT_TYPE, header::RETRY_AFTER] {
-        if let Some(v) = resp.headers().get(&h) {
-            headers.push((h, v.clone()));
-        }
-    }
-    let bytes = resp.bytes().await.map_err(|e| Unrelayed {
-        sent: true,
-        message: format!("reading the leader's answer: {e}"),
-    })?;
-    let mut r = Response::new(Body::from(bytes));
-    *r.status_mut() = status;
-    for (h, v) in headers {
-        r.headers_mut().insert(h, v);
-    }
-    r.headers_mut().insert(
-        "x-torch-forwarded-to",
-        HeaderValue::from_str(base).unwrap_or(HeaderValue::from_static("leader")),
-    );
-    Ok(r)
 }

@@ -37,8 +37,7 @@ use tracing::{debug, info, warn};
 pub(crate) use node_session::run as node_session;
 use registry::{Managed, NodeEntry, Phase};
 
-use crate::clock::now_ms;
-use crate::engine::{Cmd, TemplateMatcher};
+use crate::engine::{Command, Query, TemplateMatcher};
 use crate::hub::Shared;
 
 /// Most scaling decisions kept for `GET /api/v1/agents/scaling`.
@@ -112,10 +111,45 @@ pub(crate) enum LifeCmd {
     Managed(oneshot::Sender<HashMap<AgentId, ManagedView>>),
 }
 
+/// Requests waiting for the lifecycle manager, at most. Senders (node
+/// sessions, handlers, the hand-off reader) wait while it is full.
+const INBOX: usize = 4096;
+
+/// The lifecycle manager's address. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct LifeHandle {
+    tx: mpsc::Sender<LifeCmd>,
+}
+
+impl LifeHandle {
+    /// A handle and the receiving end the manager reads.
+    pub(crate) fn channel() -> (LifeHandle, mpsc::Receiver<LifeCmd>) {
+        let (tx, rx) = mpsc::channel(INBOX);
+        (LifeHandle { tx }, rx)
+    }
+
+    /// Tells the manager something, waiting while its inbox is full; false
+    /// when it is gone (the hub is stopping).
+    pub(crate) async fn send(&self, cmd: LifeCmd) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// Asks the manager something and waits for the answer; `None` when it
+    /// is gone.
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> LifeCmd,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
 /// The lifecycle actor; see the module docs.
 pub(crate) struct Lifecycle<S> {
     shared: Arc<Shared<S>>,
-    rx: mpsc::UnboundedReceiver<LifeCmd>,
+    rx: mpsc::Receiver<LifeCmd>,
     templates: BTreeMap<String, AgentTemplate>,
     policy: SpawnPolicy,
     scalers: BTreeMap<String, Autoscaler>,
@@ -134,7 +168,7 @@ pub(crate) struct Lifecycle<S> {
 }
 
 impl<S: Store> Lifecycle<S> {
-    pub(crate) fn new(shared: Arc<Shared<S>>, rx: mpsc::UnboundedReceiver<LifeCmd>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared<S>>, rx: mpsc::Receiver<LifeCmd>) -> Self {
         let cfg = &shared.cfg.lifecycle;
         let templates: BTreeMap<String, AgentTemplate> = cfg
             .templates
@@ -185,7 +219,10 @@ impl<S: Store> Lifecycle<S> {
                     labels: t.labels.clone(),
                 })
                 .collect();
-            let _ = self.shared.engine.send(Cmd::SetTemplates(matchers)).await;
+            self.shared
+                .engine
+                .send(Command::SetTemplates(matchers))
+                .await;
         }
         let period = self.shared.cfg.lifecycle.tick;
         let mut ticker = tokio::time::interval(period);
@@ -204,7 +241,7 @@ impl<S: Store> Lifecycle<S> {
     }
 
     async fn handle(&mut self, cmd: LifeCmd) {
-        let now = now_ms();
+        let now = self.shared.now_ms();
         match cmd {
             LifeCmd::AgentJoined { agent } => self.agent_joined(agent, now).await,
             LifeCmd::AgentLeft { agent } => {
@@ -241,17 +278,19 @@ impl<S: Store> Lifecycle<S> {
             } => {
                 let managed = self.agents.contains_key(&agent);
                 let known = managed
-                    || crate::engine::ask(&self.shared.engine, Cmd::Agents)
+                    || self
+                        .shared
+                        .engine
+                        .ask(Query::Agents)
                         .await
                         .is_some_and(|v| v.iter().any(|a| a.id == agent));
                 if managed {
                     self.drain(agent, &reason).await;
                 } else if known {
                     // Not ours to stop: only take it out of scheduling.
-                    let _ = self
-                        .shared
+                    self.shared
                         .engine
-                        .send(Cmd::Drain { agent, drain: true })
+                        .send(Command::Drain { agent, drain: true })
                         .await;
                     let data = serde_json::json!({ "reason": reason, "managed": false });
                     self.shared
@@ -446,10 +485,9 @@ impl<S: Store> Lifecycle<S> {
         m.phase = Phase::Draining;
         m.stop_reason = Some(reason.to_string());
         let data = serde_json::json!({ "template": m.template, "node": m.node, "reason": reason });
-        let _ = self
-            .shared
+        self.shared
             .engine
-            .send(Cmd::Drain { agent, drain: true })
+            .send(Command::Drain { agent, drain: true })
             .await;
         info!(agent_id = %agent, reason, "draining agent");
         self.shared

@@ -54,12 +54,15 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
     let session = shared.session_seq.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<HubToNode>(1024);
     let (reply_tx, reply_rx) = oneshot::channel();
-    shared.notify_life(LifeCmd::NodeJoined {
-        hello,
-        tx,
-        session,
-        reply: reply_tx,
-    });
+    shared
+        .life
+        .send(LifeCmd::NodeJoined {
+            hello,
+            tx,
+            session,
+            reply: reply_tx,
+        })
+        .await;
     let node = match reply_rx.await {
         Ok(Ok(name)) => name,
         Ok(Err(msg)) => return refuse(&mut socket, "node_refused", msg).await,
@@ -70,7 +73,7 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
         heartbeat_ms: NODE_HEARTBEAT.as_millis() as u64,
     };
     if socket.send(encode(&[welcome])).await.is_err() {
-        shared.notify_life(LifeCmd::NodeLeft { node, session });
+        shared.life.send(LifeCmd::NodeLeft { node, session }).await;
         return;
     }
     let shutdown = shared.shutdown.clone();
@@ -90,7 +93,7 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
                 match serde_json::from_str::<Vec<NodeMessage>>(&text) {
                     Ok(msgs) => {
                         for msg in msgs {
-                            shared.notify_life(LifeCmd::NodeMsg { node: node.clone(), msg });
+                            shared.life.send(LifeCmd::NodeMsg { node: node.clone(), msg }).await;
                         }
                     }
                     Err(e) => warn!(node = %node, error = %e, "malformed node frame ignored"),
@@ -110,5 +113,5 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
         }
     }
     info!(node = %node, "node session ended");
-    shared.notify_life(LifeCmd::NodeLeft { node, session });
+    shared.life.send(LifeCmd::NodeLeft { node, session }).await;
 }

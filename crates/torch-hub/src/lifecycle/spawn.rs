@@ -251,7 +251,7 @@ impl<S: Store> Lifecycle<S> {
         }
         let limits = self.shared.cfg.lifecycle.memory;
         match store
-            .memory_inherit(parent, child, keys, limits, crate::clock::now_ms())
+            .memory_inherit(parent, child, keys, limits, self.shared.now_ms())
             .await
         {
             Ok(copied) => {

@@ -12,9 +12,7 @@ use tracing::{info, warn};
 use super::Lifecycle;
 use super::registry::Phase;
 use super::spawn::SpawnWhy;
-use crate::clock::now_ms;
-use crate::engine::ask;
-use crate::engine::{Cmd, FleetSnapshot};
+use crate::engine::{FleetSnapshot, Query};
 
 /// Extra time after the SIGKILL grace before a silent node's agent is forgotten.
 const EXIT_REPORT_SLACK_MS: u64 = 10_000;
@@ -27,10 +25,10 @@ impl<S: Store> Lifecycle<S> {
         if self.agents.is_empty() && self.templates.is_empty() && self.parents.is_empty() {
             return;
         }
-        let Some(snap) = ask(&self.shared.engine, Cmd::Fleet).await else {
+        let Some(snap) = self.shared.engine.ask(Query::Fleet).await else {
             return;
         };
-        let now = now_ms();
+        let now = self.shared.now_ms();
         self.update_from(&snap, now);
         self.expire_starting(now).await;
         self.stop_drained(now).await;

@@ -1,0 +1,155 @@
+//! What every part of the hub holds: handles to the services, the store,
+//! the configuration, and a few shared counters. No service's state lives
+//! here; each is reached through its handle.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use torch_core::{AgentId, TaskId};
+use torch_store::{NewEvent, Store, StoreError};
+
+use crate::analysis::Analyzer;
+use crate::auth::Auth;
+use crate::clock::Clock;
+use crate::config::HubConfig;
+use crate::engine::{Command, EngineHandle};
+use crate::leader::Cluster;
+use crate::lifecycle::LifeHandle;
+use crate::stats::Stats;
+
+/// Handles shared by every handler, session and service (see the module docs).
+pub(crate) struct Shared<S> {
+    /// The durable store.
+    pub(crate) store: Arc<S>,
+    /// The hub's configuration (read-only).
+    pub(crate) cfg: HubConfig,
+    /// Where "now" comes from.
+    pub(crate) clock: Clock,
+    /// The engine: queue, scheduler, leases.
+    pub(crate) engine: EngineHandle,
+    /// The lifecycle manager: templates, nodes, autoscaling.
+    pub(crate) life: LifeHandle,
+    /// Task analysis and its history.
+    pub(crate) analysis: Analyzer,
+    /// API tokens (cached) and task-scoped tokens.
+    pub(crate) auth: Auth,
+    /// Wakes event followers after writes.
+    pub(crate) events: EventBus,
+    /// Counters and latency for `/stats` and benchmarks.
+    pub(crate) stats: Stats,
+    /// Leader or follower, this hub's id, and forwarding to the leader.
+    pub(crate) cluster: Cluster,
+    /// Group commit of agents' reports for a networked store.
+    pub(crate) batcher: Option<crate::batch::Batcher>,
+    /// Unfinished tasks (blocked, queued, leased), for load shedding: a
+    /// gauge kept by whoever changes the count (submit, cancel, retry, the
+    /// engine when tasks end, a follower's refresh from the store).
+    pub(crate) backlog: AtomicI64,
+    /// Numbers agent and node sessions.
+    pub(crate) session_seq: AtomicU64,
+    /// When the hub started (uptime).
+    pub(crate) started: Instant,
+    /// Fires when the hub stops: sessions, long polls and services end.
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Tells event followers (long polls) that the store has new events.
+pub(crate) struct EventBus {
+    generation: watch::Sender<u64>,
+}
+
+impl EventBus {
+    /// A bus nobody follows yet.
+    pub(crate) fn new() -> Self {
+        EventBus {
+            generation: watch::channel(0).0,
+        }
+    }
+
+    /// Wakes followers after a write.
+    pub(crate) fn bump(&self) {
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Follows writes from now on.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}
+
+impl<S> Shared<S> {
+    /// Wakes event followers after a write.
+    pub(crate) fn bump(&self) {
+        self.events.bump();
+    }
+
+    /// Adjusts the unfinished-task count.
+    pub(crate) fn add_backlog(&self, delta: i64) {
+        self.backlog.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Unfinished tasks now (never negative).
+    pub(crate) fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Whether this hub runs the engine now.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.cluster.is_leader()
+    }
+
+    /// Milliseconds since the unix epoch.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+}
+
+impl<S: Store> Shared<S> {
+    /// Cancels `task` and its dependents in the store and tells the engine
+    /// (dequeue, revoke leases).
+    pub(crate) async fn cancel_task(
+        &self,
+        task: TaskId,
+        reason: String,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let res = self
+            .store
+            .cancel(task, reason.clone(), self.now_ms())
+            .await?;
+        self.bump();
+        self.add_backlog(-(res.tasks.len() as i64));
+        self.engine
+            .send(Command::Cancelled {
+                tasks: res.tasks.clone(),
+                revoked: res.revoked,
+                reason,
+            })
+            .await;
+        Ok(res.tasks)
+    }
+
+    /// Appends an event and wakes followers; a failure is logged, not returned.
+    pub(crate) async fn event(
+        &self,
+        stream: &'static str,
+        kind: &str,
+        agent: Option<AgentId>,
+        task: Option<TaskId>,
+        data: serde_json::Value,
+    ) {
+        let ev = NewEvent {
+            stream,
+            kind: kind.to_string(),
+            task,
+            agent,
+            data: data.to_string(),
+        };
+        match self.store.append_event(ev, self.now_ms()).await {
+            Ok(()) => self.bump(),
+            Err(e) => tracing::warn!(error = %e, kind, "could not record an event"),
+        }
+    }
+}
