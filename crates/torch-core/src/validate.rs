@@ -3,6 +3,11 @@
 //! Every error names where it is: the source (file name or `-`), the line and
 //! column for syntax and type errors, and the field path (`task[2].depends_on[0]`)
 //! for semantic ones. A batch is accepted all-or-nothing: any error rejects it.
+//!
+//! Strings that the agent hands to the OS (command and check arguments, env
+//! names and values, `success.file_exists` paths, and the prompt, which an
+//! executor may take as an argument) must not contain a NUL byte: the OS
+//! cannot carry one, so such a task could only fail when it runs.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,6 +23,9 @@ pub const MAX_PROMPT_BYTES: usize = 1 << 20;
 pub const MAX_COMMAND_BYTES: usize = 256 << 10;
 /// Most tasks in one submission.
 pub const MAX_BATCH: usize = 100_000;
+
+/// The error for a string that would reach the OS with a NUL byte in it.
+const NUL_MESSAGE: &str = "contains a NUL byte";
 
 /// One located problem in a spec document.
 #[derive(Clone, Debug, PartialEq)]
@@ -327,9 +335,15 @@ fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, Strin
         }
         None => {}
     }
+    if let Some(cmd) = &spec.command {
+        report_nul_args("command", cmd, report);
+    }
     if let Some(p) = &spec.prompt {
         if p.trim().is_empty() && spec.command.is_none() {
             report("prompt", "is empty and there is no command".into());
+        }
+        if p.contains('\0') {
+            report("prompt", NUL_MESSAGE.into());
         }
         if p.len() > MAX_PROMPT_BYTES {
             report(
@@ -373,18 +387,21 @@ fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, Strin
                 format!("invalid regular expression: {e}"),
             );
         }
-        if let Some(c) = &s.check
-            && (c.is_empty() || c[0].trim().is_empty())
-        {
-            report(
-                "success.check",
-                "is empty: give a program and its arguments".into(),
-            );
+        if let Some(c) = &s.check {
+            if c.is_empty() || c[0].trim().is_empty() {
+                report(
+                    "success.check",
+                    "is empty: give a program and its arguments".into(),
+                );
+            }
+            report_nul_args("success.check", c, report);
         }
         for (i, f) in s.file_exists.iter().enumerate() {
             let p = std::path::Path::new(f);
             if f.trim().is_empty() {
                 report(&format!("success.file_exists[{i}]"), "is empty".into());
+            } else if f.contains('\0') {
+                report(&format!("success.file_exists[{i}]"), NUL_MESSAGE.into());
             } else if p.is_absolute()
                 || p.components()
                     .any(|c| matches!(c, std::path::Component::ParentDir))
@@ -404,15 +421,29 @@ fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, Strin
             );
         }
     }
-    for k in spec.env.keys() {
+    for (k, v) in &spec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
-            report("env", format!("invalid variable name {k:?}"));
+            report(
+                "env",
+                format!("invalid variable name {k:?}: must be non-empty without '=' or a NUL byte"),
+            );
+        } else if v.contains('\0') {
+            report(&format!("env.{k}"), NUL_MESSAGE.into());
         }
     }
     if let Some(k) = &spec.idempotency_key
         && (k.is_empty() || k.len() > 256)
     {
         report("idempotency_key", "must be 1 to 256 characters".into());
+    }
+}
+
+/// Reports each argument of `argv` (at `field[i]`) that contains a NUL byte.
+fn report_nul_args(field: &str, argv: &[String], report: &mut dyn FnMut(&str, String)) {
+    for (i, arg) in argv.iter().enumerate() {
+        if arg.contains('\0') {
+            report(&format!("{field}[{i}]"), NUL_MESSAGE.into());
+        }
     }
 }
 

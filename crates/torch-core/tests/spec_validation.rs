@@ -108,3 +108,39 @@ fn valid_documents_in_every_shape() {
     assert_eq!(arr[1].local_deps, vec![0]);
     assert_eq!(arr[1].external_deps.len(), 1);
 }
+
+/// A NUL byte cannot cross into argv, the environment or a path, so a task
+/// carrying one could only fail at run time: it is refused here, located.
+#[test]
+fn nul_bytes_in_what_reaches_the_os_are_refused() {
+    let json = r#"{"task": [
+        {"name": "a", "command": ["echo", "ok", "a\u0000b"]},
+        {"name": "b", "command": ["true"], "env": {"GOOD": "x", "BAD": "1\u00002"}},
+        {"name": "c", "command": ["true"], "env": {"K\u0000EY": "v", "A=B": "v"}},
+        {"name": "d", "prompt": "do\u0000it"},
+        {"name": "e", "command": ["nul\u0000prog"],
+         "success": {"check": ["test", "-f", "x\u0000y"], "file_exists": ["ok.txt", "r\u0000.txt"]}}
+    ]}"#;
+    let e = errors("nul.json", json);
+    for needle in [
+        "nul.json: task[0].command[2] (a): contains a NUL byte",
+        "nul.json: task[1].env.BAD (b): contains a NUL byte",
+        "nul.json: task[2].env (c): invalid variable name \"K\\0EY\"",
+        "nul.json: task[2].env (c): invalid variable name \"A=B\"",
+        "nul.json: task[3].prompt (d): contains a NUL byte",
+        "nul.json: task[4].command[0] (e): contains a NUL byte",
+        "nul.json: task[4].success.check[2] (e): contains a NUL byte",
+        "nul.json: task[4].success.file_exists[1] (e): contains a NUL byte",
+    ] {
+        assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+    }
+    assert_eq!(
+        e.lines().count(),
+        8,
+        "one error per bad field, none for good ones:\n{e}"
+    );
+
+    // TOML's escape reaches the same check; a single task has no `task[i]`.
+    let e = errors("one.toml", "command = [\"echo\", \"a\\u0000b\"]\n");
+    assert_eq!(e, "one.toml: command[1]: contains a NUL byte");
+}

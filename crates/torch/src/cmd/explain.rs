@@ -3,7 +3,10 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
+use comfy_table::Table;
 use torch_api::rest::{AgentList, AnalyzeResponse, SubmitRequest, TaskView};
+use torch_core::AgentId;
+use torch_core::routing::score::TORCH_FACTORS;
 use torch_core::routing::{Explanation, TaskAnalysis};
 
 use crate::cli::{HubArgs, OutArgs};
@@ -34,18 +37,13 @@ pub(crate) async fn explain(hub: HubArgs, out: OutArgs, id: String) -> Result<()
             "analysis": task.analysis,
         }));
     }
-    let e: Explanation = serde_json::from_value(raw).map_err(|err| {
-        exit(
-            ERROR,
-            format!("the hub returned an explanation this torch cannot read: {err}"),
-        )
-    })?;
+    let e = read_explanation(raw)?;
     let names: HashMap<_, _> = client
         .get::<AgentList>("/api/v1/agents")
         .await
         .map(|l| l.agents.into_iter().map(|a| (a.id, a.name)).collect())
         .unwrap_or_default();
-    let name = |a: &torch_core::AgentId| {
+    let name = |a: &AgentId| {
         names
             .get(a)
             .cloned()
@@ -61,6 +59,59 @@ pub(crate) async fn explain(hub: HubArgs, out: OutArgs, id: String) -> Result<()
         e.mode,
         e.feasible
     ))?;
+    let t = candidates_table(&e, &name);
+    output::line(t.to_string())?;
+    if !e.rejected.is_empty() {
+        output::line("rejected:")?;
+        for r in &e.rejected {
+            output::line(format!(
+                "  {:<20} {}",
+                name(&r.agent),
+                serde_json::to_string(&r.reason)?
+            ))?;
+        }
+        let counts: Vec<String> = e
+            .rejected_counts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        output::line(format!("  totals: {}", counts.join(", ")))?;
+    }
+    Ok(())
+}
+
+/// Reads an explanation from the hub, its factors in the documented order.
+fn read_explanation(raw: serde_json::Value) -> Result<Explanation> {
+    let mut e: Explanation = serde_json::from_value(raw).map_err(|err| {
+        exit(
+            ERROR,
+            format!("the hub returned an explanation this torch cannot read: {err}"),
+        )
+    })?;
+    in_documented_order(&mut e);
+    Ok(e)
+}
+
+/// Puts every candidate's factors in the documented order (skill, load,
+/// performance, affinity, cost), then any other factor by name. The JSON
+/// `factors` map keeps no order once read through `serde_json::Value`.
+fn in_documented_order(e: &mut Explanation) {
+    for c in &mut e.candidates {
+        c.factors.sort_by(|a, b| {
+            let rank = |n: &str| {
+                TORCH_FACTORS
+                    .iter()
+                    .position(|f| *f == n)
+                    .unwrap_or(TORCH_FACTORS.len())
+            };
+            (rank(&a.name), &a.name).cmp(&(rank(&b.name), &b.name))
+        });
+    }
+}
+
+/// One row per candidate: its total, each factor's value (the weight in the
+/// header) and its load.
+fn candidates_table(e: &Explanation, name: &dyn Fn(&AgentId) -> String) -> Table {
     let mut header = vec!["AGENT".to_string(), "TOTAL".to_string()];
     if let Some(c) = e.candidates.first() {
         header.extend(
@@ -85,24 +136,7 @@ pub(crate) async fn explain(hub: HubArgs, out: OutArgs, id: String) -> Result<()
         row.push(c.used.to_string());
         t.add_row(row);
     }
-    output::line(t.to_string())?;
-    if !e.rejected.is_empty() {
-        output::line("rejected:")?;
-        for r in &e.rejected {
-            output::line(format!(
-                "  {:<20} {}",
-                name(&r.agent),
-                serde_json::to_string(&r.reason)?
-            ))?;
-        }
-        let counts: Vec<String> = e
-            .rejected_counts
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        output::line(format!("  totals: {}", counts.join(", ")))?;
-    }
-    Ok(())
+    t
 }
 
 pub(crate) async fn analyze(hub: HubArgs, out: OutArgs, file: String) -> Result<()> {
@@ -153,4 +187,75 @@ pub(crate) async fn analyze(hub: HubArgs, out: OutArgs, file: String) -> Result<
         ]);
     }
     output::line(t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: explanations are compact (`factors` is a map), and a map
+    /// read through `serde_json::Value` comes back alphabetical, so the table
+    /// printed AFFINITY, COST, LOAD, PERFORMANCE, SKILL.
+    #[test]
+    fn factors_print_in_the_documented_order_then_unknown_ones_alphabetically() {
+        let a = "00000000-0000-7000-8000-000000000001";
+        let b = "00000000-0000-7000-8000-000000000002";
+        let factors = serde_json::json!({
+            "skill": 0.9, "load": 0.8, "performance": 0.7, "affinity": 0.6,
+            "cost": 0.5, "zeal": 0.4, "freshness": 0.3,
+        });
+        let raw = serde_json::json!({
+            "policy": "torch", "chosen": a, "mode": "greedy",
+            "weights": {"skill": 0.35, "load": 0.25, "performance": 0.2, "affinity": 0.1,
+                        "cost": 0.05, "zeal": 0.03, "freshness": 0.02},
+            "candidates": [
+                {"agent": a, "total": 0.7, "used": 0, "factors": factors},
+                {"agent": b, "total": 0.6, "used": 1, "factors": factors},
+            ],
+            "feasible": 2, "rejected": [], "rejected_counts": {}, "not_examined": 0,
+        });
+        let e = read_explanation(raw).expect("explanation");
+        let names = |id: &AgentId| {
+            if id.to_string() == a {
+                "alpha".to_string()
+            } else {
+                "beta".to_string()
+            }
+        };
+        let text = candidates_table(&e, &names).to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(
+            header,
+            [
+                "AGENT",
+                "TOTAL",
+                "SKILL",
+                "×0.35",
+                "LOAD",
+                "×0.25",
+                "PERFORMANCE",
+                "×0.20",
+                "AFFINITY",
+                "×0.10",
+                "COST",
+                "×0.05",
+                "FRESHNESS",
+                "×0.02",
+                "ZEAL",
+                "×0.03",
+                "LOAD",
+            ],
+            "{text}"
+        );
+        for (line, agent, used) in [(lines[1], "alpha", "0"), (lines[2], "beta", "1")] {
+            let cells: Vec<&str> = line.split_whitespace().filter(|c| *c != "→").collect();
+            assert_eq!(
+                cells[2..],
+                ["0.90", "0.80", "0.70", "0.60", "0.50", "0.30", "0.40", used],
+                "values follow their headers: {text}"
+            );
+            assert_eq!(cells[0], agent, "{text}");
+        }
+    }
 }

@@ -5,6 +5,7 @@ use torch_api::rest::{CancelRequest, CancelResponse, LogsView, TaskList, TaskVie
 
 use crate::cli::{HubArgs, OutArgs};
 use crate::client::Client;
+use crate::exit::{BAD_INPUT, exit};
 use crate::output::{self, age, now_ms};
 
 fn client(hub: HubArgs) -> Result<Client> {
@@ -22,6 +23,10 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
+/// Most tasks one `GET /api/v1/tasks` returns: the hub caps `limit` there
+/// (docs/api.md). A longer listing follows the `before` cursor.
+const API_PAGE: usize = 1000;
+
 pub(crate) async fn list(
     hub: HubArgs,
     out: OutArgs,
@@ -29,14 +34,17 @@ pub(crate) async fn list(
     label: Option<String>,
     limit: usize,
 ) -> Result<()> {
-    let mut q = format!("/api/v1/tasks?limit={limit}");
+    if limit == 0 {
+        return Err(exit(BAD_INPUT, "--limit must be at least 1"));
+    }
+    let mut filters = String::new();
     if let Some(s) = state {
-        q.push_str(&format!("&state={}", encode(&s)));
+        filters.push_str(&format!("&state={}", encode(&s)));
     }
     if let Some(l) = label {
-        q.push_str(&format!("&label={}", encode(&l)));
+        filters.push_str(&format!("&label={}", encode(&l)));
     }
-    let list: TaskList = client(hub)?.get(&q).await?;
+    let list = fetch_pages(&client(hub)?, &filters, limit).await?;
     if out.json {
         return output::json(&list);
     }
@@ -71,6 +79,42 @@ pub(crate) async fn list(
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     output::line(format!("total: {}", counts.join(", ")))
+}
+
+/// Up to `limit` tasks, newest first, a page at a time. The counts are the
+/// first page's (a snapshot over the whole store).
+async fn fetch_pages(client: &Client, filters: &str, limit: usize) -> Result<TaskList> {
+    let mut tasks: Vec<TaskView> = Vec::new();
+    let mut counts = None;
+    let mut before: Option<u64> = None;
+    loop {
+        let want = (limit - tasks.len()).min(API_PAGE);
+        let mut q = format!("/api/v1/tasks?limit={want}{filters}");
+        if let Some(b) = before {
+            q.push_str(&format!("&before={b}"));
+        }
+        let page: TaskList = client.get(&q).await?;
+        let got = page.tasks.len();
+        counts.get_or_insert(page.counts);
+        before = page.tasks.last().map(|t| t.seq);
+        tasks.extend(page.tasks);
+        if got < want || tasks.len() >= limit {
+            break;
+        }
+        // A hub older than `seq` sends 0: it cannot be paged.
+        if before.is_none_or(|seq| seq == 0) {
+            eprintln!(
+                "warning: output cut at {} tasks: this hub does not support paging",
+                tasks.len()
+            );
+            break;
+        }
+    }
+    tasks.truncate(limit);
+    Ok(TaskList {
+        tasks,
+        counts: counts.unwrap_or_default(),
+    })
 }
 
 pub(crate) async fn show(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {

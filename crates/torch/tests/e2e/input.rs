@@ -149,6 +149,33 @@ fn bad_input_is_rejected_clearly_and_changes_nothing() {
     );
     assert_eq!(r.status, 400, "unknown top-level field: {}", r.text());
 
+    // A NUL byte cannot reach argv or the environment: refused up front, by
+    // the CLI and by the hub, rather than failing the task at run time.
+    let out = submit_file(
+        &cli,
+        &dir,
+        "nul.toml",
+        "[[task]]\nname = \"a\"\ncommand = [\"echo\", \"a\\u0000b\"]\n\n\
+         [[task]]\nname = \"b\"\ncommand = [\"true\"]\n",
+    );
+    out.assert_code(2, "NUL in an argument");
+    assert_stderr_has(
+        &out,
+        "NUL in an argument",
+        &["nul.toml: task[0].command[1] (a): contains a NUL byte"],
+    );
+    let r = api.post(
+        "/api/v1/tasks",
+        &json!({"tasks": [{"name": "x", "command": ["true"], "env": {"A": "1\u{0}2"}}]}),
+    );
+    assert_eq!(r.status, 400, "NUL in an env value over HTTP: {}", r.text());
+    let err = r.json();
+    assert_eq!(err["code"], "invalid_spec");
+    assert_eq!(
+        err["message"], "request: env.A: contains a NUL byte",
+        "the error names the field: {err}"
+    );
+
     // Nothing above created a task.
     let listed = cli.json(&["tasks", "list"]);
     assert_eq!(

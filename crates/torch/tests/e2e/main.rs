@@ -11,6 +11,7 @@ mod faults;
 mod harness;
 mod input;
 mod lifecycle;
+mod listing;
 mod processes;
 mod retention;
 mod routing;

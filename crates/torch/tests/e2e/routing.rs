@@ -484,7 +484,17 @@ fn explain_matches_what_happened() {
             "the chosen row is marked:\n{}",
             table.stdout
         );
-        assert!(table.stdout.contains("AFFINITY"), "{}", table.stdout);
+        // The documented order (guide.md), not the JSON map's alphabetical one.
+        let header = table.stdout.lines().nth(1).unwrap_or_default();
+        let at: Vec<Option<usize>> = ["SKILL", "LOAD ×", "PERFORMANCE", "AFFINITY", "COST"]
+            .iter()
+            .map(|f| header.find(f))
+            .collect();
+        assert!(
+            at.iter().all(Option::is_some) && at.is_sorted(),
+            "factors in the order skill, load, performance, affinity, cost:\n{}",
+            table.stdout
+        );
     }
     // Only alpha has python: the skill index skips beta without examining it.
     let v = api.task(&ids[0]);
