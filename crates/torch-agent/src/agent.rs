@@ -244,6 +244,11 @@ impl Agent {
         }
     }
 
+    /// Shutting down: new work is refused and running tasks are stopping.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
     /// No task is running.
     pub(crate) fn idle(&self) -> bool {
         self.running.is_empty()

@@ -208,7 +208,8 @@ impl fmt::Debug for AgentConfig {
     }
 }
 
-fn config_err(field: &'static str, problem: impl Into<String>) -> AgentError {
+/// A config error on `field` (agent or node config).
+pub(crate) fn config_err(field: &'static str, problem: impl Into<String>) -> AgentError {
     AgentError::Config {
         field,
         problem: problem.into(),

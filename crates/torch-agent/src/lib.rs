@@ -7,7 +7,14 @@
 //!
 //! # Layout
 //! - [`config`]: [`AgentConfig`] and its defaults.
-//! - `session`: connection, reconnect with backoff, the hub message loop.
+//! - `reconnect`: the reconnect loop the agent and the node share (dial,
+//!   offline work, redirects, backoff, stopping what remains), and the
+//!   `Role` trait through which each plugs in.
+//! - `link`: one connected session (Hello/Welcome, heartbeats, liveness,
+//!   hub errors, the drain at shutdown), shared the same way.
+//! - `connect`: opening the WebSocket; the `Dialer` (which hub, backoff).
+//! - `session`: the agent's startup and its `Role`: Hello, hub messages,
+//!   runner events, stopping tasks.
 //! - `agent`: session-independent state (running tasks, unacked reports).
 //! - `writer`: the batching writer (one JSON-array frame per wakeup).
 //! - `runner`: one task attempt from work dir to finished report (a task's
@@ -29,8 +36,10 @@ pub mod config;
 mod connect;
 mod criteria;
 mod error;
+mod link;
 pub mod node;
 mod output;
+mod reconnect;
 mod runner;
 mod sandbox;
 mod session;

@@ -3,9 +3,11 @@
 //! array) per wakeup. Under load many reports share a frame; when idle a
 //! message goes out alone, immediately.
 //!
-//! The queue is bounded by what the agent generates: at most two messages per
-//! task slot in flight (Started, Finished), one heartbeat per period and the
-//! resent reports after a reconnect.
+//! The queue is bounded by what its side generates. An agent: at most two
+//! messages per task slot in flight (Started, Finished), one heartbeat per
+//! period and the resent reports after a reconnect. A node: one answer per
+//! spawn order, one exit per agent, one heartbeat per period and the exits
+//! held back while offline.
 
 use std::mem;
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::config::endpoint_urls;
+use crate::config::{config_err, endpoint_urls};
 use crate::error::AgentError;
 
 /// Default cap on agent processes per node.
@@ -88,13 +88,6 @@ impl fmt::Debug for NodeConfig {
             .field("log_dir", &self.log_dir)
             .field("extra_agent_args", &self.extra_agent_args)
             .finish()
-    }
-}
-
-fn config_err(field: &'static str, problem: impl Into<String>) -> AgentError {
-    AgentError::Config {
-        field,
-        problem: problem.into(),
     }
 }
 
