@@ -164,7 +164,7 @@ impl<S: Store> Hub<S> {
         }
         // With a shared store the state is loaded when this hub wins the
         // leadership; until then it is a follower with an idle engine.
-        let shared_store = store.is_shared();
+        let shared_store = store.shared().is_some();
         let (snapshot, role) = if shared_store {
             (Snapshot::default(), Role::Follower { leader: None })
         } else {
@@ -247,7 +247,7 @@ impl<S: Store> Hub<S> {
             inner.cancel();
         });
         let engine_task = engine.map(|e| tokio::spawn(e.run(self.shared.shutdown.clone())));
-        if self.shared.store.is_shared() {
+        if self.shared.store.shared().is_some() {
             let addr = listener.local_addr()?;
             let me = self
                 .shared

@@ -2,7 +2,7 @@
 //!
 //! Every hub serves the API; one of them, the leader, runs the engine
 //! (scheduler, leases, reaper) and the lifecycle manager. The leader holds a
-//! lease in the store with its own fence (`Store::acquire_leadership`) and
+//! lease in the store with its own fence (`SharedStore::acquire_leadership`) and
 //! renews it every third of its term. Followers try to take it over on the
 //! same period, so a dead leader is replaced within one term plus a period.
 //!
@@ -35,7 +35,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
-use torch_store::Store;
+use torch_store::{SharedStore, Store};
 use tracing::{error, info, warn};
 
 use crate::api::ApiError;
@@ -68,6 +68,9 @@ pub(crate) async fn run<S: Store>(
         .hub_id
         .get_or_init(|| format!("{url}#{}", uuid::Uuid::now_v7()))
         .clone();
+    let Some(store) = shared.store.shared() else {
+        return;
+    };
     tokio::spawn(handoffs(shared.clone(), hub.clone(), shutdown.clone()));
     // Followers see the leader's writes only through the store: wake their
     // event long-polls regularly, and once a second take the count of
@@ -104,14 +107,14 @@ pub(crate) async fn run<S: Store>(
         let role = shared.role.borrow().clone();
         match role {
             Role::Follower { leader } => {
-                match shared.store.acquire_leadership(hub.clone(), ttl_ms).await {
+                match store.acquire_leadership(hub.clone(), ttl_ms).await {
                     Ok(Some(fence)) => {
                         if become_leader(&shared, fence).await {
                             last_renewed = now_ms();
                         }
                     }
                     Ok(None) => {
-                        let now = match shared.store.current_leader().await {
+                        let now = match store.current_leader().await {
                             Ok(Some((id, _))) => Some(url_of(&id)),
                             _ => None,
                         };
@@ -128,7 +131,7 @@ pub(crate) async fn run<S: Store>(
                 // term: give up after one period and count it as a failure.
                 let renewed = tokio::time::timeout(
                     period,
-                    shared.store.renew_leadership(hub.clone(), fence, ttl_ms),
+                    store.renew_leadership(hub.clone(), fence, ttl_ms),
                 )
                 .await
                 .unwrap_or_else(|_| {
@@ -172,7 +175,6 @@ pub(crate) async fn run<S: Store>(
                     Role::Follower { .. } => None,
                 };
                 if let Some(fence) = held {
-                    let store = shared.store.clone();
                     let _ = tokio::time::timeout(
                         Duration::from_secs(1),
                         store.release_leadership(hub.clone(), fence),
@@ -231,6 +233,9 @@ const HANDOFF_WAIT: Duration = Duration::from_millis(500);
 /// leader received and did not finish handling (it died) is claimed by the
 /// next leader when it takes over.
 async fn handoffs<S: Store>(shared: Arc<Shared<S>>, hub: String, shutdown: CancellationToken) {
+    let Some(store) = shared.store.shared() else {
+        return;
+    };
     let mut role = shared.role.subscribe();
     loop {
         // Wait to lead.
@@ -243,7 +248,7 @@ async fn handoffs<S: Store>(shared: Arc<Shared<S>>, hub: String, shutdown: Cance
         let mut reclaim = true;
         while shared.is_leader() && !shutdown.is_cancelled() {
             let read = tokio::select! {
-                r = shared.store.handoffs(hub.clone(), reclaim, HANDOFF_WAIT) => r,
+                r = store.handoffs(hub.clone(), reclaim, HANDOFF_WAIT) => r,
                 _ = shutdown.cancelled() => return,
             };
             let batch = match read {
@@ -312,7 +317,10 @@ async fn take_handoffs<S: Store>(
         shared.bump();
     }
     let acked: Vec<u64> = batch.iter().map(|h| h.id).collect();
-    shared.store.ack_handoffs(hub.to_owned(), acked).await
+    match shared.store.shared() {
+        Some(store) => store.ack_handoffs(hub.to_owned(), acked).await,
+        None => Ok(()),
+    }
 }
 
 /// Stops scheduling: the engine drops its state and sends agents away.

@@ -32,7 +32,7 @@ use std::time::Instant;
 use torch_core::{AgentId, Evidence, Outcome, TaskId, TaskSpec};
 use torch_store::redis::{RedisOptions, RedisStore};
 use torch_store::sqlite::{SqliteOptions, SqliteStore};
-use torch_store::{FenceCheck, Finish, FinishResult, Grant, Leased, NewTask, Store};
+use torch_store::{FenceCheck, Finish, FinishResult, Grant, Leased, NewTask, Store, TaskStore};
 
 fn tid(n: u64) -> TaskId {
     format!("00000000-0000-7000-8000-{n:012x}")

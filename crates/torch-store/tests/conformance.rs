@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tempfile::TempDir;
 use torch_store::sqlite::{SqliteOptions, SqliteStore};
-use torch_store::{Store, StoreError};
+use torch_store::{StoreError, TaskStore};
 
 use suite::{Harness, NOW, task, tid};
 

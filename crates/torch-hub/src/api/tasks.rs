@@ -18,7 +18,7 @@ use torch_core::routing::{History, analyze_with};
 use torch_core::scheduler::QueuedTask;
 use torch_core::validate::{ValidTask, validate_batch};
 use torch_core::{Skill, TaskId, TaskState};
-use torch_store::{FenceCheck, NewTask, Routing, Store, TaskFilter};
+use torch_store::{FenceCheck, NewTask, Routing, SharedStore, Store, TaskFilter};
 
 use super::views::task_view;
 use super::{ApiError, Need, ask_engine, authorize, task_or_404};
@@ -117,14 +117,9 @@ pub(crate) async fn submit<S: Store>(
     let handoff = (!shared.is_leader())
         .then(|| shared.hub_id.get().cloned())
         .flatten();
-    let results = match &handoff {
-        Some(hub) => {
-            shared
-                .store
-                .submit_handoff(batch, now_ms(), hub.clone())
-                .await?
-        }
-        None => shared.store.submit(batch, now_ms()).await?,
+    let results = match (&handoff, shared.store.shared()) {
+        (Some(hub), Some(store)) => store.submit_handoff(batch, now_ms(), hub.clone()).await?,
+        _ => shared.store.submit(batch, now_ms()).await?,
     };
     shared.bump();
     if let Some(task) = parent {

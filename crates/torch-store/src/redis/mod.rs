@@ -218,6 +218,7 @@ use crate::{
     Handoff, Leased, LogRecord, MemoryEntry, MemoryLimits, NewEvent, NewTask, Requeued, Snapshot,
     Store, StoreError, Submitted, TaskFilter, TaskPage, TaskRecord, TokenRecord,
 };
+use crate::{EventLog, MemoryStore, MetaStore, Retention, SharedStore, TaskStore, TokenStore};
 pub use consumer::{StartFrom, StreamConsumer};
 use keys::Keys;
 use value::map_err;
@@ -489,46 +490,7 @@ impl RedisStore {
     }
 }
 
-impl Store for RedisStore {
-    fn kind(&self) -> &'static str {
-        "redis"
-    }
-
-    fn round_trips(&self) -> Option<u64> {
-        Some(RedisStore::round_trips(self))
-    }
-
-    fn is_shared(&self) -> bool {
-        true
-    }
-
-    async fn acquire_leadership(
-        &self,
-        hub: String,
-        ttl_ms: u64,
-    ) -> Result<Option<u64>, StoreError> {
-        RedisStore::leader_acquire(self, &hub, ttl_ms).await
-    }
-
-    async fn renew_leadership(
-        &self,
-        hub: String,
-        fence: u64,
-        ttl_ms: u64,
-    ) -> Result<bool, StoreError> {
-        RedisStore::leader_renew(self, &hub, fence, ttl_ms).await
-    }
-
-    async fn release_leadership(&self, hub: String, fence: u64) -> Result<(), StoreError> {
-        RedisStore::leader_release(self, &hub, fence)
-            .await
-            .map(|_| ())
-    }
-
-    async fn current_leader(&self) -> Result<Option<(String, u64)>, StoreError> {
-        RedisStore::leader_current(self).await
-    }
-
+impl TaskStore for RedisStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         read::load(self).await
     }
@@ -537,38 +499,20 @@ impl Store for RedisStore {
         write::submit(self, batch, now, None).await
     }
 
-    async fn submit_handoff(
-        &self,
-        batch: Vec<NewTask>,
-        now: u64,
-        hub: String,
-    ) -> Result<Vec<Submitted>, StoreError> {
-        if hub.is_empty() {
-            return Err(StoreError::Invalid("a hand-off needs the hub's id".into()));
-        }
-        write::submit(self, batch, now, Some(&hub)).await
-    }
-
-    async fn handoffs(
-        &self,
-        hub: String,
-        reclaim: bool,
-        wait: Duration,
-    ) -> Result<Vec<Handoff>, StoreError> {
-        self.read_handoffs(&hub, reclaim, wait).await
-    }
-
-    async fn ack_handoffs(&self, hub: String, ids: Vec<u64>) -> Result<(), StoreError> {
-        self.ack_handoff_ids(&hub, &ids).await
-    }
-
-    async fn purge_finished(&self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
-        // The scripts take the caller's clock; the cutoff is all that matters here.
-        write::purge_finished(self, before_ms, limit, before_ms).await
+    async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        read::get_task(self, id).await
     }
 
     async fn get_tasks(&self, ids: Vec<TaskId>) -> Result<Vec<TaskRecord>, StoreError> {
         read::get_tasks(self, ids).await
+    }
+
+    async fn list_tasks(&self, filter: TaskFilter) -> Result<TaskPage, StoreError> {
+        read::list_tasks(self, filter).await
+    }
+
+    async fn task_logs(&self, id: TaskId) -> Result<Option<LogRecord>, StoreError> {
+        read::task_logs(self, id).await
     }
 
     async fn assign(
@@ -629,24 +573,18 @@ impl Store for RedisStore {
         write::progress(self, task, fence, percent, message, now).await
     }
 
-    async fn agent_event(&self, event: AgentEvent, now: u64) -> Result<(), StoreError> {
-        write::agent_event(self, event, now).await
+    async fn lease_holder(&self, task: TaskId) -> Result<Option<(AgentId, u64)>, StoreError> {
+        read::lease_holder(self, task).await
     }
+}
 
+impl EventLog for RedisStore {
     async fn append_event(&self, event: NewEvent, now: u64) -> Result<(), StoreError> {
         write::append_event(self, event, now).await
     }
 
-    async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        read::get_task(self, id).await
-    }
-
-    async fn list_tasks(&self, filter: TaskFilter) -> Result<TaskPage, StoreError> {
-        read::list_tasks(self, filter).await
-    }
-
-    async fn task_logs(&self, id: TaskId) -> Result<Option<LogRecord>, StoreError> {
-        read::task_logs(self, id).await
+    async fn agent_event(&self, event: AgentEvent, now: u64) -> Result<(), StoreError> {
+        write::agent_event(self, event, now).await
     }
 
     async fn events(
@@ -661,7 +599,9 @@ impl Store for RedisStore {
     async fn last_event_id(&self) -> Result<u64, StoreError> {
         read::last_event_id(self).await
     }
+}
 
+impl TokenStore for RedisStore {
     async fn put_token(&self, token: TokenRecord) -> Result<(), StoreError> {
         write::put_token(self, token).await
     }
@@ -673,7 +613,9 @@ impl Store for RedisStore {
     async fn count_tokens(&self, role: String) -> Result<u64, StoreError> {
         read::count_tokens(self, role).await
     }
+}
 
+impl MetaStore for RedisStore {
     async fn get_meta(&self, key: String) -> Result<Option<String>, StoreError> {
         read::get_meta(self, key).await
     }
@@ -681,11 +623,9 @@ impl Store for RedisStore {
     async fn init_meta(&self, key: String, value: String) -> Result<String, StoreError> {
         write::init_meta(self, key, value).await
     }
+}
 
-    async fn lease_holder(&self, task: TaskId) -> Result<Option<(AgentId, u64)>, StoreError> {
-        read::lease_holder(self, task).await
-    }
-
+impl MemoryStore for RedisStore {
     async fn memory_put(
         &self,
         owner: AgentId,
@@ -718,5 +658,82 @@ impl Store for RedisStore {
         now: u64,
     ) -> Result<Vec<String>, StoreError> {
         write::memory_inherit(self, from, to, keys, limits, now).await
+    }
+}
+
+impl Retention for RedisStore {
+    async fn purge_finished(&self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
+        // The scripts take the caller's clock; the cutoff is all that matters here.
+        write::purge_finished(self, before_ms, limit, before_ms).await
+    }
+}
+
+impl SharedStore for RedisStore {
+    async fn acquire_leadership(
+        &self,
+        hub: String,
+        ttl_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        RedisStore::leader_acquire(self, &hub, ttl_ms).await
+    }
+
+    async fn renew_leadership(
+        &self,
+        hub: String,
+        fence: u64,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        RedisStore::leader_renew(self, &hub, fence, ttl_ms).await
+    }
+
+    async fn release_leadership(&self, hub: String, fence: u64) -> Result<(), StoreError> {
+        RedisStore::leader_release(self, &hub, fence)
+            .await
+            .map(|_| ())
+    }
+
+    async fn current_leader(&self) -> Result<Option<(String, u64)>, StoreError> {
+        RedisStore::leader_current(self).await
+    }
+
+    async fn submit_handoff(
+        &self,
+        batch: Vec<NewTask>,
+        now: u64,
+        hub: String,
+    ) -> Result<Vec<Submitted>, StoreError> {
+        if hub.is_empty() {
+            return Err(StoreError::Invalid("a hand-off needs the hub's id".into()));
+        }
+        write::submit(self, batch, now, Some(&hub)).await
+    }
+
+    async fn handoffs(
+        &self,
+        hub: String,
+        reclaim: bool,
+        wait: Duration,
+    ) -> Result<Vec<Handoff>, StoreError> {
+        self.read_handoffs(&hub, reclaim, wait).await
+    }
+
+    async fn ack_handoffs(&self, hub: String, ids: Vec<u64>) -> Result<(), StoreError> {
+        self.ack_handoff_ids(&hub, &ids).await
+    }
+}
+
+impl Store for RedisStore {
+    type Shared = RedisStore;
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn round_trips(&self) -> Option<u64> {
+        Some(RedisStore::round_trips(self))
+    }
+
+    fn shared(&self) -> Option<&RedisStore> {
+        Some(self)
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use torch_store::redis::StartFrom;
-use torch_store::{Store, TASKS_QUEUE};
+use torch_store::{TASKS_QUEUE, TaskStore};
 
 use crate::Redis;
 use crate::suite::{NOW, task, tid};

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use torch_core::TaskState;
-use torch_store::{HUBS_HANDOFF, Store, TASKS_QUEUE};
+use torch_store::{EventLog, HUBS_HANDOFF, SharedStore, TASKS_QUEUE, TaskStore};
 
 use crate::Redis;
 use crate::suite::{NOW, task, tid};

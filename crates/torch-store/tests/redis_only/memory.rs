@@ -2,7 +2,7 @@
 //! them written, everything acknowledged before intact.
 
 use torch_core::TaskState;
-use torch_store::{Grant, Store, StoreError};
+use torch_store::{EventLog, Grant, StoreError, TaskStore};
 
 use crate::Redis;
 use crate::suite::{NOW, aid, task, tid};

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use torch_store::{Grant, Store};
+use torch_store::{Grant, TaskStore};
 
 use crate::Redis;
 use crate::suite::{NOW, aid, task, tid};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use torch_core::TaskState;
-use torch_store::{Store, StoreError, TaskFilter};
+use torch_store::{EventLog, StoreError, TaskFilter, TaskStore};
 
 use super::eventually;
 use crate::Redis;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::Value;
 use torch_core::OutcomeKind;
 use torch_store::redis::RedisOptions;
-use torch_store::{Store, TASKS_COMPLETED, TASKS_QUEUE};
+use torch_store::{EventLog, TASKS_COMPLETED, TASKS_QUEUE, TaskStore};
 
 use crate::Redis;
 use crate::suite::{NOW, lease, report, task, tid};

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use torch_store::Store;
+use torch_store::TaskStore;
 use torch_store::redis::{RedisOptions, RedisStore};
 
 use crate::redis_server::RedisServer;

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use torch_core::{OutcomeKind, TaskState};
-use torch_store::FinishResult;
+use torch_store::{EventLog, FinishResult, MetaStore, TaskStore};
 
 use super::*;
 

@@ -4,7 +4,8 @@ use std::collections::BTreeSet;
 
 use torch_core::{OutcomeKind, TaskState};
 use torch_store::{
-    Effect, FinishResult, Store, StoreError, TASKS_COMPLETED, TASKS_FAILED, TASKS_QUEUE,
+    Effect, EventLog, FinishResult, Store, StoreError, TASKS_COMPLETED, TASKS_FAILED, TASKS_QUEUE,
+    TaskStore,
 };
 
 use super::*;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use torch_core::{OutcomeKind, TaskState};
-use torch_store::{FenceCheck, Grant, Store, TASKS_ACTIVE};
+use torch_store::{FenceCheck, Grant, TASKS_ACTIVE, TaskStore};
 
 use super::*;
 

@@ -1,6 +1,8 @@
 //! Per-agent memory, inheritance with its audit event, and task parents.
 
-use torch_store::{AGENTS_SPAWNING, MemoryLimits, StoreError, TaskFilter};
+use torch_store::{
+    AGENTS_SPAWNING, EventLog, MemoryLimits, MemoryStore, StoreError, TaskFilter, TaskStore,
+};
 
 use super::*;
 

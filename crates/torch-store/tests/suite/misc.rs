@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use torch_core::{OutcomeKind, TaskState};
 use torch_store::{
-    AGENTS_SPAWNING, AGENTS_TERMINATING, AgentEvent, COLLAB_HELP, NewEvent, TASKS_ACTIVE,
-    TASKS_COMPLETED, TASKS_QUEUE, TaskFilter, TokenRecord,
+    AGENTS_SPAWNING, AGENTS_TERMINATING, AgentEvent, COLLAB_HELP, EventLog, MetaStore, NewEvent,
+    TASKS_ACTIVE, TASKS_COMPLETED, TASKS_QUEUE, TaskFilter, TaskStore, TokenRecord, TokenStore,
 };
 
 use super::*;

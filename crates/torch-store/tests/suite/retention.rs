@@ -2,7 +2,7 @@
 //! they use; unfinished and younger ones stay.
 
 use torch_core::{OutcomeKind, TaskState};
-use torch_store::{Store, TaskFilter};
+use torch_store::{Retention, Store, TaskFilter, TaskStore};
 
 use super::*;
 

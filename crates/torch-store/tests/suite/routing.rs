@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use torch_core::scheduler::QueuedTask;
 use torch_core::{OutcomeKind, SkillReq, TaskContext, TaskState};
-use torch_store::{Effect, FinishResult, Grant, Routing, Store};
+use torch_store::{Effect, FinishResult, Grant, Routing, Store, TaskStore};
 
 use super::*;
 

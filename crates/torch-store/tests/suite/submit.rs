@@ -1,7 +1,7 @@
 //! Submission: queued vs blocked, idempotency, all-or-nothing.
 
 use torch_core::{OutcomeKind, TaskState};
-use torch_store::{StoreError, TASKS_QUEUE, TaskFilter};
+use torch_store::{EventLog, StoreError, TASKS_QUEUE, TaskFilter, TaskStore};
 
 use super::*;
 

@@ -295,7 +295,7 @@ fn the_leader_picks_up_tasks_written_to_the_store_behind_its_back() {
             .expect("task id");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        use torch_store::Store;
+        use torch_store::TaskStore;
         let store = torch_store::redis::RedisStore::open(&redis.url(), Default::default())
             .await
             .expect("open the store");
