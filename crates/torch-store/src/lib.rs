@@ -28,6 +28,7 @@
 //! `tests/conformance.rs` runs it on SQLite and `tests/conformance_redis.rs`
 //! on Redis, so both pass the same cases.
 
+pub mod codec;
 mod error;
 mod events;
 mod memory;

@@ -8,21 +8,12 @@ use redis::Value;
 use torch_core::{AgentId, TaskId, TaskState};
 
 use super::RedisStore;
-use super::value::{self, array, opt_arg, opt_text, parse_u32, parse_u64, text, tuple, uint};
-use crate::sqlite::rows;
+use super::value::{array, opt_arg, opt_text, parse_u32, parse_u64, queued_row, text, tuple, uint};
+use crate::codec;
 use crate::{
     EventRecord, LeaseRecord, LogRecord, MemoryEntry, Snapshot, StoreError, TaskFilter, TaskPage,
     TaskRecord, TokenRecord,
 };
-
-/// `list_tasks` page size when the filter says 0.
-const DEFAULT_PAGE: usize = 100;
-/// Largest `list_tasks` page.
-const MAX_PAGE: usize = 1000;
-/// `events` batch size when the caller says 0.
-const DEFAULT_EVENTS: usize = 1000;
-/// Largest `events` batch.
-const MAX_EVENTS: usize = 10_000;
 
 /// A flat `[field, value, …]` reply as a map.
 fn fields(what: &str, v: Value) -> Result<HashMap<String, String>, StoreError> {
@@ -65,12 +56,9 @@ fn stored_explanation(v: &str) -> Option<String> {
 /// An entry's `data` with its `explanation` field put back inside, as the
 /// API shows it (and as SQLite stores it).
 fn with_explanation(data: String, explanation: Option<String>) -> String {
-    match (explanation, data.strip_suffix('}')) {
-        (Some(x), Some(head)) => {
-            let sep = if head.ends_with('{') { "" } else { "," };
-            format!("{head}{sep}\"explanation\":{x}}}")
-        }
-        _ => data,
+    match explanation {
+        Some(x) => codec::with_explanation(data, &x),
+        None => data,
     }
 }
 
@@ -80,7 +68,7 @@ fn record(v: Value) -> Result<Option<TaskRecord>, StoreError> {
         return Ok(None);
     }
     let [id, flat, expl] = tuple("task row", v)?;
-    let id = value::task_id(&text("task id", id)?)?;
+    let id = codec::task_id(&text("task id", id)?)?;
     let mut f = fields("task", flat)?;
     let mut take = |name: &str| f.remove(name);
     let need = |v: Option<String>, name: &str| {
@@ -99,16 +87,15 @@ fn record(v: Value) -> Result<Option<TaskRecord>, StoreError> {
         }
         None => None,
     };
-    let agent = |v: Option<String>| v.as_deref().map(value::agent_id).transpose();
     let deps = match take("deps") {
         Some(d) => d
             .split(',')
             .filter(|s| !s.is_empty())
-            .map(value::task_id)
+            .map(codec::task_id)
             .collect::<Result<_, _>>()?,
         None => Vec::new(),
     };
-    let state = value::state(&need(take("st"), "state")?)?;
+    let state = codec::state(&need(take("st"), "state")?)?;
     // Scripts leave `ag` and `why` behind when a task moves on (one command
     // less per finish): the holder counts only while the task is leased,
     // the reason only once it is dead or cancelled, as in SQLite.
@@ -119,25 +106,25 @@ fn record(v: Value) -> Result<Option<TaskRecord>, StoreError> {
         seq: num(take("seq"), "seq")?,
         name: need(take("name"), "name")?,
         state,
-        spec: rows::json("spec", &need(take("spec"), "spec")?)?,
+        spec: codec::json("spec", &need(take("spec"), "spec")?)?,
         deps,
         attempt: parse_u32("attempt", &take("att").unwrap_or_else(|| "0".into()))?,
         fence: num(take("f"), "fence")?,
-        agent: agent(holder)?,
-        last_agent: agent(take("la"))?,
+        agent: codec::opt_agent(holder)?,
+        last_agent: codec::opt_agent(take("la"))?,
         not_before_ms: num(take("nb"), "not_before")?,
         progress,
         outcome: take("out")
             .as_deref()
-            .map(|o| rows::json("outcome", o))
+            .map(|o| codec::json("outcome", o))
             .transpose()?,
         reason,
         created_ms: num(take("c"), "created")?,
         updated_ms: num(take("u"), "updated")?,
         analysis: take("an"),
         explanation: opt_text("explanation", expl)?.and_then(|d| stored_explanation(&d)),
-        failed_agents: rows::failed_agents(take("fa").as_deref())?,
-        parent: take("par").as_deref().map(value::task_id).transpose()?,
+        failed_agents: codec::failed_agents(take("fa").as_deref())?,
+        parent: take("par").as_deref().map(codec::task_id).transpose()?,
     }))
 }
 
@@ -168,10 +155,7 @@ pub(super) async fn get_tasks(
 }
 
 pub(super) async fn list_tasks(s: &RedisStore, filter: TaskFilter) -> Result<TaskPage, StoreError> {
-    let limit = match filter.limit {
-        0 => DEFAULT_PAGE,
-        n => n.min(MAX_PAGE),
-    };
+    let limit = codec::page_limit(filter.limit);
     let (label_key, label_value) = match &filter.label {
         Some((k, v)) => (Some(k.as_str()), v.clone()),
         None => (None, String::new()),
@@ -196,7 +180,7 @@ pub(super) async fn list_tasks(s: &RedisStore, filter: TaskFilter) -> Result<Tas
     let mut counts: BTreeMap<TaskState, u64> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
     for c in array("counts", counts_v)? {
         let [state, n] = tuple("count", c)?;
-        counts.insert(value::state(&text("state", state)?)?, uint("count", n)?);
+        counts.insert(codec::state(&text("state", state)?)?, uint("count", n)?);
     }
     Ok(TaskPage { tasks, counts })
 }
@@ -235,12 +219,12 @@ pub(super) fn event(stream: &str, entry: Value) -> Result<EventRecord, StoreErro
         task: f
             .remove("task")
             .as_deref()
-            .map(value::task_id)
+            .map(codec::task_id)
             .transpose()?,
         agent: f
             .remove("agent")
             .as_deref()
-            .map(value::agent_id)
+            .map(codec::agent_id)
             .transpose()?,
         at_ms: parse_u64("event time", &f.remove("at").unwrap_or_else(|| "0".into()))?,
         data: with_explanation(
@@ -256,10 +240,7 @@ pub(super) async fn events(
     streams: Vec<String>,
     limit: usize,
 ) -> Result<Vec<EventRecord>, StoreError> {
-    let limit = match limit {
-        0 => DEFAULT_EVENTS,
-        n => n.min(MAX_EVENTS),
-    };
+    let limit = codec::events_limit(limit);
     let mut args = vec![format!("0-{}", after.saturating_add(1)), limit.to_string()];
     args.extend(streams);
     let reply = s.read_script("events", &args).await?;
@@ -324,12 +305,12 @@ pub(super) async fn lease_holder(
         .await?;
     let leased = state
         .as_deref()
-        .map(value::state)
+        .map(codec::state)
         .transpose()?
         .is_some_and(TaskState::is_leased);
     match (leased, agent, fence) {
         (true, Some(agent), Some(fence)) => Ok(Some((
-            value::agent_id(&agent)?,
+            codec::agent_id(&agent)?,
             parse_u64("fence", &fence)?,
         ))),
         _ => Ok(None),
@@ -341,26 +322,11 @@ pub(super) async fn load(s: &RedisStore) -> Result<Snapshot, StoreError> {
     let [queued, leased, backlog] = tuple("load", reply)?;
     let mut snap = Snapshot::default();
     for row in array("queued", queued)? {
-        let [id, pri, seq, nb, sk, ten, rt, fa] = tuple("queued row", row)?;
-        let id = value::task_id(&text("task id", id)?)?;
-        let pri = text("priority", pri)?;
-        let priority = pri
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("bad priority {pri:?} of task {id}")))?;
-        snap.queued.push(rows::queued(
-            id,
-            priority,
-            uint("seq", seq)?,
-            uint("not_before", nb)?,
-            &text("skills", sk)?,
-            &text("tenant", ten)?,
-            opt_text("routing", rt)?.as_deref(),
-            opt_text("failed agents", fa)?.as_deref(),
-        )?);
+        snap.queued.push(queued_row(row)?);
     }
     for row in array("leased", leased)? {
         let [id, agent, fence, attempt] = tuple("lease row", row)?;
-        let task = value::task_id(&text("task id", id)?)?;
+        let task = codec::task_id(&text("task id", id)?)?;
         let Some(agent) = opt_text("agent", agent)? else {
             return Err(StoreError::Corrupt(format!(
                 "leased task {task} has no agent"
@@ -368,7 +334,7 @@ pub(super) async fn load(s: &RedisStore) -> Result<Snapshot, StoreError> {
         };
         snap.leased.push(LeaseRecord {
             task,
-            agent: value::agent_id(&agent)?,
+            agent: codec::agent_id(&agent)?,
             fence: uint("fence", fence)?,
             attempt: parse_u32("attempt", &text("attempt", attempt)?)?,
         });
@@ -380,7 +346,7 @@ pub(super) async fn load(s: &RedisStore) -> Result<Snapshot, StoreError> {
 /// A memory entry from its value and its meta (`<ms>` or `<ms>:<from>`).
 fn memory_entry(key: String, value_: String, meta: &str) -> Result<MemoryEntry, StoreError> {
     let (ms, from) = match meta.split_once(':') {
-        Some((ms, from)) => (ms, Some(value::agent_id(from)?)),
+        Some((ms, from)) => (ms, Some(codec::agent_id(from)?)),
         None => (meta, None),
     };
     Ok(MemoryEntry {

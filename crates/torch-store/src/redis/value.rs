@@ -1,9 +1,10 @@
 //! Decoding script replies and mapping Redis errors.
 
 use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
-use torch_core::{AgentId, TaskId, TaskState};
+use torch_core::scheduler::QueuedTask;
 
 use crate::StoreError;
+use crate::codec::{self, QueuedRow};
 
 /// Maps a client or server error to the store's error kinds:
 /// connection trouble and overload are [`StoreError::Unavailable`] (retry
@@ -112,22 +113,26 @@ pub(crate) fn parse_u32(what: &str, s: &str) -> Result<u32, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("{what} is not a count: {s:?}")))
 }
 
-/// Parses a stored state name.
-pub(crate) fn state(s: &str) -> Result<TaskState, StoreError> {
-    s.parse()
-        .map_err(|e| StoreError::Corrupt(format!("bad task state: {e}")))
-}
-
-/// Parses a stored task id.
-pub(crate) fn task_id(s: &str) -> Result<TaskId, StoreError> {
-    s.parse()
-        .map_err(|e| StoreError::Corrupt(format!("bad task id {s:?}: {e}")))
-}
-
-/// Parses a stored agent id.
-pub(crate) fn agent_id(s: &str) -> Result<AgentId, StoreError> {
-    s.parse()
-        .map_err(|e| StoreError::Corrupt(format!("bad agent id {s:?}: {e}")))
+/// Rebuilds a queued task from a script's queued row:
+/// `{id, priority, seq, not_before, skills, tenant, routing|nil, failed|nil}`.
+pub(crate) fn queued_row(v: Value) -> Result<QueuedTask, StoreError> {
+    let [id, pri, seq, nb, sk, ten, rt, fa] = tuple("queued row", v)?;
+    let id = codec::task_id(&text("task id", id)?)?;
+    let pri = text("priority", pri)?;
+    let priority = pri
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("bad priority {pri:?} of task {id}")))?;
+    QueuedRow {
+        id,
+        priority,
+        seq: uint("seq", seq)?,
+        not_before: uint("not_before", nb)?,
+        skills: text("skills", sk)?,
+        tenant: text("tenant", ten)?,
+        routing: opt_text("routing", rt)?,
+        failed_agents: opt_text("failed agents", fa)?,
+    }
+    .queued()
 }
 
 /// Encodes an optional script argument: `""` for none, else `+` and the value.

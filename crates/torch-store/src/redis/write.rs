@@ -4,18 +4,16 @@
 //! `cancel.rs`); the scripts say which part each one does.
 
 use redis::Value;
-use serde_json::json;
-use torch_core::scheduler::{DEFAULT_TENANT, QueuedTask};
+use torch_core::scheduler::QueuedTask;
 use torch_core::{AgentId, Backoff, Evidence, Outcome, OutcomeKind, TaskId, TaskState};
 
 use super::RedisStore;
 use super::scripts::SCRIPTS;
-use super::value::{self, array, opt_arg, opt_text, text, tuple, uint};
-use crate::sqlite::rows;
+use super::value::{array, opt_arg, opt_text, queued_row, text, tuple, uint};
+use crate::codec;
 use crate::{
-    AGENTS_SPAWNING, AGENTS_TERMINATING, AgentEvent, Cancelled, ClaimRefused, Effect, FenceCheck,
-    Finish, FinishResult, Grant, Leased, MemoryLimits, NewEvent, NewTask, Requeued, StoreError,
-    Submitted, TokenRecord,
+    AgentEvent, Cancelled, ClaimRefused, Effect, FenceCheck, Finish, FinishResult, Grant, Leased,
+    MemoryLimits, NewEvent, NewTask, Requeued, StoreError, Submitted, TokenRecord,
 };
 
 /// Longest retry-delay table stored with a task: delays stop growing after
@@ -43,27 +41,6 @@ pub(crate) fn delay_table(backoff: Option<&Backoff>, max_retries: u32) -> String
     out
 }
 
-/// Rebuilds a queued task from a script's queued row:
-/// `{id, priority, seq, not_before, skills, tenant, routing|nil, failed|nil}`.
-fn queued_row(v: Value) -> Result<QueuedTask, StoreError> {
-    let [id, pri, seq, nb, sk, ten, rt, fa] = tuple("queued row", v)?;
-    let id = value::task_id(&text("task id", id)?)?;
-    let pri = text("priority", pri)?;
-    let priority: i32 = pri
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("bad priority {pri:?} of task {id}")))?;
-    rows::queued(
-        id,
-        priority,
-        uint("seq", seq)?,
-        uint("not_before", nb)?,
-        &text("skills", sk)?,
-        &text("tenant", ten)?,
-        opt_text("routing", rt)?.as_deref(),
-        opt_text("failed agents", fa)?.as_deref(),
-    )
-}
-
 fn queued_rows(v: Value) -> Result<Vec<QueuedTask>, StoreError> {
     array("queued rows", v)?
         .into_iter()
@@ -74,14 +51,14 @@ fn queued_rows(v: Value) -> Result<Vec<QueuedTask>, StoreError> {
 fn ids(v: Value) -> Result<Vec<TaskId>, StoreError> {
     array("task ids", v)?
         .into_iter()
-        .map(|v| value::task_id(&text("task id", v)?))
+        .map(|v| codec::task_id(&text("task id", v)?))
         .collect()
 }
 
 fn opt_state(v: Value) -> Result<Option<TaskState>, StoreError> {
     opt_text("state", v)?
         .as_deref()
-        .map(value::state)
+        .map(codec::state)
         .transpose()
 }
 
@@ -93,7 +70,7 @@ fn fence_check(v: Value) -> Result<FenceCheck, StoreError> {
         "missing" => Ok(FenceCheck::NotFound),
         "stale" => Ok(FenceCheck::Stale {
             current_fence: uint("fence", fence)?,
-            state: value::state(&text("state", state)?)?,
+            state: codec::state(&text("state", state)?)?,
         }),
         other => Err(StoreError::Corrupt(format!(
             "unexpected fence check {other:?}"
@@ -118,19 +95,13 @@ pub(super) async fn submit(
         let spec = &t.spec;
         args.push(t.id.to_string());
         args.push(t.name.clone());
-        args.push(rows::to_json("name", &t.name)?);
+        args.push(codec::to_json("name", &t.name)?);
         args.push(spec.priority.to_string());
-        args.push(spec.tenant.as_deref().unwrap_or(DEFAULT_TENANT).to_owned());
+        args.push(codec::tenant(spec).to_owned());
         args.push(opt_arg(spec.idempotency_key.as_deref()));
-        args.push(rows::to_json("spec", spec)?);
+        args.push(codec::to_json("spec", spec)?);
         // With routing, `sk` holds its normalised skills, as in SQLite.
-        let (skills, routing) = match &t.routing {
-            Some(r) => (
-                rows::to_json("skills", &r.skills)?,
-                Some(rows::to_json("routing", r)?),
-            ),
-            None => (rows::to_json("skills", &spec.skills)?, None),
-        };
+        let (skills, routing) = codec::skills_and_routing(t)?;
         args.push(skills);
         args.push(opt_arg(routing.as_deref()));
         args.push(opt_arg(t.analysis.as_deref()));
@@ -169,11 +140,8 @@ pub(super) async fn submit(
         let sub = match text("kind", kind)?.as_str() {
             "new" => {
                 let seq = uint("seq", a)?;
-                let state = value::state(&text("state", b)?)?;
-                let ready = (state == TaskState::Queued).then(|| match &t.routing {
-                    Some(r) => r.queued(t.id, t.spec.priority, seq, 0, Vec::new()),
-                    None => QueuedTask::from_spec(t.id, seq, &t.spec),
-                });
+                let state = codec::state(&text("state", b)?)?;
+                let ready = (state == TaskState::Queued).then(|| codec::ready(t, seq));
                 Submitted {
                     id: t.id,
                     name: t.name.clone(),
@@ -183,9 +151,9 @@ pub(super) async fn submit(
                 }
             }
             "stored" => Submitted {
-                id: value::task_id(&text("task id", a)?)?,
+                id: codec::task_id(&text("task id", a)?)?,
                 name: text("name", b)?,
-                state: value::state(&text("state", c)?)?,
+                state: codec::state(&text("state", c)?)?,
                 duplicate: true,
                 ready: None,
             },
@@ -195,13 +163,7 @@ pub(super) async fn submit(
                     .checked_sub(1)
                     .and_then(|j| out.get(j))
                     .ok_or_else(|| StoreError::Corrupt(format!("submit: bad index {j}")))?;
-                Submitted {
-                    id: first.id,
-                    name: first.name.clone(),
-                    state: first.state,
-                    duplicate: true,
-                    ready: None,
-                }
+                codec::duplicate_of(first)
             }
             other => {
                 return Err(StoreError::Corrupt(format!(
@@ -215,17 +177,9 @@ pub(super) async fn submit(
 }
 
 /// The `explanation` field of the `task.assigned` entry: '' for none, else
-/// `x` itself when it is valid JSON (checked without building it), else `x`
-/// as a JSON string (as in SQLite).
+/// the explanation as JSON (see [`codec::explanation_json`]).
 fn explanation_arg(x: Option<&str>) -> String {
-    let Some(x) = x else {
-        return String::new();
-    };
-    if serde_json::from_str::<serde::de::IgnoredAny>(x).is_ok() {
-        x.trim().to_owned()
-    } else {
-        serde_json::Value::from(x).to_string()
-    }
+    x.map(codec::explanation_json).unwrap_or_default()
 }
 
 pub(super) async fn assign(
@@ -270,7 +224,7 @@ pub(super) async fn assign(
                 fence,
                 attempt,
                 name: text("name", name)?,
-                spec: rows::json("spec", &text("spec", spec)?)?,
+                spec: codec::json("spec", &text("spec", spec)?)?,
             }))
         })
         .collect()
@@ -305,12 +259,8 @@ pub(super) async fn progress(
     message: Option<String>,
     now: u64,
 ) -> Result<FenceCheck, StoreError> {
-    let percent = if percent.is_nan() {
-        0.0
-    } else {
-        percent.clamp(0.0, 100.0)
-    };
-    let data = json!({"fence": fence, "percent": percent, "message": message}).to_string();
+    let percent = codec::progress_percent(percent);
+    let data = codec::progress_data(fence, percent, message.as_deref());
     let args = [
         task.to_string(),
         fence.to_string(),
@@ -351,7 +301,7 @@ impl End<'_> {
         args.push(self.fence.to_string());
         args.push(opt_arg(self.reporter.map(|a| a.to_string()).as_deref()));
         args.push(flags.into());
-        args.push(rows::to_json("outcome", self.outcome)?);
+        args.push(codec::to_json("outcome", self.outcome)?);
         if failed {
             args.push(opt_arg(self.reason));
             args.push(self.outcome.kind.as_str().into());
@@ -372,7 +322,7 @@ impl End<'_> {
 fn finish_result(task: TaskId, v: Value) -> Result<FinishResult, StoreError> {
     // The common case, a success that changed nothing else, is one word.
     if !matches!(v, Value::Array(_)) {
-        let state = value::state(&text("finish result", v)?)?;
+        let state = codec::state(&text("finish result", v)?)?;
         return Ok(FinishResult::Recorded(Effect {
             task,
             state,
@@ -387,11 +337,11 @@ fn finish_result(task: TaskId, v: Value) -> Result<FinishResult, StoreError> {
         "dup" => Ok(FinishResult::Duplicate),
         "stale" => Ok(FinishResult::Stale {
             current_fence: uint("fence", a)?,
-            state: value::state(&text("state", b)?)?,
+            state: codec::state(&text("state", b)?)?,
         }),
         "ok" => Ok(FinishResult::Recorded(Effect {
             task,
-            state: value::state(&text("state", a)?)?,
+            state: codec::state(&text("state", a)?)?,
             requeued: match b {
                 Value::Nil => None,
                 row => Some(queued_row(row)?),
@@ -488,7 +438,7 @@ pub(super) async fn cancel(
         "missing" => Err(StoreError::NotFound(task)),
         "conflict" => Err(StoreError::Conflict {
             task,
-            state: value::state(&text("state", a)?)?,
+            state: codec::state(&text("state", a)?)?,
             message: "only unfinished tasks can be cancelled".into(),
         }),
         "ok" => {
@@ -497,8 +447,8 @@ pub(super) async fn cancel(
                 .map(|r| {
                     let [t, agent, fence] = tuple("revoked lease", r)?;
                     Ok((
-                        value::task_id(&text("task", t)?)?,
-                        value::agent_id(&text("agent", agent)?)?,
+                        codec::task_id(&text("task", t)?)?,
+                        codec::agent_id(&text("agent", agent)?)?,
                         uint("fence", fence)?,
                     ))
                 })
@@ -521,11 +471,11 @@ pub(super) async fn retry(s: &RedisStore, task: TaskId, now: u64) -> Result<Requ
         "missing" => Err(StoreError::NotFound(task)),
         "conflict" => Err(StoreError::Conflict {
             task,
-            state: value::state(&text("state", a)?)?,
+            state: codec::state(&text("state", a)?)?,
             message: text("message", b)?,
         }),
         "ok" => {
-            let state = value::state(&text("state", a)?)?;
+            let state = codec::state(&text("state", a)?)?;
             let ready = match b {
                 Value::Nil => None,
                 row => Some(queued_row(row)?),
@@ -569,39 +519,31 @@ pub(super) async fn agent_event(
     event_: AgentEvent,
     now: u64,
 ) -> Result<(), StoreError> {
-    match event_ {
+    let record = match &event_ {
         AgentEvent::Joined {
-            id,
             name,
             skills,
             slots,
             labels,
+            ..
         } => {
             let fields = vec![
                 "name".into(),
                 name.clone(),
                 "skills".into(),
-                rows::to_json("skills", &skills)?,
+                codec::to_json("skills", skills)?,
                 "slots".into(),
                 slots.to_string(),
                 "labels".into(),
-                rows::to_json("labels", &labels)?,
+                codec::to_json("labels", labels)?,
                 "state".into(),
                 "joined".into(),
                 "joined_ms".into(),
                 now.to_string(),
             ];
-            let data = json!({"name": name, "slots": slots, "skills": skills, "labels": labels});
-            let ev = NewEvent {
-                stream: AGENTS_SPAWNING,
-                kind: "agent.joined".into(),
-                task: None,
-                agent: Some(id),
-                data: data.to_string(),
-            };
-            event(s, &ev, Some(("joined", fields)), now).await
+            ("joined", fields)
         }
-        AgentEvent::Left { id, reason } => {
+        AgentEvent::Left { reason, .. } => {
             let fields = vec![
                 "state".into(),
                 "left".into(),
@@ -610,16 +552,10 @@ pub(super) async fn agent_event(
                 "reason".into(),
                 reason.clone(),
             ];
-            let ev = NewEvent {
-                stream: AGENTS_TERMINATING,
-                kind: "agent.left".into(),
-                task: None,
-                agent: Some(id),
-                data: json!({"reason": reason}).to_string(),
-            };
-            event(s, &ev, Some(("left", fields)), now).await
+            ("left", fields)
         }
-    }
+    };
+    event(s, &codec::agent_event(&event_), Some(record), now).await
 }
 
 pub(super) async fn append_event(s: &RedisStore, ev: NewEvent, now: u64) -> Result<(), StoreError> {
