@@ -17,24 +17,30 @@
 //! not the hub's memory, is the authority on who owns a task), appends its
 //! events on the seed's stream names, and returns only once durable.
 //!
-//! Implementations:
-//! - [`sqlite::SqliteStore`]: the embedded default. One file in the data dir,
-//!   WAL, one writer thread with group commit, versioned migrations.
-//! - [`redis::RedisStore`]: Redis (Valkey, Dragonfly) for many hubs on many
-//!   machines: Lua scripts for atomic, fenced batches, the event streams as
-//!   real Redis streams, consumer groups and a leader lease.
+//! Values both backends store are encoded and parsed once, in [`codec`].
 //!
-//! The conformance suite in `tests/suite` is written against the traits;
-//! `tests/conformance.rs` runs it on SQLite and `tests/conformance_redis.rs`
-//! on Redis, so both pass the same cases.
+//! Implementations:
+//! - [`sqlite::SqliteStore`]: the embedded default, in this crate. One file
+//!   in the data dir, WAL, one writer thread with group commit, versioned
+//!   migrations. It is not shared: its [`Store::Shared`] is [`NotShared`].
+//! - `torch_store_redis::RedisStore` (crate `torch-store-redis`): Redis
+//!   (Valkey, Dragonfly) for many hubs on many machines: Lua scripts for
+//!   atomic, fenced batches, the event streams as real Redis streams,
+//!   consumer groups and a leader lease.
+//!
+//! The conformance suite (module `conformance`, feature `conformance`) is
+//! written against the traits; `tests/conformance.rs` runs it on SQLite and
+//! `torch-store-redis`'s `tests/conformance.rs` on Redis, so both pass the
+//! same cases.
 
 pub mod codec;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod events;
 mod memory;
 mod meta;
 mod model;
-pub mod redis;
 mod retention;
 mod shared;
 pub mod sqlite;
