@@ -3,12 +3,12 @@
 //! many hubs on many machines sharing one store.
 //!
 //! It implements every capability trait of `torch-store`, including
-//! [`SharedStore`](torch_store::SharedStore) (the leader lease and hand-offs
-//! between hubs), which the embedded store does not have. Values stored
-//! in it are encoded and parsed with [`torch_store::codec`], as in the
-//! embedded store. Beyond the traits it offers consumer groups over the
-//! event streams ([`RedisStore::consumer`]) and, with the `testing`
-//! feature, a throwaway `redis-server` for tests (`testing`).
+//! [`SharedStore`] (the leader lease and hand-offs between hubs), which the
+//! embedded store does not have. Values stored in it are encoded and parsed
+//! with [`torch_store::codec`], as in the embedded store. Beyond the traits
+//! it offers consumer groups over the event streams
+//! ([`RedisStore::consumer`]) and, with the `testing` feature, a throwaway
+//! `redis-server` for tests (`testing`).
 //!
 //! # Layout
 //! - `store`: [`RedisOptions`], [`RedisStore::open`] (server and layout
@@ -49,7 +49,7 @@
 //! silently drop tasks (opening warns about it). When used memory is above
 //! `maxmemory`, Redis refuses a writing script *before it starts* (that is
 //! what the shebang without `no-writes` declares), so the batch fails as a
-//! whole with [`StoreError::Full`](torch_store::StoreError::Full) ("redis is out of memory
+//! whole with [`StoreError::Full`] ("redis is out of memory
 //! (maxmemory reached)") and nothing of it is written; a script that has
 //! started always runs to its end, even if it crosses the limit on the way.
 //! Reads keep working. The one exception is the leader lease script
@@ -63,7 +63,7 @@
 //! warns when the append-only file is off. A server that comes back
 //! *without* the store's data (no persistence, or flushed) is detected by
 //! every writing script (the layout marker `{torch}:version` is gone) and
-//! refused with [`StoreError::Corrupt`](torch_store::StoreError::Corrupt), instead of silently starting
+//! refused with [`StoreError::Corrupt`], instead of silently starting
 //! fences and event ids over under a running hub; opening the store again
 //! starts an empty one on purpose.
 //!
@@ -136,10 +136,10 @@
 //! Entry fields: `kind`, `at` (unix
 //! ms), `data` (JSON text), and `task` / `agent` when set; a
 //! `task.assigned` entry with an explanation carries it in its own field,
-//! `explanation` (JSON), which [`EventLog::events`](torch_store::EventLog::events) puts back into `data` as
+//! `explanation` (JSON), which [`EventLog::events`] puts back into `data` as
 //! `"explanation"`, so API readers see the same data as on SQLite (entries
 //! written before that field existed have it inside `data` already). Entry ids thus
-//! increase across all streams alike, and [`EventLog::events`](torch_store::EventLog::events) merges the
+//! increase across all streams alike, and [`EventLog::events`] merges the
 //! streams by id. An outside reader follows a stream with
 //! `XREAD BLOCK 0 STREAMS {torch}:stream:nova.torch.tasks.completed $`
 //! (or from `0-<last id seen>`), or with a consumer group (`XREADGROUP`);
@@ -150,20 +150,20 @@
 //! not use it there.
 //!
 //! Streams are bounded (approximately) by [`RedisOptions::maxlen`], so
-//! unlike SQLite old events go away: [`EventLog::events`](torch_store::EventLog::events) returns what is still
+//! unlike SQLite old events go away: [`EventLog::events`] returns what is still
 //! kept, and an explanation whose `task.assigned` event was trimmed from
 //! `nova.torch.tasks.active` is no longer returned by `get_task`.
 //!
 //! # Hand-offs
 //! A follower that cannot reach the leader (none elected, or the
 //! connection to its URL fails) writes a submission itself with
-//! [`SharedStore::submit_handoff`](torch_store::SharedStore::submit_handoff). The submit script then appends, atomically
+//! [`SharedStore::submit_handoff`]. The submit script then appends, atomically
 //! with the tasks, one entry to `nova.torch.hubs.handoff`: `kind`
 //! `tasks.handed_off`, `data`
 //! `{"hub": "<follower hub id>", "tasks": ["<id>", ...]}`, listing only new
 //! tasks (duplicates by idempotency key are not handed off; a batch of
 //! duplicates writes no entry). The stream is listed in `{torch}:streams`
-//! like any other, so [`EventLog::events`](torch_store::EventLog::events) returns its entries too.
+//! like any other, so [`EventLog::events`] returns its entries too.
 //!
 //! The leader reads the stream through the consumer group `leader`, as the
 //! consumer named by its hub id (`XREADGROUP`, blocking up to the wait it
@@ -181,7 +181,7 @@
 //! Redis work to every task.
 //!
 //! # Retention
-//! Finished tasks stay until [`Retention::purge_finished`](torch_store::Retention::purge_finished) deletes them
+//! Finished tasks stay until [`Retention::purge_finished`] deletes them
 //! (`scripts/purge.lua`, run by the leader under `[store] retention`): it
 //! walks the `succeeded`, `dead` and `cancelled` sets from their oldest
 //! submissions, looking at no more than four times its limit per call, and
@@ -201,13 +201,13 @@
 //! with a response timeout of [`RedisOptions::response_timeout`] (10 s by
 //! default, not the client's 500 ms, so that large batches are not cut
 //! off). A call that fails because Redis went away returns
-//! [`StoreError::Unavailable`](torch_store::StoreError::Unavailable) and the connection is re-established in the
+//! [`StoreError::Unavailable`] and the connection is re-established in the
 //! background; later calls work again once Redis is back, without reopening
 //! the store. Stream consumers get their own connection (a blocking read
 //! would hold up everything else on a shared one).
 //!
 //! As with any remote store, a write that fails with
-//! [`StoreError::Unavailable`](torch_store::StoreError::Unavailable) *after* it was sent (connection lost or
+//! [`StoreError::Unavailable`] *after* it was sent (connection lost or
 //! response timeout) may or may not have been applied; the script ran
 //! entirely or not at all. Resending is safe for `finish` and `expire`
 //! (`Duplicate`), `start` (`Ok`), `progress`, `cancel` (`Conflict` once
@@ -215,6 +215,14 @@
 //! without keys whose first try did apply is refused as invalid (its ids
 //! exist), and a resent `assign` is refused (the task is already assigned,
 //! its lease runs out and the task is retried).
+//!
+//! [`SharedStore`]: torch_store::SharedStore
+//! [`StoreError::Full`]: torch_store::StoreError::Full
+//! [`StoreError::Corrupt`]: torch_store::StoreError::Corrupt
+//! [`EventLog::events`]: torch_store::EventLog::events
+//! [`SharedStore::submit_handoff`]: torch_store::SharedStore::submit_handoff
+//! [`Retention::purge_finished`]: torch_store::Retention::purge_finished
+//! [`StoreError::Unavailable`]: torch_store::StoreError::Unavailable
 
 mod consumer;
 mod handoff;
