@@ -88,7 +88,7 @@ impl<S: Store> Hub<S> {
         }
         // With a shared store the state is loaded when this hub wins the
         // leadership; until then it is a follower with an idle engine.
-        let shared_store = store.is_shared();
+        let shared_store = store.shared().is_some();
         let snapshot = if shared_store {
             Snapshot::default()
         } else {
@@ -174,7 +174,7 @@ impl<S: Store> Hub<S> {
         if let Some(b) = batcher {
             b.spawn_into(&services, stop.clone());
         }
-        if shared.store.is_shared() {
+        if shared.store.shared().is_some() {
             let addr = listener.local_addr()?;
             let me = shared
                 .cfg

@@ -352,7 +352,7 @@ pub struct EventRecord {
 
 /// Tasks a hub that is not the leader submitted while it could not reach
 /// the leader, recorded with them for the leader (see
-/// [`crate::Store::submit_handoff`]).
+/// [`crate::SharedStore::submit_handoff`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Handoff {
     /// Its id (the event id of its entry on [`crate::HUBS_HANDOFF`]).

@@ -1,7 +1,6 @@
-//! The store conformance suite, run against [`SqliteStore`] in a temp dir,
-//! plus SQLite-only cases: schema versions and a real `kill -9` crash test.
-
-mod suite;
+//! The store conformance suite (`torch_store::conformance`), run against
+//! [`SqliteStore`] in a temp dir, plus SQLite-only cases: schema versions
+//! and a real `kill -9` crash test.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -10,10 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tempfile::TempDir;
+use torch_store::conformance::{self, Harness, NOW, task, tid};
 use torch_store::sqlite::{SqliteOptions, SqliteStore};
-use torch_store::{Store, StoreError};
-
-use suite::{Harness, NOW, task, tid};
+use torch_store::{StoreError, TaskStore};
 
 struct Sqlite {
     _dir: TempDir,
@@ -39,13 +37,13 @@ macro_rules! conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                suite::$module::$case(&sqlite()).await;
+                conformance::$module::$case(&sqlite()).await;
             }
         )*
     };
 }
 
-suite::every_case!(conformance);
+conformance::every_case!(conformance);
 
 #[tokio::test]
 async fn refuses_a_newer_schema() {
@@ -120,9 +118,9 @@ async fn upgrades_a_v1_database() {
     assert!(q.avoid.is_empty() && q.preferred.is_empty());
 
     // The old task runs, fails and is requeued with the new columns.
-    let l = suite::lease(&s, 1, 4, NOW).await;
+    let l = conformance::lease(&s, 1, 4, NOW).await;
     let out = s
-        .finish(vec![suite::report(&l, OutcomeKind::Failed)], NOW)
+        .finish(vec![conformance::report(&l, OutcomeKind::Failed)], NOW)
         .await
         .expect("finish");
     let torch_store::FinishResult::Recorded(e) = &out[0] else {
@@ -131,7 +129,7 @@ async fn upgrades_a_v1_database() {
     assert_eq!(e.state, TaskState::Queued);
     assert_eq!(
         e.requeued.as_ref().map(|q| q.avoid.clone()),
-        Some(vec![suite::aid(4)])
+        Some(vec![conformance::aid(4)])
     );
     // New tasks carry routing as usual.
     let mut t = task(3, &[2]);
@@ -153,7 +151,7 @@ async fn upgrades_a_v1_database() {
             .expect("get")
             .expect("kept")
             .failed_agents,
-        vec![suite::aid(4)]
+        vec![conformance::aid(4)]
     );
 }
 

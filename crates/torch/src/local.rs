@@ -10,8 +10,9 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use torch_hub::{Hub, HubConfig};
-use torch_store::redis::{RedisOptions, RedisStore};
 use torch_store::sqlite::{SqliteOptions, SqliteStore};
+#[cfg(feature = "redis")]
+use torch_store_redis::{RedisOptions, RedisStore};
 
 use crate::config::{Config, SyncMode};
 
@@ -75,24 +76,19 @@ pub(crate) async fn start_hub(
     mint: &[&str],
 ) -> Result<LocalHub> {
     match cfg.store.url.as_deref() {
-        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            let ca = match &cfg.store.redis_ca_file {
-                Some(p) => Some(
-                    std::fs::read(p)
-                        .with_context(|| format!("reading store.redis-ca-file {}", p.display()))?,
-                ),
-                None => None,
-            };
-            let opts = RedisOptions {
-                maxlen: cfg.store.redis_maxlen,
-                tls_root_ca_pem: ca,
-                ..RedisOptions::default()
-            };
-            let store = RedisStore::open(url, opts)
-                .await
-                .with_context(|| format!("opening the Redis store at {}", redact(url)))?;
+        #[cfg(feature = "redis")]
+        Some(url) if is_redis_url(url) => {
+            let store = open_redis(cfg, url).await?;
             start_with(cfg, hub_cfg, listen, data_dir, mint, store).await
         }
+        #[cfg(not(feature = "redis"))]
+        Some(url) if is_redis_url(url) => Err(crate::exit::exit(
+            crate::exit::BAD_INPUT,
+            format!(
+                "this torch was built without the Redis store (cargo feature `redis`), so it cannot open {}: build it with the feature (on by default), or leave the store url unset for the embedded store",
+                redact(url)
+            ),
+        )),
         Some(url) => Err(crate::exit::exit(
             crate::exit::BAD_INPUT,
             format!(
@@ -105,6 +101,31 @@ pub(crate) async fn start_hub(
             start_with(cfg, hub_cfg, listen, data_dir, mint, store).await
         }
     }
+}
+
+/// Whether `url` names a Redis store.
+fn is_redis_url(url: &str) -> bool {
+    url.starts_with("redis://") || url.starts_with("rediss://")
+}
+
+/// Opens the Redis store at `url` with the `[store]` settings.
+#[cfg(feature = "redis")]
+async fn open_redis(cfg: &Config, url: &str) -> Result<RedisStore> {
+    let ca = match &cfg.store.redis_ca_file {
+        Some(p) => Some(
+            std::fs::read(p)
+                .with_context(|| format!("reading store.redis-ca-file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let opts = RedisOptions {
+        maxlen: cfg.store.redis_maxlen,
+        tls_root_ca_pem: ca,
+        ..RedisOptions::default()
+    };
+    RedisStore::open(url, opts)
+        .await
+        .with_context(|| format!("opening the Redis store at {}", redact(url)))
 }
 
 /// A store URL without its password, for messages.

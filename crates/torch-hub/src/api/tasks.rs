@@ -16,7 +16,7 @@ use torch_api::rest::{
 use torch_core::scheduler::QueuedTask;
 use torch_core::validate::{ValidTask, validate_batch};
 use torch_core::{Skill, TaskId, TaskState};
-use torch_store::{FenceCheck, NewTask, Routing, Store, TaskFilter};
+use torch_store::{FenceCheck, NewTask, Routing, SharedStore, Store, TaskFilter};
 
 use super::views::task_view;
 use super::{ApiError, Need, ask_engine, authorize, task_or_404};
@@ -115,14 +115,10 @@ pub(crate) async fn submit<S: Store>(
     let handoff = (!shared.is_leader())
         .then(|| shared.cluster.hub_id.get().cloned())
         .flatten();
-    let results = match &handoff {
-        Some(hub) => {
-            shared
-                .store
-                .submit_handoff(batch, shared.now_ms(), hub.clone())
-                .await?
-        }
-        None => shared.store.submit(batch, shared.now_ms()).await?,
+    let now = shared.now_ms();
+    let results = match (&handoff, shared.store.shared()) {
+        (Some(hub), Some(store)) => store.submit_handoff(batch, now, hub.clone()).await?,
+        _ => shared.store.submit(batch, now).await?,
     };
     shared.bump();
     if let Some(task) = parent {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use torch_store::Store;
+use torch_store::{SharedStore, Store};
 use tracing::{info, warn};
 
 use crate::engine::Command;
@@ -25,6 +25,9 @@ pub(super) async fn run<S: Store>(
     hub: String,
     shutdown: CancellationToken,
 ) {
+    let Some(store) = shared.store.shared() else {
+        return;
+    };
     let mut role = shared.cluster.role.subscribe();
     loop {
         // Wait to lead.
@@ -37,7 +40,7 @@ pub(super) async fn run<S: Store>(
         let mut reclaim = true;
         while shared.is_leader() && !shutdown.is_cancelled() {
             let read = tokio::select! {
-                r = shared.store.handoffs(hub.clone(), reclaim, HANDOFF_WAIT) => r,
+                r = store.handoffs(hub.clone(), reclaim, HANDOFF_WAIT) => r,
                 _ = shutdown.cancelled() => return,
             };
             let batch = match read {
@@ -54,7 +57,7 @@ pub(super) async fn run<S: Store>(
             if batch.is_empty() {
                 continue;
             }
-            if let Err(e) = take_handoffs(&shared, &hub, batch).await {
+            if let Err(e) = take_handoffs(&shared, store, &hub, batch).await {
                 warn!(error = %e, "hand-offs not handled yet; retrying");
                 reclaim = true;
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -67,6 +70,7 @@ pub(super) async fn run<S: Store>(
 /// their dependencies as usual) and acknowledges the hand-offs.
 async fn take_handoffs<S: Store>(
     shared: &Shared<S>,
+    store: &S::Shared,
     hub: &str,
     batch: Vec<torch_store::Handoff>,
 ) -> Result<(), torch_store::StoreError> {
@@ -104,5 +108,5 @@ async fn take_handoffs<S: Store>(
         shared.bump();
     }
     let acked: Vec<u64> = batch.iter().map(|h| h.id).collect();
-    shared.store.ack_handoffs(hub.to_owned(), acked).await
+    store.ack_handoffs(hub.to_owned(), acked).await
 }

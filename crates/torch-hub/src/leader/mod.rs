@@ -2,7 +2,7 @@
 //!
 //! Every hub serves the API; one of them, the leader, runs the engine
 //! (scheduler, leases, reaper) and the lifecycle manager. The leader holds a
-//! lease in the store with its own fence (`Store::acquire_leadership`) and
+//! lease in the store with its own fence (`SharedStore::acquire_leadership`) and
 //! renews it every third of its term. Followers try to take it over on the
 //! same period, so a dead leader is replaced within one term plus a period.
 //!
@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use torch_store::Store;
+use torch_store::{SharedStore, Store};
 use tracing::{error, info, warn};
 
 pub(crate) use forward::{Leader, forward};
@@ -119,6 +119,9 @@ pub(crate) async fn run<S: Store>(
         .hub_id
         .get_or_init(|| format!("{url}#{}", uuid::Uuid::now_v7()))
         .clone();
+    let Some(store) = shared.store.shared() else {
+        return;
+    };
     // The election's helpers, joined when it stops.
     let mut helpers = JoinSet::new();
     helpers.spawn(handoff::run(shared.clone(), hub.clone(), shutdown.clone()));
@@ -159,14 +162,14 @@ pub(crate) async fn run<S: Store>(
         let role = shared.cluster.role.borrow().clone();
         match role {
             Role::Follower { leader } => {
-                match shared.store.acquire_leadership(hub.clone(), ttl_ms).await {
+                match store.acquire_leadership(hub.clone(), ttl_ms).await {
                     Ok(Some(fence)) => {
                         if become_leader(&shared, fence).await {
                             last_renewed = shared.now_ms();
                         }
                     }
                     Ok(None) => {
-                        let now = match shared.store.current_leader().await {
+                        let now = match store.current_leader().await {
                             Ok(Some((id, _))) => Some(url_of(&id)),
                             _ => None,
                         };
@@ -186,7 +189,7 @@ pub(crate) async fn run<S: Store>(
                 // term: give up after one period and count it as a failure.
                 let renewed = tokio::time::timeout(
                     period,
-                    shared.store.renew_leadership(hub.clone(), fence, ttl_ms),
+                    store.renew_leadership(hub.clone(), fence, ttl_ms),
                 )
                 .await
                 .unwrap_or_else(|_| {
@@ -230,7 +233,6 @@ pub(crate) async fn run<S: Store>(
                     Role::Follower { .. } => None,
                 };
                 if let Some(fence) = held {
-                    let store = shared.store.clone();
                     let _ = tokio::time::timeout(
                         Duration::from_secs(1),
                         store.release_leadership(hub.clone(), fence),

@@ -7,8 +7,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 use torch_core::{AgentId, TaskId, TaskState};
 
-use super::rows::{self, Ev, QueuedRow, put_event, queued_cols, to_i64};
+use super::rows::{self, Ev, put_event, queued_cols, to_i64};
 use super::writer::Tx;
+use crate::codec;
 use crate::{Cancelled, Requeued, StoreError, TASKS_FAILED, TASKS_QUEUE};
 
 /// Cancels one non-terminal task, recording a lease to revoke if it had one.
@@ -67,12 +68,17 @@ pub(crate) fn cascade(
             .collect::<Result<Vec<_>, _>>()?;
         drop(st);
         for (dep_id, state, agent, fence) in found {
-            let state = rows::state(&state)?;
+            let state = codec::state(&state)?;
             if state.is_terminal() {
                 continue;
             }
-            let dep_id = rows::task_id(&dep_id)?;
-            let victim = (dep_id, state, rows::opt_agent(agent)?, rows::to_u64(fence)?);
+            let dep_id = codec::task_id(&dep_id)?;
+            let victim = (
+                dep_id,
+                state,
+                codec::opt_agent(agent)?,
+                rows::to_u64(fence)?,
+            );
             cancel_one(conn, victim, reason, now, out)?;
             queue.push_back(dep_id);
         }
@@ -98,7 +104,7 @@ pub(crate) fn cancel(
     let Some((name, state, agent, fence)) = row else {
         return Err(StoreError::NotFound(task));
     };
-    let state = rows::state(&state)?;
+    let state = codec::state(&state)?;
     if state.is_terminal() {
         return Err(StoreError::Conflict {
             task,
@@ -110,7 +116,7 @@ pub(crate) fn cancel(
         tasks: Vec::new(),
         revoked: Vec::new(),
     };
-    let victim = (task, state, rows::opt_agent(agent)?, rows::to_u64(fence)?);
+    let victim = (task, state, codec::opt_agent(agent)?, rows::to_u64(fence)?);
     cancel_one(conn, victim, &reason, now, &mut out)?;
     let why = format!("dependency {name} ({task}) was cancelled");
     cascade(conn, task, &why, now, &mut out)?;
@@ -127,7 +133,7 @@ pub(crate) fn retry(tx: &mut Tx<'_>, task: TaskId, now: u64) -> Result<Requeued,
     let Some(state) = state else {
         return Err(StoreError::NotFound(task));
     };
-    let state = rows::state(&state)?;
+    let state = codec::state(&state)?;
     if !matches!(state, TaskState::Dead | TaskState::Cancelled) {
         return Err(StoreError::Conflict {
             task,
@@ -160,7 +166,7 @@ pub(crate) fn retry(tx: &mut Tx<'_>, task: TaskId, now: u64) -> Result<Requeued,
         let (Some(dep_name), Some(dep_state)) = (dep_name, dep_state) else {
             return Err(conflict(format!("dependency {dep} no longer exists")));
         };
-        match rows::state(&dep_state)? {
+        match codec::state(&dep_state)? {
             TaskState::Succeeded => {}
             s @ (TaskState::Dead | TaskState::Cancelled) => {
                 return Err(conflict(format!(
@@ -186,7 +192,7 @@ pub(crate) fn retry(tx: &mut Tx<'_>, task: TaskId, now: u64) -> Result<Requeued,
         ))?;
         let mut q = st.query(params![id, new_state.as_str(), pending, to_i64(now)])?;
         let r = q.next()?.ok_or(StoreError::NotFound(task))?;
-        QueuedRow::read(r, 0)?
+        rows::queued_row(r, 0)?
     };
     let ev = Ev {
         stream: TASKS_QUEUE,

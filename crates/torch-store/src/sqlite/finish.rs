@@ -14,8 +14,9 @@ use torch_core::state::{RetryDecision, retry_decision};
 use torch_core::{AgentId, Backoff, Evidence, Outcome, OutcomeKind, TaskId, TaskState};
 
 use super::cancel::cascade;
-use super::rows::{self, Ev, QueuedRow, put_event, queued_cols, to_i64};
+use super::rows::{self, Ev, put_event, queued_cols, to_i64};
 use super::writer::Tx;
+use crate::codec::{self, QueuedRow};
 use crate::{
     Cancelled, Effect, Finish, FinishResult, StoreError, TASKS_COMPLETED, TASKS_FAILED, TASKS_QUEUE,
 };
@@ -53,10 +54,10 @@ fn load_attempt(conn: &Connection, id: TaskId) -> Result<Option<Attempt>, StoreE
     Ok(Some(Attempt {
         id,
         name: r.get(0)?,
-        state: rows::state(&r.get::<_, String>(1)?)?,
+        state: codec::state(&r.get::<_, String>(1)?)?,
         fence: rows::to_u64(r.get(2)?)?,
         finished_fence: rows::to_u64(r.get(3)?)?,
-        agent: rows::opt_agent(r.get(4)?)?,
+        agent: codec::opt_agent(r.get(4)?)?,
         attempt: r.get(5)?,
         retries_used: r.get(6)?,
         priority: r.get(7)?,
@@ -143,7 +144,7 @@ fn finish_one(conn: &Connection, r: Finish, now: u64) -> Result<FinishResult, St
             cause: kind.as_str(),
         },
     };
-    let outcome = rows::to_json("outcome", &r.outcome)?;
+    let outcome = codec::to_json("outcome", &r.outcome)?;
     end_attempt(conn, &a, Some(r.agent), &outcome, ending, now).map(FinishResult::Recorded)
 }
 
@@ -161,7 +162,7 @@ pub(crate) fn expire(
         return Ok(refused);
     }
     let outcome = Outcome::failed(OutcomeKind::Failed, reason.clone(), Evidence::default());
-    let outcome = rows::to_json("outcome", &outcome)?;
+    let outcome = codec::to_json("outcome", &outcome)?;
     let ending = Ending::Failure {
         reason,
         fatal: false,
@@ -225,26 +226,27 @@ fn end_attempt(
             cause,
         } => {
             let backoff: Backoff = match &a.backoff {
-                Some(b) => rows::json("backoff", b)?,
+                Some(b) => codec::json("backoff", b)?,
                 None => Backoff::default(),
             };
             let budget_attempt = a.retries_used.saturating_add(1);
-            let (failed, failed_list) = rows::add_failed(a.failed_agents.as_deref(), agent)?;
+            let (failed, failed_list) = codec::add_failed(a.failed_agents.as_deref(), agent)?;
             let failed = failed.as_deref();
             match retry_decision(budget_attempt, a.max_retries, &backoff, *fatal, now) {
                 RetryDecision::Retry { not_before, .. } => {
                     effect.state =
                         set(TaskState::Queued, not_before, budget_attempt, None, failed)?;
-                    effect.requeued = Some(rows::queued(
-                        a.id,
-                        a.priority,
-                        a.seq,
+                    let row = QueuedRow {
+                        id: a.id,
+                        priority: a.priority,
+                        seq: a.seq,
                         not_before,
-                        &a.skills,
-                        &a.tenant,
-                        a.routing.as_deref(),
-                        failed,
-                    )?);
+                        skills: a.skills.clone(),
+                        tenant: a.tenant.clone(),
+                        routing: a.routing.clone(),
+                        failed_agents: failed.map(str::to_owned),
+                    };
+                    effect.requeued = Some(row.queued()?);
                     let data = json!({"reason": reason, "attempt": a.attempt, "fence": a.fence,
                         "will_retry": true, "retry_at_ms": not_before});
                     (TASKS_FAILED, *kind, data)
@@ -315,7 +317,7 @@ fn release(conn: &Connection, dep: TaskId, now: u64) -> Result<Vec<QueuedTask>, 
     let mut found = Vec::new();
     let mut q = st.query([dep.to_string()])?;
     while let Some(r) = q.next()? {
-        found.push((r.get::<_, i64>(0)?, QueuedRow::read(r, 1)?));
+        found.push((r.get::<_, i64>(0)?, rows::queued_row(r, 1)?));
     }
     drop(q);
     drop(st);

@@ -44,6 +44,7 @@ use crate::{
     Leased, LogRecord, MemoryEntry, MemoryLimits, NewEvent, NewTask, Requeued, Snapshot, Store,
     StoreError, Submitted, TaskFilter, TaskPage, TaskRecord, TokenRecord,
 };
+use crate::{EventLog, MemoryStore, MetaStore, NotShared, Retention, TaskStore, TokenStore};
 use read::Readers;
 use writer::Writer;
 
@@ -105,11 +106,7 @@ pub fn migration_scripts() -> &'static [&'static str] {
     schema::MIGRATIONS
 }
 
-impl Store for SqliteStore {
-    fn kind(&self) -> &'static str {
-        "sqlite"
-    }
-
+impl TaskStore for SqliteStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         self.readers.run(read::load).await
     }
@@ -118,6 +115,18 @@ impl Store for SqliteStore {
         self.writer
             .call(move |tx| submit::submit(tx, batch, now))
             .await
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        self.readers.run(move |c| read::get_task(c, id)).await
+    }
+
+    async fn list_tasks(&self, filter: TaskFilter) -> Result<TaskPage, StoreError> {
+        self.readers.run(move |c| read::list_tasks(c, filter)).await
+    }
+
+    async fn task_logs(&self, id: TaskId) -> Result<Option<LogRecord>, StoreError> {
+        self.readers.run(move |c| read::task_logs(c, id)).await
     }
 
     async fn assign(
@@ -177,12 +186,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn purge_finished(&self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
-        self.writer
-            .call(move |tx| ops::purge_finished(tx, before_ms, limit))
-            .await
-    }
-
     async fn progress(
         &self,
         task: TaskId,
@@ -196,28 +199,22 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn agent_event(&self, event: AgentEvent, now: u64) -> Result<(), StoreError> {
-        self.writer
-            .call(move |tx| ops::agent_event(tx, event, now))
-            .await
+    async fn lease_holder(&self, task: TaskId) -> Result<Option<(AgentId, u64)>, StoreError> {
+        self.readers.run(move |c| read::lease_holder(c, task)).await
     }
+}
 
+impl EventLog for SqliteStore {
     async fn append_event(&self, event: NewEvent, now: u64) -> Result<(), StoreError> {
         self.writer
             .call(move |tx| ops::append_event(tx, event, now))
             .await
     }
 
-    async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        self.readers.run(move |c| read::get_task(c, id)).await
-    }
-
-    async fn list_tasks(&self, filter: TaskFilter) -> Result<TaskPage, StoreError> {
-        self.readers.run(move |c| read::list_tasks(c, filter)).await
-    }
-
-    async fn task_logs(&self, id: TaskId) -> Result<Option<LogRecord>, StoreError> {
-        self.readers.run(move |c| read::task_logs(c, id)).await
+    async fn agent_event(&self, event: AgentEvent, now: u64) -> Result<(), StoreError> {
+        self.writer
+            .call(move |tx| ops::agent_event(tx, event, now))
+            .await
     }
 
     async fn events(
@@ -234,7 +231,9 @@ impl Store for SqliteStore {
     async fn last_event_id(&self) -> Result<u64, StoreError> {
         self.readers.run(read::last_event_id).await
     }
+}
 
+impl TokenStore for SqliteStore {
     async fn put_token(&self, token: TokenRecord) -> Result<(), StoreError> {
         self.writer.call(move |tx| ops::put_token(tx, token)).await
     }
@@ -246,7 +245,9 @@ impl Store for SqliteStore {
     async fn count_tokens(&self, role: String) -> Result<u64, StoreError> {
         self.readers.run(move |c| read::count_tokens(c, role)).await
     }
+}
 
+impl MetaStore for SqliteStore {
     async fn get_meta(&self, key: String) -> Result<Option<String>, StoreError> {
         self.readers.run(move |c| read::get_meta(c, key)).await
     }
@@ -256,11 +257,9 @@ impl Store for SqliteStore {
             .call(move |tx| ops::init_meta(tx, key, value))
             .await
     }
+}
 
-    async fn lease_holder(&self, task: TaskId) -> Result<Option<(AgentId, u64)>, StoreError> {
-        self.readers.run(move |c| read::lease_holder(c, task)).await
-    }
-
+impl MemoryStore for SqliteStore {
     async fn memory_put(
         &self,
         owner: AgentId,
@@ -299,5 +298,25 @@ impl Store for SqliteStore {
         self.writer
             .call(move |tx| ops::memory_inherit(tx, from, to, keys, limits, now))
             .await
+    }
+}
+
+impl Retention for SqliteStore {
+    async fn purge_finished(&self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
+        self.writer
+            .call(move |tx| ops::purge_finished(tx, before_ms, limit))
+            .await
+    }
+}
+
+impl Store for SqliteStore {
+    type Shared = NotShared;
+
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn shared(&self) -> Option<&NotShared> {
+        None
     }
 }

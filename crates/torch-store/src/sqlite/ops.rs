@@ -8,9 +8,10 @@ use torch_core::{AgentId, TaskId, TaskSpec, TaskState};
 
 use super::rows::{self, Ev, put_event, to_i64};
 use super::writer::Tx;
+use crate::codec;
 use crate::{
-    AGENTS_SPAWNING, AGENTS_TERMINATING, AgentEvent, ClaimRefused, FenceCheck, Grant, Leased,
-    MemoryLimits, NewEvent, StoreError, TASKS_ACTIVE, TokenRecord,
+    AGENTS_SPAWNING, AgentEvent, ClaimRefused, FenceCheck, Grant, Leased, MemoryLimits, NewEvent,
+    StoreError, TASKS_ACTIVE, TokenRecord,
 };
 
 pub(crate) fn assign(
@@ -51,11 +52,11 @@ pub(crate) fn assign(
             continue;
         };
         tx.take_fence();
-        let spec: TaskSpec = rows::json("spec", &spec)?;
+        let spec: TaskSpec = codec::json("spec", &spec)?;
         let data = json!({"agent": g.agent, "fence": fence, "attempt": attempt}).to_string();
         let data = match &g.explanation {
             None => data,
-            Some(x) => with_explanation(data, x),
+            Some(x) => codec::with_explanation(data, &codec::explanation_json(x)),
         };
         let ev = Ev {
             stream: TASKS_ACTIVE,
@@ -83,22 +84,6 @@ pub(crate) fn assign(
     Ok(out)
 }
 
-/// Adds `"explanation": <x>` to the JSON object `data`: the text of `x` itself
-/// when it is valid JSON (checked without building it), else `x` as a string.
-fn with_explanation(mut data: String, x: &str) -> String {
-    let raw = serde_json::from_str::<serde::de::IgnoredAny>(x).is_ok();
-    // `data` is a serialized object, so it ends with `}`.
-    data.pop();
-    data.push_str(",\"explanation\":");
-    if raw {
-        data.push_str(x.trim());
-    } else {
-        data.push_str(&serde_json::Value::from(x).to_string());
-    }
-    data.push('}');
-    data
-}
-
 /// The task's fence and state, if it exists.
 fn current(tx: &Tx<'_>, task: TaskId) -> Result<Option<(u64, TaskState)>, StoreError> {
     let mut st = tx
@@ -107,7 +92,7 @@ fn current(tx: &Tx<'_>, task: TaskId) -> Result<Option<(u64, TaskState)>, StoreE
     let row: Option<(i64, String)> = st
         .query_row([task.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    row.map(|(f, s)| Ok((rows::to_u64(f)?, rows::state(&s)?)))
+    row.map(|(f, s)| Ok((rows::to_u64(f)?, codec::state(&s)?)))
         .transpose()
 }
 
@@ -141,7 +126,7 @@ pub(crate) fn start(
             .optional()?;
         let check = match agent {
             Some(agent) => {
-                let agent = rows::opt_agent(agent)?;
+                let agent = codec::opt_agent(agent)?;
                 let ev = Ev {
                     stream: TASKS_ACTIVE,
                     kind: "task.started",
@@ -175,11 +160,7 @@ pub(crate) fn progress(
     message: Option<String>,
     now: u64,
 ) -> Result<FenceCheck, StoreError> {
-    let percent = if percent.is_nan() {
-        0.0
-    } else {
-        percent.clamp(0.0, 100.0)
-    };
+    let percent = codec::progress_percent(percent);
     let mut st = tx.conn.prepare_cached(
         "UPDATE tasks SET state = 'running', progress_pct = ?3, progress_msg = ?4,
              progress_ms = ?5, updated_ms = ?5
@@ -205,15 +186,15 @@ pub(crate) fn progress(
         stream: TASKS_ACTIVE,
         kind: "task.progress",
         task: Some(task),
-        agent: rows::opt_agent(agent)?,
-        data: json!({"fence": fence, "percent": percent, "message": message}).to_string(),
+        agent: codec::opt_agent(agent)?,
+        data: codec::progress_data(fence, percent, message.as_deref()),
     };
     put_event(tx.conn, ev, now)?;
     Ok(FenceCheck::Ok)
 }
 
 pub(crate) fn agent_event(tx: &mut Tx<'_>, event: AgentEvent, now: u64) -> Result<(), StoreError> {
-    let ev = match event {
+    match &event {
         AgentEvent::Joined {
             id,
             name,
@@ -231,35 +212,20 @@ pub(crate) fn agent_event(tx: &mut Tx<'_>, event: AgentEvent, now: u64) -> Resul
             st.execute(params![
                 id.to_string(),
                 name,
-                rows::to_json("skills", &skills)?,
+                codec::to_json("skills", skills)?,
                 slots,
-                rows::to_json("labels", &labels)?,
+                codec::to_json("labels", labels)?,
                 to_i64(now)
             ])?;
-            let data = json!({"name": name, "slots": slots, "skills": skills, "labels": labels});
-            Ev {
-                stream: AGENTS_SPAWNING,
-                kind: "agent.joined",
-                task: None,
-                agent: Some(id),
-                data: data.to_string(),
-            }
         }
         AgentEvent::Left { id, reason } => {
             let mut st = tx.conn.prepare_cached(
                 "UPDATE agents SET state = 'left', left_ms = ?2, reason = ?3 WHERE id = ?1",
             )?;
             st.execute(params![id.to_string(), to_i64(now), reason])?;
-            Ev {
-                stream: AGENTS_TERMINATING,
-                kind: "agent.left",
-                task: None,
-                agent: Some(id),
-                data: json!({"reason": reason}).to_string(),
-            }
         }
-    };
-    put_event(tx.conn, ev, now)
+    }
+    append_event(tx, codec::agent_event(&event), now)
 }
 
 pub(crate) fn append_event(tx: &mut Tx<'_>, event: NewEvent, now: u64) -> Result<(), StoreError> {

@@ -9,8 +9,9 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use torch_core::{AgentId, TaskId, TaskState};
 
-use super::rows::{self, QueuedRow, queued_cols, to_i64, to_u64};
+use super::rows::{self, queued_cols, to_i64, to_u64};
 use super::schema;
+use crate::codec;
 use crate::{
     EventRecord, LeaseRecord, LogRecord, MemoryEntry, Snapshot, StoreError, TaskFilter, TaskPage,
     TaskRecord, TokenRecord,
@@ -18,14 +19,6 @@ use crate::{
 
 /// Idle read connections kept open.
 const MAX_IDLE: usize = 4;
-/// `list_tasks` page size when the filter says 0.
-const DEFAULT_PAGE: usize = 100;
-/// Largest `list_tasks` page.
-const MAX_PAGE: usize = 1000;
-/// `events` batch size when the caller says 0.
-const DEFAULT_EVENTS: usize = 1000;
-/// Largest `events` batch.
-const MAX_EVENTS: usize = 10_000;
 
 /// Read-only connections, opened on first use and reused.
 pub(crate) struct Readers {
@@ -93,32 +86,32 @@ fn task_row(r: &Row<'_>) -> Result<TaskRecord, StoreError> {
     };
     let outcome: Option<String> = r.get(13)?;
     Ok(TaskRecord {
-        id: rows::task_id(&r.get::<_, String>(0)?)?,
+        id: codec::task_id(&r.get::<_, String>(0)?)?,
         seq: to_u64(r.get(1)?)?,
         name: r.get(2)?,
-        state: rows::state(&r.get::<_, String>(3)?)?,
-        spec: rows::json("spec", &r.get::<_, String>(4)?)?,
+        state: codec::state(&r.get::<_, String>(3)?)?,
+        spec: codec::json("spec", &r.get::<_, String>(4)?)?,
         deps: Vec::new(),
         attempt: r.get(5)?,
         fence: to_u64(r.get(6)?)?,
-        agent: rows::opt_agent(r.get(7)?)?,
-        last_agent: rows::opt_agent(r.get(8)?)?,
+        agent: codec::opt_agent(r.get(7)?)?,
+        last_agent: codec::opt_agent(r.get(8)?)?,
         not_before_ms: to_u64(r.get(9)?)?,
         progress,
         outcome: outcome
             .as_deref()
-            .map(|o| rows::json("outcome", o))
+            .map(|o| codec::json("outcome", o))
             .transpose()?,
         reason: r.get(14)?,
         created_ms: to_u64(r.get(15)?)?,
         updated_ms: to_u64(r.get(16)?)?,
         analysis: r.get(17)?,
         explanation: r.get(18)?,
-        failed_agents: rows::failed_agents(r.get::<_, Option<String>>(19)?.as_deref())?,
+        failed_agents: codec::failed_agents(r.get::<_, Option<String>>(19)?.as_deref())?,
         parent: r
             .get::<_, Option<String>>(20)?
             .as_deref()
-            .map(rows::task_id)
+            .map(codec::task_id)
             .transpose()?,
     })
 }
@@ -127,7 +120,7 @@ fn fill_deps(conn: &Connection, t: &mut TaskRecord) -> Result<(), StoreError> {
     let mut st = conn.prepare_cached("SELECT dep_id FROM deps WHERE task_id = ?1 ORDER BY pos")?;
     let mut q = st.query([t.id.to_string()])?;
     while let Some(r) = q.next()? {
-        t.deps.push(rows::task_id(&r.get::<_, String>(0)?)?);
+        t.deps.push(codec::task_id(&r.get::<_, String>(0)?)?);
     }
     Ok(())
 }
@@ -168,10 +161,7 @@ pub(crate) fn list_tasks(conn: &Connection, filter: TaskFilter) -> Result<TaskPa
         args.push(Value::Text(key));
         args.push(Value::Text(value));
     }
-    let limit = match filter.limit {
-        0 => DEFAULT_PAGE,
-        n => n.min(MAX_PAGE),
-    };
+    let limit = codec::page_limit(filter.limit);
     sql.push_str(" ORDER BY seq DESC LIMIT ?");
     args.push(Value::Integer(limit as i64));
     let mut tasks = Vec::new();
@@ -189,7 +179,7 @@ pub(crate) fn list_tasks(conn: &Connection, filter: TaskFilter) -> Result<TaskPa
     let mut st = conn.prepare_cached("SELECT state, count(*) FROM tasks GROUP BY state")?;
     let mut q = st.query([])?;
     while let Some(r) = q.next()? {
-        counts.insert(rows::state(&r.get::<_, String>(0)?)?, to_u64(r.get(1)?)?);
+        counts.insert(codec::state(&r.get::<_, String>(0)?)?, to_u64(r.get(1)?)?);
     }
     Ok(TaskPage { tasks, counts })
 }
@@ -234,10 +224,7 @@ pub(crate) fn events(
         }
         sql.push_str(&format!(" AND ({})", alts.join(" OR ")));
     }
-    let limit = match limit {
-        0 => DEFAULT_EVENTS,
-        n => n.min(MAX_EVENTS),
-    };
+    let limit = codec::events_limit(limit);
     sql.push_str(" ORDER BY id LIMIT ?");
     args.push(Value::Integer(limit as i64));
     let mut st = conn.prepare_cached(&sql)?;
@@ -249,8 +236,8 @@ pub(crate) fn events(
             id: to_u64(r.get(0)?)?,
             stream: r.get(1)?,
             kind: r.get(2)?,
-            task: task.as_deref().map(rows::task_id).transpose()?,
-            agent: rows::opt_agent(r.get(4)?)?,
+            task: task.as_deref().map(codec::task_id).transpose()?,
+            agent: codec::opt_agent(r.get(4)?)?,
             at_ms: to_u64(r.get(5)?)?,
             data: r.get(6)?,
         });
@@ -311,7 +298,7 @@ pub(crate) fn lease_holder(
         .query_row([task.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     match row {
-        Some((Some(agent), fence)) => Ok(Some((rows::agent_id(&agent)?, to_u64(fence)?))),
+        Some((Some(agent), fence)) => Ok(Some((codec::agent_id(&agent)?, to_u64(fence)?))),
         _ => Ok(None),
     }
 }
@@ -326,7 +313,7 @@ pub(crate) fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
     ))?;
     let mut q = st.query([])?;
     while let Some(r) = q.next()? {
-        snap.queued.push(QueuedRow::read(r, 0)?.queued()?);
+        snap.queued.push(rows::queued_row(r, 0)?.queued()?);
     }
     drop(q);
     let mut st = conn.prepare_cached(
@@ -335,7 +322,7 @@ pub(crate) fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
     )?;
     let mut q = st.query([])?;
     while let Some(r) = q.next()? {
-        let task = rows::task_id(&r.get::<_, String>(0)?)?;
+        let task = codec::task_id(&r.get::<_, String>(0)?)?;
         let agent: Option<String> = r.get(1)?;
         let Some(agent) = agent else {
             return Err(StoreError::Corrupt(format!(
@@ -344,7 +331,7 @@ pub(crate) fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
         };
         snap.leased.push(LeaseRecord {
             task,
-            agent: rows::agent_id(&agent)?,
+            agent: codec::agent_id(&agent)?,
             fence: to_u64(r.get(2)?)?,
             attempt: r.get(3)?,
         });
@@ -397,6 +384,6 @@ fn memory_row(r: &Row<'_>) -> Result<MemoryEntry, StoreError> {
         key: r.get(0)?,
         value: r.get(1)?,
         updated_ms: to_u64(r.get(2)?)?,
-        inherited_from: rows::opt_agent(r.get(3)?)?,
+        inherited_from: codec::opt_agent(r.get(3)?)?,
     })
 }

@@ -2,10 +2,10 @@
 //! event append shared by every writing operation.
 
 use rusqlite::{Connection, ErrorCode, Row, params};
-use torch_core::scheduler::{DEFAULT_TENANT, QueuedTask};
-use torch_core::{AgentId, SkillReq, TaskId, TaskState};
+use torch_core::{AgentId, TaskId};
 
-use crate::{Routing, StoreError};
+use crate::StoreError;
+use crate::codec::{self, QueuedRow};
 
 impl From<rusqlite::Error> for StoreError {
     /// Busy, locked, I/O and similar failures are retryable (`Unavailable`);
@@ -56,72 +56,7 @@ pub(crate) fn to_u64(v: i64) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative counter {v}")))
 }
 
-/// Parses a stored state name.
-pub(crate) fn state(s: &str) -> Result<TaskState, StoreError> {
-    s.parse()
-        .map_err(|e| StoreError::Corrupt(format!("bad task state: {e}")))
-}
-
-/// Parses a stored task id.
-pub(crate) fn task_id(s: &str) -> Result<TaskId, StoreError> {
-    s.parse()
-        .map_err(|e| StoreError::Corrupt(format!("bad task id {s:?}: {e}")))
-}
-
-/// Parses a stored agent id.
-pub(crate) fn agent_id(s: &str) -> Result<AgentId, StoreError> {
-    s.parse()
-        .map_err(|e| StoreError::Corrupt(format!("bad agent id {s:?}: {e}")))
-}
-
-/// Parses an optional stored agent id.
-pub(crate) fn opt_agent(s: Option<String>) -> Result<Option<AgentId>, StoreError> {
-    s.as_deref().map(agent_id).transpose()
-}
-
-/// Parses a stored JSON column.
-pub(crate) fn json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad {what} JSON: {e}")))
-}
-
-/// Serializes a value for a JSON column.
-pub(crate) fn to_json<T: serde::Serialize>(what: &str, v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v)
-        .map_err(|e| StoreError::Invalid(format!("cannot serialize {what}: {e}")))
-}
-
-/// Parses the `skills` column (a task's required skills), skipping the JSON
-/// parser for the common empty list.
-pub(crate) fn skills(s: &str) -> Result<Vec<SkillReq>, StoreError> {
-    if s == "[]" {
-        return Ok(Vec::new());
-    }
-    json("skills", s)
-}
-
-/// Parses the `failed_agents` column (NULL: none).
-pub(crate) fn failed_agents(s: Option<&str>) -> Result<Vec<AgentId>, StoreError> {
-    match s {
-        None => Ok(Vec::new()),
-        Some(s) => json("failed_agents", s),
-    }
-}
-
-/// Adds `agent` to the stored `failed_agents` list unless it is already there.
-/// Returns the new column value and the list.
-pub(crate) fn add_failed(
-    stored: Option<&str>,
-    agent: Option<AgentId>,
-) -> Result<(Option<String>, Vec<AgentId>), StoreError> {
-    let mut list = failed_agents(stored)?;
-    match agent {
-        Some(a) if !list.contains(&a) => list.push(a),
-        _ => return Ok((stored.map(str::to_owned), list)),
-    }
-    Ok((Some(to_json("failed_agents", &list)?), list))
-}
-
-/// The columns [`QueuedRow::read`] expects, in order (a literal, for `concat!`).
+/// The columns [`queued_row`] expects, in order (a literal, for `concat!`).
 macro_rules! queued_cols {
     () => {
         "id, priority, seq, not_before_ms, skills, tenant, routing, failed_agents"
@@ -129,79 +64,18 @@ macro_rules! queued_cols {
 }
 pub(crate) use queued_cols;
 
-/// The columns of a task row that make its [`QueuedTask`].
-pub(crate) struct QueuedRow {
-    pub(crate) id: TaskId,
-    pub(crate) priority: i32,
-    pub(crate) seq: u64,
-    pub(crate) not_before: u64,
-    /// The `skills` column.
-    pub(crate) skills: String,
-    /// The `tenant` column.
-    pub(crate) tenant: String,
-    /// The `routing` column (NULL: derived from the other columns).
-    pub(crate) routing: Option<String>,
-    /// The `failed_agents` column.
-    pub(crate) failed: Option<String>,
-}
-
-impl QueuedRow {
-    /// Reads the columns of [`queued_cols`] starting at column `at`.
-    pub(crate) fn read(r: &Row<'_>, at: usize) -> Result<QueuedRow, StoreError> {
-        Ok(QueuedRow {
-            id: task_id(&r.get::<_, String>(at)?)?,
-            priority: r.get(at + 1)?,
-            seq: to_u64(r.get(at + 2)?)?,
-            not_before: to_u64(r.get(at + 3)?)?,
-            skills: r.get(at + 4)?,
-            tenant: r.get(at + 5)?,
-            routing: r.get(at + 6)?,
-            failed: r.get(at + 7)?,
-        })
-    }
-
-    /// The queued task; see [`queued`].
-    pub(crate) fn queued(&self) -> Result<QueuedTask, StoreError> {
-        queued(
-            self.id,
-            self.priority,
-            self.seq,
-            self.not_before,
-            &self.skills,
-            &self.tenant,
-            self.routing.as_deref(),
-            self.failed.as_deref(),
-        )
-    }
-}
-
-/// The [`QueuedTask`] for a stored task: its stored [`Routing`] when present,
-/// else its skills and tenant columns; `avoid` is its `failed_agents`.
-/// Every queued task the store hands back is built here, so they all route
-/// alike. Without routing (and failures) no JSON beyond the skills is parsed.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn queued(
-    id: TaskId,
-    priority: i32,
-    seq: u64,
-    not_before: u64,
-    skills_json: &str,
-    tenant: &str,
-    routing_json: Option<&str>,
-    failed_json: Option<&str>,
-) -> Result<QueuedTask, StoreError> {
-    let avoid = failed_agents(failed_json)?;
-    if let Some(routing) = routing_json {
-        let routing: Routing = json("routing", routing)?;
-        return Ok(routing.queued(id, priority, seq, not_before, avoid));
-    }
-    let mut q =
-        QueuedTask::new(id, priority, seq, skills(skills_json)?).with_not_before(not_before);
-    if tenant != DEFAULT_TENANT {
-        q.tenant = tenant.to_owned();
-    }
-    q.avoid = avoid;
-    Ok(q)
+/// Reads the columns of [`queued_cols`] starting at column `at`.
+pub(crate) fn queued_row(r: &Row<'_>, at: usize) -> Result<QueuedRow, StoreError> {
+    Ok(QueuedRow {
+        id: codec::task_id(&r.get::<_, String>(at)?)?,
+        priority: r.get(at + 1)?,
+        seq: to_u64(r.get(at + 2)?)?,
+        not_before: to_u64(r.get(at + 3)?)?,
+        skills: r.get(at + 4)?,
+        tenant: r.get(at + 5)?,
+        routing: r.get(at + 6)?,
+        failed_agents: r.get(at + 7)?,
+    })
 }
 
 /// One event to append.

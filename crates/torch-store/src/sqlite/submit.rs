@@ -5,15 +5,12 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
-use torch_core::scheduler::QueuedTask;
 use torch_core::{TaskId, TaskState};
 
 use super::rows::{self, Ev, is_constraint, put_event, to_i64};
 use super::writer::Tx;
+use crate::codec;
 use crate::{NewTask, StoreError, Submitted, TASKS_QUEUE};
-
-/// Tenant used when a spec names none.
-const DEFAULT_TENANT: &str = "default";
 
 /// What submission decided for one task of the batch.
 enum Slot {
@@ -39,7 +36,7 @@ pub(crate) fn submit(
     let mut fresh: HashSet<TaskId> = HashSet::with_capacity(batch.len());
     for (i, t) in batch.iter().enumerate() {
         if let Some(key) = t.spec.idempotency_key.as_deref() {
-            let tenant = t.spec.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
+            let tenant = codec::tenant(&t.spec);
             if let Some(&j) = keys.get(&(tenant, key)) {
                 alias.insert(t.id, batch[j].id);
                 slots.push(Slot::Earlier(j));
@@ -96,7 +93,7 @@ pub(crate) fn submit(
                     t.name, t.id
                 )));
             };
-            match rows::state(&dep_state)? {
+            match codec::state(&dep_state)? {
                 TaskState::Succeeded => {}
                 s @ (TaskState::Dead | TaskState::Cancelled) => {
                     return Err(StoreError::Invalid(format!(
@@ -116,16 +113,7 @@ pub(crate) fn submit(
         let sub = match slot {
             Slot::New => insert(tx, t, &deps, pending, now)?,
             Slot::Stored(dup) => *dup,
-            Slot::Earlier(j) => {
-                let first = &out[j];
-                Submitted {
-                    id: first.id,
-                    name: first.name.clone(),
-                    state: first.state,
-                    duplicate: true,
-                    ready: None,
-                }
-            }
+            Slot::Earlier(j) => codec::duplicate_of(&out[j]),
         };
         out.push(sub);
     }
@@ -141,9 +129,9 @@ fn find_key(tx: &Tx<'_>, tenant: &str, key: &str) -> Result<Option<Submitted>, S
         .optional()?;
     row.map(|(id, name, state)| {
         Ok(Submitted {
-            id: rows::task_id(&id)?,
+            id: codec::task_id(&id)?,
             name,
-            state: rows::state(&state)?,
+            state: codec::state(&state)?,
             duplicate: true,
             ready: None,
         })
@@ -169,17 +157,9 @@ fn insert(
     let backoff = spec
         .backoff
         .as_ref()
-        .map(|b| rows::to_json("backoff", b))
+        .map(|b| codec::to_json("backoff", b))
         .transpose()?;
-    // With routing, `skills` holds its normalised skills so that every reader
-    // of the column agrees with the routing.
-    let (skills, routing) = match &t.routing {
-        Some(r) => (
-            rows::to_json("skills", &r.skills)?,
-            Some(rows::to_json("routing", r)?),
-        ),
-        None => (rows::to_json("skills", &spec.skills)?, None),
-    };
+    let (skills, routing) = codec::skills_and_routing(t)?;
     let mut st = conn.prepare_cached(
         "INSERT INTO tasks (id, name, state, priority, tenant, idempotency_key, spec, skills,
                             max_retries, backoff, deps_pending, created_ms, updated_ms,
@@ -191,9 +171,9 @@ fn insert(
         t.name,
         state.as_str(),
         spec.priority,
-        spec.tenant.as_deref().unwrap_or(DEFAULT_TENANT),
+        codec::tenant(spec),
         spec.idempotency_key,
-        rows::to_json("spec", spec)?,
+        codec::to_json("spec", spec)?,
         skills,
         spec.max_retries(),
         backoff,
@@ -237,10 +217,7 @@ fn insert(
         data: data.to_string(),
     };
     put_event(conn, ev, now)?;
-    let ready = (state == TaskState::Queued).then(|| match &t.routing {
-        Some(r) => r.queued(t.id, spec.priority, seq, 0, Vec::new()),
-        None => QueuedTask::from_spec(t.id, seq, spec),
-    });
+    let ready = (state == TaskState::Queued).then(|| codec::ready(t, seq));
     Ok(Submitted {
         id: t.id,
         name: t.name.clone(),

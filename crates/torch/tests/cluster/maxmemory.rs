@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use torch_store::redis::testing::RedisServer;
+use torch_store_redis::testing::RedisServer;
 
 use crate::harness::{Agent, Api, Hub, Response, TestDir, secs};
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use torch_store::redis::testing::RedisServer;
+use torch_store_redis::testing::RedisServer;
 
 use crate::harness::{Agent, Api, Hub, Rng, TestDir, secs};
 
@@ -295,8 +295,8 @@ fn the_leader_picks_up_tasks_written_to_the_store_behind_its_back() {
             .expect("task id");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        use torch_store::Store;
-        let store = torch_store::redis::RedisStore::open(&redis.url(), Default::default())
+        use torch_store::TaskStore;
+        let store = torch_store_redis::RedisStore::open(&redis.url(), Default::default())
             .await
             .expect("open the store");
         let spec = torch_core::TaskSpec {
