@@ -29,7 +29,7 @@ const ACK_WAIT: Duration = Duration::from_secs(1);
 /// How long the writer may take to flush and close at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Hub error codes that mean the token is not accepted.
-const AUTH_ERROR_CODES: &[&str] = &["unauthorized", "forbidden"];
+const AUTH_ERROR_CODES: &[&str] = &["unauthorized", "forbidden", "identity_refused"];
 
 /// How a session ended.
 pub(crate) enum End {

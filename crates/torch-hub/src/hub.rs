@@ -137,6 +137,12 @@ impl<S: Store> Hub<S> {
         })
     }
 
+    /// The shared handles and the two services (tests run them themselves).
+    #[cfg(test)]
+    pub(crate) fn into_parts(self) -> (Arc<Shared<S>>, Engine<S>, Lifecycle<S>) {
+        (self.shared, self.engine, self.lifecycle)
+    }
+
     /// Creates a token with `role` (stored hashed) and returns its secret.
     pub async fn create_token(&self, role: &str, name: &str) -> Result<String, HubError> {
         let token = generate_token();

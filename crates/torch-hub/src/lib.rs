@@ -41,6 +41,8 @@ mod retention;
 mod session;
 mod shared;
 mod stats;
+#[cfg(test)]
+mod testing;
 
 pub use auth::{generate_token, hash_token};
 pub use config::{HubConfig, LifecycleConfig};

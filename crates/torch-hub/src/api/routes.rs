@@ -10,7 +10,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
-use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use torch_store::Store;
 
@@ -30,7 +29,7 @@ pub(crate) struct Route {
 }
 
 /// The HTTP methods the API uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Verb {
     Get,
     Post,
@@ -47,7 +46,9 @@ impl Verb {
     }
 
     /// The method.
-    pub(crate) fn method(self) -> Method {
+    #[cfg(test)]
+    pub(crate) fn method(self) -> axum::http::Method {
+        use axum::http::Method;
         match self {
             Verb::Get => Method::GET,
             Verb::Post => Method::POST,
