@@ -3,6 +3,8 @@
 //! one (regression: another agent's token took over an agent's id and its
 //! running task).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};

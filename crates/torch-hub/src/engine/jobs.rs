@@ -22,6 +22,8 @@ use super::queued_of;
 const RESULTS: usize = 1024;
 
 /// A store job's result, for the engine.
+// Results are moved once through a channel; boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum JobDone {
     /// An assign job: the (task, agent) pairs it was for, and the store's answer.
     Granted {

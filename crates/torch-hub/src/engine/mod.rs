@@ -58,6 +58,8 @@ const PASS_LIMIT: usize = 8192;
 const DRAIN_LIMIT: usize = 4096;
 
 /// Something for an agent's session to send.
+// `Message` is by far the common case: boxing it would add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Outbound {
     /// A message; `ready` is when an assigned task became ready, so the
     /// session can record assignment latency once the frame is sent.
