@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use torch_api::ws::{HeldTask, HubMessage};
+use torch_api::ws::HeldTask;
 use torch_core::lease::Renewal;
 use torch_core::scheduler::AgentSlots;
 use torch_core::{AgentId, Skill};
 use torch_store::Store;
 use tracing::{info, warn};
 
-use super::{Engine, Outbound, Registration};
+use super::{Engine, NOT_YOURS, Outbound, Registration, cancel};
 
 /// Why the engine refused an agent session.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -91,14 +91,9 @@ impl<S: Store> Engine<S> {
         // longer its.
         for h in &reg.hello.running {
             if self.leases.renew(id, h.task_id, h.fence, now) == Renewal::NotYours {
-                let _ = reg.tx.try_send(
-                    HubMessage::Cancel {
-                        task_id: h.task_id,
-                        fence: h.fence,
-                        reason: "lease is no longer yours (expired or reassigned)".into(),
-                    }
-                    .into(),
-                );
+                let _ = reg
+                    .tx
+                    .try_send(cancel(h.task_id, h.fence, NOT_YOURS).into());
             }
         }
         let hello = reg.hello;
@@ -172,14 +167,7 @@ impl<S: Store> Engine<S> {
         self.heard_from(agent, now);
         for h in running {
             if self.leases.renew(agent, h.task_id, h.fence, now) == Renewal::NotYours {
-                self.send(
-                    agent,
-                    HubMessage::Cancel {
-                        task_id: h.task_id,
-                        fence: h.fence,
-                        reason: "lease is no longer yours (expired or reassigned)".into(),
-                    },
-                );
+                self.send(agent, cancel(h.task_id, h.fence, NOT_YOURS));
             }
         }
     }

@@ -13,7 +13,7 @@ use torch_core::{AgentId, TaskId, TaskState};
 use torch_store::{ClaimRefused, FinishResult, Grant, Leased, Store, StoreError};
 use tracing::{debug, error, warn};
 
-use super::{EndReport, Engine, Outbound, RecordedReport};
+use super::{EndReport, Engine, Outbound, RecordedReport, cancel};
 
 impl<S: Store> Engine<S> {
     /// Turns placements into `Granting` leases; returns what the assign job
@@ -171,14 +171,7 @@ impl<S: Store> Engine<S> {
         self.forget(&tasks);
         for (task, agent, fence) in revoked {
             self.leases.cancel(task, now);
-            self.send(
-                agent,
-                HubMessage::Cancel {
-                    task_id: task,
-                    fence,
-                    reason: reason.clone(),
-                },
-            );
+            self.send(agent, cancel(task, fence, reason.clone()));
         }
     }
 
@@ -210,14 +203,7 @@ impl<S: Store> Engine<S> {
                 } => {
                     let stall_ms = rules.stall_ms.unwrap_or(0);
                     let reason = format!("stalled: no progress report for {stall_ms} ms");
-                    self.send(
-                        agent,
-                        HubMessage::Cancel {
-                            task_id: task,
-                            fence,
-                            reason: reason.clone(),
-                        },
-                    );
+                    self.send(agent, cancel(task, fence, reason.clone()));
                     self.jobs
                         .stalled(task, agent, fence, stall_ms, Some(reason), now);
                 }

@@ -79,6 +79,18 @@ impl From<HubMessage> for Outbound {
     }
 }
 
+/// The `Cancel` message telling an agent to stop `task` (held under `fence`).
+fn cancel(task: TaskId, fence: u64, reason: impl Into<String>) -> HubMessage {
+    HubMessage::Cancel {
+        task_id: task,
+        fence,
+        reason: reason.into(),
+    }
+}
+
+/// Why an agent is told to stop a task it says it holds.
+const NOT_YOURS: &str = "lease is no longer yours (expired or reassigned)";
+
 /// What the engine remembers of a task between queueing and its end, to
 /// teach the router when an attempt ends.
 struct TaskInfo {
