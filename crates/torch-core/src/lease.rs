@@ -348,8 +348,10 @@ impl LeaseTable {
         Ok(())
     }
 
-    /// The store wrote the lease of `task` with `fence`.
-    pub fn confirm(&mut self, task: TaskId, fence: u64) -> Confirm {
+    /// The store wrote the lease of `task` with `fence` at `now`: its term
+    /// starts now, when the agent is told (however long the write took).
+    pub fn confirm(&mut self, task: TaskId, fence: u64, now: u64) -> Confirm {
+        let lease_ms = self.rules.lease_ms;
         let Some(l) = self.leases.get_mut(&task) else {
             return Confirm::Ignore;
         };
@@ -357,6 +359,8 @@ impl LeaseTable {
             Phase::Granting => {
                 l.fence = fence;
                 l.phase = Phase::Held;
+                l.expires_ms = now + lease_ms;
+                l.active_ms = now;
                 Confirm::Deliver(l.agent)
             }
             Phase::Cancelled if l.fence == 0 => {
@@ -603,7 +607,7 @@ mod tests {
             })
         );
         assert_eq!(lt.grant(t(1), a(1), 0), Err(GrantError::Leased(t(1))));
-        assert_eq!(lt.confirm(t(1), 7), Confirm::Deliver(a(1)));
+        assert_eq!(lt.confirm(t(1), 7, 0), Confirm::Deliver(a(1)));
         assert_eq!(lt.renew(a(1), t(1), 6, 10), Renewal::NotYours);
         assert_eq!(lt.renew(a(2), t(1), 7, 10), Renewal::NotYours);
         assert_eq!(lt.renew(a(1), t(1), 7, 10), Renewal::Renewed);
@@ -629,7 +633,7 @@ mod tests {
         lt.grant(t(1), a(1), 0).unwrap();
         assert_eq!(lt.cancel(t(1), 5), Some((a(1), 0)));
         assert_eq!(lt.used(a(1)), 1);
-        assert_eq!(lt.confirm(t(1), 3), Confirm::Withdrawn(a(1)));
+        assert_eq!(lt.confirm(t(1), 3, 0), Confirm::Withdrawn(a(1)));
         assert_eq!(lt.used(a(1)), 0);
         assert!(lt.is_empty());
     }
@@ -640,7 +644,7 @@ mod tests {
         lt.register(a(1), 3);
         for n in 1..=3 {
             lt.grant(t(n), a(1), 0).unwrap();
-            lt.confirm(t(n), n as u64);
+            lt.confirm(t(n), n as u64, 0);
         }
         assert_eq!(lt.cancel(t(3), 0), Some((a(1), 3)));
         lt.renew(a(1), t(2), 2, 60);
@@ -684,7 +688,7 @@ mod tests {
         });
         lt.register(a(1), 1);
         lt.grant(t(1), a(1), 0).unwrap();
-        lt.confirm(t(1), 1);
+        lt.confirm(t(1), 1, 0);
         lt.activity(t(1), 30);
         assert!(lt.tick(60).is_empty());
         let due = lt.tick(80);

@@ -111,7 +111,7 @@ proptest! {
                     }
                 }
                 Op::Confirm(t) => {
-                    lt.confirm(task(t), next_fence);
+                    lt.confirm(task(t), next_fence, now);
                     next_fence += 1;
                 }
                 Op::Refuse(t) => {

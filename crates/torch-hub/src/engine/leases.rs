@@ -50,7 +50,7 @@ impl<S: Store> Engine<S> {
         &mut self,
         grants: Vec<(TaskId, AgentId)>,
         results: Result<Vec<Result<Leased, ClaimRefused>>, StoreError>,
-        _now: u64,
+        now: u64,
     ) {
         self.shared.bump();
         let results = match results {
@@ -69,7 +69,7 @@ impl<S: Store> Engine<S> {
         let mut by_agent: HashMap<AgentId, Vec<Outbound>> = HashMap::new();
         for r in results {
             match r {
-                Ok(leased) => match self.leases.confirm(leased.task, leased.fence) {
+                Ok(leased) => match self.leases.confirm(leased.task, leased.fence, now) {
                     Confirm::Deliver(agent) => {
                         let ready = self.ready_at.remove(&leased.task);
                         let msg = self.assignment(leased);
