@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use torch_api::rest::{EventPage, SubmitRequest, SubmitResponse, TaskView};
 use torch_core::spec::SpecFormat;
 use torch_core::validate::{ValidTask, parse_and_validate, validate_batch};
-use torch_core::{TaskId, TaskSpec, TaskState};
+use torch_core::{EventKind, TaskId, TaskSpec, TaskState};
 
 use crate::cli::SubmitArgs;
 use crate::client::{Client, EventFollower};
@@ -182,7 +182,7 @@ pub(crate) async fn wait_for(
             pending.remove(id);
         }
     }
-    let mut follower = EventFollower::new(after, "nova.torch.tasks.", 2000, 60);
+    let mut follower = EventFollower::of_kinds(after, &TASK_EVENTS, 2000, 60);
     while !pending.is_empty() {
         let page = follower.next(client).await?;
         for e in page.events {
@@ -191,10 +191,7 @@ pub(crate) async fn wait_for(
             if !quiet {
                 print_event(name, &e.kind, &e.data)?;
             }
-            if matches!(
-                e.kind.as_str(),
-                "task.succeeded" | "task.dead" | "task.cancelled"
-            ) {
+            if e.kind.parse().is_ok_and(|k| TASK_ENDS.contains(&k)) {
                 pending.remove(&id);
             }
         }
@@ -210,32 +207,54 @@ pub(crate) async fn wait_for(
     Ok(finals)
 }
 
+/// The events that end a task: `torch submit --wait` and `torch wait`
+/// stop following a task at one of them.
+pub(crate) const TASK_ENDS: [EventKind; 3] = [
+    EventKind::TaskSucceeded,
+    EventKind::TaskDead,
+    EventKind::TaskCancelled,
+];
+
+/// The events `--wait` prints or waits for: it follows their streams.
+const TASK_EVENTS: [EventKind; 9] = [
+    EventKind::TaskReady,
+    EventKind::TaskAssigned,
+    EventKind::TaskStarted,
+    EventKind::TaskProgress,
+    EventKind::TaskSucceeded,
+    EventKind::TaskFailed,
+    EventKind::TaskLeaseExpired,
+    EventKind::TaskDead,
+    EventKind::TaskCancelled,
+];
+
 fn print_event(name: &str, kind: &str, data: &serde_json::Value) -> Result<()> {
+    use EventKind::*;
     let s = |k: &str| {
         data.get(k)
             .map(|v| v.to_string().trim_matches('"').to_string())
             .unwrap_or_default()
     };
-    let line = match kind {
-        "task.submitted" => return Ok(()),
-        "task.ready" => format!("{name}: ready"),
-        "task.assigned" => format!(
+    let line = match kind.parse() {
+        Ok(TaskSubmitted) => return Ok(()),
+        Ok(TaskReady) => format!("{name}: ready"),
+        Ok(TaskAssigned) => format!(
             "{name}: assigned (attempt {}, fence {})",
             s("attempt"),
             s("fence")
         ),
-        "task.started" => format!("{name}: running"),
-        "task.progress" => format!(
+        Ok(TaskStarted) => format!("{name}: running"),
+        Ok(TaskProgress) => format!(
             "{name}: {:>3.0}% {}",
             data.get("percent").and_then(|v| v.as_f64()).unwrap_or(0.0),
             s("message")
         ),
-        "task.succeeded" => format!("{name}: ✔ succeeded"),
-        "task.failed" => format!("{name}: ✘ attempt failed: {} (retrying)", s("reason")),
-        "task.lease_expired" => format!("{name}: lease expired: {}", s("reason")),
-        "task.dead" => format!("{name}: ✘ dead: {}", s("reason")),
-        "task.cancelled" => format!("{name}: cancelled: {}", s("reason")),
-        other => format!("{name}: {other}"),
+        Ok(TaskSucceeded) => format!("{name}: ✔ succeeded"),
+        Ok(TaskFailed) => format!("{name}: ✘ attempt failed: {} (retrying)", s("reason")),
+        Ok(TaskLeaseExpired) => format!("{name}: lease expired: {}", s("reason")),
+        Ok(TaskDead) => format!("{name}: ✘ dead: {}", s("reason")),
+        Ok(TaskCancelled) => format!("{name}: cancelled: {}", s("reason")),
+        _ => format!("{name}: {kind}"),
     };
     output::line(line)
 }
