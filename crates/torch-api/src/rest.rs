@@ -1,9 +1,17 @@
 //! REST request and response bodies.
+//!
+//! Fields that carry a core type (an analysis, an explanation, a routing
+//! state, a scaling decision) are serialised with sorted keys, as they were
+//! when they were untyped JSON values.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use torch_core::lifecycle::ScaleDecision;
+use torch_core::routing::{AgentStateView, Explanation, TaskAnalysis};
 use torch_core::{AgentId, Outcome, Skill, TaskId, TaskSpec, TaskState};
+
+use crate::json::sorted;
 
 /// Error body of every non-2xx response. `code` is stable; `message` is for people.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -148,11 +156,20 @@ pub struct TaskView {
     /// The spec as submitted.
     pub spec: TaskSpec,
     /// Task analysis made at submission (skills, complexity, team need).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub analysis: Option<serde_json::Value>,
-    /// Why the current or last assignment went where it went.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub explanation: Option<serde_json::Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "sorted"
+    )]
+    pub analysis: Option<TaskAnalysis>,
+    /// Why the current or last assignment went where it went (the compact
+    /// form; the older form is still read, and written back compact).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "sorted"
+    )]
+    pub explanation: Option<Explanation>,
     /// Agents on which an attempt of this task failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_agents: Vec<AgentId>,
@@ -165,7 +182,8 @@ pub struct TaskView {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AnalyzeResponse {
     /// One analysis per spec, in request order.
-    pub analyses: Vec<serde_json::Value>,
+    #[serde(serialize_with = "sorted")]
+    pub analyses: Vec<TaskAnalysis>,
 }
 
 /// `GET /api/v1/tasks`.
@@ -243,8 +261,12 @@ pub struct AgentView {
     /// Tasks it has finished in this session.
     pub completed: u64,
     /// What the router has learned: breaker, performance per skill, warm repositories.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routing: Option<serde_json::Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "sorted"
+    )]
+    pub routing: Option<AgentStateView>,
     /// Lifecycle facts, for agents started by a node from a template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<ManagedView>,
@@ -330,7 +352,8 @@ pub struct SpawnResponse {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScalingList {
     /// Decisions with their inputs.
-    pub decisions: Vec<serde_json::Value>,
+    #[serde(serialize_with = "sorted")]
+    pub decisions: Vec<ScaleDecision>,
 }
 
 /// One node.

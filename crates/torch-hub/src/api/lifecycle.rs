@@ -133,11 +133,7 @@ pub(crate) async fn scaling<S: Store>(
     let limit = q.limit.unwrap_or(50).min(500);
     let skip = decisions.len().saturating_sub(limit);
     Ok(Json(ScalingList {
-        decisions: decisions
-            .split_off(skip)
-            .iter()
-            .filter_map(|d| serde_json::to_value(d).ok())
-            .collect(),
+        decisions: decisions.split_off(skip),
     }))
 }
 

@@ -153,7 +153,7 @@ impl<S: Store> Lifecycle<S> {
             agent_id: id,
             name: name.clone(),
             template: template.to_string(),
-            template_spec: serde_json::to_value(&t).unwrap_or_default(),
+            template_spec: t.clone(),
             parent_agent: why.parent_agent,
             parent_task: why.parent_task,
             depth: why.depth,
