@@ -13,6 +13,10 @@ use torch_core::{AgentId, Outcome, Skill, TaskId, TaskSpec, TaskState};
 
 use crate::json::sorted;
 
+mod events;
+
+pub use events::{EventPage, EventPayload, EventView};
+
 /// Error body of every non-2xx response. `code` is stable; `message` is for people.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -422,36 +426,6 @@ pub struct MemoryList {
 pub struct AgentList {
     /// Agents, connected first.
     pub agents: Vec<AgentView>,
-}
-
-/// One event from a stream.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EventView {
-    /// Position in the global event log (increasing).
-    pub id: u64,
-    /// Stream name, e.g. `nova.torch.tasks.completed`.
-    pub stream: String,
-    /// Event kind, e.g. `task.succeeded`.
-    pub kind: String,
-    /// Task concerned, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<TaskId>,
-    /// Agent concerned, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_id: Option<AgentId>,
-    /// When (unix ms).
-    pub at_ms: u64,
-    /// Kind-specific details.
-    pub data: serde_json::Value,
-}
-
-/// `GET /api/v1/events?after=N&stream=S&limit=L&wait_ms=W`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EventPage {
-    /// Events after the cursor, oldest first.
-    pub events: Vec<EventView>,
-    /// Cursor for the next call.
-    pub last_id: u64,
 }
 
 /// Token roles.

@@ -6,9 +6,10 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use torch_core::{EventData, EventKind};
 
 use crate::node::SpawnOrder;
-use crate::rest::{AgentView, AnalyzeResponse, ScalingList, TaskView};
+use crate::rest::{AgentView, AnalyzeResponse, EventPage, EventPayload, ScalingList, TaskView};
 
 const ANALYSIS: &str = r#"{"complexity":{"level":"low","reasons":["prompt 37 bytes","3 skills required or preferred"],"score":0.2207672231590779},"history_key":{"name":"name:fix-build-#","skills":"skills:python,rust,testing"},"needs_team":false,"preferred":[{"skill":{"min":0.0,"name":"rust"},"source":"explicit"},{"skill":{"min":0.0,"name":"testing"},"source":"prompt keyword 'pytest'"}],"required":[{"min":0.5,"name":"python"}],"team_reason":null,"warnings":[]}"#;
 
@@ -120,4 +121,105 @@ fn analyses_agents_decisions_and_spawn_orders_round_trip() {
     );
     let o: SpawnOrder = round_trip(&order, &["/template_spec"]);
     assert_eq!((o.template_spec.slots, o.template_spec.max), (2, 8));
+}
+
+#[test]
+fn events_are_typed_by_kind_and_written_back_unchanged() {
+    let decision = DECISIONS[2];
+    let events = [
+        (
+            "nova.torch.tasks.queue",
+            "task.submitted",
+            r#"{"name":"fix-build-12","priority":0,"state":"queued"}"#.to_string(),
+        ),
+        (
+            "nova.torch.tasks.active",
+            "task.assigned",
+            format!(r#"{{"agent":"{A1}","attempt":1,"explanation":{EXPLANATION},"fence":7}}"#),
+        ),
+        (
+            "nova.torch.tasks.active",
+            "task.progress",
+            r#"{"fence":7,"message":null,"percent":50.0}"#.to_string(),
+        ),
+        (
+            "nova.torch.agents.spawning",
+            "agent.joined",
+            r#"{"labels":{},"name":"a1","skills":[{"level":0.8,"name":"python"}],"slots":2}"#
+                .to_string(),
+        ),
+        (
+            "nova.torch.agents.scaling",
+            "scaling.decision",
+            decision.to_string(),
+        ),
+        (
+            "nova.torch.agents.terminating",
+            "agent.draining",
+            r#"{"managed":false,"reason":"by request"}"#.to_string(),
+        ),
+        // A kind this build does not know, a known kind with a field it does
+        // not know (a newer hub), and data the hub could not read.
+        (
+            "nova.torch.collaboration.help",
+            "help.requested",
+            r#"{"topic":"x"}"#.to_string(),
+        ),
+        (
+            "nova.torch.tasks.completed",
+            "task.succeeded",
+            format!(r#"{{"agent":"{A1}","attempt":1,"duration_ms":12,"fence":7}}"#),
+        ),
+        (
+            "nova.torch.tasks.completed",
+            "task.succeeded",
+            "null".to_string(),
+        ),
+    ];
+    let page = events
+        .iter()
+        .enumerate()
+        .map(|(i, (stream, kind, data))| {
+            format!(
+                r#"{{"id":{},"stream":"{stream}","kind":"{kind}","task_id":"{T1}",
+                    "at_ms":1700000000000,"data":{data}}}"#,
+                i + 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let page = format!(r#"{{"events":[{page}],"last_id":{}}}"#, events.len());
+    let data: Vec<String> = (0..events.len())
+        .map(|i| format!("/events/{i}/data"))
+        .collect();
+    let fields: Vec<&str> = data.iter().map(String::as_str).collect();
+    let page: EventPage = round_trip(&page, &fields);
+
+    let kinds: Vec<Option<EventKind>> = page
+        .events
+        .iter()
+        .map(|e| e.data.known().map(EventData::kind))
+        .collect();
+    use EventKind::*;
+    assert_eq!(
+        kinds,
+        [
+            Some(TaskSubmitted),
+            Some(TaskAssigned),
+            Some(TaskProgress),
+            Some(AgentJoined),
+            Some(ScalingDecision),
+            Some(AgentDraining),
+            None,
+            None,
+            None,
+        ]
+    );
+    assert!(matches!(
+        &page.events[8].data,
+        EventPayload::Unknown(Value::Null)
+    ));
+    // `torch watch` prints the data as the hub sent it.
+    let watched: Value = serde_json::from_str(decision).expect("JSON");
+    assert_eq!(page.events[4].data.to_string(), watched.to_string());
 }

@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use torch_api::rest::{
     AgentList, EventPage, SpawnRequest, SpawnResponse, SubmitRequest, SubmitResponse,
 };
-use torch_core::lifecycle::parse_templates;
-use torch_core::{EventKind, TaskSpec};
+use torch_core::lifecycle::{ScaleAction, parse_templates};
+use torch_core::{EventData, EventKind, TaskSpec};
 
 use crate::cli::SpawnBenchArgs;
 use crate::client::{Client, EventFollower};
@@ -216,25 +216,20 @@ pub(crate) async fn run(args: SpawnBenchArgs) -> Result<()> {
         }
         let page = follower.next(&client).await?;
         for e in page.events {
-            let template = e.data.get("template").and_then(|t| t.as_str());
-            let Ok(kind) = e.kind.parse::<EventKind>() else {
-                continue;
-            };
-            match kind {
-                EventKind::ScalingDecision
-                    if template == Some("stepbench")
-                        && e.data.get("action").and_then(|a| a.as_str()) == Some("up") =>
+            match (e.kind.parse::<EventKind>(), e.data.known()) {
+                (_, Some(EventData::ScalingDecision(d)))
+                    if d.template == "stepbench" && matches!(d.action, ScaleAction::Up { .. }) =>
                 {
                     first_up.get_or_insert(t_step.elapsed());
                 }
-                EventKind::AgentReady if template == Some("stepbench") => {
+                (_, Some(EventData::AgentReady(r))) if r.template == "stepbench" => {
                     first_ready.get_or_insert(t_step.elapsed());
                     ready_now += 1;
                     if ready_now >= args.step_max {
                         at_max.get_or_insert(t_step.elapsed());
                     }
                 }
-                k if TASK_ENDS.contains(&k) => {
+                (Ok(k), _) if TASK_ENDS.contains(&k) => {
                     if let Some(t) = e.task_id {
                         pending.remove(&t);
                     }
@@ -300,11 +295,8 @@ async fn collect_ready(
 ) -> Result<()> {
     let page = follower.next(client).await?;
     for e in page.events {
-        if e.kind == EventKind::AgentReady.name()
-            && let (Some(a), Some(ms)) =
-                (e.agent_id, e.data.get("spawn_ms").and_then(|v| v.as_u64()))
-        {
-            ready.insert(a.to_string(), ms);
+        if let (Some(a), Some(EventData::AgentReady(r))) = (e.agent_id, e.data.known()) {
+            ready.insert(a.to_string(), r.spawn_ms);
         }
     }
     Ok(())

@@ -4,10 +4,10 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use anyhow::{Context, Result};
-use torch_api::rest::{EventPage, SubmitRequest, SubmitResponse, TaskView};
+use torch_api::rest::{EventPage, EventPayload, SubmitRequest, SubmitResponse, TaskView};
 use torch_core::spec::SpecFormat;
 use torch_core::validate::{ValidTask, parse_and_validate, validate_batch};
-use torch_core::{EventKind, TaskId, TaskSpec, TaskState};
+use torch_core::{EventData, EventKind, TaskId, TaskSpec, TaskState};
 
 use crate::cli::SubmitArgs;
 use crate::client::{Client, EventFollower};
@@ -228,33 +228,43 @@ const TASK_EVENTS: [EventKind; 9] = [
     EventKind::TaskCancelled,
 ];
 
-fn print_event(name: &str, kind: &str, data: &serde_json::Value) -> Result<()> {
-    use EventKind::*;
-    let s = |k: &str| {
-        data.get(k)
-            .map(|v| v.to_string().trim_matches('"').to_string())
-            .unwrap_or_default()
-    };
-    let line = match kind.parse() {
-        Ok(TaskSubmitted) => return Ok(()),
-        Ok(TaskReady) => format!("{name}: ready"),
-        Ok(TaskAssigned) => format!(
+/// One line about event `kind` of task `name`, for `--wait`: the fields
+/// it names from the typed data; only the kind for data this build does
+/// not know.
+fn print_event(name: &str, kind: &str, data: &EventPayload) -> Result<()> {
+    use EventKind as K;
+    let line = match (kind.parse(), data.known()) {
+        (Ok(K::TaskSubmitted), _) => return Ok(()),
+        (Ok(K::TaskReady), _) => format!("{name}: ready"),
+        (_, Some(EventData::TaskAssigned(a))) => format!(
             "{name}: assigned (attempt {}, fence {})",
-            s("attempt"),
-            s("fence")
+            a.attempt, a.fence
         ),
-        Ok(TaskStarted) => format!("{name}: running"),
-        Ok(TaskProgress) => format!(
-            "{name}: {:>3.0}% {}",
-            data.get("percent").and_then(|v| v.as_f64()).unwrap_or(0.0),
-            s("message")
-        ),
-        Ok(TaskSucceeded) => format!("{name}: ✔ succeeded"),
-        Ok(TaskFailed) => format!("{name}: ✘ attempt failed: {} (retrying)", s("reason")),
-        Ok(TaskLeaseExpired) => format!("{name}: lease expired: {}", s("reason")),
-        Ok(TaskDead) => format!("{name}: ✘ dead: {}", s("reason")),
-        Ok(TaskCancelled) => format!("{name}: cancelled: {}", s("reason")),
+        (Ok(K::TaskStarted), _) => format!("{name}: running"),
+        (_, Some(EventData::TaskProgress(p))) => {
+            format!("{name}: {:>3.0}% {}", p.percent, shown(&p.message))
+        }
+        (Ok(K::TaskSucceeded), _) => format!("{name}: ✔ succeeded"),
+        (_, Some(EventData::TaskFailed(f))) => {
+            format!("{name}: ✘ attempt failed: {} (retrying)", shown(&f.reason))
+        }
+        (_, Some(EventData::TaskLeaseExpired(f))) => {
+            format!("{name}: lease expired: {}", shown(&f.reason))
+        }
+        (_, Some(EventData::TaskDead(d))) => format!("{name}: ✘ dead: {}", shown(&d.reason)),
+        (_, Some(EventData::TaskCancelled(c))) => {
+            format!("{name}: cancelled: {}", shown(&c.reason))
+        }
         _ => format!("{name}: {kind}"),
     };
     output::line(line)
+}
+
+/// A field as these lines have always shown it: its JSON text without the
+/// quotes around it (so a missing message shows as `null`).
+fn shown(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v)
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string()
 }
