@@ -5,6 +5,7 @@ use std::io::Read;
 
 use anyhow::{Context, Result};
 use torch_api::rest::{EventPage, EventPayload, SubmitRequest, SubmitResponse, TaskView};
+use torch_core::events::streams::TASK_STREAMS;
 use torch_core::spec::SpecFormat;
 use torch_core::validate::{ValidTask, parse_and_validate, validate_batch};
 use torch_core::{EventData, EventKind, TaskId, TaskSpec, TaskState};
@@ -182,7 +183,7 @@ pub(crate) async fn wait_for(
             pending.remove(id);
         }
     }
-    let mut follower = EventFollower::of_kinds(after, &TASK_EVENTS, 2000, 60);
+    let mut follower = EventFollower::new(after, &TASK_STREAMS.join(","), 2000, 60);
     while !pending.is_empty() {
         let page = follower.next(client).await?;
         for e in page.events {
@@ -211,19 +212,6 @@ pub(crate) async fn wait_for(
 /// stop following a task at one of them.
 pub(crate) const TASK_ENDS: [EventKind; 3] = [
     EventKind::TaskSucceeded,
-    EventKind::TaskDead,
-    EventKind::TaskCancelled,
-];
-
-/// The events `--wait` prints or waits for: it follows their streams.
-const TASK_EVENTS: [EventKind; 9] = [
-    EventKind::TaskReady,
-    EventKind::TaskAssigned,
-    EventKind::TaskStarted,
-    EventKind::TaskProgress,
-    EventKind::TaskSucceeded,
-    EventKind::TaskFailed,
-    EventKind::TaskLeaseExpired,
     EventKind::TaskDead,
     EventKind::TaskCancelled,
 ];
