@@ -54,7 +54,9 @@ fn explanation() -> String {
 }
 
 /// Every kind the store writes, written once or more by a short history,
-/// reads back on its declared stream as its declared payload, exactly.
+/// reads back on its declared stream as its declared payload, exactly, and
+/// is stored as the store has always stored it: keys sorted, the
+/// explanation of `task.assigned` appended as given.
 pub async fn every_kind_reads_as_declared(h: &impl Harness) {
     let s = h.open();
     let batch = vec![
@@ -74,11 +76,12 @@ pub async fn every_kind_reads_as_declared(h: &impl Harness) {
     s.agent_event(joined, NOW).await.expect("joined");
 
     // t1: explained assignment, start, progress, success (releases t2).
+    let explained = explanation();
     let grant = Grant {
         task: tid(1),
         agent: aid(1),
         expires_ms: NOW + 30_000,
-        explanation: Some(explanation()),
+        explanation: Some(explained.clone()),
     };
     let l1 = s.assign(vec![grant], NOW).await.expect("assign")[0]
         .clone()
@@ -128,6 +131,12 @@ pub async fn every_kind_reads_as_declared(h: &impl Harness) {
         let data: serde_json::Value = serde_json::from_str(&e.data).expect("JSON data");
         let typed = EventData::read(kind, &data);
         assert!(typed.is_some(), "{kind} data is its payload: {data}");
+        let mut rest = data.clone();
+        let text = match rest.as_object_mut().and_then(|o| o.remove("explanation")) {
+            Some(_) => crate::codec::with_explanation(rest.to_string(), &explained),
+            None => rest.to_string(),
+        };
+        assert_eq!(e.data, text, "{kind} data as stored");
         seen.insert(kind);
     }
     assert_eq!(
