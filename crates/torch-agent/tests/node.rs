@@ -23,6 +23,7 @@ use torch_agent::AgentError;
 use torch_agent::node::{NodeConfig, run_node};
 use torch_api::node::{HubToNode, NodeHello, NodeMessage, NodeStatus, SpawnOrder};
 use torch_core::AgentId;
+use torch_core::lifecycle::AgentTemplate;
 
 const TOKEN: &str = "node-secret-token";
 /// Upper bound for anything a test waits for.
@@ -30,7 +31,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Stands in for `torch`: logs its arguments and environment, then becomes a
 /// `sleep` (exec: the pid the node sees is the sleeping process). With
-/// "stubborn" in its template it ignores SIGTERM; with "forks" it also starts
+/// "stubborn" in its template (its role) it ignores SIGTERM; with "forks" it also starts
 /// a child that holds 8 MiB more memory, to show subtree sums.
 const FAKE_TORCH: &str = r#"#!/bin/sh
 echo "args: $*"
@@ -158,7 +159,7 @@ impl Conn {
         }
     }
 
-    async fn spawn(&mut self, id: AgentId, template: serde_json::Value) -> u32 {
+    async fn spawn(&mut self, id: AgentId, template: AgentTemplate) -> u32 {
         self.send(vec![HubToNode::Spawn(order(id, template))]).await;
         match self.next().await {
             NodeMessage::Spawned { agent_id, pid } if agent_id == id => pid,
@@ -185,7 +186,13 @@ fn agent(n: u64) -> AgentId {
     format!("01890000-0000-7000-a000-{n:012x}").parse().unwrap()
 }
 
-fn order(agent_id: AgentId, template_spec: serde_json::Value) -> SpawnOrder {
+/// A template whose role the fake `torch` reads (`stubborn`, `forks`).
+fn template(role: &str) -> AgentTemplate {
+    let t = serde_json::json!({"role": role, "executor": {"command": ["x"]}});
+    serde_json::from_value(t).unwrap()
+}
+
+fn order(agent_id: AgentId, template_spec: AgentTemplate) -> SpawnOrder {
     SpawnOrder {
         agent_id,
         name: format!("helper-{agent_id}"),
@@ -267,12 +274,7 @@ async fn spawns_samples_terminates_and_reports_crashes() {
 
     // Spawn: a real process with the order's id, name, template and token.
     let (a1, a2, a3, a4) = (agent(1), agent(2), agent(3), agent(4));
-    let pid1 = conn
-        .spawn(
-            a1,
-            serde_json::json!({"executor": {"command": ["x"]}, "forks": true}),
-        )
-        .await;
+    let pid1 = conn.spawn(a1, template("forks")).await;
     assert!(alive(pid1));
     eventually("the agent logged its environment", || {
         log_of(dir.path(), a1).contains("template:")
@@ -290,10 +292,12 @@ async fn spawns_samples_terminates_and_reports_crashes() {
     );
     assert!(log.contains(&format!("id: {a1}")), "{log}");
     assert!(log.contains(&format!("token: {TOKEN}")), "{log}");
-    assert!(
-        log.contains(r#"template: {"executor":{"command":["x"]},"forks":true}"#),
-        "{log}"
-    );
+    let logged = log
+        .lines()
+        .find_map(|l| l.strip_prefix("template: "))
+        .expect("template logged");
+    let logged: AgentTemplate = serde_json::from_str(logged).expect("the template, as JSON");
+    assert_eq!(logged, template("forks"), "{log}");
     assert!(work.is_dir());
 
     // Heartbeats list it with its pid, and its RSS includes the child that
@@ -314,10 +318,10 @@ async fn spawns_samples_terminates_and_reports_crashes() {
     assert!(hb.mem_total_bytes > 0 && (0.0..=1.0).contains(&hb.mem_used));
 
     // A resent order is answered with the same pid; past max_agents → refused.
-    assert_eq!(conn.spawn(a1, serde_json::json!({})).await, pid1);
-    let pid2 = conn.spawn(a2, serde_json::json!({})).await;
-    let pid3 = conn.spawn(a3, serde_json::json!({"stubborn": true})).await;
-    conn.send(vec![HubToNode::Spawn(order(a4, serde_json::json!({})))])
+    assert_eq!(conn.spawn(a1, template("plain")).await, pid1);
+    let pid2 = conn.spawn(a2, template("plain")).await;
+    let pid3 = conn.spawn(a3, template("stubborn")).await;
+    conn.send(vec![HubToNode::Spawn(order(a4, template("plain")))])
         .await;
     match conn.next().await {
         NodeMessage::SpawnFailed { agent_id, error } => {
@@ -354,7 +358,7 @@ async fn spawns_samples_terminates_and_reports_crashes() {
     assert!(asked.elapsed() >= Duration::from_millis(300));
 
     // Capacity is free again; heartbeats forget the dead.
-    let pid4 = conn.spawn(a4, serde_json::json!({})).await;
+    let pid4 = conn.spawn(a4, template("plain")).await;
     let hb = conn
         .heartbeat_where(|s| s.agents.iter().any(|a| a.agent_id == a4))
         .await;
@@ -388,8 +392,8 @@ async fn agents_survive_a_reconnect_and_die_at_shutdown() {
     let mut conn = hub.accept().await;
     conn.welcome().await;
     let (a1, a2) = (agent(11), agent(12));
-    let pid1 = conn.spawn(a1, serde_json::json!({})).await;
-    let pid2 = conn.spawn(a2, serde_json::json!({"stubborn": true})).await;
+    let pid1 = conn.spawn(a1, template("plain")).await;
+    let pid2 = conn.spawn(a2, template("stubborn")).await;
 
     // The hub goes away; one agent dies meanwhile (once the node noticed:
     // an exit sent on a dying connection is lost, and the next Hello's
@@ -441,11 +445,8 @@ async fn a_missing_binary_is_a_spawn_failure_and_bad_config_an_error() {
     let mut conn = hub.accept().await;
     conn.welcome().await;
     std::fs::remove_file(&gone).unwrap();
-    conn.send(vec![HubToNode::Spawn(order(
-        agent(21),
-        serde_json::json!({}),
-    ))])
-    .await;
+    conn.send(vec![HubToNode::Spawn(order(agent(21), template("plain")))])
+        .await;
     match conn.next().await {
         NodeMessage::SpawnFailed { agent_id, error } => {
             assert_eq!(agent_id, agent(21));

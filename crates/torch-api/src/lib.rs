@@ -5,8 +5,11 @@
 //! change freely. Enums that travel to agents carry an `Unknown` variant so an
 //! older agent survives a newer hub's messages.
 
+mod json;
 pub mod node;
 pub mod rest;
+#[cfg(test)]
+mod tests;
 pub mod ws;
 
 /// Version prefix of every API route.

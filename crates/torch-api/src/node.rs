@@ -13,7 +13,10 @@
 //! RSS (read from `/proc`).
 
 use serde::{Deserialize, Serialize};
+use torch_core::lifecycle::AgentTemplate;
 use torch_core::{AgentId, TaskId};
+
+use crate::json::sorted;
 
 /// One agent process on a node, as sampled from `/proc`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -115,8 +118,10 @@ pub struct SpawnOrder {
     pub name: String,
     /// The template's name.
     pub template: String,
-    /// The whole template (as in `torch.toml`), handed to the agent process.
-    pub template_spec: serde_json::Value,
+    /// The whole template (as in `torch.toml`, without its name), handed
+    /// to the agent process. Keys sorted, as before it was typed.
+    #[serde(serialize_with = "sorted")]
+    pub template_spec: AgentTemplate,
     /// The agent that asked for this helper (self-spawn), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_agent: Option<AgentId>,

@@ -1,9 +1,21 @@
 //! REST request and response bodies.
+//!
+//! Fields that carry a core type (an analysis, an explanation, a routing
+//! state, a scaling decision) are serialised with sorted keys, as they were
+//! when they were untyped JSON values.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use torch_core::lifecycle::ScaleDecision;
+use torch_core::routing::{AgentStateView, Explanation, TaskAnalysis};
 use torch_core::{AgentId, Outcome, Skill, TaskId, TaskSpec, TaskState};
+
+use crate::json::sorted;
+
+mod events;
+
+pub use events::{EventPage, EventPayload, EventView};
 
 /// Error body of every non-2xx response. `code` is stable; `message` is for people.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -148,11 +160,20 @@ pub struct TaskView {
     /// The spec as submitted.
     pub spec: TaskSpec,
     /// Task analysis made at submission (skills, complexity, team need).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub analysis: Option<serde_json::Value>,
-    /// Why the current or last assignment went where it went.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub explanation: Option<serde_json::Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "sorted"
+    )]
+    pub analysis: Option<TaskAnalysis>,
+    /// Why the current or last assignment went where it went (the compact
+    /// form; the older form is still read, and written back compact).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "sorted"
+    )]
+    pub explanation: Option<Explanation>,
     /// Agents on which an attempt of this task failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_agents: Vec<AgentId>,
@@ -165,7 +186,8 @@ pub struct TaskView {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AnalyzeResponse {
     /// One analysis per spec, in request order.
-    pub analyses: Vec<serde_json::Value>,
+    #[serde(serialize_with = "sorted")]
+    pub analyses: Vec<TaskAnalysis>,
 }
 
 /// `GET /api/v1/tasks`.
@@ -243,8 +265,12 @@ pub struct AgentView {
     /// Tasks it has finished in this session.
     pub completed: u64,
     /// What the router has learned: breaker, performance per skill, warm repositories.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routing: Option<serde_json::Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "sorted"
+    )]
+    pub routing: Option<AgentStateView>,
     /// Lifecycle facts, for agents started by a node from a template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<ManagedView>,
@@ -330,7 +356,8 @@ pub struct SpawnResponse {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScalingList {
     /// Decisions with their inputs.
-    pub decisions: Vec<serde_json::Value>,
+    #[serde(serialize_with = "sorted")]
+    pub decisions: Vec<ScaleDecision>,
 }
 
 /// One node.
@@ -399,36 +426,6 @@ pub struct MemoryList {
 pub struct AgentList {
     /// Agents, connected first.
     pub agents: Vec<AgentView>,
-}
-
-/// One event from a stream.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EventView {
-    /// Position in the global event log (increasing).
-    pub id: u64,
-    /// Stream name, e.g. `nova.torch.tasks.completed`.
-    pub stream: String,
-    /// Event kind, e.g. `task.succeeded`.
-    pub kind: String,
-    /// Task concerned, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<TaskId>,
-    /// Agent concerned, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_id: Option<AgentId>,
-    /// When (unix ms).
-    pub at_ms: u64,
-    /// Kind-specific details.
-    pub data: serde_json::Value,
-}
-
-/// `GET /api/v1/events?after=N&stream=S&limit=L&wait_ms=W`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EventPage {
-    /// Events after the cursor, oldest first.
-    pub events: Vec<EventView>,
-    /// Cursor for the next call.
-    pub last_id: u64,
 }
 
 /// Token roles.

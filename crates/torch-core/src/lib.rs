@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //! - [`ids`]: `TaskId` and `AgentId` newtypes.
+//! - [`events`]: the event protocol: every event kind with its stream and
+//!   its data, and the stream names.
 //! - [`skill`]: skills, proficiency levels and the requirement check.
 //! - [`spec`]: the user-facing `TaskSpec` and its parsing from TOML and JSON.
 //! - [`validate`]: batch validation (names, dependencies, cycles) with located errors.
@@ -18,6 +20,7 @@
 //! - [`routing`]: task analysis, the skill taxonomy, multi-factor scoring,
 //!   circuit breakers and the routing simulation.
 
+pub mod events;
 pub mod ids;
 pub mod lease;
 pub mod lifecycle;
@@ -29,6 +32,7 @@ pub mod spec;
 pub mod state;
 pub mod validate;
 
+pub use events::{EventData, EventKind};
 pub use ids::{AgentId, TaskId};
 pub use outcome::{CriterionResult, Evidence, Outcome, OutcomeKind};
 pub use skill::{Skill, SkillReq};

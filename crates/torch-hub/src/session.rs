@@ -16,8 +16,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use torch_api::ws::{AckStatus, AgentMessage, FinishReport, HeldTask, Hello, HubMessage};
-use torch_core::{AgentId, OutcomeKind, TaskState};
-use torch_store::{AgentEvent, Finish, FinishResult, NewEvent, Store, TASKS_FAILED};
+use torch_core::events::payload::StaleReportRefused;
+use torch_core::{AgentId, EventData, OutcomeKind, TaskState};
+use torch_store::{AgentEvent, Finish, FinishResult, NewEvent, Store};
 use tracing::{debug, info, warn};
 
 use crate::engine::{Command, EndReport, Outbound, RecordedReport, Registration};
@@ -466,15 +467,16 @@ async fn refuse_stale<S: Store>(
 ) {
     shared.stats.stale_refused.fetch_add(1, Ordering::Relaxed);
     warn!(task_id = %h.task_id, agent_id = %agent, fence = h.fence, current_fence, state, "stale report refused");
-    let ev = NewEvent {
-        stream: TASKS_FAILED,
-        kind: "task.stale_report_refused".into(),
-        task: Some(h.task_id),
-        agent: Some(agent),
-        data: serde_json::json!({"fence": h.fence, "current_fence": current_fence, "state": state})
-            .to_string(),
+    let refused = EventData::TaskStaleReportRefused(StaleReportRefused {
+        current_fence,
+        fence: h.fence,
+        state: state.to_string(),
+    });
+    let appended = match NewEvent::of(&refused, Some(h.task_id), Some(agent)) {
+        Ok(ev) => shared.store.append_event(ev, shared.now_ms()).await,
+        Err(e) => Err(e),
     };
-    if let Err(e) = shared.store.append_event(ev, shared.now_ms()).await {
+    if let Err(e) = appended {
         debug!(error = %e, "could not record stale report event");
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use torch_core::{AgentId, TaskId};
+use torch_core::{AgentId, EventData, TaskId};
 use torch_store::{NewEvent, Store, StoreError};
 
 use crate::analysis::Analyzer;
@@ -131,25 +131,21 @@ impl<S: Store> Shared<S> {
         Ok(res.tasks)
     }
 
-    /// Appends an event and wakes followers; a failure is logged, not returned.
+    /// Appends an event (of `data`'s kind, on its stream) and wakes
+    /// followers; a failure is logged, not returned.
     pub(crate) async fn event(
         &self,
-        stream: &'static str,
-        kind: &str,
         agent: Option<AgentId>,
         task: Option<TaskId>,
-        data: serde_json::Value,
+        data: EventData,
     ) {
-        let ev = NewEvent {
-            stream,
-            kind: kind.to_string(),
-            task,
-            agent,
-            data: data.to_string(),
+        let appended = match NewEvent::of(&data, task, agent) {
+            Ok(ev) => self.store.append_event(ev, self.now_ms()).await,
+            Err(e) => Err(e),
         };
-        match self.store.append_event(ev, self.now_ms()).await {
+        match appended {
             Ok(()) => self.bump(),
-            Err(e) => tracing::warn!(error = %e, kind, "could not record an event"),
+            Err(e) => tracing::warn!(error = %e, kind = %data.kind(), "could not record an event"),
         }
     }
 }

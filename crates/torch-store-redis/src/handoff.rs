@@ -18,8 +18,7 @@
 use std::time::Duration;
 
 use redis::Value;
-use serde::Deserialize;
-use torch_core::TaskId;
+use torch_core::events::payload::TasksHandedOff;
 use torch_store::{EventRecord, HUBS_HANDOFF, Handoff, StoreError};
 use tracing::{info, warn};
 
@@ -33,15 +32,8 @@ pub(crate) const GROUP: &str = "leader";
 /// Most hand-offs read at once.
 const BATCH: usize = 64;
 
-/// The JSON data of a `tasks.handed_off` entry.
-#[derive(Deserialize)]
-struct Data {
-    hub: String,
-    tasks: Vec<TaskId>,
-}
-
 fn handoff(e: &EventRecord) -> Result<Handoff, StoreError> {
-    let d: Data = serde_json::from_str(&e.data)
+    let d: TasksHandedOff = serde_json::from_str(&e.data)
         .map_err(|err| StoreError::Corrupt(format!("hand-off {} has bad data: {err}", e.id)))?;
     Ok(Handoff {
         id: e.id,

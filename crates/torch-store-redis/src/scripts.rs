@@ -56,6 +56,9 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     leader: Script::new(include_str!("scripts/leader.lua")),
 });
 
+#[cfg(test)]
+mod tests;
+
 /// The script sources, for loading them up front.
 pub(crate) fn sources() -> [&'static str; 13] {
     [

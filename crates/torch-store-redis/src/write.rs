@@ -5,10 +5,11 @@
 
 use redis::Value;
 use torch_core::scheduler::QueuedTask;
-use torch_core::{AgentId, Backoff, Evidence, Outcome, OutcomeKind, TaskId, TaskState};
+use torch_core::{AgentId, Backoff, EventKind, Evidence, Outcome, OutcomeKind, TaskId, TaskState};
 use torch_store::{
     AgentEvent, Cancelled, ClaimRefused, Effect, FenceCheck, Finish, FinishResult, Grant, Leased,
-    MemoryLimits, NewEvent, NewTask, Requeued, StoreError, Submitted, TokenRecord, codec,
+    MemoryLimits, NewEvent, NewTask, Requeued, StoreError, Submitted, TASKS_FAILED, TokenRecord,
+    codec,
 };
 
 use crate::RedisStore;
@@ -259,7 +260,7 @@ pub(super) async fn progress(
     now: u64,
 ) -> Result<FenceCheck, StoreError> {
     let percent = codec::progress_percent(percent);
-    let data = codec::progress_data(fence, percent, message.as_deref());
+    let data = codec::progress_data(fence, percent, message.as_deref())?;
     let args = [
         task.to_string(),
         fence.to_string(),
@@ -280,8 +281,9 @@ struct End<'a> {
     outcome: &'a Outcome,
     /// Why, when given (else the script says `attempt N <kind>`).
     reason: Option<&'a str>,
-    /// Event kind when requeued.
-    kind: &'static str,
+    /// Event kind when requeued (`finish.lua` writes it on
+    /// `nova.torch.tasks.failed`).
+    kind: EventKind,
     /// Recorded in `task.dead`.
     cause: &'static str,
     logs: Option<&'a (String, String, bool)>,
@@ -306,7 +308,8 @@ impl End<'_> {
             args.push(self.outcome.kind.as_str().into());
             let fatal = self.outcome.kind == OutcomeKind::Fatal;
             args.push(if fatal { "1" } else { "0" }.into());
-            args.push(self.kind.into());
+            debug_assert_eq!(self.kind.stream(), TASKS_FAILED, "finish.lua's stream");
+            args.push(self.kind.name().into());
             args.push(self.cause.into());
         }
         if let Some((stdout, stderr, truncated)) = self.logs {
@@ -392,7 +395,7 @@ pub(super) async fn finish(
             reporter: Some(r.agent),
             outcome: &r.outcome,
             reason: r.outcome.reason.as_deref(),
-            kind: "task.failed",
+            kind: EventKind::TaskFailed,
             cause: r.outcome.kind.as_str(),
             logs: r.logs.as_ref(),
         })
@@ -414,7 +417,7 @@ pub(super) async fn expire(
         reporter: None,
         outcome: &outcome,
         reason: Some(&reason),
-        kind: "task.lease_expired",
+        kind: EventKind::TaskLeaseExpired,
         cause: "lease_expired",
         logs: None,
     };
@@ -496,8 +499,8 @@ async fn event(
     now: u64,
 ) -> Result<(), StoreError> {
     let mut args = vec![
-        ev.stream.to_owned(),
-        ev.kind.clone(),
+        ev.stream().to_owned(),
+        ev.kind.name().to_owned(),
         opt_arg(ev.task.map(|t| t.to_string()).as_deref()),
         opt_arg(ev.agent.map(|a| a.to_string()).as_deref()),
         ev.data.clone(),
@@ -554,7 +557,7 @@ pub(super) async fn agent_event(
             ("left", fields)
         }
     };
-    event(s, &codec::agent_event(&event_), Some(record), now).await
+    event(s, &codec::agent_event(&event_)?, Some(record), now).await
 }
 
 pub(super) async fn append_event(s: &RedisStore, ev: NewEvent, now: u64) -> Result<(), StoreError> {

@@ -7,14 +7,11 @@
 //! values inside them go through here, so both backends store the same text
 //! and refuse the same bad data the same way (as [`StoreError::Corrupt`]).
 
-use serde_json::json;
+use torch_core::events::payload::{self, TaskProgress};
 use torch_core::scheduler::{DEFAULT_TENANT, QueuedTask};
-use torch_core::{AgentId, SkillReq, TaskId, TaskSpec, TaskState};
+use torch_core::{AgentId, EventData, SkillReq, TaskId, TaskSpec, TaskState};
 
-use crate::{
-    AGENTS_SPAWNING, AGENTS_TERMINATING, AgentEvent, NewEvent, NewTask, Routing, StoreError,
-    Submitted,
-};
+use crate::{AgentEvent, NewEvent, NewTask, Routing, StoreError, Submitted};
 
 /// `list_tasks` page size when the filter says 0.
 pub const DEFAULT_PAGE: usize = 100;
@@ -73,6 +70,15 @@ pub fn json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, St
 pub fn to_json<T: serde::Serialize>(what: &str, v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v)
         .map_err(|e| StoreError::Invalid(format!("cannot serialize {what}: {e}")))
+}
+
+/// An event's data as stored: its payload through a JSON value, so that
+/// keys are sorted at every level, as every writer has always stored them
+/// (the Lua scripts write them sorted by hand).
+pub fn event_data(data: &EventData) -> Result<String, StoreError> {
+    serde_json::to_value(data)
+        .map(|v| v.to_string())
+        .map_err(|e| StoreError::Invalid(format!("cannot serialize {} data: {e}", data.kind())))
 }
 
 /// Parses a task's stored required skills, skipping the JSON parser for the
@@ -216,13 +222,21 @@ pub fn progress_percent(percent: f64) -> f64 {
 }
 
 /// The data of a `task.progress` event.
-pub fn progress_data(fence: u64, percent: f64, message: Option<&str>) -> String {
-    json!({"fence": fence, "percent": percent, "message": message}).to_string()
+pub fn progress_data(
+    fence: u64,
+    percent: f64,
+    message: Option<&str>,
+) -> Result<String, StoreError> {
+    event_data(&EventData::TaskProgress(TaskProgress {
+        fence,
+        message: message.map(str::to_owned),
+        percent,
+    }))
 }
 
-/// The event recording an agent session starting (`agent.joined` on
-/// [`AGENTS_SPAWNING`]) or ending (`agent.left` on [`AGENTS_TERMINATING`]).
-pub fn agent_event(event: &AgentEvent) -> NewEvent {
+/// The event recording an agent session starting (`agent.joined`) or
+/// ending (`agent.left`).
+pub fn agent_event(event: &AgentEvent) -> Result<NewEvent, StoreError> {
     match event {
         AgentEvent::Joined {
             id,
@@ -230,21 +244,21 @@ pub fn agent_event(event: &AgentEvent) -> NewEvent {
             skills,
             slots,
             labels,
-        } => NewEvent {
-            stream: AGENTS_SPAWNING,
-            kind: "agent.joined".into(),
-            task: None,
-            agent: Some(*id),
-            data: json!({"name": name, "slots": slots, "skills": skills, "labels": labels})
-                .to_string(),
-        },
-        AgentEvent::Left { id, reason } => NewEvent {
-            stream: AGENTS_TERMINATING,
-            kind: "agent.left".into(),
-            task: None,
-            agent: Some(*id),
-            data: json!({"reason": reason}).to_string(),
-        },
+        } => {
+            let data = EventData::AgentJoined(payload::AgentJoined {
+                labels: labels.clone(),
+                name: name.clone(),
+                skills: skills.clone(),
+                slots: *slots,
+            });
+            NewEvent::of(&data, None, Some(*id))
+        }
+        AgentEvent::Left { id, reason } => {
+            let data = EventData::AgentLeft(payload::AgentLeft {
+                reason: reason.clone(),
+            });
+            NewEvent::of(&data, None, Some(*id))
+        }
     }
 }
 

@@ -45,7 +45,6 @@ mod retention;
 mod shared;
 pub mod sqlite;
 mod store;
-mod streams;
 mod tasks;
 mod tokens;
 
@@ -57,6 +56,8 @@ pub use model::*;
 pub use retention::Retention;
 pub use shared::{NotShared, SharedStore};
 pub use store::Store;
-pub use streams::*;
 pub use tasks::TaskStore;
 pub use tokens::TokenStore;
+/// The stream names, declared with the event kinds in `torch-core` and
+/// re-exported here where the store's callers have always found them.
+pub use torch_core::events::streams::*;

@@ -4,7 +4,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use torch_core::scheduler::QueuedTask;
-use torch_core::{AgentId, Outcome, Skill, SkillReq, TaskContext, TaskId, TaskSpec, TaskState};
+use torch_core::{
+    AgentId, EventData, EventKind, Outcome, Skill, SkillReq, TaskContext, TaskId, TaskSpec,
+    TaskState,
+};
+
+use crate::StoreError;
 
 /// A validated task ready to insert. The hub mints `id`.
 #[derive(Clone, Debug)]
@@ -363,19 +368,39 @@ pub struct Handoff {
     pub tasks: Vec<TaskId>,
 }
 
-/// An event to append.
+/// An event to append. It is written on its kind's stream
+/// ([`EventKind::stream`]).
 #[derive(Clone, Debug)]
 pub struct NewEvent {
-    /// Stream name.
-    pub stream: &'static str,
     /// Kind.
-    pub kind: String,
+    pub kind: EventKind,
     /// Task concerned.
     pub task: Option<TaskId>,
     /// Agent concerned.
     pub agent: Option<AgentId>,
-    /// Details (JSON text).
+    /// Details (JSON text): the kind's payload (see [`NewEvent::of`]).
     pub data: String,
+}
+
+impl NewEvent {
+    /// The event carrying `data`, of `data`'s kind.
+    pub fn of(
+        data: &EventData,
+        task: Option<TaskId>,
+        agent: Option<AgentId>,
+    ) -> Result<NewEvent, StoreError> {
+        Ok(NewEvent {
+            kind: data.kind(),
+            task,
+            agent,
+            data: crate::codec::event_data(data)?,
+        })
+    }
+
+    /// The stream it is written on.
+    pub fn stream(&self) -> &'static str {
+        self.kind.stream()
+    }
 }
 
 /// An agent session starting or ending.

@@ -9,6 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use torch_api::rest::ErrorBody;
+use torch_core::EventKind;
 
 use crate::exit::{BAD_INPUT, ERROR, UNREACHABLE, exit};
 
@@ -171,6 +172,19 @@ impl EventFollower {
             max_failures,
             failures: 0,
         }
+    }
+
+    /// Follows the streams that `kinds` are written on.
+    pub(crate) fn of_kinds(
+        after: u64,
+        kinds: &[EventKind],
+        wait_ms: u64,
+        max_failures: u32,
+    ) -> Self {
+        let mut streams: Vec<&str> = kinds.iter().map(|k| k.stream()).collect();
+        streams.sort_unstable();
+        streams.dedup();
+        EventFollower::new(after, &streams.join(","), wait_ms, max_failures)
     }
 
     /// The next page of events (possibly empty after a quiet long poll).

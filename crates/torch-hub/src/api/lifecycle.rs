@@ -128,7 +128,7 @@ pub(crate) async fn scaling<S: Store>(
     authorize(&shared, &headers, Need::SubmitOrTask).await?;
     let mut decisions = ask_life(&shared, LifeCmd::Decisions).await?;
     if let Some(t) = &q.template {
-        decisions.retain(|d| d.get("template").and_then(|v| v.as_str()) == Some(t));
+        decisions.retain(|d| d.template == *t);
     }
     let limit = q.limit.unwrap_or(50).min(500);
     let skip = decisions.len().saturating_sub(limit);

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use torch_api::rest::{
-    AgentList, CreateTokenRequest, CreateTokenResponse, EventPage, EventView, Health,
+    AgentList, CreateTokenRequest, CreateTokenResponse, EventPage, EventPayload, EventView, Health,
 };
 use torch_store::{Store, TokenRecord};
 
@@ -123,14 +123,17 @@ pub(crate) async fn events<S: Store>(
             let last_id = events.last().map_or(q.after, |e| e.id);
             let events = events
                 .into_iter()
-                .map(|e| EventView {
-                    id: e.id,
-                    stream: e.stream,
-                    kind: e.kind,
-                    task_id: e.task,
-                    agent_id: e.agent,
-                    at_ms: e.at_ms,
-                    data: serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null),
+                .map(|e| {
+                    let data = serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null);
+                    EventView {
+                        data: EventPayload::read(&e.kind, data),
+                        id: e.id,
+                        stream: e.stream,
+                        kind: e.kind,
+                        task_id: e.task,
+                        agent_id: e.agent,
+                        at_ms: e.at_ms,
+                    }
                 })
                 .collect();
             return Ok(Json(EventPage { events, last_id }));

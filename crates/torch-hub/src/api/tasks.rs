@@ -195,10 +195,7 @@ pub(crate) async fn analyze_specs<S: Store>(
     let agents = agent_skills(&shared).await?;
     let analyses = shared
         .analysis
-        .analyze(valid.iter().map(|v| &v.spec), &agents)
-        .into_iter()
-        .map(|a| serde_json::to_value(a).unwrap_or(serde_json::Value::Null))
-        .collect();
+        .analyze(valid.iter().map(|v| &v.spec), &agents);
     Ok(Json(AnalyzeResponse { analyses }))
 }
 

@@ -9,11 +9,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use torch_core::events::payload::TaskStalled;
 use torch_core::scheduler::QueuedTask;
-use torch_core::{AgentId, TaskId, TaskState};
-use torch_store::{
-    ClaimRefused, FinishResult, Grant, Leased, NewEvent, Store, StoreError, TASKS_ACTIVE,
-};
+use torch_core::{AgentId, EventData, TaskId, TaskState};
+use torch_store::{ClaimRefused, FinishResult, Grant, Leased, NewEvent, Store, StoreError};
 use tracing::{debug, warn};
 
 use super::queued_of;
@@ -115,17 +114,16 @@ impl<S: Store> Jobs<S> {
     ) {
         let (store, done) = (self.store.clone(), self.done.clone());
         self.tracker.spawn(async move {
-            let ev = NewEvent {
-                stream: TASKS_ACTIVE,
-                kind: "task.stalled".into(),
-                task: Some(task),
-                agent: Some(agent),
-                data: serde_json::json!({
-                    "fence": fence, "stall_ms": stall_ms, "requeue": requeue.is_some(),
-                })
-                .to_string(),
+            let stalled = EventData::TaskStalled(TaskStalled {
+                fence,
+                requeue: requeue.is_some(),
+                stall_ms,
+            });
+            let appended = match NewEvent::of(&stalled, Some(task), Some(agent)) {
+                Ok(ev) => store.append_event(ev, now).await,
+                Err(e) => Err(e),
             };
-            if let Err(e) = store.append_event(ev, now).await {
+            if let Err(e) = appended {
                 debug!(error = %e, "could not record a stall event");
             }
             if let Some(reason) = requeue {

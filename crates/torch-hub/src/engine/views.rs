@@ -33,10 +33,7 @@ impl<S: Store> Engine<S> {
                     connected_ms: a.connected_ms,
                     last_seen_ms: a.last_seen_ms,
                     completed: a.completed,
-                    routing: self
-                        .sched
-                        .agent_state(*id, now)
-                        .and_then(|v| serde_json::to_value(v).ok()),
+                    routing: self.sched.agent_state(*id, now),
                     managed: None,
                 }
             })

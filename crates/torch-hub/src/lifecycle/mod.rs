@@ -29,9 +29,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use torch_api::node::{HubToNode, NodeHello, NodeMessage};
 use torch_api::rest::{ManagedView, NodeView, SpawnRequest, SpawnResponse};
-use torch_core::lifecycle::{AgentTemplate, Autoscaler, SpawnPolicy, SpawnRefusal};
-use torch_core::{AgentId, TaskId};
-use torch_store::{AGENTS_SPAWNING, AGENTS_TERMINATING, Store, StoreError};
+use torch_core::events::payload::{AgentDraining, AgentExit, AgentReady, AgentSpawnFailed};
+use torch_core::lifecycle::{AgentTemplate, Autoscaler, ScaleDecision, SpawnPolicy, SpawnRefusal};
+use torch_core::{AgentId, EventData, TaskId};
+use torch_store::{Store, StoreError};
 use tracing::{debug, info, warn};
 
 pub(crate) use node_session::run as node_session;
@@ -104,7 +105,7 @@ pub(crate) enum LifeCmd {
     /// A task delegated children: clean them up when it ends.
     Parent { task: TaskId },
     /// Recent scaling decisions, oldest first.
-    Decisions(oneshot::Sender<Vec<serde_json::Value>>),
+    Decisions(oneshot::Sender<Vec<ScaleDecision>>),
     /// Nodes.
     Nodes(oneshot::Sender<Vec<NodeView>>),
     /// What is known of managed agents.
@@ -155,7 +156,7 @@ pub(crate) struct Lifecycle<S> {
     scalers: BTreeMap<String, Autoscaler>,
     nodes: BTreeMap<String, NodeEntry>,
     agents: HashMap<AgentId, Managed>,
-    decisions: VecDeque<serde_json::Value>,
+    decisions: VecDeque<ScaleDecision>,
     /// Last recorded decision key (action and desired size) per template:
     /// holds are recorded only when that changes.
     last_reason: HashMap<String, String>,
@@ -292,16 +293,13 @@ impl<S: Store> Lifecycle<S> {
                         .engine
                         .send(Command::Drain { agent, drain: true })
                         .await;
-                    let data = serde_json::json!({ "reason": reason, "managed": false });
-                    self.shared
-                        .event(
-                            AGENTS_TERMINATING,
-                            "agent.draining",
-                            Some(agent),
-                            None,
-                            data,
-                        )
-                        .await;
+                    let data = EventData::AgentDraining(AgentDraining {
+                        managed: Some(false),
+                        node: None,
+                        reason: reason.clone(),
+                        template: None,
+                    });
+                    self.shared.event(Some(agent), None, data).await;
                 }
                 let _ = reply.send(known.then_some(managed));
             }
@@ -331,17 +329,15 @@ impl<S: Store> Lifecycle<S> {
         let spawn_ms = now.saturating_sub(m.spawned_ms);
         m.ready_ms = Some(spawn_ms);
         m.idle_since_ms = Some(now);
-        let data = serde_json::json!({
-            "template": m.template,
-            "node": m.node,
-            "spawn_ms": spawn_ms,
-            "reason": m.reason,
+        let data = EventData::AgentReady(AgentReady {
+            node: m.node.clone(),
+            reason: m.reason.clone(),
+            spawn_ms,
+            template: m.template.clone(),
         });
         info!(agent_id = %agent, template = %m.template, spawn_ms, "spawned agent is ready");
         let drain_now = m.draining_on_ready;
-        self.shared
-            .event(AGENTS_SPAWNING, "agent.ready", Some(agent), None, data)
-            .await;
+        self.shared.event(Some(agent), None, data).await;
         if drain_now {
             self.drain(agent, "parent task ended before the helper was ready")
                 .await;
@@ -413,18 +409,12 @@ impl<S: Store> Lifecycle<S> {
             NodeMessage::SpawnFailed { agent_id, error } => {
                 warn!(agent_id = %agent_id, node, error = %error, "node could not start an agent");
                 if let Some(m) = self.agents.remove(&agent_id) {
-                    let data = serde_json::json!({
-                        "template": m.template, "node": node, "error": error,
+                    let data = EventData::AgentSpawnFailed(AgentSpawnFailed {
+                        error,
+                        node: node.to_string(),
+                        template: m.template,
                     });
-                    self.shared
-                        .event(
-                            AGENTS_SPAWNING,
-                            "agent.spawn_failed",
-                            Some(agent_id),
-                            None,
-                            data,
-                        )
-                        .await;
+                    self.shared.event(Some(agent_id), None, data).await;
                 }
             }
             NodeMessage::Exited {
@@ -447,23 +437,25 @@ impl<S: Store> Lifecycle<S> {
                     }
                 };
                 let kind = if requested {
-                    "agent.terminated"
+                    EventData::AgentTerminated
                 } else {
-                    "agent.exited"
+                    EventData::AgentExited
                 };
                 if requested {
                     info!(agent_id = %agent_id, template = %m.template, reason = %reason, "agent stopped");
                 } else {
                     warn!(agent_id = %agent_id, template = %m.template, reason = %reason, "agent process ended unexpectedly; the autoscaler replaces it if needed");
                 }
-                let data = serde_json::json!({
-                    "template": m.template, "node": node, "pid": pid,
-                    "code": code, "signal": signal, "reason": reason,
-                    "requested": requested,
+                let data = kind(AgentExit {
+                    code,
+                    node: node.to_string(),
+                    pid,
+                    reason,
+                    requested,
+                    signal,
+                    template: m.template,
                 });
-                self.shared
-                    .event(AGENTS_TERMINATING, kind, Some(agent_id), None, data)
-                    .await;
+                self.shared.event(Some(agent_id), None, data).await;
             }
         }
     }
@@ -484,27 +476,24 @@ impl<S: Store> Lifecycle<S> {
         }
         m.phase = Phase::Draining;
         m.stop_reason = Some(reason.to_string());
-        let data = serde_json::json!({ "template": m.template, "node": m.node, "reason": reason });
+        let data = EventData::AgentDraining(AgentDraining {
+            managed: None,
+            node: Some(m.node.clone()),
+            reason: reason.to_string(),
+            template: Some(m.template.clone()),
+        });
         self.shared
             .engine
             .send(Command::Drain { agent, drain: true })
             .await;
         info!(agent_id = %agent, reason, "draining agent");
-        self.shared
-            .event(
-                AGENTS_TERMINATING,
-                "agent.draining",
-                Some(agent),
-                None,
-                data,
-            )
-            .await;
+        self.shared.event(Some(agent), None, data).await;
     }
 
     fn record_decision(
         &mut self,
         template: &str,
-        value: serde_json::Value,
+        decision: ScaleDecision,
         reason: &str,
         change: bool,
     ) -> bool {
@@ -517,7 +506,7 @@ impl<S: Store> Lifecycle<S> {
         if self.decisions.len() >= DECISIONS_KEPT {
             self.decisions.pop_front();
         }
-        self.decisions.push_back(value);
+        self.decisions.push_back(decision);
         true
     }
 }

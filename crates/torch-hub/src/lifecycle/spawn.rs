@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use torch_api::node::{HubToNode, SpawnOrder};
 use torch_api::rest::{SpawnRequest, SpawnResponse};
+use torch_core::events::payload::{AgentSpawnRefused, AgentSpawned};
 use torch_core::lifecycle::{NodeHeadroom, PoolView, SpawnRequest as PolicyRequest, glob_match};
-use torch_core::{AgentId, TaskId};
-use torch_store::{AGENTS_SPAWNING, Store};
+use torch_core::{AgentId, EventData, TaskId};
+use torch_store::Store;
 use tracing::{info, warn};
 
 use super::registry::{Managed, Phase};
@@ -152,7 +153,7 @@ impl<S: Store> Lifecycle<S> {
             agent_id: id,
             name: name.clone(),
             template: template.to_string(),
-            template_spec: serde_json::to_value(&t).unwrap_or_default(),
+            template_spec: t.clone(),
             parent_agent: why.parent_agent,
             parent_task: why.parent_task,
             depth: why.depth,
@@ -194,20 +195,17 @@ impl<S: Store> Lifecycle<S> {
             self.parents.insert(task);
         }
         info!(agent_id = %id, template, node = %node, reason = %why.reason, depth = why.depth, "spawning agent");
-        let data = serde_json::json!({
-            "template": template, "node": node, "reason": why.reason, "name": name,
-            "parent_agent": why.parent_agent, "parent_task": why.parent_task,
-            "depth": why.depth, "tenant": why.tenant,
+        let data = EventData::AgentSpawned(AgentSpawned {
+            depth: why.depth,
+            name: name.clone(),
+            node: node.clone(),
+            parent_agent: why.parent_agent,
+            parent_task: why.parent_task,
+            reason: why.reason.clone(),
+            template: template.to_string(),
+            tenant: why.tenant.clone(),
         });
-        self.shared
-            .event(
-                AGENTS_SPAWNING,
-                "agent.spawned",
-                Some(id),
-                why.parent_task,
-                data,
-            )
-            .await;
+        self.shared.event(Some(id), why.parent_task, data).await;
         let inherited = match why.parent_agent {
             Some(parent) => self.inherit(parent, id, &t, why.inherit.as_deref()).await,
             None => Vec::new(),
@@ -267,19 +265,17 @@ impl<S: Store> Lifecycle<S> {
 
     async fn refusal_event(&self, template: &str, why: &SpawnWhy, limit: &str, message: &str) {
         warn!(template, limit, message, "spawn refused");
-        let data = serde_json::json!({
-            "template": template, "limit": limit, "message": message,
-            "reason": why.reason, "parent_agent": why.parent_agent,
-            "parent_task": why.parent_task, "depth": why.depth,
+        let data = EventData::AgentSpawnRefused(AgentSpawnRefused {
+            depth: why.depth,
+            limit: limit.to_string(),
+            message: message.to_string(),
+            parent_agent: why.parent_agent,
+            parent_task: why.parent_task,
+            reason: why.reason.clone(),
+            template: template.to_string(),
         });
         self.shared
-            .event(
-                AGENTS_SPAWNING,
-                "agent.spawn_refused",
-                why.parent_agent,
-                why.parent_task,
-                data,
-            )
+            .event(why.parent_agent, why.parent_task, data)
             .await;
     }
 

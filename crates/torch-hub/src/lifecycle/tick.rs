@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 
 use torch_api::node::HubToNode;
+use torch_core::events::payload::AgentSpawnFailed;
 use torch_core::lifecycle::{IdleAgent, ScaleAction, ScaleInputs};
-use torch_core::{AgentId, TaskId};
-use torch_store::{AGENTS_SCALING, AGENTS_SPAWNING, Store, TaskFilter};
+use torch_core::{AgentId, EventData, TaskId};
+use torch_store::{Store, TaskFilter};
 use tracing::{info, warn};
 
 use super::Lifecycle;
@@ -83,13 +84,12 @@ impl<S: Store> Lifecycle<S> {
             warn!(agent_id = %id, template = %m.template, "spawned agent did not register in time; stopping it");
             self.order_terminate(&m.node, id, "did not register in time")
                 .await;
-            let data = serde_json::json!({
-                "template": m.template, "node": m.node,
-                "error": format!("did not register within {} ms", timeout),
+            let data = EventData::AgentSpawnFailed(AgentSpawnFailed {
+                error: format!("did not register within {} ms", timeout),
+                node: m.node,
+                template: m.template,
             });
-            self.shared
-                .event(AGENTS_SPAWNING, "agent.spawn_failed", Some(id), None, data)
-                .await;
+            self.shared.event(Some(id), None, data).await;
         }
     }
 
@@ -290,13 +290,16 @@ impl<S: Store> Lifecycle<S> {
             };
             let decision = scaler.tick(&inputs);
             let change = decision.is_change();
-            let value = serde_json::to_value(&decision).unwrap_or_default();
             // Holds are recorded when what they hold at changes, not every tick.
-            let key = format!("{}:{}", value["action"], decision.desired);
-            if self.record_decision(&name, value.clone(), &key, change) {
-                self.shared
-                    .event(AGENTS_SCALING, "scaling.decision", None, None, value)
-                    .await;
+            let action = match decision.action {
+                ScaleAction::Hold => "hold",
+                ScaleAction::Up { .. } => "up",
+                ScaleAction::Down { .. } => "down",
+            };
+            let key = format!("{action}:{}", decision.desired);
+            if self.record_decision(&name, decision.clone(), &key, change) {
+                let data = EventData::ScalingDecision(decision.clone());
+                self.shared.event(None, None, data).await;
             }
             match decision.action {
                 ScaleAction::Hold => {}

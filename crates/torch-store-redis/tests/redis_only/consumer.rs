@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use torch_core::EventKind;
+
 use torch_store::{TASKS_QUEUE, TaskStore};
 use torch_store_redis::StartFrom;
 
@@ -33,7 +35,7 @@ async fn a_dead_consumers_pending_event_is_reclaimed() {
     assert_eq!(tasks, [Some(tid(1)), Some(tid(2))]);
     assert!(
         got.iter()
-            .all(|e| e.kind == "task.submitted" && e.stream == TASKS_QUEUE)
+            .all(|e| e.kind == EventKind::TaskSubmitted.name() && e.stream == TASKS_QUEUE)
     );
     assert_eq!(a.ack(&got[..1]).await.expect("ack"), 1);
     // `a` dies with task 2's event pending.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use torch_core::TaskState;
+use torch_core::{EventData, EventKind, TaskState};
 use torch_store::{EventLog, HUBS_HANDOFF, SharedStore, TASKS_QUEUE, TaskStore};
 
 use crate::Redis;
@@ -55,7 +55,12 @@ async fn a_followers_submission_reaches_the_leader_and_survives_its_death() {
         .expect("hand-off events");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].id, got[0].id, "a hand-off's id is its event id");
-    assert_eq!(events[0].kind, "tasks.handed_off");
+    assert_eq!(events[0].kind, EventKind::TasksHandedOff.name());
+    let data: serde_json::Value = serde_json::from_str(&events[0].data).expect("JSON data");
+    assert!(
+        EventData::read(EventKind::TasksHandedOff, &data).is_some(),
+        "the data is the declared payload: {data}"
+    );
     assert!(
         leader_a
             .handoffs("a#1".into(), false, WAIT)

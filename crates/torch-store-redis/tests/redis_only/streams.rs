@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::Value;
-use torch_core::OutcomeKind;
+use torch_core::{EventKind, OutcomeKind};
 use torch_store::{EventLog, TASKS_COMPLETED, TASKS_QUEUE, TaskStore};
 use torch_store_redis::RedisOptions;
 
@@ -96,7 +96,7 @@ async fn outside_reader_follows_bounded_streams() {
     let (id, f) = &got[0];
     let last = s.last_event_id().await.expect("last");
     assert_eq!(id, &format!("0-{last}"), "entry id is the global event id");
-    assert_eq!(f["kind"], "task.succeeded");
+    assert_eq!(f["kind"], EventKind::TaskSucceeded.name());
     assert_eq!(f["task"], tid(1).to_string());
     assert_eq!(f["at"], (NOW + 5).to_string());
     let data: serde_json::Value = serde_json::from_str(&f["data"]).expect("json");

@@ -75,12 +75,12 @@ pub async fn success_releases_diamond(h: &impl Harness) {
         .await
         .expect("events")
         .into_iter()
-        .filter(|e| e.kind == "task.ready")
+        .filter(|e| e.kind == EventKind::TaskReady.name())
         .filter_map(|e| e.task)
         .collect();
     assert_eq!(ready.len(), 3);
     assert_eq!(ready.last(), Some(&tid(4)));
-    let done = events_of(&s, "task.succeeded", 1).await;
+    let done = events_of(&s, EventKind::TaskSucceeded, 1).await;
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].stream, TASKS_COMPLETED);
 }
@@ -132,11 +132,11 @@ pub async fn stale_and_duplicate(h: &impl Harness) {
         .expect("expire");
     assert_eq!(expired, FinishResult::Duplicate);
     assert_eq!(
-        events_of(&s, "task.succeeded", 1).await.len(),
+        events_of(&s, EventKind::TaskSucceeded, 1).await.len(),
         1,
         "one completion per fence"
     );
-    assert!(events_of(&s, "task.failed", 1).await.is_empty());
+    assert!(events_of(&s, EventKind::TaskFailed, 1).await.is_empty());
     assert_eq!(state(&s, 1).await, TaskState::Succeeded);
 }
 
@@ -169,7 +169,7 @@ pub async fn failures_retry_then_dead(h: &impl Harness) {
         .find(|q| q.id == tid(1))
         .expect("queued in load");
     assert_eq!(q.not_before, NOW + 1000);
-    let failed = events_of(&s, "task.failed", 1).await;
+    let failed = events_of(&s, EventKind::TaskFailed, 1).await;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].stream, TASKS_FAILED);
     let data: serde_json::Value = serde_json::from_str(&failed[0].data).expect("json");
@@ -216,15 +216,15 @@ pub async fn failures_retry_then_dead(h: &impl Harness) {
         assert_eq!(rec.state, TaskState::Cancelled);
         let reason = rec.reason.expect("reason");
         assert!(reason.contains("t1") && reason.contains("dead"), "{reason}");
-        assert_eq!(events_of(&s, "task.cancelled", n).await.len(), 1);
+        assert_eq!(events_of(&s, EventKind::TaskCancelled, n).await.len(), 1);
     }
     assert_eq!(
         state(&s, 4).await,
         TaskState::Queued,
         "unrelated task untouched"
     );
-    assert_eq!(events_of(&s, "task.dead", 1).await.len(), 1);
-    assert_eq!(events_of(&s, "task.failed", 1).await.len(), 2);
+    assert_eq!(events_of(&s, EventKind::TaskDead, 1).await.len(), 1);
+    assert_eq!(events_of(&s, EventKind::TaskFailed, 1).await.len(), 2);
 
     // Fatal is never retried; an agent-side cancel of a live task is a failure.
     s.submit(vec![task(5, &[]), task(6, &[])], NOW)
@@ -269,14 +269,14 @@ pub async fn expire_lease(h: &impl Harness) {
     assert_eq!(e.state, TaskState::Queued);
     assert_eq!(e.requeued.as_ref().map(|q| q.not_before), Some(NOW + 1000));
     assert_eq!(s.lease_holder(tid(1)).await.expect("holder"), None);
-    let ev = events_of(&s, "task.lease_expired", 1).await;
+    let ev = events_of(&s, EventKind::TaskLeaseExpired, 1).await;
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].stream, TASKS_FAILED);
     // The agent's late report for that attempt changes nothing.
     let late = finish_one(&s, &l, OutcomeKind::Succeeded, NOW + 1).await;
     assert_eq!(late, FinishResult::Duplicate);
     assert_eq!(state(&s, 1).await, TaskState::Queued);
-    assert!(events_of(&s, "task.succeeded", 1).await.is_empty());
+    assert!(events_of(&s, EventKind::TaskSucceeded, 1).await.is_empty());
 
     // Out of retries: dead, dependents cancelled.
     let l = lease(&s, 2, 1, NOW).await;
@@ -289,7 +289,7 @@ pub async fn expire_lease(h: &impl Harness) {
         (e.state, e.cancelled.clone()),
         (TaskState::Dead, vec![tid(3)])
     );
-    assert_eq!(events_of(&s, "task.dead", 2).await.len(), 1);
+    assert_eq!(events_of(&s, EventKind::TaskDead, 2).await.len(), 1);
 }
 
 /// Cancelling a running task cancels its dependents and names the leases to revoke.
@@ -317,8 +317,8 @@ pub async fn cancel_running(h: &impl Harness) {
     assert_eq!(state(&s, 3).await, TaskState::Cancelled);
     assert_eq!(state(&s, 4).await, TaskState::Queued);
     assert_eq!(s.lease_holder(tid(1)).await.expect("holder"), None);
-    assert_eq!(events_of(&s, "task.cancelled", 1).await.len(), 1);
-    assert_eq!(events_of(&s, "task.cancelled", 3).await.len(), 1);
+    assert_eq!(events_of(&s, EventKind::TaskCancelled, 1).await.len(), 1);
+    assert_eq!(events_of(&s, EventKind::TaskCancelled, 3).await.len(), 1);
 
     let late = finish_one(&s, &l, OutcomeKind::Succeeded, NOW).await;
     assert_eq!(
@@ -328,7 +328,7 @@ pub async fn cancel_running(h: &impl Harness) {
             state: TaskState::Cancelled
         }
     );
-    assert!(events_of(&s, "task.succeeded", 1).await.is_empty());
+    assert!(events_of(&s, EventKind::TaskSucceeded, 1).await.is_empty());
     let again = s.cancel(tid(1), "again".into(), NOW).await;
     assert!(
         matches!(
@@ -379,7 +379,7 @@ pub async fn retry_dead(h: &impl Harness) {
     );
     let rec = s.get_task(tid(1)).await.expect("get").expect("exists");
     assert_eq!((rec.state, rec.reason), (TaskState::Queued, None));
-    assert_eq!(events_of(&s, "task.retried", 1).await.len(), 1);
+    assert_eq!(events_of(&s, EventKind::TaskRetried, 1).await.len(), 1);
     // Its dependency is alive again, so the dependent can come back (blocked).
     let r2 = s.retry(tid(2), NOW + 5).await.expect("retry");
     assert_eq!((r2.state, r2.ready), (TaskState::Blocked, None));

@@ -49,7 +49,7 @@ pub async fn assign_refuses_non_queued(h: &impl Harness) {
         Some((aid(1), won.fence))
     );
     assert_eq!(s.lease_holder(tid(2)).await.expect("holder"), None);
-    let assigned = events_of(&s, "task.assigned", 1).await;
+    let assigned = events_of(&s, EventKind::TaskAssigned, 1).await;
     assert_eq!(assigned.len(), 1);
     assert_eq!(assigned[0].stream, TASKS_ACTIVE);
     assert_eq!(assigned[0].agent, Some(aid(1)));
@@ -90,7 +90,12 @@ pub async fn concurrent_claims(h: &impl Harness) {
         assert_eq!((rec.agent, rec.fence), (Some(l.agent), l.fence));
     }
     for n in 1..=N {
-        assert_eq!(events_of(s.as_ref(), "task.assigned", n).await.len(), 1);
+        assert_eq!(
+            events_of(s.as_ref(), EventKind::TaskAssigned, n)
+                .await
+                .len(),
+            1
+        );
     }
 }
 
@@ -128,7 +133,7 @@ pub async fn start_and_progress(h: &impl Harness) {
         .await
         .expect("start");
     assert_eq!(again, [FenceCheck::Ok]);
-    assert_eq!(events_of(&s, "task.started", 1).await.len(), 1);
+    assert_eq!(events_of(&s, EventKind::TaskStarted, 1).await.len(), 1);
 
     let ok = s
         .progress(tid(1), l1.fence, 150.0, Some("nearly".into()), NOW + 3)
@@ -166,7 +171,7 @@ pub async fn start_and_progress(h: &impl Harness) {
     assert_eq!(state(&s, 2).await, TaskState::Running);
     let rec = s.get_task(tid(2)).await.expect("get").expect("exists");
     assert_eq!(rec.progress, Some((0.0, None, NOW + 4)));
-    assert_eq!(events_of(&s, "task.progress", 1).await.len(), 1);
+    assert_eq!(events_of(&s, EventKind::TaskProgress, 1).await.len(), 1);
 
     // After the attempt ends, its fence no longer reports progress.
     s.finish(vec![report(&l1, OutcomeKind::Succeeded)], NOW + 5)

@@ -115,7 +115,7 @@ pub async fn memory_inherit_copies_and_audits(h: &impl Harness) {
         .expect("events");
     let ev = evs
         .iter()
-        .find(|e| e.kind == "agent.memory_inherited")
+        .find(|e| e.kind == EventKind::AgentMemoryInherited.name())
         .expect("audit event");
     assert_eq!(ev.agent, Some(aid(2)));
     assert!(ev.data.contains(&aid(1).to_string()), "{}", ev.data);

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    AGENTS_SPAWNING, AGENTS_TERMINATING, AgentEvent, COLLAB_HELP, EventLog, MetaStore, NewEvent,
+    AGENTS_SCALING, AGENTS_SPAWNING, AGENTS_TERMINATING, AgentEvent, EventLog, MetaStore, NewEvent,
     TASKS_ACTIVE, TASKS_COMPLETED, TASKS_QUEUE, TaskFilter, TaskStore, TokenRecord, TokenStore,
 };
 use torch_core::{OutcomeKind, TaskState};
@@ -27,14 +27,14 @@ pub async fn events_filter_and_order(h: &impl Harness) {
     s.finish(vec![report(&l, OutcomeKind::Succeeded)], NOW)
         .await
         .expect("finish");
-    let help = NewEvent {
-        stream: COLLAB_HELP,
-        kind: "help.requested".into(),
+    // Appended as given: the store does not look inside the data.
+    let decision = NewEvent {
+        kind: EventKind::ScalingDecision,
         task: Some(tid(1)),
         agent: Some(aid(1)),
-        data: r#"{"topic":"x"}"#.into(),
+        data: r#"{"template":"x"}"#.into(),
     };
-    s.append_event(help, NOW + 1).await.expect("append");
+    s.append_event(decision, NOW + 1).await.expect("append");
     let left = AgentEvent::Left {
         id: aid(1),
         reason: "bye".into(),
@@ -49,12 +49,12 @@ pub async fn events_filter_and_order(h: &impl Harness) {
     assert_eq!(
         kinds,
         [
-            (TASKS_QUEUE, "task.submitted"),
-            (AGENTS_SPAWNING, "agent.joined"),
-            (TASKS_ACTIVE, "task.assigned"),
-            (TASKS_COMPLETED, "task.succeeded"),
-            (COLLAB_HELP, "help.requested"),
-            (AGENTS_TERMINATING, "agent.left"),
+            (TASKS_QUEUE, EventKind::TaskSubmitted.name()),
+            (AGENTS_SPAWNING, EventKind::AgentJoined.name()),
+            (TASKS_ACTIVE, EventKind::TaskAssigned.name()),
+            (TASKS_COMPLETED, EventKind::TaskSucceeded.name()),
+            (AGENTS_SCALING, EventKind::ScalingDecision.name()),
+            (AGENTS_TERMINATING, EventKind::AgentLeft.name()),
         ]
     );
     assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
@@ -63,7 +63,7 @@ pub async fn events_filter_and_order(h: &impl Harness) {
         (all[4].task, all[4].agent, all[4].at_ms),
         (Some(tid(1)), Some(aid(1)), NOW + 1)
     );
-    assert_eq!(all[4].data, r#"{"topic":"x"}"#);
+    assert_eq!(all[4].data, r#"{"template":"x"}"#);
 
     let only = |streams: &[&str]| {
         let streams = streams.iter().map(|s| s.to_string()).collect();
@@ -77,14 +77,16 @@ pub async fn events_filter_and_order(h: &impl Harness) {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(only(&[TASKS_QUEUE]).await, ["task.submitted"]);
+    let names = |kinds: &[EventKind]| kinds.iter().map(|k| k.name()).collect::<Vec<_>>();
+    use EventKind::*;
+    assert_eq!(only(&[TASKS_QUEUE]).await, names(&[TaskSubmitted]));
     assert_eq!(
         only(&["nova.torch.tasks."]).await,
-        ["task.submitted", "task.assigned", "task.succeeded"]
+        names(&[TaskSubmitted, TaskAssigned, TaskSucceeded])
     );
     assert_eq!(
-        only(&["nova.torch.agents.", COLLAB_HELP]).await,
-        ["agent.joined", "help.requested", "agent.left"]
+        only(&["nova.torch.agents.", TASKS_COMPLETED]).await,
+        names(&[AgentJoined, TaskSucceeded, ScalingDecision, AgentLeft])
     );
     assert!(
         only(&["nova.torch.tasks"]).await.is_empty(),

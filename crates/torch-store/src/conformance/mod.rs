@@ -41,6 +41,7 @@
 
 pub mod durability;
 pub mod ends;
+pub mod events;
 pub mod lease;
 pub mod memory;
 pub mod misc;
@@ -50,7 +51,9 @@ pub mod submit;
 
 use std::time::Duration;
 
-use torch_core::{AgentId, Backoff, Evidence, Outcome, OutcomeKind, TaskId, TaskSpec, TaskState};
+use torch_core::{
+    AgentId, Backoff, EventKind, Evidence, Outcome, OutcomeKind, TaskId, TaskSpec, TaskState,
+};
 
 use crate::{EventRecord, Finish, Grant, Leased, NewTask, Store};
 
@@ -74,6 +77,7 @@ macro_rules! every_case {
             ends::cancel_running,
             ends::retry_dead,
             misc::events_filter_and_order,
+            events::every_kind_reads_as_declared,
             misc::list_filters,
             misc::list_leased_states,
             misc::tokens_and_meta,
@@ -193,12 +197,12 @@ pub async fn state<S: Store>(s: &S, n: u64) -> TaskState {
 }
 
 /// All events of `kind` about task `n`, oldest first.
-pub async fn events_of<S: Store>(s: &S, kind: &str, n: u64) -> Vec<EventRecord> {
+pub async fn events_of<S: Store>(s: &S, kind: EventKind, n: u64) -> Vec<EventRecord> {
     s.events(0, Vec::new(), 10_000)
         .await
         .expect("events")
         .into_iter()
-        .filter(|e| e.kind == kind && e.task == Some(tid(n)))
+        .filter(|e| e.kind == kind.name() && e.task == Some(tid(n)))
         .collect()
 }
 

@@ -234,7 +234,7 @@ pub async fn failed_agents_accumulate(h: &impl Harness) {
     let rec = s.get_task(tid(1)).await.expect("get").expect("exists");
     assert_eq!(rec.failed_agents, vec![aid(a), aid(b), aid(c)]);
     assert_eq!(rec.reason.as_deref(), Some("failed on 3 agents: it failed"));
-    let dead = events_of(&s, "task.dead", 1).await;
+    let dead = events_of(&s, EventKind::TaskDead, 1).await;
     assert_eq!(dead.len(), 1);
     let data: serde_json::Value = serde_json::from_str(&dead[0].data).expect("json");
     assert_eq!(data["reason"], "failed on 3 agents: it failed");
@@ -297,7 +297,7 @@ pub async fn explanation_stored(h: &impl Harness) {
 
     let rec = s.get_task(tid(1)).await.expect("get").expect("exists");
     assert_eq!(rec.explanation.as_deref(), Some(explain));
-    let ev = events_of(&s, "task.assigned", 1).await;
+    let ev = events_of(&s, EventKind::TaskAssigned, 1).await;
     let data: serde_json::Value = serde_json::from_str(&ev[0].data).expect("json");
     let want: serde_json::Value = serde_json::from_str(explain).expect("json");
     assert!(data["explanation"].is_object());
@@ -310,7 +310,7 @@ pub async fn explanation_stored(h: &impl Harness) {
 
     let rec = s.get_task(tid(2)).await.expect("get").expect("exists");
     assert_eq!(rec.explanation.as_deref(), Some("not json {"));
-    let ev = events_of(&s, "task.assigned", 2).await;
+    let ev = events_of(&s, EventKind::TaskAssigned, 2).await;
     let data: serde_json::Value = serde_json::from_str(&ev[0].data).expect("json");
     assert_eq!(data["explanation"], "not json {");
 
@@ -326,7 +326,7 @@ pub async fn explanation_stored(h: &impl Harness) {
     assert_eq!(l.attempt, 2);
     let rec = s.get_task(tid(1)).await.expect("get").expect("exists");
     assert_eq!(rec.explanation, None);
-    let ev = events_of(&s, "task.assigned", 1).await;
+    let ev = events_of(&s, EventKind::TaskAssigned, 1).await;
     let data: serde_json::Value = serde_json::from_str(&ev[1].data).expect("json");
     assert!(data.get("explanation").is_none(), "{data}");
 }

@@ -62,7 +62,7 @@ pub async fn queued_and_blocked(h: &impl Harness) {
         .expect("events");
     let kinds: Vec<_> = submitted
         .iter()
-        .filter(|e| e.kind == "task.submitted")
+        .filter(|e| e.kind == EventKind::TaskSubmitted.name())
         .map(|e| e.task.expect("task event"))
         .collect();
     assert_eq!(kinds, [tid(1), tid(2), tid(3), tid(4), tid(5), tid(6)]);
@@ -127,8 +127,8 @@ pub async fn idempotent(h: &impl Harness) {
     assert!(s.get_task(tid(2)).await.expect("get").is_none());
     assert!(s.get_task(tid(5)).await.expect("get").is_none());
     assert_eq!(total(&s).await, 4);
-    assert_eq!(events_of(&s, "task.submitted", 1).await.len(), 1);
-    assert!(events_of(&s, "task.submitted", 2).await.is_empty());
+    assert_eq!(events_of(&s, EventKind::TaskSubmitted, 1).await.len(), 1);
+    assert!(events_of(&s, EventKind::TaskSubmitted, 2).await.is_empty());
 }
 
 /// A batch with a bad task stores nothing.

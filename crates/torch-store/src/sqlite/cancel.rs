@@ -4,13 +4,13 @@
 use std::collections::VecDeque;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::json;
-use torch_core::{AgentId, TaskId, TaskState};
+use torch_core::events::payload::{TaskCancelled, TaskRetried};
+use torch_core::{AgentId, EventData, TaskId, TaskState};
 
-use super::rows::{self, Ev, put_event, queued_cols, to_i64};
+use super::rows::{self, put_event, queued_cols, to_i64};
 use super::writer::Tx;
 use crate::codec;
-use crate::{Cancelled, Requeued, StoreError, TASKS_FAILED, TASKS_QUEUE};
+use crate::{Cancelled, NewEvent, Requeued, StoreError};
 
 /// Cancels one non-terminal task, recording a lease to revoke if it had one.
 fn cancel_one(
@@ -30,14 +30,11 @@ fn cancel_one(
     if let Some(agent) = holder {
         out.revoked.push((id, agent, fence));
     }
-    let ev = Ev {
-        stream: TASKS_FAILED,
-        kind: "task.cancelled",
-        task: Some(id),
-        agent: holder,
-        data: json!({"reason": reason, "was": state}).to_string(),
-    };
-    put_event(conn, ev, now)?;
+    let cancelled = EventData::TaskCancelled(TaskCancelled {
+        reason: reason.to_owned(),
+        was: state,
+    });
+    put_event(conn, NewEvent::of(&cancelled, Some(id), holder)?, now)?;
     out.tasks.push(id);
     Ok(())
 }
@@ -194,14 +191,11 @@ pub(crate) fn retry(tx: &mut Tx<'_>, task: TaskId, now: u64) -> Result<Requeued,
         let r = q.next()?.ok_or(StoreError::NotFound(task))?;
         rows::queued_row(r, 0)?
     };
-    let ev = Ev {
-        stream: TASKS_QUEUE,
-        kind: "task.retried",
-        task: Some(task),
-        agent: None,
-        data: json!({"state": new_state, "was": state}).to_string(),
-    };
-    put_event(conn, ev, now)?;
+    let retried = EventData::TaskRetried(TaskRetried {
+        state: new_state,
+        was: state,
+    });
+    put_event(conn, NewEvent::of(&retried, Some(task), None)?, now)?;
     let ready = match new_state {
         TaskState::Queued => Some(row.queued()?),
         _ => None,

@@ -8,18 +8,16 @@
 //! nothing changes, so each fence yields at most one completion event.
 
 use rusqlite::{Connection, params};
-use serde_json::json;
+use torch_core::events::payload::{AttemptFailed, TaskDead, TaskReady, TaskSucceeded};
 use torch_core::scheduler::QueuedTask;
 use torch_core::state::{RetryDecision, retry_decision};
-use torch_core::{AgentId, Backoff, Evidence, Outcome, OutcomeKind, TaskId, TaskState};
+use torch_core::{AgentId, Backoff, EventData, Evidence, Outcome, OutcomeKind, TaskId, TaskState};
 
 use super::cancel::cascade;
-use super::rows::{self, Ev, put_event, queued_cols, to_i64};
+use super::rows::{self, put_event, queued_cols, to_i64};
 use super::writer::Tx;
 use crate::codec::{self, QueuedRow};
-use crate::{
-    Cancelled, Effect, Finish, FinishResult, StoreError, TASKS_COMPLETED, TASKS_FAILED, TASKS_QUEUE,
-};
+use crate::{Cancelled, Effect, Finish, FinishResult, NewEvent, StoreError};
 
 /// The columns of a task that an attempt end reads.
 struct Attempt {
@@ -93,8 +91,9 @@ enum Ending {
     Failure {
         reason: String,
         fatal: bool,
-        /// Event kind when the task is requeued.
-        kind: &'static str,
+        /// The event when the task is requeued (`task.failed` or
+        /// `task.lease_expired`).
+        requeued: fn(AttemptFailed) -> EventData,
         /// Recorded in the `task.dead` event.
         cause: &'static str,
     },
@@ -140,7 +139,7 @@ fn finish_one(conn: &Connection, r: Finish, now: u64) -> Result<FinishResult, St
                 .clone()
                 .unwrap_or_else(|| format!("attempt {} {}", a.attempt, kind.as_str())),
             fatal: kind == OutcomeKind::Fatal,
-            kind: "task.failed",
+            requeued: EventData::TaskFailed,
             cause: kind.as_str(),
         },
     };
@@ -166,7 +165,7 @@ pub(crate) fn expire(
     let ending = Ending::Failure {
         reason,
         fatal: false,
-        kind: "task.lease_expired",
+        requeued: EventData::TaskLeaseExpired,
         cause: "lease_expired",
     };
     end_attempt(tx.conn, &a, a.agent, &outcome, ending, now).map(FinishResult::Recorded)
@@ -212,17 +211,20 @@ fn end_attempt(
         released: Vec::new(),
         cancelled: Vec::new(),
     };
-    let (stream, kind, data) = match &ending {
+    let data = match &ending {
         Ending::Success => {
             let failed = a.failed_agents.as_deref();
             effect.state = set(TaskState::Succeeded, 0, a.retries_used, None, failed)?;
-            let data = json!({"agent": agent, "fence": a.fence, "attempt": a.attempt});
-            (TASKS_COMPLETED, "task.succeeded", data)
+            EventData::TaskSucceeded(TaskSucceeded {
+                agent,
+                attempt: a.attempt,
+                fence: a.fence,
+            })
         }
         Ending::Failure {
             reason,
             fatal,
-            kind,
+            requeued,
             cause,
         } => {
             let backoff: Backoff = match &a.backoff {
@@ -247,29 +249,30 @@ fn end_attempt(
                         failed_agents: failed.map(str::to_owned),
                     };
                     effect.requeued = Some(row.queued()?);
-                    let data = json!({"reason": reason, "attempt": a.attempt, "fence": a.fence,
-                        "will_retry": true, "retry_at_ms": not_before});
-                    (TASKS_FAILED, *kind, data)
+                    requeued(AttemptFailed {
+                        attempt: a.attempt,
+                        fence: a.fence,
+                        reason: reason.clone(),
+                        retry_at_ms: not_before,
+                        will_retry: true,
+                    })
                 }
                 RetryDecision::Dead => {
                     let reason = dead_reason(failed_list.len(), reason);
                     let dead = set(TaskState::Dead, 0, a.retries_used, Some(&reason), failed)?;
                     effect.state = dead;
-                    let data = json!({"reason": reason, "attempt": a.attempt, "fence": a.fence,
-                        "cause": cause, "failed_agents": failed_list});
-                    (TASKS_FAILED, "task.dead", data)
+                    EventData::TaskDead(TaskDead {
+                        attempt: a.attempt,
+                        cause: (*cause).to_owned(),
+                        failed_agents: failed_list,
+                        fence: a.fence,
+                        reason,
+                    })
                 }
             }
         }
     };
-    let ev = Ev {
-        stream,
-        kind,
-        task: Some(a.id),
-        agent,
-        data: data.to_string(),
-    };
-    put_event(conn, ev, now)?;
+    put_event(conn, NewEvent::of(&data, Some(a.id), agent)?, now)?;
     // Dependents' events follow the task's own.
     match effect.state {
         TaskState::Succeeded => effect.released = release(conn, a.id, now)?,
@@ -338,14 +341,8 @@ fn release(conn: &Connection, dep: TaskId, now: u64) -> Result<Vec<QueuedTask>, 
         )?
         .execute(params![id, to_i64(now)])?;
         let task = row.id;
-        let ev = Ev {
-            stream: TASKS_QUEUE,
-            kind: "task.ready",
-            task: Some(task),
-            agent: None,
-            data: json!({"released_by": dep}).to_string(),
-        };
-        put_event(conn, ev, now)?;
+        let ready = EventData::TaskReady(TaskReady { released_by: dep });
+        put_event(conn, NewEvent::of(&ready, Some(task), None)?, now)?;
         row.not_before = 0;
         out.push(row.queued()?);
     }

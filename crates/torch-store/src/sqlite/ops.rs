@@ -3,15 +3,15 @@
 //! `writer`), so returning an error undoes everything the operation wrote.
 
 use rusqlite::{OptionalExtension, params};
-use serde_json::json;
-use torch_core::{AgentId, TaskId, TaskSpec, TaskState};
+use torch_core::events::payload;
+use torch_core::{AgentId, EventData, EventKind, TaskId, TaskSpec, TaskState};
 
-use super::rows::{self, Ev, put_event, to_i64};
+use super::rows::{self, put_event, to_i64};
 use super::writer::Tx;
 use crate::codec;
 use crate::{
-    AGENTS_SPAWNING, AgentEvent, ClaimRefused, FenceCheck, Grant, Leased, MemoryLimits, NewEvent,
-    StoreError, TASKS_ACTIVE, TokenRecord,
+    AgentEvent, ClaimRefused, FenceCheck, Grant, Leased, MemoryLimits, NewEvent, StoreError,
+    TokenRecord,
 };
 
 pub(crate) fn assign(
@@ -53,18 +53,16 @@ pub(crate) fn assign(
         };
         tx.take_fence();
         let spec: TaskSpec = codec::json("spec", &spec)?;
-        let data = json!({"agent": g.agent, "fence": fence, "attempt": attempt}).to_string();
-        let data = match &g.explanation {
-            None => data,
-            Some(x) => codec::with_explanation(data, &codec::explanation_json(x)),
-        };
-        let ev = Ev {
-            stream: TASKS_ACTIVE,
-            kind: "task.assigned",
-            task: Some(g.task),
-            agent: Some(g.agent),
-            data,
-        };
+        let assigned = EventData::TaskAssigned(payload::TaskAssigned {
+            agent: g.agent,
+            attempt,
+            fence,
+            explanation: None,
+        });
+        let mut ev = NewEvent::of(&assigned, Some(g.task), Some(g.agent))?;
+        if let Some(x) = &g.explanation {
+            ev.data = codec::with_explanation(ev.data, &codec::explanation_json(x));
+        }
         put_event(tx.conn, ev, now)?;
         if g.explanation.is_some() {
             let event = tx.conn.last_insert_rowid();
@@ -127,14 +125,8 @@ pub(crate) fn start(
         let check = match agent {
             Some(agent) => {
                 let agent = codec::opt_agent(agent)?;
-                let ev = Ev {
-                    stream: TASKS_ACTIVE,
-                    kind: "task.started",
-                    task: Some(task),
-                    agent,
-                    data: json!({"fence": fence}).to_string(),
-                };
-                put_event(tx.conn, ev, now)?;
+                let started = EventData::TaskStarted(payload::TaskStarted { fence });
+                put_event(tx.conn, NewEvent::of(&started, Some(task), agent)?, now)?;
                 FenceCheck::Ok
             }
             // Already running under this fence: a resent start is harmless.
@@ -182,12 +174,11 @@ pub(crate) fn progress(
     let Some(agent) = agent else {
         return refused(tx, task);
     };
-    let ev = Ev {
-        stream: TASKS_ACTIVE,
-        kind: "task.progress",
+    let ev = NewEvent {
+        kind: EventKind::TaskProgress,
         task: Some(task),
         agent: codec::opt_agent(agent)?,
-        data: codec::progress_data(fence, percent, message.as_deref()),
+        data: codec::progress_data(fence, percent, message.as_deref())?,
     };
     put_event(tx.conn, ev, now)?;
     Ok(FenceCheck::Ok)
@@ -225,18 +216,11 @@ pub(crate) fn agent_event(tx: &mut Tx<'_>, event: AgentEvent, now: u64) -> Resul
             st.execute(params![id.to_string(), to_i64(now), reason])?;
         }
     }
-    append_event(tx, codec::agent_event(&event), now)
+    append_event(tx, codec::agent_event(&event)?, now)
 }
 
 pub(crate) fn append_event(tx: &mut Tx<'_>, event: NewEvent, now: u64) -> Result<(), StoreError> {
-    let ev = Ev {
-        stream: event.stream,
-        kind: &event.kind,
-        task: event.task,
-        agent: event.agent,
-        data: event.data,
-    };
-    put_event(tx.conn, ev, now)
+    put_event(tx.conn, event, now)
 }
 
 pub(crate) fn put_token(tx: &mut Tx<'_>, token: TokenRecord) -> Result<(), StoreError> {
@@ -350,14 +334,12 @@ pub(crate) fn memory_inherit(
     for (key, value) in &copied {
         put_memory(tx, &dst, key, value, Some(&src), now)?;
     }
-    let ev = Ev {
-        stream: AGENTS_SPAWNING,
-        kind: "agent.memory_inherited",
-        task: None,
-        agent: Some(to),
-        data: json!({ "from": src, "to": dst, "keys": keys }).to_string(),
-    };
-    put_event(tx.conn, ev, now)?;
+    let inherited = EventData::AgentMemoryInherited(payload::MemoryInherited {
+        from,
+        keys: keys.clone(),
+        to,
+    });
+    put_event(tx.conn, NewEvent::of(&inherited, None, Some(to))?, now)?;
     Ok(keys)
 }
 

@@ -2,10 +2,9 @@
 //! event append shared by every writing operation.
 
 use rusqlite::{Connection, ErrorCode, Row, params};
-use torch_core::{AgentId, TaskId};
 
-use crate::StoreError;
 use crate::codec::{self, QueuedRow};
+use crate::{NewEvent, StoreError};
 
 impl From<rusqlite::Error> for StoreError {
     /// Busy, locked, I/O and similar failures are retryable (`Unavailable`);
@@ -78,29 +77,15 @@ pub(crate) fn queued_row(r: &Row<'_>, at: usize) -> Result<QueuedRow, StoreError
     })
 }
 
-/// One event to append.
-pub(crate) struct Ev<'a> {
-    /// Stream name (one of `crate::streams`).
-    pub(crate) stream: &'a str,
-    /// Kind, e.g. `task.assigned`.
-    pub(crate) kind: &'a str,
-    /// Task concerned.
-    pub(crate) task: Option<TaskId>,
-    /// Agent concerned.
-    pub(crate) agent: Option<AgentId>,
-    /// JSON text.
-    pub(crate) data: String,
-}
-
 /// Appends an event inside the current transaction.
-pub(crate) fn put_event(conn: &Connection, ev: Ev<'_>, now: u64) -> Result<(), StoreError> {
+pub(crate) fn put_event(conn: &Connection, ev: NewEvent, now: u64) -> Result<(), StoreError> {
     let mut st = conn.prepare_cached(
         "INSERT INTO events (stream, kind, task_id, agent_id, at_ms, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     st.execute(params![
-        ev.stream,
-        ev.kind,
+        ev.stream(),
+        ev.kind.name(),
         ev.task.map(|t| t.to_string()),
         ev.agent.map(|a| a.to_string()),
         to_i64(now),

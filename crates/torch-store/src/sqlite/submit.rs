@@ -4,13 +4,13 @@
 use std::collections::{HashMap, HashSet};
 
 use rusqlite::{OptionalExtension, params};
-use serde_json::json;
-use torch_core::{TaskId, TaskState};
+use torch_core::events::payload::TaskSubmitted;
+use torch_core::{EventData, TaskId, TaskState};
 
-use super::rows::{self, Ev, is_constraint, put_event, to_i64};
+use super::rows::{self, is_constraint, put_event, to_i64};
 use super::writer::Tx;
 use crate::codec;
-use crate::{NewTask, StoreError, Submitted, TASKS_QUEUE};
+use crate::{NewEvent, NewTask, StoreError, Submitted};
 
 /// What submission decided for one task of the batch.
 enum Slot {
@@ -208,15 +208,12 @@ fn insert(
             st.execute(params![id, k, v])?;
         }
     }
-    let data = json!({"name": t.name, "state": state, "priority": spec.priority});
-    let ev = Ev {
-        stream: TASKS_QUEUE,
-        kind: "task.submitted",
-        task: Some(t.id),
-        agent: None,
-        data: data.to_string(),
-    };
-    put_event(conn, ev, now)?;
+    let submitted = EventData::TaskSubmitted(TaskSubmitted {
+        name: t.name.clone(),
+        priority: spec.priority,
+        state,
+    });
+    put_event(conn, NewEvent::of(&submitted, Some(t.id), None)?, now)?;
     let ready = (state == TaskState::Queued).then(|| codec::ready(t, seq));
     Ok(Submitted {
         id: t.id,

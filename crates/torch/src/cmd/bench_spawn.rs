@@ -20,11 +20,12 @@ use serde_json::{Value, json};
 use torch_api::rest::{
     AgentList, EventPage, SpawnRequest, SpawnResponse, SubmitRequest, SubmitResponse,
 };
-use torch_core::TaskSpec;
-use torch_core::lifecycle::parse_templates;
+use torch_core::lifecycle::{ScaleAction, parse_templates};
+use torch_core::{EventData, EventKind, TaskSpec};
 
 use crate::cli::SpawnBenchArgs;
 use crate::client::{Client, EventFollower};
+use crate::cmd::submit::TASK_ENDS;
 use crate::config::Config;
 use crate::exit::{BAD_INPUT, ERROR, exit};
 use crate::local::start_hub;
@@ -109,7 +110,7 @@ pub(crate) async fn run(args: SpawnBenchArgs) -> Result<()> {
         "spawning {} agents one after another…",
         args.count
     ));
-    let mut follower = EventFollower::new(0, "nova.torch.agents.", 2000, 10);
+    let mut follower = EventFollower::of_kinds(0, &[EventKind::AgentReady], 2000, 10);
     let mut ready_ms: HashMap<String, u64> = HashMap::new();
     let mut ids = Vec::new();
     let t0 = Instant::now();
@@ -200,7 +201,12 @@ pub(crate) async fn run(args: SpawnBenchArgs) -> Result<()> {
         )
         .await?;
     let mut pending: std::collections::HashSet<_> = resp.tasks.iter().map(|t| t.id).collect();
-    let mut follower = EventFollower::new(after, "nova.torch.", 2000, 10);
+    let followed = [
+        [EventKind::ScalingDecision, EventKind::AgentReady].as_slice(),
+        &TASK_ENDS,
+    ]
+    .concat();
+    let mut follower = EventFollower::of_kinds(after, &followed, 2000, 10);
     let (mut first_up, mut first_ready, mut at_max, mut done) = (None, None, None, None);
     let mut ready_now = 0u32;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -210,22 +216,20 @@ pub(crate) async fn run(args: SpawnBenchArgs) -> Result<()> {
         }
         let page = follower.next(&client).await?;
         for e in page.events {
-            let template = e.data.get("template").and_then(|t| t.as_str());
-            match e.kind.as_str() {
-                "scaling.decision"
-                    if template == Some("stepbench")
-                        && e.data.get("action").and_then(|a| a.as_str()) == Some("up") =>
+            match (e.kind.parse::<EventKind>(), e.data.known()) {
+                (_, Some(EventData::ScalingDecision(d)))
+                    if d.template == "stepbench" && matches!(d.action, ScaleAction::Up { .. }) =>
                 {
                     first_up.get_or_insert(t_step.elapsed());
                 }
-                "agent.ready" if template == Some("stepbench") => {
+                (_, Some(EventData::AgentReady(r))) if r.template == "stepbench" => {
                     first_ready.get_or_insert(t_step.elapsed());
                     ready_now += 1;
                     if ready_now >= args.step_max {
                         at_max.get_or_insert(t_step.elapsed());
                     }
                 }
-                "task.succeeded" | "task.dead" | "task.cancelled" => {
+                (Ok(k), _) if TASK_ENDS.contains(&k) => {
                     if let Some(t) = e.task_id {
                         pending.remove(&t);
                     }
@@ -291,11 +295,8 @@ async fn collect_ready(
 ) -> Result<()> {
     let page = follower.next(client).await?;
     for e in page.events {
-        if e.kind == "agent.ready"
-            && let (Some(a), Some(ms)) =
-                (e.agent_id, e.data.get("spawn_ms").and_then(|v| v.as_u64()))
-        {
-            ready.insert(a.to_string(), ms);
+        if let (Some(a), Some(EventData::AgentReady(r))) = (e.agent_id, e.data.known()) {
+            ready.insert(a.to_string(), r.spawn_ms);
         }
     }
     Ok(())

@@ -6,8 +6,8 @@ use anyhow::Result;
 use comfy_table::Table;
 use torch_api::rest::{AgentList, AnalyzeResponse, SubmitRequest, TaskView};
 use torch_core::AgentId;
+use torch_core::routing::Explanation;
 use torch_core::routing::score::TORCH_FACTORS;
-use torch_core::routing::{Explanation, TaskAnalysis};
 
 use crate::cli::{HubArgs, OutArgs};
 use crate::client::Client;
@@ -18,7 +18,7 @@ use crate::output;
 pub(crate) async fn explain(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
     let client = Client::new(&hub.hub, hub.token)?;
     let task: TaskView = client.get(&format!("/api/v1/tasks/{id}")).await?;
-    let Some(raw) = task.explanation.clone() else {
+    let Some(mut e) = task.explanation.clone() else {
         return Err(exit(
             ERROR,
             format!(
@@ -33,11 +33,11 @@ pub(crate) async fn explain(hub: HubArgs, out: OutArgs, id: String) -> Result<()
             "name": task.name,
             "state": task.state,
             "attempt": task.attempt,
-            "explanation": raw,
+            "explanation": e,
             "analysis": task.analysis,
         }));
     }
-    let e = read_explanation(raw)?;
+    in_documented_order(&mut e);
     let names: HashMap<_, _> = client
         .get::<AgentList>("/api/v1/agents")
         .await
@@ -78,18 +78,6 @@ pub(crate) async fn explain(hub: HubArgs, out: OutArgs, id: String) -> Result<()
         output::line(format!("  totals: {}", counts.join(", ")))?;
     }
     Ok(())
-}
-
-/// Reads an explanation from the hub, its factors in the documented order.
-fn read_explanation(raw: serde_json::Value) -> Result<Explanation> {
-    let mut e: Explanation = serde_json::from_value(raw).map_err(|err| {
-        exit(
-            ERROR,
-            format!("the hub returned an explanation this torch cannot read: {err}"),
-        )
-    })?;
-    in_documented_order(&mut e);
-    Ok(e)
 }
 
 /// Puts every candidate's factors in the documented order (skill, load,
@@ -164,9 +152,7 @@ pub(crate) async fn analyze(hub: HubArgs, out: OutArgs, file: String) -> Result<
         "TEAM",
         "WARNINGS",
     ]);
-    for (name, raw) in names.iter().zip(resp.analyses) {
-        let a: TaskAnalysis = serde_json::from_value(raw)
-            .map_err(|err| exit(ERROR, format!("unreadable analysis from the hub: {err}")))?;
+    for (name, a) in names.iter().zip(resp.analyses) {
         let req: Vec<String> = a.required.iter().map(|s| s.to_string()).collect();
         let pref: Vec<String> = a
             .preferred
@@ -214,7 +200,8 @@ mod tests {
             ],
             "feasible": 2, "rejected": [], "rejected_counts": {}, "not_examined": 0,
         });
-        let e = read_explanation(raw).expect("explanation");
+        let mut e: Explanation = serde_json::from_value(raw).expect("explanation");
+        in_documented_order(&mut e);
         let names = |id: &AgentId| {
             if id.to_string() == a {
                 "alpha".to_string()

@@ -10,6 +10,7 @@ use torch_api::rest::{
     SpawnRequest, SpawnResponse, SubmitRequest, SubmitResponse, TaskView,
 };
 use torch_api::{ENV_TASK_ID, ENV_TASK_TOKEN};
+use torch_core::lifecycle::ScaleAction;
 use torch_core::{AgentId, TaskId};
 
 use crate::cli::{DelegateArgs, HubArgs, MemoryCmd, OutArgs, SpawnArgs, TaskHubArgs, WaitArgs};
@@ -310,31 +311,22 @@ pub(crate) async fn scaling(
         "WHEN", "TEMPLATE", "ACTION", "DESIRED", "QUEUE", "OLDEST", "FORECAST", "REASON",
     ]);
     for d in &list.decisions {
-        let s = |k: &str| d.get(k).cloned().unwrap_or_default();
-        let input = |k: &str| {
-            d.get("inputs")
-                .and_then(|i| i.get(k))
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-        };
-        let action = match s("action").as_str() {
-            Some("up") => format!("up {}", s("count")),
-            Some("down") => format!("down {}", s("agents").as_array().map_or(0, |a| a.len())),
-            Some(other) => other.to_string(),
-            None => "-".into(),
+        let action = match &d.action {
+            ScaleAction::Up { count } => format!("up {count}"),
+            ScaleAction::Down { agents } => format!("down {}", agents.len()),
+            ScaleAction::Hold => "hold".into(),
         };
         t.add_row(vec![
-            age(s("at_ms").as_u64().unwrap_or(0), now),
-            s("template").as_str().unwrap_or("").to_string(),
+            age(d.at_ms, now),
+            d.template.clone(),
             action,
-            s("desired").to_string(),
-            input("queue_depth"),
-            format!("{}ms", input("oldest_wait_ms")),
-            s("forecast")
-                .as_f64()
+            d.desired.to_string(),
+            d.inputs.queue_depth.to_string(),
+            format!("{}ms", d.inputs.oldest_wait_ms),
+            d.forecast
                 .map(|f| format!("{f:.1}"))
                 .unwrap_or_else(|| "-".into()),
-            s("reason").as_str().unwrap_or("").to_string(),
+            d.reason.clone(),
         ]);
     }
     output::line(t.to_string())?;

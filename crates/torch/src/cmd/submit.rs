@@ -4,10 +4,11 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use anyhow::{Context, Result};
-use torch_api::rest::{EventPage, SubmitRequest, SubmitResponse, TaskView};
+use torch_api::rest::{EventPage, EventPayload, SubmitRequest, SubmitResponse, TaskView};
+use torch_core::events::streams::TASK_STREAMS;
 use torch_core::spec::SpecFormat;
 use torch_core::validate::{ValidTask, parse_and_validate, validate_batch};
-use torch_core::{TaskId, TaskSpec, TaskState};
+use torch_core::{EventData, EventKind, TaskId, TaskSpec, TaskState};
 
 use crate::cli::SubmitArgs;
 use crate::client::{Client, EventFollower};
@@ -182,7 +183,7 @@ pub(crate) async fn wait_for(
             pending.remove(id);
         }
     }
-    let mut follower = EventFollower::new(after, "nova.torch.tasks.", 2000, 60);
+    let mut follower = EventFollower::new(after, &TASK_STREAMS.join(","), 2000, 60);
     while !pending.is_empty() {
         let page = follower.next(client).await?;
         for e in page.events {
@@ -191,10 +192,7 @@ pub(crate) async fn wait_for(
             if !quiet {
                 print_event(name, &e.kind, &e.data)?;
             }
-            if matches!(
-                e.kind.as_str(),
-                "task.succeeded" | "task.dead" | "task.cancelled"
-            ) {
+            if e.kind.parse().is_ok_and(|k| TASK_ENDS.contains(&k)) {
                 pending.remove(&id);
             }
         }
@@ -210,32 +208,51 @@ pub(crate) async fn wait_for(
     Ok(finals)
 }
 
-fn print_event(name: &str, kind: &str, data: &serde_json::Value) -> Result<()> {
-    let s = |k: &str| {
-        data.get(k)
-            .map(|v| v.to_string().trim_matches('"').to_string())
-            .unwrap_or_default()
-    };
-    let line = match kind {
-        "task.submitted" => return Ok(()),
-        "task.ready" => format!("{name}: ready"),
-        "task.assigned" => format!(
+/// The events that end a task: `torch submit --wait` and `torch wait`
+/// stop following a task at one of them.
+pub(crate) const TASK_ENDS: [EventKind; 3] = [
+    EventKind::TaskSucceeded,
+    EventKind::TaskDead,
+    EventKind::TaskCancelled,
+];
+
+/// One line about event `kind` of task `name`, for `--wait`: the fields
+/// it names from the typed data; only the kind for data this build does
+/// not know.
+fn print_event(name: &str, kind: &str, data: &EventPayload) -> Result<()> {
+    use EventKind as K;
+    let line = match (kind.parse(), data.known()) {
+        (Ok(K::TaskSubmitted), _) => return Ok(()),
+        (Ok(K::TaskReady), _) => format!("{name}: ready"),
+        (_, Some(EventData::TaskAssigned(a))) => format!(
             "{name}: assigned (attempt {}, fence {})",
-            s("attempt"),
-            s("fence")
+            a.attempt, a.fence
         ),
-        "task.started" => format!("{name}: running"),
-        "task.progress" => format!(
-            "{name}: {:>3.0}% {}",
-            data.get("percent").and_then(|v| v.as_f64()).unwrap_or(0.0),
-            s("message")
-        ),
-        "task.succeeded" => format!("{name}: ✔ succeeded"),
-        "task.failed" => format!("{name}: ✘ attempt failed: {} (retrying)", s("reason")),
-        "task.lease_expired" => format!("{name}: lease expired: {}", s("reason")),
-        "task.dead" => format!("{name}: ✘ dead: {}", s("reason")),
-        "task.cancelled" => format!("{name}: cancelled: {}", s("reason")),
-        other => format!("{name}: {other}"),
+        (Ok(K::TaskStarted), _) => format!("{name}: running"),
+        (_, Some(EventData::TaskProgress(p))) => {
+            format!("{name}: {:>3.0}% {}", p.percent, shown(&p.message))
+        }
+        (Ok(K::TaskSucceeded), _) => format!("{name}: ✔ succeeded"),
+        (_, Some(EventData::TaskFailed(f))) => {
+            format!("{name}: ✘ attempt failed: {} (retrying)", shown(&f.reason))
+        }
+        (_, Some(EventData::TaskLeaseExpired(f))) => {
+            format!("{name}: lease expired: {}", shown(&f.reason))
+        }
+        (_, Some(EventData::TaskDead(d))) => format!("{name}: ✘ dead: {}", shown(&d.reason)),
+        (_, Some(EventData::TaskCancelled(c))) => {
+            format!("{name}: cancelled: {}", shown(&c.reason))
+        }
+        _ => format!("{name}: {kind}"),
     };
     output::line(line)
+}
+
+/// A field as these lines have always shown it: its JSON text without the
+/// quotes around it (so a missing message shows as `null`).
+fn shown(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v)
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string()
 }

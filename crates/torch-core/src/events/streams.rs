@@ -27,6 +27,9 @@ pub const COLLAB_HELP: &str = "nova.torch.collaboration.help";
 /// nothing about tasks that the task streams do not.
 pub const HUBS_HANDOFF: &str = "nova.torch.hubs.handoff";
 
+/// The streams of the task events.
+pub const TASK_STREAMS: [&str; 4] = [TASKS_QUEUE, TASKS_ACTIVE, TASKS_COMPLETED, TASKS_FAILED];
+
 /// All stream names.
 pub const ALL_STREAMS: [&str; 10] = [
     TASKS_QUEUE,

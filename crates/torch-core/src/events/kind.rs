@@ -1,0 +1,173 @@
+//! [`EventKind`] and [`EventData`], both generated from the one table below:
+//! a kind's name, its stream and its payload are written once.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::payload::*;
+use super::streams::*;
+use crate::lifecycle::ScaleDecision;
+
+/// Declares [`EventKind`] and [`EventData`] from rows of
+/// `Variant = "name" on STREAM carries Payload;`.
+macro_rules! events {
+    ($(
+        $(#[$doc:meta])*
+        $kind:ident = $name:literal on $stream:ident carries $payload:ty;
+    )*) => {
+        /// What an event says happened. Its [`name`](EventKind::name) is
+        /// what the streams and the API carry; its
+        /// [`stream`](EventKind::stream) is where every writer puts it.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventKind {
+            $( $(#[$doc])* $kind, )*
+        }
+
+        impl EventKind {
+            /// Every kind, in the order of the table.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$kind),*];
+
+            /// The name written in events, e.g. `task.assigned`.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(EventKind::$kind => $name,)*
+                }
+            }
+
+            /// The stream this kind is written on (one of [`super::streams`]).
+            pub const fn stream(self) -> &'static str {
+                match self {
+                    $(EventKind::$kind => $stream,)*
+                }
+            }
+        }
+
+        /// An event's data, typed by its kind: one variant per
+        /// [`EventKind`], of the same name. It serialises as the payload
+        /// alone (the kind travels beside it, as `kind`).
+        #[derive(Clone, Debug, PartialEq, Serialize)]
+        #[serde(untagged)]
+        pub enum EventData {
+            $( #[doc = concat!("The data of `", $name, "`.")] $kind($payload), )*
+        }
+
+        impl EventData {
+            /// Its kind.
+            pub fn kind(&self) -> EventKind {
+                match self {
+                    $(EventData::$kind(_) => EventKind::$kind,)*
+                }
+            }
+
+            /// `data` read as the payload of `kind`, however loosely.
+            fn parse(kind: EventKind, data: &serde_json::Value) -> serde_json::Result<EventData> {
+                Ok(match kind {
+                    $(EventKind::$kind => EventData::$kind(<$payload>::deserialize(data)?),)*
+                })
+            }
+        }
+    };
+}
+
+events! {
+    /// A task was accepted: queued, or blocked on its dependencies.
+    TaskSubmitted = "task.submitted" on TASKS_QUEUE carries TaskSubmitted;
+    /// A blocked task's last dependency succeeded: it is queued.
+    TaskReady = "task.ready" on TASKS_QUEUE carries TaskReady;
+    /// A dead or cancelled task was put back (`torch retry`).
+    TaskRetried = "task.retried" on TASKS_QUEUE carries TaskRetried;
+    /// A task was leased to an agent (with why, when routing explained it).
+    TaskAssigned = "task.assigned" on TASKS_ACTIVE carries TaskAssigned;
+    /// The agent started the task.
+    TaskStarted = "task.started" on TASKS_ACTIVE carries TaskStarted;
+    /// A progress report from inside the task.
+    TaskProgress = "task.progress" on TASKS_ACTIVE carries TaskProgress;
+    /// A running task's agent went quiet about it for too long (hub).
+    TaskStalled = "task.stalled" on TASKS_ACTIVE carries TaskStalled;
+    /// An attempt succeeded: the task is done.
+    TaskSucceeded = "task.succeeded" on TASKS_COMPLETED carries TaskSucceeded;
+    /// An attempt failed; the task waits for its next attempt.
+    TaskFailed = "task.failed" on TASKS_FAILED carries AttemptFailed;
+    /// A lease expired; the task waits for its next attempt.
+    TaskLeaseExpired = "task.lease_expired" on TASKS_FAILED carries AttemptFailed;
+    /// The task failed for good: no retry left, or a fatal failure.
+    TaskDead = "task.dead" on TASKS_FAILED carries TaskDead;
+    /// The task was cancelled, by request or because a dependency died.
+    TaskCancelled = "task.cancelled" on TASKS_FAILED carries TaskCancelled;
+    /// A report under a fence that is no longer current was refused (hub).
+    TaskStaleReportRefused = "task.stale_report_refused" on TASKS_FAILED carries StaleReportRefused;
+    /// An agent registered (or registered again after a reconnect).
+    AgentJoined = "agent.joined" on AGENTS_SPAWNING carries AgentJoined;
+    /// The hub ordered a node to start an agent from a template.
+    AgentSpawned = "agent.spawned" on AGENTS_SPAWNING carries AgentSpawned;
+    /// A spawn was refused by a limit of the spawn policy.
+    AgentSpawnRefused = "agent.spawn_refused" on AGENTS_SPAWNING carries AgentSpawnRefused;
+    /// A spawned agent did not start or did not register in time.
+    AgentSpawnFailed = "agent.spawn_failed" on AGENTS_SPAWNING carries AgentSpawnFailed;
+    /// A spawned agent registered: it takes work.
+    AgentReady = "agent.ready" on AGENTS_SPAWNING carries AgentReady;
+    /// A spawned helper received a copy of its parent's memory keys.
+    AgentMemoryInherited = "agent.memory_inherited" on AGENTS_SPAWNING carries MemoryInherited;
+    /// An agent session ended.
+    AgentLeft = "agent.left" on AGENTS_TERMINATING carries AgentLeft;
+    /// An agent gets no new work; a managed one stops once idle.
+    AgentDraining = "agent.draining" on AGENTS_TERMINATING carries AgentDraining;
+    /// A managed agent's process ended because the hub stopped it.
+    AgentTerminated = "agent.terminated" on AGENTS_TERMINATING carries AgentExit;
+    /// A managed agent's process ended on its own.
+    AgentExited = "agent.exited" on AGENTS_TERMINATING carries AgentExit;
+    /// The autoscaler decided something (holds only when they change).
+    ScalingDecision = "scaling.decision" on AGENTS_SCALING carries ScaleDecision;
+    /// A follower handed submissions to the leader (hubs sharing a store).
+    TasksHandedOff = "tasks.handed_off" on HUBS_HANDOFF carries TasksHandedOff;
+}
+
+impl EventData {
+    /// `data` read as the payload of `kind`, when that payload reproduces it
+    /// exactly: the same fields with the same values, absent or `null` the
+    /// same way. Anything else is `None`: a field this build does not know
+    /// (a newer writer) or a shape of another version, which a reader then
+    /// keeps as it came rather than lose what it cannot type.
+    pub fn read(kind: EventKind, data: &serde_json::Value) -> Option<EventData> {
+        let typed = EventData::parse(kind, data).ok()?;
+        (serde_json::to_value(&typed).ok()? == *data).then_some(typed)
+    }
+}
+
+/// A kind name that is not one of [`EventKind::ALL`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event kind {0:?}")]
+pub struct UnknownEventKind(pub String);
+
+impl FromStr for EventKind {
+    type Err = UnknownEventKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| UnknownEventKind(s.to_string()))
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
