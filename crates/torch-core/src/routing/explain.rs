@@ -156,6 +156,9 @@ pub enum RejectReason {
     BreakerProbing,
     /// The agent already failed this task and another capable agent exists.
     Avoided,
+    /// A reason a newer hub gives that this build does not know.
+    #[serde(other)]
+    Unknown,
 }
 
 impl RejectReason {
@@ -170,6 +173,7 @@ impl RejectReason {
             RejectReason::BreakerOpen { .. } => "breaker-open",
             RejectReason::BreakerProbing => "breaker-probing",
             RejectReason::Avoided => "avoided",
+            RejectReason::Unknown => "unknown",
         }
     }
 }
@@ -191,6 +195,9 @@ pub enum AssignMode {
     Greedy,
     /// Jointly with the other tasks of the batch (min-cost assignment).
     Batch,
+    /// A mode a newer hub uses that this build does not know.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Why a task went to its agent. Serialised by hand into the compact form
@@ -303,6 +310,17 @@ impl From<Wire> for Explanation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_and_modes_from_a_newer_hub_read_as_unknown() {
+        let r: RejectReason =
+            serde_json::from_str(r#"{"kind":"over-budget","left":0}"#).expect("unknown reason");
+        assert_eq!((r.clone(), r.kind()), (RejectReason::Unknown, "unknown"));
+        let r: RejectReason = serde_json::from_str(r#"{"kind":"avoided"}"#).expect("known");
+        assert_eq!(r, RejectReason::Avoided);
+        let m: AssignMode = serde_json::from_str(r#""auction""#).expect("unknown mode");
+        assert_eq!(m, AssignMode::Unknown);
+    }
 
     fn agent(n: u8) -> AgentId {
         format!("00000000-0000-7000-8000-0000000000{n:02x}")
