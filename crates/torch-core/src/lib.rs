@@ -17,6 +17,7 @@
 //! - [`outcome`]: what an agent reports when a run ends (with retry meaning).
 //! - [`scheduler`]: the pure placement engine (priority, tenant fairness, FIFO,
 //!   hard filters, scoring policies, batch assignment, explanations).
+//! - [`team`]: team specs and forming a team at least cost.
 //! - [`routing`]: task analysis, the skill taxonomy, multi-factor scoring,
 //!   circuit breakers and the routing simulation.
 
@@ -30,6 +31,7 @@ pub mod scheduler;
 pub mod skill;
 pub mod spec;
 pub mod state;
+pub mod team;
 pub mod validate;
 
 pub use events::{EventData, EventKind};

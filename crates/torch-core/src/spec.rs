@@ -68,6 +68,9 @@ pub struct TaskSpec {
     /// Owner of the task for quotas and fairness; `default` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// A team to form for this task (roles, leader, size); see [`crate::team`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<crate::team::TeamSpec>,
 }
 
 /// Default number of retries when a spec does not say.

@@ -307,6 +307,11 @@ pub fn validate_batch(source: &str, specs: Vec<TaskSpec>) -> Result<Vec<ValidTas
 }
 
 fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, String)) {
+    if let Some(team) = &spec.team {
+        for (field, message) in team.problems() {
+            report(&field, message);
+        }
+    }
     if let Some(name) = &spec.name {
         if name.trim().is_empty() {
             report("name", "must not be empty".into());

@@ -144,3 +144,32 @@ fn nul_bytes_in_what_reaches_the_os_are_refused() {
     let e = errors("one.toml", "command = [\"echo\", \"a\\u0000b\"]\n");
     assert_eq!(e, "one.toml: command[1]: contains a NUL byte");
 }
+
+#[test]
+fn team_specs_are_validated_with_located_errors() {
+    let e = errors(
+        "team.toml",
+        "name = \"big\"\nprompt = \"build it\"\n[team]\nleader = \"qa\"\nmax_size = 0\nroles = [{ name = \"api\", skills = [\"rust:0.7\"] }, { name = \"api\", skills = [], count = 0 }]\n",
+    );
+    for want in [
+        "team.toml: team.roles[1].name: role \"api\" is named twice",
+        "team.toml: team.roles[1].skills: needs at least one skill",
+        "team.toml: team.roles[1].count: must be 1..=100, got 0",
+        "team.toml: team.leader: names no role (\"qa\"; roles: api, api)",
+        "team.toml: team.max_size: 0 is less than the 1 members",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in: {e}");
+    }
+    let e = errors(
+        "team.toml",
+        "prompt = \"x\"\n[team]\nroles = [{ name = \"api\", skils = [\"rust\"] }]\n",
+    );
+    assert!(e.contains("skils"), "{e}");
+    let ok = torch_core::validate::parse_and_validate(
+        "ok.toml",
+        "prompt = \"x\"\n[team]\nleader = \"api\"\nroles = [{ name = \"api\", skills = [\"rust:0.7\"] }, { name = \"ui\", skills = [\"typescript\"], count = 2 }]\n",
+        SpecFormat::Toml,
+    )
+    .expect("a valid team");
+    assert_eq!(ok[0].spec.team.as_ref().map(|t| t.size()), Some(3));
+}
