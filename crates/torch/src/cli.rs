@@ -115,7 +115,8 @@ pub(crate) enum Command {
         /// Spec file (TOML or JSON) or `-` for stdin.
         file: String,
     },
-    /// Run the demo: a real DAG of shell tasks on a fresh embedded store.
+    /// Run the demo on a fresh embedded store: a real DAG of shell tasks, or
+    /// the five sprint-review scenarios (`torch demo all`).
     Demo(DemoArgs),
     /// Built-in benchmarks with machine-readable output.
     Bench {
@@ -542,7 +543,16 @@ pub(crate) struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Keep the demo's data dir and print where it is.
+    /// A sprint-review scenario: 1 intelligent routing, 2 agent self-spawning,
+    /// 3 team collaboration, 4 auto-scaling, 5 failure recovery, or `all`.
+    /// Without one, the build/test/report pipeline runs.
+    #[arg(value_parser = ["1", "2", "3", "4", "5", "all"])]
+    pub(crate) scenario: Option<String>,
+    /// Print `{"scenarios":[{"number","name","ok","verdict","seconds"}]}`
+    /// instead of the narration (scenarios only).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Keep the demo's data dirs and print where they are.
     #[arg(long)]
     pub(crate) keep: bool,
 }

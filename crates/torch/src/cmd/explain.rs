@@ -37,47 +37,54 @@ pub(crate) async fn explain(hub: HubArgs, out: OutArgs, id: String) -> Result<()
             "analysis": task.analysis,
         }));
     }
-    in_documented_order(&mut e);
     let names: HashMap<_, _> = client
         .get::<AgentList>("/api/v1/agents")
         .await
         .map(|l| l.agents.into_iter().map(|a| (a.id, a.name)).collect())
         .unwrap_or_default();
+    output::line(explanation_text(&task, &mut e, &names))?;
+    Ok(())
+}
+
+/// `torch explain` as text: who got the task and why, one row per
+/// candidate, then the rejections. `names` maps agent ids to names.
+pub(crate) fn explanation_text(
+    task: &TaskView,
+    e: &mut Explanation,
+    names: &HashMap<AgentId, String>,
+) -> String {
+    in_documented_order(e);
     let name = |a: &AgentId| {
         names
             .get(a)
             .cloned()
             .unwrap_or_else(|| a.to_string()[..8].to_string())
     };
-    output::line(format!(
-        "task {} ({}) attempt {}: assigned to {} by policy {} ({:?}), {} feasible candidate(s)",
+    let mut text = format!(
+        "task {} ({}) attempt {}: assigned to {} by policy {} ({:?}), {} feasible candidate(s)\n{}",
         task.name,
         task.id,
         task.attempt,
         name(&e.chosen),
         e.policy,
         e.mode,
-        e.feasible
-    ))?;
-    let t = candidates_table(&e, &name);
-    output::line(t.to_string())?;
+        e.feasible,
+        candidates_table(e, &name)
+    );
     if !e.rejected.is_empty() {
-        output::line("rejected:")?;
+        text.push_str("\nrejected:");
         for r in &e.rejected {
-            output::line(format!(
-                "  {:<20} {}",
-                name(&r.agent),
-                serde_json::to_string(&r.reason)?
-            ))?;
+            let reason = serde_json::to_string(&r.reason).unwrap_or_default();
+            text.push_str(&format!("\n  {:<20} {reason}", name(&r.agent)));
         }
         let counts: Vec<String> = e
             .rejected_counts
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
-        output::line(format!("  totals: {}", counts.join(", ")))?;
+        text.push_str(&format!("\n  totals: {}", counts.join(", ")));
     }
-    Ok(())
+    text
 }
 
 /// Puts every candidate's factors in the documented order (skill, load,

@@ -7,6 +7,7 @@
 #![allow(clippy::print_stderr)]
 
 mod crash;
+mod demo;
 mod faults;
 mod harness;
 mod input;

@@ -1,4 +1,4 @@
-//! `torch demo`: a hub and three agents run a small build/test/report DAG of
+//! `torch demo` with no scenario: a hub and three agents run a small build/test/report DAG of
 //! real shell tasks on a fresh embedded store, with live progress.
 
 use std::collections::HashMap;
@@ -10,7 +10,6 @@ use torch_core::TaskState;
 use torch_core::spec::{SpecFormat, TaskSpec};
 use torch_core::validate::parse_and_validate;
 
-use crate::cli::DemoArgs;
 use crate::client::Client;
 use crate::cmd::submit::wait_for;
 use crate::config::Config;
@@ -93,7 +92,7 @@ command = ["sh", "-c", "ls \"$DEMO_DIR\" > \"$DEMO_DIR/report.txt\"; echo report
 success = { check = ["sh", "-c", "test -s \"$DEMO_DIR/report.txt\""] }
 "#;
 
-pub(crate) async fn run(args: DemoArgs) -> Result<()> {
+pub(super) async fn run(keep: bool) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("torch-demo-")
         .tempdir()
@@ -223,7 +222,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     ))?;
     stop_agents(&mut children, Duration::from_secs(5)).await;
     hub.stop().await?;
-    if args.keep {
+    if keep {
         let kept = dir.keep();
         output::line(format!("data dir kept at {}", kept.display()))?;
     }
