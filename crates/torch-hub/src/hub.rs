@@ -111,6 +111,7 @@ impl<S: Store> Hub<S> {
             auth: Auth::new(&secret),
             events: EventBus::new(),
             stats: Stats::new(),
+            autonomy: crate::autonomy::Autonomy::new(),
             cluster: Cluster::new(!shared_store)?,
             batcher,
             backlog: AtomicI64::new(snapshot.backlog as i64),

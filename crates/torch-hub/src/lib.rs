@@ -28,6 +28,7 @@
 mod analysis;
 mod api;
 mod auth;
+mod autonomy;
 mod batch;
 mod clock;
 pub mod config;

@@ -139,6 +139,7 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket,
         return;
     }
     info!(agent_id = %agent, name = %name, "agent connected");
+    shared.autonomy.agent_joined(agent, shared.now_ms());
     shared.life.send(LifeCmd::AgentJoined { agent }).await;
     let ev = AgentEvent::Joined {
         id: agent,
@@ -232,6 +233,7 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket,
     }
     info!(agent_id = %agent, reason = %reason, "agent session ended");
     shared.engine.send(Command::Leave { agent, session }).await;
+    shared.autonomy.agent_left(agent, shared.now_ms());
     shared.life.send(LifeCmd::AgentLeft { agent }).await;
     if let Err(e) = shared
         .store
@@ -391,8 +393,11 @@ async fn record<S: Store>(
         let mut lost = false;
         for ((h, r), killed) in held.iter().zip(&results).zip(killed) {
             let status = match r {
-                Ok(FinishResult::Recorded(_)) => {
+                Ok(FinishResult::Recorded(effect)) => {
                     shared.stats.finished.fetch_add(1, Ordering::Relaxed);
+                    if effect.state == TaskState::Succeeded {
+                        shared.autonomy.task_succeeded(h.task_id, agent);
+                    }
                     Some(AckStatus::Recorded)
                 }
                 Ok(FinishResult::Duplicate) => Some(AckStatus::Duplicate),

@@ -13,6 +13,7 @@ use torch_store::{NewEvent, Store, StoreError};
 
 use crate::analysis::Analyzer;
 use crate::auth::Auth;
+use crate::autonomy::Autonomy;
 use crate::clock::Clock;
 use crate::config::HubConfig;
 use crate::engine::{Command, EngineHandle};
@@ -40,6 +41,8 @@ pub(crate) struct Shared<S> {
     pub(crate) events: EventBus,
     /// Counters and latency for `/stats` and benchmarks.
     pub(crate) stats: Stats,
+    /// The autonomy metrics (`/stats` under `"autonomy"`).
+    pub(crate) autonomy: Autonomy,
     /// Leader or follower, this hub's id, and forwarding to the leader.
     pub(crate) cluster: Cluster,
     /// Group commit of agents' reports for a networked store.
@@ -139,6 +142,7 @@ impl<S: Store> Shared<S> {
         task: Option<TaskId>,
         data: EventData,
     ) {
+        self.autonomy.observe(agent, &data, self.now_ms());
         let appended = match NewEvent::of(&data, task, agent) {
             Ok(ev) => self.store.append_event(ev, self.now_ms()).await,
             Err(e) => Err(e),

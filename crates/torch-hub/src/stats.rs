@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::autonomy::AutonomyView;
+
 /// Latency and throughput counters shared by the engine and the API.
 pub(crate) struct Stats {
     /// Task ready → assignment handed to the agent's socket, in microseconds.
@@ -34,6 +36,8 @@ pub(crate) struct StatsView {
     /// Requests sent to a networked store since the hub started.
     #[serde(skip_serializing_if = "Option::is_none")]
     store_round_trips: Option<u64>,
+    /// The sprint plan's autonomy metrics.
+    autonomy: Option<AutonomyView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,7 +83,12 @@ impl Stats {
         }
     }
 
-    pub(crate) fn view(&self, store: &'static str, store_round_trips: Option<u64>) -> StatsView {
+    pub(crate) fn view(
+        &self,
+        store: &'static str,
+        store_round_trips: Option<u64>,
+        autonomy: Option<AutonomyView>,
+    ) -> StatsView {
         let p = match self.assign_latency_us.lock() {
             Ok(h) => Percentiles {
                 count: h.len(),
@@ -107,6 +116,7 @@ impl Stats {
             tasks_purged: self.purged.load(Ordering::Relaxed),
             store,
             store_round_trips,
+            autonomy,
         }
     }
 }

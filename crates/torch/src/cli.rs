@@ -68,6 +68,15 @@ pub(crate) enum Command {
     },
     /// Follow the event streams (all, or the named streams / prefixes).
     Watch(WatchArgs),
+    /// The hub's counters, assignment latency and autonomy metrics
+    /// (self-spawns, tasks without intervention, tasks per agent-hour,
+    /// time to adapt).
+    Stats {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]

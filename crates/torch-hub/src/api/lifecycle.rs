@@ -308,6 +308,7 @@ pub(crate) async fn drain<S: Store>(
     let reason = req
         .reason
         .unwrap_or_else(|| "drained by an operator".into());
+    shared.autonomy.drained(agent);
     let managed = ask_life(&shared, |reply| LifeCmd::Drain {
         agent,
         reason,

@@ -45,11 +45,11 @@ pub(crate) async fn stats<S: Store>(
     headers: HeaderMap,
 ) -> Result<Json<StatsView>, ApiError> {
     authorize(&shared, &headers, Need::Submit).await?;
-    Ok(Json(
-        shared
-            .stats
-            .view(shared.store.kind(), shared.store.round_trips()),
-    ))
+    Ok(Json(shared.stats.view(
+        shared.store.kind(),
+        shared.store.round_trips(),
+        shared.autonomy.view(shared.now_ms()),
+    )))
 }
 
 /// `POST /api/v1/stats/reset` (admin): clears the latency histogram.

@@ -286,7 +286,10 @@ pub(crate) async fn cancel<S: Store>(
     let caller = authorize(&shared, &headers, Need::Submit).await?;
     let id = parse_id(&id)?;
     let who = match caller {
-        Caller::Token { name, .. } => name,
+        Caller::Token { name, .. } => {
+            shared.autonomy.touched(id, shared.now_ms());
+            name
+        }
         Caller::Task { task, .. } => format!("task {task}"),
     };
     let body = body.map_err(body_error)?;
@@ -307,9 +310,12 @@ pub(crate) async fn retry<S: Store>(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<TaskView>, ApiError> {
-    authorize(&shared, &headers, Need::Submit).await?;
+    let caller = authorize(&shared, &headers, Need::Submit).await?;
     let id = parse_id(&id)?;
     let res = shared.store.retry(id, shared.now_ms()).await?;
+    if matches!(caller, Caller::Token { .. }) {
+        shared.autonomy.touched(id, shared.now_ms());
+    }
     shared.bump();
     shared.add_backlog(1);
     if let Some(r) = res.ready {

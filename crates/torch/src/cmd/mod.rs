@@ -11,6 +11,7 @@ mod lifecycle;
 mod node;
 mod progress;
 mod serve;
+mod stats;
 mod submit;
 mod tasks;
 mod token;
@@ -71,6 +72,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Wait(a) => lifecycle::wait(a).await,
         Command::Memory { cmd } => lifecycle::memory(cmd).await,
         Command::Watch(a) => watch::run(a).await,
+        Command::Stats { hub, out } => stats::run(hub, out).await,
         Command::Token { cmd } => match cmd {
             TokenCmd::Create {
                 hub,

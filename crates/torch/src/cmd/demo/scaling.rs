@@ -136,12 +136,20 @@ pub(super) async fn run(say: &Narrator, keep: bool) -> Result<Verdict> {
     say.line(format!(
         "  {ups} scale-up decision(s) ({predictive} with forecast growth), {ready} agents ready, pool desired peaked at {peak}; {downs} scale-down decision(s)"
     ))?;
+    let autonomy = stage.autonomy().await?;
+    let adapt = autonomy["adapt_seconds"].as_f64();
+    say.line(format!(
+        "  autonomy: time to adapt {} (mean of {} change(s) of target)",
+        adapt.map_or_else(|| "-".into(), |s| format!("{s:.1}s")),
+        autonomy["adapt_samples"]
+    ))?;
     stage.stop(say).await?;
     let ok = succeeded == total && ups > 0 && peak == MAX && downs > 0 && down_s.is_some();
     Ok(Verdict::new(
         ok,
         format!(
-            "{total} tasks in 3 growing waves: pool 0→{peak} ({ups} up decision(s), {predictive} predictive), {succeeded}/{total} succeeded by {done_s:.1}s; {}",
+            "{total} tasks in 3 growing waves: pool 0→{peak} ({ups} up decision(s), {predictive} predictive), {succeeded}/{total} succeeded by {done_s:.1}s, mean time to adapt {}; {}",
+            adapt.map_or_else(|| "-".into(), |s| format!("{s:.1}s")),
             match down_s {
                 Some(s) => format!(
                     "back to 0 agents {s:.1}s after the queue drained ({downs} down decision(s))"

@@ -113,6 +113,11 @@ pub(super) async fn run(say: &Narrator, keep: bool) -> Result<Verdict> {
             "still running"
         }
     ))?;
+    let autonomy = stage.autonomy().await?;
+    say.line(format!(
+        "  autonomy: {} self-spawn event(s), success rate {}",
+        autonomy["self_spawn_events"], autonomy["self_spawn_success_rate"]
+    ))?;
     stage.stop(say).await?;
     let refused = cascade.contains("depth") && cascade.contains("refused");
     let ok = parent.state == TaskState::Succeeded

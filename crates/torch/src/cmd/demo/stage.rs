@@ -225,6 +225,12 @@ impl Stage {
         Ok(all)
     }
 
+    /// The hub's autonomy metrics (`/api/v1/stats` → `autonomy`).
+    pub(super) async fn autonomy(&self) -> Result<serde_json::Value> {
+        let stats: serde_json::Value = self.client.get("/api/v1/stats").await?;
+        Ok(stats["autonomy"].clone())
+    }
+
     /// The hub's agents.
     pub(super) async fn agents(&self) -> Result<Vec<AgentView>> {
         Ok(self.client.get::<AgentList>("/api/v1/agents").await?.agents)
