@@ -49,11 +49,18 @@ fn run_ci(fail: &str) -> Run {
         ("cargo", FAKE_CARGO),
         ("redis-server", "#!/bin/sh\nexit 0\n"),
         ("openssl", "#!/bin/sh\nexit 0\n"),
+        ("chromium", "#!/bin/sh\nexit 0\n"),
     ] {
         let p = bin.join(name);
         fs::write(&p, text).expect("write fake tool");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
     }
+    // A venv that already has Playwright, so no pip install runs.
+    let venv_bin = dir.path().join("venv/bin");
+    fs::create_dir_all(&venv_bin).expect("venv dir");
+    let python = venv_bin.join("python");
+    fs::write(&python, "#!/bin/sh\nexit 0\n").expect("write fake python");
+    fs::set_permissions(&python, fs::Permissions::from_mode(0o755)).expect("chmod");
     let calls = dir.path().join("calls");
     let path = format!(
         "{}:{}",
@@ -64,6 +71,7 @@ fn run_ci(fail: &str) -> Run {
         .arg(script())
         .env("PATH", path)
         .env("FAKE_CALLS", &calls)
+        .env("TORCH_CI_VENV", dir.path().join("venv"))
         .env("FAKE_FAIL", fail)
         .output()
         .expect("run .ci/run");

@@ -98,13 +98,7 @@ pub(crate) async fn events<S: Store>(
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
     authorize(&shared, &headers, Need::SubmitOrTask).await?;
-    let streams: Vec<String> = q
-        .stream
-        .iter()
-        .flat_map(|s| s.split(','))
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let streams = stream_list(q.stream.as_deref());
     if q.tail {
         let last_id = shared.store.last_event_id().await?;
         return Ok(Json(EventPage {
@@ -121,21 +115,7 @@ pub(crate) async fn events<S: Store>(
         let events = shared.store.events(q.after, streams.clone(), limit).await?;
         if !events.is_empty() || tokio::time::Instant::now() >= deadline {
             let last_id = events.last().map_or(q.after, |e| e.id);
-            let events = events
-                .into_iter()
-                .map(|e| {
-                    let data = serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null);
-                    EventView {
-                        data: EventPayload::read(&e.kind, data),
-                        id: e.id,
-                        stream: e.stream,
-                        kind: e.kind,
-                        task_id: e.task,
-                        agent_id: e.agent,
-                        at_ms: e.at_ms,
-                    }
-                })
-                .collect();
+            let events = events.into_iter().map(event_view).collect();
             return Ok(Json(EventPage { events, last_id }));
         }
         tokio::select! {
@@ -144,6 +124,31 @@ pub(crate) async fn events<S: Store>(
             _ = shared.shutdown.cancelled() => {}
         }
     }
+}
+
+/// A stored event as the API shows it, its data typed by kind.
+pub(crate) fn event_view(e: torch_store::EventRecord) -> EventView {
+    let data = serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null);
+    EventView {
+        data: EventPayload::read(&e.kind, data),
+        id: e.id,
+        stream: e.stream,
+        kind: e.kind,
+        task_id: e.task,
+        agent_id: e.agent,
+        at_ms: e.at_ms,
+    }
+}
+
+/// The `stream` parameter of the event routes: comma-separated stream names
+/// or prefixes ending in `.`.
+pub(crate) fn stream_list(param: Option<&str>) -> Vec<String> {
+    param
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// `POST /api/v1/tokens` (admin).

@@ -7,6 +7,7 @@ pub(crate) mod routes;
 mod tasks;
 #[cfg(test)]
 mod tests;
+mod ui;
 mod views;
 
 use std::sync::Arc;

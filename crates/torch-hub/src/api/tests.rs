@@ -133,7 +133,8 @@ async fn every_route_is_served_and_every_mutating_route_declares_its_leader_rule
         let path = r
             .path
             .replace("{id}", "01890000-0000-7000-8000-000000000001")
-            .replace("{key}", "k");
+            .replace("{key}", "k")
+            .replace("{file}", "app.js");
         // Without a token every route answers (401 or, for health, 200):
         // never "no such route" nor "method not allowed", so the table and
         // the router agree.

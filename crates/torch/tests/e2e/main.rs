@@ -8,6 +8,7 @@
 
 mod autonomy;
 mod crash;
+mod dashboard;
 mod demo;
 mod faults;
 mod harness;
