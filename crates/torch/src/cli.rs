@@ -68,6 +68,10 @@ pub(crate) enum Command {
     },
     /// Follow the event streams (all, or the named streams / prefixes).
     Watch(WatchArgs),
+    /// From inside a task: a Model Context Protocol server over stdio for
+    /// the agent CLI running the task (uses TORCH_TASK_TOKEN). Tools:
+    /// get_task, report_progress, delegate_task, spawn_helper, wait_task.
+    Mcp,
     /// The hub's counters, assignment latency and autonomy metrics
     /// (self-spawns, tasks without intervention, tasks per agent-hour,
     /// time to adapt).

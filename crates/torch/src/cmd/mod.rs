@@ -8,6 +8,7 @@ mod bench_spawn;
 mod demo;
 mod explain;
 mod lifecycle;
+mod mcp;
 mod node;
 mod progress;
 mod serve;
@@ -73,6 +74,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Memory { cmd } => lifecycle::memory(cmd).await,
         Command::Watch(a) => watch::run(a).await,
         Command::Stats { hub, out } => stats::run(hub, out).await,
+        Command::Mcp => mcp::run().await,
         Command::Token { cmd } => match cmd {
             TokenCmd::Create {
                 hub,

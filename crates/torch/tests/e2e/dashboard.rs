@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Agent, Hub, TestDir};
+use crate::harness::{Agent, Hub, TEST_PYTHON_ENV, TestDir};
 
 fn tools() -> Option<(String, String)> {
-    let python = std::env::var("TORCH_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = std::env::var(TEST_PYTHON_ENV).unwrap_or_else(|_| "python3".into());
     let chromium =
         std::env::var("TORCH_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let has_playwright = Command::new(&python)

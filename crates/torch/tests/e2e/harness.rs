@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 
 /// The binary under test.
 pub(crate) const TORCH: &str = env!("CARGO_BIN_EXE_torch");
+/// The Python with Playwright and `mcp` that `.ci/run` sets up.
+pub(crate) const TEST_PYTHON_ENV: &str = "TORCH_TEST_PYTHON";
 /// Polling interval of every wait.
 pub(crate) const POLL: Duration = Duration::from_millis(50);
 /// Default bound for a CLI invocation.

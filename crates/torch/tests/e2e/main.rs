@@ -15,6 +15,7 @@ mod harness;
 mod input;
 mod lifecycle;
 mod listing;
+mod mcp;
 mod processes;
 mod retention;
 mod routing;
