@@ -19,6 +19,7 @@
 //! - `writer`: the batching writer (one JSON-array frame per wakeup).
 //! - `runner`: one task attempt from work dir to finished report (a task's
 //!   command, or the agent's executor for a prompt task).
+//! - `home`: the executor's own `HOME`/`TMPDIR`, its files and `env`.
 //! - `sandbox`: environment (allowlist with `PREFIX*` patterns), spawning in
 //!   an own process group, group kill.
 //! - `capture`: bounded stdout/stderr capture to files plus in-memory tails.
@@ -36,6 +37,7 @@ pub mod config;
 mod connect;
 mod criteria;
 mod error;
+mod home;
 mod link;
 pub mod node;
 mod output;

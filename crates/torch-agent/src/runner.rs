@@ -16,8 +16,9 @@ use torch_core::{Evidence, Outcome, OutcomeKind};
 
 use crate::capture::{Capture, EVIDENCE_TAIL_BYTES, REPORT_TAIL_BYTES, drain_while};
 use crate::criteria::{self, Workspace};
+use crate::home;
 use crate::output;
-use crate::sandbox::{Exit, Sandbox};
+use crate::sandbox::{Env, Exit, Sandbox};
 
 /// Where the supervisor writes the task's exit status (inside the work dir).
 const STATUS_FILE: &str = ".torch-exit-status";
@@ -128,6 +129,8 @@ struct Launch {
     stdin: Option<PathBuf>,
     /// How to read the verdict from stdout.
     output: OutputFormat,
+    /// The executor's own variables (home, tmpdir, `env`).
+    env: Env,
 }
 
 /// Why an attempt could not run: the outcome kind and the reason.
@@ -145,6 +148,7 @@ async fn launch(ctx: &RunnerCtx, a: &Assignment, workdir: &Path) -> Result<Launc
             argv: argv.clone(),
             stdin: None,
             output: OutputFormat::Text,
+            env: Env::new(),
         });
     }
     let (Some(exec), Some(prompt)) = (&ctx.executor, &a.prompt) else {
@@ -158,13 +162,22 @@ async fn launch(ctx: &RunnerCtx, a: &Assignment, workdir: &Path) -> Result<Launc
     let json = task_json(a).map_err(|e| not_run(format!("cannot encode the task: {e}")))?;
     write(&task_file, json.as_bytes()).await?;
     write(&prompt_file, prompt.as_bytes()).await?;
-    let values = Placeholders {
+    let mut values = Placeholders {
         prompt: prompt.clone(),
         workdir: workdir.display().to_string(),
         task_file: task_file.display().to_string(),
         task_id: a.task_id.to_string(),
         task_name: a.name.clone(),
+        ..Placeholders::default()
     };
+    let env = home::prepare(
+        exec,
+        &ctx.work_root,
+        ctx.sandbox.base_var("HOME"),
+        &mut values,
+    )
+    .await
+    .map_err(not_run)?;
     let argv = exec.render(&values).map_err(|e| {
         (
             OutcomeKind::Fatal,
@@ -175,6 +188,7 @@ async fn launch(ctx: &RunnerCtx, a: &Assignment, workdir: &Path) -> Result<Launc
         argv,
         stdin: (exec.prompt_via == PromptVia::Stdin).then_some(prompt_file),
         output: exec.output,
+        env,
     })
 }
 
@@ -218,7 +232,7 @@ async fn attempt(
     let stdout_log = workdir.join(STDOUT_LOG);
     let out_file = create(&stdout_log).await.map_err(not_run)?;
     let err_file = create(&workdir.join(STDERR_LOG)).await.map_err(not_run)?;
-    let env = ctx.sandbox.task_env(a, workdir);
+    let env = ctx.sandbox.task_env(a, workdir, &launch.env);
     let status_file = workdir.join(STATUS_FILE);
     let timeout_ms = effective_timeout(a.timeout_ms, ctx.wall_time);
 
@@ -295,6 +309,7 @@ async fn attempt(
         criteria: Vec::new(),
         stdout_tail: out.tail_text(EVIDENCE_TAIL_BYTES),
         stderr_tail: err.tail_text(EVIDENCE_TAIL_BYTES),
+        ..Evidence::default()
     };
     let outcome = match (stopped, exit) {
         (Some(Stopped::TimedOut), _) => {
@@ -321,14 +336,24 @@ async fn attempt(
             evidence.criteria = criteria::evaluate(&a.success, &exit, &ws).await;
             if launch.output != OutputFormat::Text {
                 // Right after the exit code: an executor that reports an
-                // error fails the attempt even when it exited 0.
+                // error fails the attempt even when it exited 0, and its
+                // own words are the reason, not the exit code.
                 let verdict = executor_verdict(launch.output, &out, &stdout_log).await;
                 let at = evidence.criteria.len().min(1);
                 evidence
                     .criteria
                     .insert(at, output::criterion(launch.output, verdict.as_ref()));
+                evidence.agent_error = match &verdict {
+                    Some(v) => v.error.clone(),
+                    None => Some(output::no_result(launch.output)),
+                };
+                evidence.usage = verdict.and_then(|v| v.usage);
             }
-            match criteria::first_failure(&evidence.criteria) {
+            let reason = match &evidence.agent_error {
+                Some(e) => Some(output::reason(e)),
+                None => criteria::first_failure(&evidence.criteria),
+            };
+            match reason {
                 None => Outcome::succeeded(evidence),
                 Some(reason) => Outcome::failed(OutcomeKind::Failed, reason, evidence),
             }
