@@ -24,6 +24,8 @@
 //!   an own process group, group kill.
 //! - `capture`: bounded stdout/stderr capture to files plus in-memory tails.
 //! - `criteria`: agent-side success criteria.
+//! - `activity`: liveness read from an agent CLI's stream while it runs,
+//!   sent as progress reports.
 //! - `output`: the verdict in an executor's structured output (Claude JSON,
 //!   Codex JSONL), which can fail an attempt that exited 0.
 //! - `supervise`: the per-task supervisor that applies rlimits and kills the
@@ -31,6 +33,7 @@
 //! - [`node`]: the node runtime ([`node::run_node`]): starts and stops agent
 //!   processes on the hub's orders and reports their `/proc` samples.
 
+mod activity;
 mod agent;
 mod capture;
 pub mod config;

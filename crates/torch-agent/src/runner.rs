@@ -10,16 +10,19 @@ use tokio::fs::File;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, instrument, warn};
 
-use torch_api::ws::{Assignment, FinishReport, HeldTask, TaskLogs};
+use torch_api::ws::{Assignment, FinishReport, HeldTask, ProgressReport, TaskLogs};
 use torch_core::lifecycle::{Executor, OutputFormat, Placeholders, PromptVia};
 use torch_core::{Evidence, Outcome, OutcomeKind};
 
+use crate::activity;
 use crate::capture::{Capture, EVIDENCE_TAIL_BYTES, REPORT_TAIL_BYTES, drain_while};
 use crate::criteria::{self, Workspace};
 use crate::home;
 use crate::output;
 use crate::sandbox::{Env, Exit, Sandbox};
 
+/// Stdout chunks the live reader may fall behind by before chunks are dropped.
+const TAP_CHUNKS: usize = 256;
 /// Where the supervisor writes the task's exit status (inside the work dir).
 const STATUS_FILE: &str = ".torch-exit-status";
 const STDOUT_LOG: &str = "stdout.log";
@@ -45,6 +48,8 @@ pub(crate) enum StopReason {
 pub(crate) enum RunnerEvent {
     /// The task's process is running.
     Started(HeldTask),
+    /// What the task's agent CLI is doing, from its output stream.
+    Progress(ProgressReport),
     /// The attempt ended; `workdir` is removed once the hub acks the report.
     Finished {
         /// The report to deliver.
@@ -257,6 +262,18 @@ async fn attempt(
 
     let mut out = Capture::new(Some(out_file), ctx.max_log_bytes, REPORT_TAIL_BYTES);
     let mut err = Capture::new(Some(err_file), ctx.max_log_bytes, REPORT_TAIL_BYTES);
+    // An agent CLI's stream, read as it comes: activity and waiting as progress.
+    let follower = (launch.output != OutputFormat::Text).then(|| {
+        let (tap, chunks) = mpsc::channel(TAP_CHUNKS);
+        out.set_tap(tap);
+        tokio::spawn(activity::follow(
+            chunks,
+            launch.output,
+            a.task_id,
+            a.fence,
+            events.clone(),
+        ))
+    });
     let (o, e) = (proc.stdout.take(), proc.stderr.take());
     let grace = ctx.kill_grace;
     let (leader_exit, stopped) = drain_while(&mut out, o, &mut err, e, async {
@@ -282,6 +299,12 @@ async fn attempt(
     })
     .await;
     let duration_ms = millis(started.elapsed());
+    out.untap();
+    if let Some(f) = follower
+        && let Err(e) = f.await
+    {
+        warn!(error = %e, "the output follower failed");
+    }
     let exit = if ctx.supervised {
         supervised_exit(&status_file, leader_exit).await
     } else {

@@ -414,6 +414,65 @@ fn templates_check_runs_the_clis_and_list_names_them() {
 }
 
 #[test]
+fn the_cli_stream_shows_activity_and_rate_limit_waits() {
+    let Some(clis) = agent_clis() else { return };
+    let dir = TestDir::new("agents-activity");
+    let mut script = script();
+    // Claude: a tool call, then a 429 with retry-after on the next request
+    // (once), then the answer.
+    script["c-limited"] = json!([
+        {"tool": "Write", "input": {"file_path": "hello.txt", "content": "hi\n"}},
+        {"error": {"status": 429, "message": "slow down", "retry_after": 3, "times": 1},
+         "text": "Wrote hello.txt."}
+    ]);
+    // Codex: a shell command, then a slow model answer.
+    script["x-slow"] = json!([
+        {"tool": "exec_command", "input": {"cmd": "echo hi > a.txt"}},
+        {"text": "Done.", "delay_ms": 3000}
+    ]);
+    let server = ModelServer::start(&dir, &script);
+    let hub = start_fleet(&dir, &clis, &server, 0);
+    let api = hub.api();
+    let ids = api.submit(vec![
+        claude_task("claude-limited", "[c-limited] write hello.txt"),
+        codex_task("codex-slow", "[x-slow] write a.txt"),
+    ]);
+    let progress = |id: &str, want: &str| {
+        dir.wait_for(&format!("progress {want:?} of {id}"), secs(60), || {
+            let v = api.task(id);
+            let msg = v["progress"]["message"].as_str().unwrap_or("").to_string();
+            msg.starts_with(want).then_some(msg)
+        })
+    };
+    let waiting = progress(&ids[0], "waiting: rate_limited");
+    assert!(waiting.contains("retrying in"), "{waiting}");
+    let active = progress(&ids[1], "activity: ");
+    assert!(
+        active.contains("tool shell"),
+        "the running or last tool: {active}"
+    );
+    for id in &ids {
+        api.wait_state(&dir, id, "succeeded", secs(60));
+    }
+    let shown = hub.cli(&dir).run(&["tasks", "show", &ids[0]]);
+    shown.assert_code(0, "torch tasks show");
+    assert!(
+        shown.stdout.contains("activity: turn 2, last tool Write"),
+        "the last activity stays on the task: {}",
+        shown.stdout
+    );
+    assert_eq!(
+        server
+            .requests()
+            .iter()
+            .filter(|r| r["tag"] == "c-limited" && r["status"] == 429)
+            .count(),
+        1,
+        "one 429, then the same session went on"
+    );
+}
+
+#[test]
 fn eight_claude_and_codex_agents_at_once() {
     let Some(clis) = agent_clis() else { return };
     let dir = TestDir::new("agents-fleet");
