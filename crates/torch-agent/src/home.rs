@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use torch_core::lifecycle::{Executor, HomeMode, Placeholders, render_text};
 
@@ -79,8 +80,13 @@ async fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent).await?;
     }
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".torch-{}", std::process::id()));
+    tmp.push(format!(
+        ".torch-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
     let tmp = PathBuf::from(tmp);
     tokio::fs::write(&tmp, bytes).await?;
     tokio::fs::rename(&tmp, path).await

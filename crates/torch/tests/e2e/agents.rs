@@ -146,13 +146,13 @@ node-mem-max = 1.0
         clis.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let tmp = dir.subdir("tmp");
-    let tmp = tmp.to_str().expect("utf-8 temp dir");
+    // TMPDIR stays the machine's: Codex's sandbox guards the global
+    // `/tmp/.codex` mount with a lock under $TMPDIR, so Codex agents with
+    // different TMPDIRs (as tests running side by side would have) race.
     Hub::start(
         dir,
         &[
             ("PATH", path.as_str()),
-            ("TMPDIR", tmp),
             ("ANTHROPIC_API_KEY", "sk-ant-fake"),
             ("OPENAI_API_KEY", "sk-fake"),
         ],
