@@ -32,6 +32,8 @@ pub(crate) struct Verdict {
     pub(crate) result: Option<String>,
     /// The tokens and cost it reported.
     pub(crate) usage: Option<Usage>,
+    /// Its session (Claude's `session_id`, Codex's `thread_id`).
+    pub(crate) session_id: Option<String>,
 }
 
 /// Parses `stdout` in `format`. `None` for [`OutputFormat::Text`] (nothing

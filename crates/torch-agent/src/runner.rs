@@ -370,7 +370,10 @@ async fn attempt(
                     Some(v) => v.error.clone(),
                     None => Some(output::no_result(launch.output)),
                 };
-                evidence.usage = verdict.and_then(|v| v.usage);
+                if let Some(v) = verdict {
+                    evidence.usage = v.usage;
+                    evidence.session_id = v.session_id;
+                }
             }
             let reason = match &evidence.agent_error {
                 Some(e) => Some(output::reason(e)),

@@ -70,6 +70,11 @@ pub struct Evidence {
     /// Since v0.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The agent CLI's session (Claude Code's `session_id`, Codex's
+    /// `thread_id`), to resume it by hand (`claude --resume ID`,
+    /// `codex exec resume ID`) in the agent's home. Since v0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 /// Why an agent CLI's run failed, in its own words.

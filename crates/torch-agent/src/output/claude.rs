@@ -23,6 +23,7 @@ pub(super) fn verdict(stdout: &str) -> Option<Verdict> {
         error: error(&result, text.as_deref(), retries),
         result: text,
         usage: usage(&result),
+        session_id: str_of(&result, "session_id").map(str::to_string),
     })
 }
 

@@ -16,8 +16,10 @@ pub(super) fn verdict(stdout: &str) -> Option<Verdict> {
     let mut last_message = None;
     let mut usage = None;
     let mut refused: Vec<String> = Vec::new();
+    let mut thread = None;
     for ev in objects(stdout) {
         match str_of(&ev, "type").unwrap_or("") {
+            "thread.started" => thread = str_of(&ev, "thread_id").map(str::to_string),
             "turn.started" => reconnects = 0,
             "turn.completed" => {
                 state = Some(Ok(()));
@@ -86,6 +88,7 @@ pub(super) fn verdict(stdout: &str) -> Option<Verdict> {
         error,
         result: last_message,
         usage,
+        session_id: thread,
     })
 }
 

@@ -28,6 +28,10 @@ fn claude_recorded_runs() {
             source: "claude-code result".into(),
         })
     );
+    assert_eq!(
+        v.session_id.as_deref(),
+        Some("1d81d1b6-7f0f-42eb-a651-20367e3b646e")
+    );
     let c = criterion(OutputFormat::ClaudeJson, Some(&v));
     assert!(c.ok);
     assert_eq!(c.detail, "result: Wrote hello.txt.; cost $0.0100");
@@ -87,6 +91,10 @@ fn codex_recorded_runs() {
             cost_usd: None,
             source: "codex turn.completed".into(),
         })
+    );
+    assert_eq!(
+        v.session_id.as_deref(),
+        Some("01a250db-fcb3-7e32-aa35-2bc21d5c3187")
     );
     assert!(criterion(OutputFormat::CodexJsonl, Some(&v)).ok);
 

@@ -177,6 +177,9 @@ pub(crate) async fn show(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
         if let Some(u) = &e.usage {
             lines.push(format!("usage     {}", usage_line(u)));
         }
+        if let Some(s) = &e.session_id {
+            lines.push(format!("session   {s}"));
+        }
         for c in &e.criteria {
             lines.push(format!(
                 "          {} {} — {}",

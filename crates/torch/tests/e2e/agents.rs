@@ -284,6 +284,12 @@ fn claude_code_and_codex_templates_end_to_end() {
         "summed over the turn's requests: {x:#}"
     );
     assert_eq!(source, "codex turn.completed");
+    for v in [&c, &x] {
+        let session = v["outcome"]["evidence"]["session_id"]
+            .as_str()
+            .unwrap_or("");
+        assert_eq!(session.len(), 36, "the CLI's session id: {v:#}");
+    }
 
     let shown = hub.cli(&dir).run(&["tasks", "show", &ids[0]]);
     shown.assert_code(0, "torch tasks show");
