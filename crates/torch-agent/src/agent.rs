@@ -118,6 +118,12 @@ impl Agent {
                     q.push(AgentMessage::Started(held));
                 }
             }
+            RunnerEvent::Progress(p) => {
+                // Only while connected: a later report supersedes it anyway.
+                if let Some(q) = q {
+                    q.push(AgentMessage::Progress(p));
+                }
+            }
             RunnerEvent::Finished { report, workdir } => {
                 self.running.remove(&(report.task_id, report.fence));
                 self.report(*report, workdir, q);

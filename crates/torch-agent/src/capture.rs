@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
 /// In-memory tail kept for the report's logs.
@@ -73,6 +73,9 @@ pub(crate) struct Capture {
     total: u64,
     tail: VecDeque<u8>,
     tail_cap: usize,
+    /// A copy of every chunk, as it is read, for a live reader; chunks are
+    /// dropped when it falls behind.
+    tap: Option<mpsc::Sender<Vec<u8>>>,
 }
 
 impl Capture {
@@ -85,7 +88,18 @@ impl Capture {
             total: 0,
             tail: VecDeque::new(),
             tail_cap,
+            tap: None,
         }
+    }
+
+    /// Sends a copy of every chunk read from now on to `tap`.
+    pub(crate) fn set_tap(&mut self, tap: mpsc::Sender<Vec<u8>>) {
+        self.tap = Some(tap);
+    }
+
+    /// Stops copying chunks (the live reader sees its channel close).
+    pub(crate) fn untap(&mut self) {
+        self.tap = None;
     }
 
     /// Reads `reader` to EOF (or error). Cancel-safe in the sense that what was
@@ -103,6 +117,11 @@ impl Capture {
                 }
             };
             let chunk = &buf[..n];
+            if let Some(tap) = &self.tap
+                && tap.try_send(chunk.to_vec()).is_err()
+            {
+                // Full (the reader is behind) or closed: liveness is best effort.
+            }
             self.total += n as u64;
             self.push_tail(chunk);
             self.write_file(chunk).await;

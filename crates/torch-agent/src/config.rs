@@ -339,6 +339,7 @@ mod tests {
                 command: vec!["claude".into(), "-p".into()],
                 prompt_via: Default::default(),
                 output: Default::default(),
+                ..Default::default()
             },
         );
         t.skills = vec!["rust:0.9".into(), "review".into()];

@@ -19,10 +19,13 @@
 //! - `writer`: the batching writer (one JSON-array frame per wakeup).
 //! - `runner`: one task attempt from work dir to finished report (a task's
 //!   command, or the agent's executor for a prompt task).
+//! - `home`: the executor's own `HOME`/`TMPDIR`, its files and `env`.
 //! - `sandbox`: environment (allowlist with `PREFIX*` patterns), spawning in
 //!   an own process group, group kill.
 //! - `capture`: bounded stdout/stderr capture to files plus in-memory tails.
 //! - `criteria`: agent-side success criteria.
+//! - `activity`: liveness read from an agent CLI's stream while it runs,
+//!   sent as progress reports.
 //! - `output`: the verdict in an executor's structured output (Claude JSON,
 //!   Codex JSONL), which can fail an attempt that exited 0.
 //! - `supervise`: the per-task supervisor that applies rlimits and kills the
@@ -30,12 +33,14 @@
 //! - [`node`]: the node runtime ([`node::run_node`]): starts and stops agent
 //!   processes on the hub's orders and reports their `/proc` samples.
 
+mod activity;
 mod agent;
 mod capture;
 pub mod config;
 mod connect;
 mod criteria;
 mod error;
+mod home;
 mod link;
 pub mod node;
 mod output;

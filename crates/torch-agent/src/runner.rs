@@ -10,15 +10,19 @@ use tokio::fs::File;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, instrument, warn};
 
-use torch_api::ws::{Assignment, FinishReport, HeldTask, TaskLogs};
+use torch_api::ws::{Assignment, FinishReport, HeldTask, ProgressReport, TaskLogs};
 use torch_core::lifecycle::{Executor, OutputFormat, Placeholders, PromptVia};
 use torch_core::{Evidence, Outcome, OutcomeKind};
 
+use crate::activity;
 use crate::capture::{Capture, EVIDENCE_TAIL_BYTES, REPORT_TAIL_BYTES, drain_while};
 use crate::criteria::{self, Workspace};
+use crate::home;
 use crate::output;
-use crate::sandbox::{Exit, Sandbox};
+use crate::sandbox::{Env, Exit, Sandbox};
 
+/// Stdout chunks the live reader may fall behind by before chunks are dropped.
+const TAP_CHUNKS: usize = 256;
 /// Where the supervisor writes the task's exit status (inside the work dir).
 const STATUS_FILE: &str = ".torch-exit-status";
 const STDOUT_LOG: &str = "stdout.log";
@@ -44,6 +48,8 @@ pub(crate) enum StopReason {
 pub(crate) enum RunnerEvent {
     /// The task's process is running.
     Started(HeldTask),
+    /// What the task's agent CLI is doing, from its output stream.
+    Progress(ProgressReport),
     /// The attempt ended; `workdir` is removed once the hub acks the report.
     Finished {
         /// The report to deliver.
@@ -128,6 +134,8 @@ struct Launch {
     stdin: Option<PathBuf>,
     /// How to read the verdict from stdout.
     output: OutputFormat,
+    /// The executor's own variables (home, tmpdir, `env`).
+    env: Env,
 }
 
 /// Why an attempt could not run: the outcome kind and the reason.
@@ -145,6 +153,7 @@ async fn launch(ctx: &RunnerCtx, a: &Assignment, workdir: &Path) -> Result<Launc
             argv: argv.clone(),
             stdin: None,
             output: OutputFormat::Text,
+            env: Env::new(),
         });
     }
     let (Some(exec), Some(prompt)) = (&ctx.executor, &a.prompt) else {
@@ -158,13 +167,22 @@ async fn launch(ctx: &RunnerCtx, a: &Assignment, workdir: &Path) -> Result<Launc
     let json = task_json(a).map_err(|e| not_run(format!("cannot encode the task: {e}")))?;
     write(&task_file, json.as_bytes()).await?;
     write(&prompt_file, prompt.as_bytes()).await?;
-    let values = Placeholders {
+    let mut values = Placeholders {
         prompt: prompt.clone(),
         workdir: workdir.display().to_string(),
         task_file: task_file.display().to_string(),
         task_id: a.task_id.to_string(),
         task_name: a.name.clone(),
+        ..Placeholders::default()
     };
+    let env = home::prepare(
+        exec,
+        &ctx.work_root,
+        ctx.sandbox.base_var("HOME"),
+        &mut values,
+    )
+    .await
+    .map_err(not_run)?;
     let argv = exec.render(&values).map_err(|e| {
         (
             OutcomeKind::Fatal,
@@ -175,6 +193,7 @@ async fn launch(ctx: &RunnerCtx, a: &Assignment, workdir: &Path) -> Result<Launc
         argv,
         stdin: (exec.prompt_via == PromptVia::Stdin).then_some(prompt_file),
         output: exec.output,
+        env,
     })
 }
 
@@ -218,7 +237,7 @@ async fn attempt(
     let stdout_log = workdir.join(STDOUT_LOG);
     let out_file = create(&stdout_log).await.map_err(not_run)?;
     let err_file = create(&workdir.join(STDERR_LOG)).await.map_err(not_run)?;
-    let env = ctx.sandbox.task_env(a, workdir);
+    let env = ctx.sandbox.task_env(a, workdir, &launch.env);
     let status_file = workdir.join(STATUS_FILE);
     let timeout_ms = effective_timeout(a.timeout_ms, ctx.wall_time);
 
@@ -243,6 +262,18 @@ async fn attempt(
 
     let mut out = Capture::new(Some(out_file), ctx.max_log_bytes, REPORT_TAIL_BYTES);
     let mut err = Capture::new(Some(err_file), ctx.max_log_bytes, REPORT_TAIL_BYTES);
+    // An agent CLI's stream, read as it comes: activity and waiting as progress.
+    let follower = (launch.output != OutputFormat::Text).then(|| {
+        let (tap, chunks) = mpsc::channel(TAP_CHUNKS);
+        out.set_tap(tap);
+        tokio::spawn(activity::follow(
+            chunks,
+            launch.output,
+            a.task_id,
+            a.fence,
+            events.clone(),
+        ))
+    });
     let (o, e) = (proc.stdout.take(), proc.stderr.take());
     let grace = ctx.kill_grace;
     let (leader_exit, stopped) = drain_while(&mut out, o, &mut err, e, async {
@@ -268,6 +299,12 @@ async fn attempt(
     })
     .await;
     let duration_ms = millis(started.elapsed());
+    out.untap();
+    if let Some(f) = follower
+        && let Err(e) = f.await
+    {
+        warn!(error = %e, "the output follower failed");
+    }
     let exit = if ctx.supervised {
         supervised_exit(&status_file, leader_exit).await
     } else {
@@ -295,6 +332,7 @@ async fn attempt(
         criteria: Vec::new(),
         stdout_tail: out.tail_text(EVIDENCE_TAIL_BYTES),
         stderr_tail: err.tail_text(EVIDENCE_TAIL_BYTES),
+        ..Evidence::default()
     };
     let outcome = match (stopped, exit) {
         (Some(Stopped::TimedOut), _) => {
@@ -321,14 +359,27 @@ async fn attempt(
             evidence.criteria = criteria::evaluate(&a.success, &exit, &ws).await;
             if launch.output != OutputFormat::Text {
                 // Right after the exit code: an executor that reports an
-                // error fails the attempt even when it exited 0.
+                // error fails the attempt even when it exited 0, and its
+                // own words are the reason, not the exit code.
                 let verdict = executor_verdict(launch.output, &out, &stdout_log).await;
                 let at = evidence.criteria.len().min(1);
                 evidence
                     .criteria
                     .insert(at, output::criterion(launch.output, verdict.as_ref()));
+                evidence.agent_error = match &verdict {
+                    Some(v) => v.error.clone(),
+                    None => Some(output::no_result(launch.output)),
+                };
+                if let Some(v) = verdict {
+                    evidence.usage = v.usage;
+                    evidence.session_id = v.session_id;
+                }
             }
-            match criteria::first_failure(&evidence.criteria) {
+            let reason = match &evidence.agent_error {
+                Some(e) => Some(output::reason(e)),
+                None => criteria::first_failure(&evidence.criteria),
+            };
+            match reason {
                 None => Outcome::succeeded(evidence),
                 Some(reason) => Outcome::failed(OutcomeKind::Failed, reason, evidence),
             }

@@ -107,10 +107,20 @@ impl Sandbox {
         }
     }
 
-    /// Allowlisted agent vars, then the spec's `env`, then `PATH` (with the
-    /// torch dir first), then the `TORCH_*` variables, which always win.
-    pub(crate) fn task_env(&self, a: &Assignment, workdir: &Path) -> Env {
+    /// The value of an allowlisted variable of the agent's own environment.
+    pub(crate) fn base_var(&self, name: &str) -> Option<&OsStr> {
+        self.base_env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_os_str())
+    }
+
+    /// Allowlisted agent vars, then the executor's (`executor_env`: its
+    /// `HOME`, `TMPDIR` and `env`), then the spec's `env`, then `PATH` (with
+    /// the torch dir first), then the `TORCH_*` variables, which always win.
+    pub(crate) fn task_env(&self, a: &Assignment, workdir: &Path, executor_env: &Env) -> Env {
         let mut env = self.base_env.clone();
+        env.extend(executor_env.iter().cloned());
         let mut path = self.agent_path.clone();
         for (k, v) in &a.env {
             if k == "PATH" {

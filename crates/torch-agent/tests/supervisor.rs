@@ -317,6 +317,7 @@ fn limits_and_stdin_through_the_supervisor() {
                     command: vec!["cat".into()],
                     prompt_via: PromptVia::Stdin,
                     output: OutputFormat::Text,
+                    ..Executor::default()
                 });
             },
             &tasks,

@@ -236,6 +236,7 @@ fn executor(argv: &[&str], via: PromptVia, output: OutputFormat) -> Executor {
         command: argv.iter().map(|s| s.to_string()).collect(),
         prompt_via: via,
         output,
+        ..Executor::default()
     }
 }
 
@@ -345,9 +346,18 @@ async fn executor_output_can_fail_an_exit_zero() {
     assert_eq!(r[1].outcome.evidence.exit_code, Some(0));
     assert_eq!(
         r[1].outcome.reason.as_deref(),
-        Some(
-            "criterion not met: executor result (claude-json) (reported an error: API status 401: Invalid API key)"
-        )
+        Some("agent error (api_error): API status 401: Invalid API key"),
+        "the CLI's own words, not a criterion"
+    );
+    let e = r[1].outcome.evidence.agent_error.as_ref().unwrap();
+    assert_eq!(
+        (e.kind.as_str(), e.detail.as_str()),
+        ("api_error", "API status 401: Invalid API key")
+    );
+    let u = r[0].outcome.evidence.usage.as_ref().unwrap();
+    assert_eq!(
+        (u.cost_usd, u.source.as_str()),
+        (Some(0.25), "claude-code result")
     );
     assert_eq!(r[2].outcome.kind, OutcomeKind::Failed);
     assert!(
@@ -359,7 +369,19 @@ async fn executor_output_can_fail_an_exit_zero() {
         "{:?}",
         r[2].outcome
     );
+    assert_eq!(
+        r[2].outcome
+            .evidence
+            .agent_error
+            .as_ref()
+            .map(|e| e.kind.as_str()),
+        Some("no_result")
+    );
     assert_eq!(r[3].outcome.kind, OutcomeKind::Failed);
+    assert_eq!(
+        r[3].outcome.reason.as_deref(),
+        Some("agent error (max_turns): error_max_turns")
+    );
 
     let codex_failed = prompt(concat!(
         r#"{"type":"thread.started","thread_id":"t"}"#,

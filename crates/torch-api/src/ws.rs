@@ -72,6 +72,21 @@ pub struct FinishReport {
     pub logs: Option<TaskLogs>,
 }
 
+/// A progress report the agent makes for a task it runs, from the task's
+/// own output (an agent CLI's event stream).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgressReport {
+    /// The task.
+    pub task_id: TaskId,
+    /// Fence of the lease the attempt runs under.
+    pub fence: u64,
+    /// 0 to 100.
+    pub percent: f64,
+    /// What it is doing, e.g. `activity: turn 3, last tool Write, 3000
+    /// tokens` or `waiting: rate_limited until 2026-12-07T15:03:10Z`.
+    pub message: String,
+}
+
 /// Agent → hub.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,6 +103,9 @@ pub enum AgentMessage {
     Started(HeldTask),
     /// The attempt ended.
     Finished(FinishReport),
+    /// What the task's agent CLI is doing, read from its own output stream
+    /// (recorded like a progress report from inside the task). Since v0.2.
+    Progress(ProgressReport),
     /// Anything newer than this agent understands.
     #[serde(other)]
     Unknown,

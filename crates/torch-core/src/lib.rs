@@ -36,7 +36,7 @@ pub mod validate;
 
 pub use events::{EventData, EventKind};
 pub use ids::{AgentId, TaskId};
-pub use outcome::{CriterionResult, Evidence, Outcome, OutcomeKind};
+pub use outcome::{CliError, CriterionResult, Evidence, Outcome, OutcomeKind, Usage};
 pub use skill::{Skill, SkillReq};
 pub use spec::{Backoff, SpecFormat, SuccessCriteria, TaskContext, TaskSpec};
 pub use state::TaskState;

@@ -62,6 +62,51 @@ pub struct Evidence {
     /// Last bytes of stderr (UTF-8, lossy).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stderr_tail: String,
+    /// What the agent CLI itself said went wrong (an executor with a
+    /// structured output only). Since v0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_error: Option<CliError>,
+    /// Tokens and cost of the attempt, as the agent CLI reported them.
+    /// Since v0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// The agent CLI's session (Claude Code's `session_id`, Codex's
+    /// `thread_id`), to resume it by hand (`claude --resume ID`,
+    /// `codex exec resume ID`) in the agent's home. Since v0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// Why an agent CLI's run failed, in its own words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CliError {
+    /// What kind of failure: `api_error` (the model API answered with an
+    /// error), `retries_exhausted` (it kept failing after the CLI's own
+    /// retries), `permission_denied` (a tool call was denied),
+    /// `tool_refused` (the CLI refused a tool call), `max_turns`,
+    /// `max_budget`, `execution_error`, or `no_result` (the output holds no
+    /// verdict). New kinds may appear.
+    pub kind: String,
+    /// The CLI's message, with the HTTP status or the denied tools.
+    pub detail: String,
+}
+
+/// Tokens and money one attempt used, from the agent CLI's own numbers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input tokens, cached ones included.
+    pub tokens_in: u64,
+    /// Output tokens (reasoning included).
+    pub tokens_out: u64,
+    /// Input tokens read from the provider's prompt cache.
+    pub tokens_cached: u64,
+    /// Cost in US dollars, when the CLI reports one (Claude Code estimates
+    /// it; Codex reports none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// Where the numbers come from, e.g. `claude-code result` or
+    /// `codex turn.completed`.
+    pub source: String,
 }
 
 /// The result of one attempt.

@@ -15,10 +15,12 @@ use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use torch_api::ws::{AckStatus, AgentMessage, FinishReport, HeldTask, Hello, HubMessage};
+use torch_api::ws::{
+    AckStatus, AgentMessage, FinishReport, HeldTask, Hello, HubMessage, ProgressReport,
+};
 use torch_core::events::payload::StaleReportRefused;
 use torch_core::{AgentId, EventData, OutcomeKind, TaskState};
-use torch_store::{AgentEvent, Finish, FinishResult, NewEvent, Store};
+use torch_store::{AgentEvent, FenceCheck, Finish, FinishResult, NewEvent, Store};
 use tracing::{debug, info, warn};
 
 use crate::engine::{Command, EndReport, Outbound, RecordedReport, Registration};
@@ -270,6 +272,11 @@ async fn dispatch<S: Store>(
                 reports.push(AgentMessage::Finished(f));
             }
             m @ AgentMessage::Started(_) => reports.push(m),
+            AgentMessage::Progress(p) => {
+                if !record_progress(shared, agent, p).await {
+                    return false;
+                }
+            }
             AgentMessage::Hello(_) => warn!(agent_id = %agent, "repeated hello ignored"),
             AgentMessage::Unknown => debug!(agent_id = %agent, "unknown message ignored"),
         }
@@ -286,6 +293,54 @@ async fn dispatch<S: Store>(
         return false;
     }
     reports.is_empty() || rec_tx.send(reports).await.is_ok()
+}
+
+/// Records a progress report the agent made from its task's output, as
+/// `POST …/progress` does; false when the hub is going away.
+async fn record_progress<S: Store>(
+    shared: &Arc<Shared<S>>,
+    agent: AgentId,
+    p: ProgressReport,
+) -> bool {
+    if !(0.0..=100.0).contains(&p.percent) {
+        debug!(agent_id = %agent, task_id = %p.task_id, "progress outside 0..=100 ignored");
+        return true;
+    }
+    let mut message = p.message;
+    if message.len() > 1024 {
+        let mut cut = 1024;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    match shared
+        .store
+        .progress(
+            p.task_id,
+            p.fence,
+            p.percent,
+            Some(message),
+            shared.now_ms(),
+        )
+        .await
+    {
+        Ok(FenceCheck::Ok) => {
+            shared.bump();
+            shared
+                .engine
+                .send(Command::Progress { task: p.task_id })
+                .await
+        }
+        Ok(_) => {
+            debug!(agent_id = %agent, task_id = %p.task_id, "progress for a stale lease ignored");
+            true
+        }
+        Err(e) => {
+            warn!(agent_id = %agent, task_id = %p.task_id, error = %e, "cannot record progress");
+            true
+        }
+    }
 }
 
 /// What the engine learns from a finished report the moment it arrives.

@@ -360,11 +360,16 @@ pub(crate) enum TemplatesCmd {
         out: OutArgs,
     },
     /// Validate template files (`NAME.toml` bodies, or files with
-    /// `[templates.NAME]` tables); errors name file, line and column.
+    /// `[templates.NAME]` tables); errors name file, line and column. Then
+    /// look up each template's program on PATH and run it with `--version`:
+    /// a missing program fails the check, with how to install it.
     Check {
         /// Files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Only validate the files; do not look for or run the programs.
+        #[arg(long)]
+        no_run: bool,
     },
 }
 

@@ -28,6 +28,22 @@ fi
 [ "$failed" -eq 0 ] || exit 101
 "#;
 
+/// Stands in for `npm install --prefix DIR …`: creates `claude` and `codex`
+/// in `DIR/node_modules/.bin` that print the pinned versions.
+const FAKE_NPM: &str = r#"#!/bin/sh
+prefix=""
+while [ $# -gt 0 ]; do
+  [ "$1" = "--prefix" ] && prefix="$2"
+  shift
+done
+bin="$prefix/node_modules/.bin"
+mkdir -p "$bin"
+printf '#!/bin/sh\necho "2.1.332 (Claude Code)"\n' > "$bin/claude"
+printf '#!/bin/sh\necho "codex-cli 0.171.0"\n' > "$bin/codex"
+chmod +x "$bin/claude" "$bin/codex"
+echo "npm" >> "$FAKE_NPM_CALLS"
+"#;
+
 struct Run {
     code: Option<i32>,
     stdout: String,
@@ -50,6 +66,7 @@ fn run_ci(fail: &str) -> Run {
         ("redis-server", "#!/bin/sh\nexit 0\n"),
         ("openssl", "#!/bin/sh\nexit 0\n"),
         ("chromium", "#!/bin/sh\nexit 0\n"),
+        ("npm", FAKE_NPM),
     ] {
         let p = bin.join(name);
         fs::write(&p, text).expect("write fake tool");
@@ -73,8 +90,16 @@ fn run_ci(fail: &str) -> Run {
         .env("FAKE_CALLS", &calls)
         .env("TORCH_CI_VENV", dir.path().join("venv"))
         .env("FAKE_FAIL", fail)
+        .env("FAKE_NPM_CALLS", dir.path().join("npm-calls"))
+        .env("TORCH_CI_NPM_PREFIX", dir.path().join("npm"))
         .output()
         .expect("run .ci/run");
+    let npm_calls = fs::read_to_string(dir.path().join("npm-calls")).unwrap_or_default();
+    assert_eq!(
+        npm_calls.lines().count(),
+        1,
+        "the agent CLIs are installed once into the empty prefix"
+    );
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -71,6 +71,7 @@ fn service_time_comes_from_run_times_else_littles_law() {
             command: vec!["x".into()],
             prompt_via: Default::default(),
             output: Default::default(),
+            ..Default::default()
         },
     );
     t.max = 2;

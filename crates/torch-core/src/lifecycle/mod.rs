@@ -42,7 +42,7 @@ pub use spawn_policy::{
     SpawnRequest, TokenBucket,
 };
 pub use template::{
-    AgentTemplate, Executor, InheritPolicy, OutputFormat, Placeholders, PromptVia, SandboxLimits,
-    TemplateError, TemplateErrors, parse_bytes, parse_template_file, parse_templates,
-    templates_from_map, validate_template,
+    AgentTemplate, Executor, HomeMode, InheritPolicy, OutputFormat, Placeholders, PromptVia,
+    SandboxLimits, TemplateError, TemplateErrors, parse_bytes, parse_template_file,
+    parse_templates, render_text, templates_from_map, validate_template,
 };

@@ -30,7 +30,9 @@ mod parse;
 mod tests;
 
 pub use bytes::{ByteSizeError, format_bytes, opt_bytes, parse_bytes};
-pub use executor::{Executor, OutputFormat, PLACEHOLDERS, Placeholders, PromptVia};
+pub use executor::{
+    Executor, HomeMode, OutputFormat, PLACEHOLDERS, Placeholders, PromptVia, render_text,
+};
 pub use inherit::InheritPolicy;
 pub use parse::{
     TemplateError, TemplateErrors, parse_template_file, parse_templates, templates_from_map,

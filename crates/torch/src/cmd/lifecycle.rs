@@ -398,7 +398,17 @@ pub(crate) async fn drain(hub: HubArgs, id: String, reason: Option<String>) -> R
 pub(crate) fn templates_list(cfg: &crate::config::Config, out: OutArgs) -> Result<()> {
     let templates = &cfg.hub.lifecycle.templates;
     if out.json {
-        return output::json(&templates);
+        // The name is the table key or file name, not a field of the body:
+        // put it in each entry.
+        let mut named = Vec::with_capacity(templates.len());
+        for t in templates {
+            let mut v = serde_json::to_value(t)?;
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("name".into(), serde_json::Value::String(t.name.clone()));
+            }
+            named.push(v);
+        }
+        return output::json(&named);
     }
     let mut t = output::table(&["NAME", "ROLE", "SKILLS", "SLOTS", "MIN..MAX", "EXECUTOR"]);
     for tpl in templates {
@@ -415,10 +425,13 @@ pub(crate) fn templates_list(cfg: &crate::config::Config, out: OutArgs) -> Resul
     output::line(format!("{} template(s)", templates.len()))
 }
 
-/// `torch templates check FILE…`: every file is checked; all errors are shown.
-pub(crate) fn templates_check(files: &[std::path::PathBuf]) -> Result<()> {
+/// `torch templates check FILE…`: every file is checked; all errors are
+/// shown. With `run`, each template's program is looked up and run with
+/// `--version`; a missing one fails the check (exit 1).
+pub(crate) fn templates_check(files: &[std::path::PathBuf], run: bool) -> Result<()> {
     use torch_core::lifecycle::{parse_template_file, parse_templates};
     let mut errors = Vec::new();
+    let mut missing = Vec::new();
     for path in files {
         let source = path.display().to_string();
         let text = match std::fs::read_to_string(path) {
@@ -433,22 +446,39 @@ pub(crate) fn templates_check(files: &[std::path::PathBuf]) -> Result<()> {
             .map(|t| t.contains_key("templates"))
             .unwrap_or(false);
         let result = if has_tables {
-            parse_templates(&source, &text).map(|ts| ts.into_iter().map(|t| t.name).collect())
+            parse_templates(&source, &text)
         } else {
             let name = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            parse_template_file(&source, &name, &text).map(|t| vec![t.name])
+            parse_template_file(&source, &name, &text).map(|t| vec![t])
         };
         match result {
-            Ok(names) => output::line(format!("{source}: ok ({})", names.join(", ")))?,
+            Ok(ts) => {
+                let names: Vec<&str> = ts.iter().map(|t| t.name.as_str()).collect();
+                output::line(format!("{source}: ok ({})", names.join(", ")))?;
+                for t in ts.iter().filter(|_| run) {
+                    let p = super::probe::probe(t);
+                    for l in &p.lines {
+                        output::line(format!("  {l}"))?;
+                    }
+                    if p.missing {
+                        missing.push(format!("{source}: {}", p.lines.join("; ")));
+                    }
+                }
+            }
             Err(e) => errors.push(e.to_string()),
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(exit(BAD_INPUT, errors.join("\n")))
+    if !errors.is_empty() {
+        return Err(exit(BAD_INPUT, errors.join("\n")));
     }
+    if !missing.is_empty() {
+        return Err(exit(
+            crate::exit::ERROR,
+            format!("cannot run here:\n{}", missing.join("\n")),
+        ));
+    }
+    Ok(())
 }

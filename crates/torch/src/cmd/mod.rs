@@ -10,6 +10,7 @@ mod explain;
 mod lifecycle;
 mod mcp;
 mod node;
+mod probe;
 mod progress;
 mod serve;
 mod stats;
@@ -66,7 +67,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Node(a) => node::run(a).await,
         Command::Templates { cmd } => match cmd {
             TemplatesCmd::List { out } => lifecycle::templates_list(&load()?, out),
-            TemplatesCmd::Check { files } => lifecycle::templates_check(&files),
+            TemplatesCmd::Check { files, no_run } => lifecycle::templates_check(&files, !no_run),
         },
         Command::Spawn(a) => lifecycle::spawn(a).await,
         Command::Delegate(a) => lifecycle::delegate(a).await,

@@ -171,6 +171,15 @@ pub(crate) async fn show(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
             e.signal.map_or("-".into(), |c| c.to_string()),
             e.duration_ms
         ));
+        if let Some(err) = &e.agent_error {
+            lines.push(format!("agent err {}: {}", err.kind, err.detail));
+        }
+        if let Some(u) = &e.usage {
+            lines.push(format!("usage     {}", usage_line(u)));
+        }
+        if let Some(s) = &e.session_id {
+            lines.push(format!("session   {s}"));
+        }
         for c in &e.criteria {
             lines.push(format!(
                 "          {} {} — {}",
@@ -187,6 +196,15 @@ pub(crate) async fn show(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
         }
     }
     output::line(lines.join("\n"))
+}
+
+/// `3,000 tokens in (800 cached), 50 out, $0.0100 (claude-code result)`.
+fn usage_line(u: &torch_core::Usage) -> String {
+    let cost = u.cost_usd.map(|c| format!(", ${c:.4}")).unwrap_or_default();
+    format!(
+        "{} tokens in ({} cached), {} out{cost} ({})",
+        u.tokens_in, u.tokens_cached, u.tokens_out, u.source
+    )
 }
 
 pub(crate) async fn cancel(

@@ -6,6 +6,7 @@
 // Tests report seeds, kept dirs and informational counts on stderr.
 #![allow(clippy::print_stderr)]
 
+mod agents;
 mod autonomy;
 mod crash;
 mod dashboard;

@@ -1,17 +1,50 @@
 //! The executor a template runs for each task, and placeholder substitution.
 //!
 //! Command arguments may contain `{prompt}`, `{workdir}`, `{task_file}` (the
-//! attempt's `task.json`: the assignment as JSON), `{task_id}` and
-//! `{task_name}`; `{{` and `}}` stand for literal braces.
+//! attempt's `task.json`: the assignment as JSON), `{task_id}`, `{task_name}`,
+//! `{home}` (the agent's home dir), `{model}` and `{base_url}` (the
+//! executor's model settings); `{{` and `}}` stand for literal braces. The
+//! executor's `env` values and `files` contents take the same placeholders.
 //! Substitution happens inside each argument: arguments are never joined
 //! into a shell line, so a prompt full of quotes and `$` stays one argument.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::TemplateError;
 
 /// The placeholder names an executor command may use.
-pub const PLACEHOLDERS: [&str; 5] = ["prompt", "workdir", "task_file", "task_id", "task_name"];
+pub const PLACEHOLDERS: [&str; 8] = [
+    "prompt",
+    "workdir",
+    "task_file",
+    "task_id",
+    "task_name",
+    "home",
+    "model",
+    "base_url",
+];
+
+/// Whose `HOME` (or `TMPDIR`) the executor runs with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HomeMode {
+    /// The agent's own variable, if the `env` allowlist passes it.
+    #[default]
+    Inherit,
+    /// A directory of the agent's own, kept across its tasks and removed with
+    /// it: `HOME` is `<agent work root>/home`, `TMPDIR` is `<home>/tmp`. Agent
+    /// CLIs keep their settings, sessions and caches there, so agents on one
+    /// machine never share them.
+    Agent,
+}
+
+impl HomeMode {
+    fn is_inherit(&self) -> bool {
+        *self == HomeMode::Inherit
+    }
+}
 
 /// How the task's prompt reaches the executor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +77,7 @@ pub enum OutputFormat {
 }
 
 /// The `[templates.NAME.executor]` section: what runs for each task.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Executor {
     /// Program and arguments, with placeholders. Never run through a shell
@@ -56,6 +89,30 @@ pub struct Executor {
     /// How stdout is parsed (default `text`).
     #[serde(default)]
     pub output: OutputFormat,
+    /// The model the executor asks for: the `{model}` placeholder.
+    /// Since v0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The model API endpoint (a provider, a proxy or gateway, a local model
+    /// server): the `{base_url}` placeholder. Since v0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// `HOME` of the executor (default `inherit`; `agent`: its own). Since v0.2.
+    #[serde(default, skip_serializing_if = "HomeMode::is_inherit")]
+    pub home: HomeMode,
+    /// `TMPDIR` of the executor (default `inherit`; `agent`: `<home>/tmp`,
+    /// which needs `home = "agent"`). Since v0.2.
+    #[serde(default, skip_serializing_if = "HomeMode::is_inherit")]
+    pub tmpdir: HomeMode,
+    /// Variables set for every task, after the allowlisted ones and before
+    /// the task's own `env`; values take placeholders. Since v0.2.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Files written under the agent's home before each task (path relative
+    /// to the home → contents, with placeholders), such as a CLI's own
+    /// config file; needs `home = "agent"`. Since v0.2.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 /// Values substituted for the placeholders of an executor command.
@@ -71,6 +128,13 @@ pub struct Placeholders {
     pub task_id: String,
     /// The task's display name.
     pub task_name: String,
+    /// The executor's home dir (its own with `home = "agent"`, else the
+    /// inherited `HOME`, or empty).
+    pub home: String,
+    /// The executor's `model` setting (empty when unset).
+    pub model: String,
+    /// The executor's `base-url` setting (empty when unset).
+    pub base_url: String,
 }
 
 impl Placeholders {
@@ -81,6 +145,9 @@ impl Placeholders {
             "task_file" => &self.task_file,
             "task_id" => &self.task_id,
             "task_name" => &self.task_name,
+            "home" => &self.home,
+            "model" => &self.model,
+            "base_url" => &self.base_url,
             _ => return None,
         })
     }
@@ -118,9 +185,10 @@ fn scan(arg: &str) -> Result<Vec<Piece<'_>>, String> {
             };
             let name = &tail[1..close];
             if !PLACEHOLDERS.contains(&name) {
+                let known: Vec<String> = PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect();
                 return Err(format!(
-                    "unknown placeholder {{{name}}}: known are {{prompt}}, {{workdir}}, \
-                     {{task_file}}, {{task_id}}, {{task_name}}; write '{{{{' for a literal brace"
+                    "unknown placeholder {{{name}}}: known are {}; write '{{{{' for a literal brace",
+                    known.join(", ")
                 ));
             }
             out.push(Piece::Var(name));
@@ -136,6 +204,35 @@ fn scan(arg: &str) -> Result<Vec<Piece<'_>>, String> {
 /// The placeholder or brace problem in one argument, if any (used by validation).
 pub(super) fn check_arg(arg: &str) -> Result<(), String> {
     scan(arg).map(|_| ())
+}
+
+/// The placeholders `text` uses (empty when its braces do not balance).
+pub(super) fn used_placeholders(text: &str) -> Vec<&str> {
+    scan(text)
+        .map(|pieces| {
+            pieces
+                .into_iter()
+                .filter_map(|p| match p {
+                    Piece::Var(v) => Some(v),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `text` with every placeholder substituted; the error is the brace or
+/// placeholder problem (a validated template never has one).
+pub fn render_text(text: &str, values: &Placeholders) -> Result<String, String> {
+    let mut s = String::with_capacity(text.len());
+    for piece in scan(text)? {
+        match piece {
+            Piece::Text(t) => s.push_str(t),
+            Piece::Brace(c) => s.push(c),
+            Piece::Var(name) => s.push_str(values.value(name).unwrap_or_default()),
+        }
+    }
+    Ok(s)
 }
 
 impl Executor {
@@ -189,6 +286,7 @@ mod tests {
             command: args.iter().map(|s| s.to_string()).collect(),
             prompt_via: via,
             output: OutputFormat::Text,
+            ..Executor::default()
         }
     }
 
@@ -199,6 +297,7 @@ mod tests {
             task_file: "/w/t1/TASK.md".into(),
             task_id: "t1".into(),
             task_name: "fix bug".into(),
+            ..Placeholders::default()
         }
     }
 

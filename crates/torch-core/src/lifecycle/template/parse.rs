@@ -15,7 +15,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::AgentTemplate;
-use super::executor::{PromptVia, check_arg};
+use super::executor::{HomeMode, PromptVia, check_arg, used_placeholders};
 use super::{InheritPolicy, MAX_SLOTS};
 use crate::skill::Skill;
 
@@ -315,10 +315,94 @@ fn check_executor(t: &AgentTemplate, report: &mut dyn FnMut(&[Seg], String)) {
             );
         }
     }
+    check_settings(t, report);
     if t.executor.prompt_via == PromptVia::File && !file_named {
         report(
             &[Key("executor"), Key("prompt-via")],
             "is \"file\" but no command argument names the file: use {workdir}/prompt.txt (the prompt) or {task_file} (the task as JSON)".into(),
+        );
+    }
+}
+
+/// The executor's model settings, home, env and files.
+fn check_settings(t: &AgentTemplate, report: &mut dyn FnMut(&[Seg], String)) {
+    use Seg::{Index, Key};
+    let e = &t.executor;
+    // (where, what it is called in messages, its text)
+    let mut texts: Vec<(Vec<Seg>, String, &str)> = Vec::new();
+    for (i, arg) in e.command.iter().enumerate() {
+        texts.push((
+            vec![Key("executor"), Key("command"), Index(i)],
+            format!("argument {i}"),
+            arg,
+        ));
+    }
+    for (name, value) in &e.env {
+        let ok = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            report(
+                &[Key("executor"), Key("env")],
+                format!("invalid variable name {name:?}: use letters, digits and '_'"),
+            );
+        }
+        if let Err(m) = check_arg(value) {
+            report(&[Key("executor"), Key("env")], format!("{name}: {m}"));
+        }
+        texts.push((vec![Key("executor"), Key("env")], name.clone(), value));
+    }
+    for (path, body) in &e.files {
+        let p = std::path::Path::new(path);
+        let inside = !path.is_empty()
+            && p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            report(
+                &[Key("executor"), Key("files")],
+                format!("invalid file path {path:?}: must be relative to the home, without '..'"),
+            );
+        }
+        if let Err(m) = check_arg(body) {
+            report(&[Key("executor"), Key("files")], format!("{path}: {m}"));
+        }
+        texts.push((vec![Key("executor"), Key("files")], path.clone(), body));
+    }
+    for (segs, what, text) in &texts {
+        for var in used_placeholders(text) {
+            let (missing, field) = match var {
+                "model" => (e.model.is_none(), "model"),
+                "base_url" => (e.base_url.is_none(), "base-url"),
+                _ => (false, ""),
+            };
+            if missing {
+                report(
+                    segs,
+                    format!("{what} uses {{{var}}} but executor.{field} is not set"),
+                );
+            }
+        }
+    }
+    for (field, v) in [("model", &e.model), ("base-url", &e.base_url)] {
+        if v.as_deref()
+            .is_some_and(|s| s.trim().is_empty() || s.contains(char::is_control))
+        {
+            report(
+                &[Key("executor"), Key(field)],
+                "must not be empty or contain control characters".into(),
+            );
+        }
+    }
+    if !e.files.is_empty() && e.home != HomeMode::Agent {
+        report(
+            &[Key("executor"), Key("files")],
+            "needs home = \"agent\": files are written under the agent's own home".into(),
+        );
+    }
+    if e.tmpdir == HomeMode::Agent && e.home != HomeMode::Agent {
+        report(
+            &[Key("executor"), Key("tmpdir")],
+            "\"agent\" needs home = \"agent\" (the dir is <home>/tmp)".into(),
         );
     }
 }

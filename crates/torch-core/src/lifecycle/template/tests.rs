@@ -336,3 +336,112 @@ fn serializes_and_parses_back() {
         assert_eq!(back, t, "{text}");
     }
 }
+
+/// The templates shipped in `examples/templates`, as written.
+fn shipped(name: &str) -> AgentTemplate {
+    let path = format!(
+        "{}/../../examples/templates/{name}.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    parse_template_file(&path, name, &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn agent_cli_templates_set_home_model_endpoint_and_files() {
+    for name in ["shell", "pytest", "aider", "claude-code", "codex"] {
+        let t = shipped(name);
+        let text = toml::to_string(&t).unwrap();
+        let back = parse_template_file("rt.toml", name, &text).unwrap();
+        assert_eq!(back, t, "{name} round-trips: {text}");
+    }
+    let values = Placeholders {
+        workdir: "/w/t1".into(),
+        home: "/a/home".into(),
+        model: "m1".into(),
+        base_url: "http://127.0.0.1:9/v1".into(),
+        ..Placeholders::default()
+    };
+
+    let claude = shipped("claude-code");
+    let e = &claude.executor;
+    assert_eq!((e.home, e.tmpdir), (HomeMode::Agent, HomeMode::Agent));
+    assert_eq!(e.model.as_deref(), Some("sonnet"));
+    let argv = e.render(&values).unwrap();
+    assert!(argv.windows(2).any(|w| w == ["--model", "m1"]), "{argv:?}");
+    assert!(
+        argv.windows(2)
+            .any(|w| w == ["--output-format", "stream-json"])
+    );
+    assert_eq!(
+        render_text(&e.env["ANTHROPIC_BASE_URL"], &values).unwrap(),
+        "http://127.0.0.1:9/v1"
+    );
+    assert!(!claude.env_allowed("HOME") && !claude.env_allowed("TMPDIR"));
+    assert!(claude.env_allowed("ANTHROPIC_API_KEY"));
+    assert_eq!(
+        claude.limits.memory, None,
+        "no address-space limit on Node CLIs"
+    );
+
+    let codex = shipped("codex");
+    let e = &codex.executor;
+    assert_eq!((e.home, e.tmpdir), (HomeMode::Agent, HomeMode::Inherit));
+    assert!(
+        codex.env_allowed("TMPDIR"),
+        "codex's sandbox needs a shared TMPDIR"
+    );
+    assert_eq!(
+        render_text(&e.env["CODEX_HOME"], &values).unwrap(),
+        "/a/home/.codex"
+    );
+    let config = render_text(&e.files[".codex/config.toml"], &values).unwrap();
+    let parsed: toml::Table = config.parse().unwrap();
+    assert_eq!(parsed["model"].as_str(), Some("m1"));
+    assert_eq!(
+        parsed["model_providers"]["torch"]["base_url"].as_str(),
+        Some("http://127.0.0.1:9/v1")
+    );
+    assert_eq!(codex.limits.memory, None);
+}
+
+#[test]
+fn executor_settings_are_checked() {
+    let text = r#"
+[executor]
+command = ["cli", "--model", "{model}"]
+tmpdir = "agent"
+[executor.env]
+"1BAD" = "x"
+URL = "{base_url}"
+[executor.files]
+"../escape" = "x"
+"#;
+    let e = parse_template_file("t.toml", "t", text)
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "t.toml:3:",
+        "argument 2 uses {model} but executor.model is not set",
+        "URL uses {base_url} but executor.base-url is not set",
+        "invalid variable name \"1BAD\"",
+        "invalid file path \"../escape\"",
+        "files: needs home = \"agent\"",
+        "tmpdir: \"agent\" needs home = \"agent\"",
+    ] {
+        assert!(e.contains(want), "{want:?} in {e}");
+    }
+    let ok = r#"
+[executor]
+command = ["cli", "--model", "{model}"]
+model = "m"
+home = "agent"
+[executor.files]
+"a/b.toml" = "x = {{}}"
+"#;
+    let t = parse_template_file("t.toml", "t", ok).unwrap();
+    assert_eq!(
+        render_text(&t.executor.files["a/b.toml"], &Placeholders::default()).unwrap(),
+        "x = {}"
+    );
+}
