@@ -25,6 +25,9 @@
 //! - `criteria`: agent-side success criteria.
 //! - `output`: the verdict in an executor's structured output (Claude JSON,
 //!   Codex JSONL), which can fail an attempt that exited 0.
+//! - `confine`: the task sandbox: the machine probe, each attempt's layers
+//!   (Landlock, network namespace, cgroup, seccomp), the hub socket, and
+//!   naming the limit that ended an attempt.
 //! - `supervise`: the per-task supervisor that applies rlimits and kills the
 //!   task group when the agent dies.
 //! - [`node`]: the node runtime ([`node::run_node`]): starts and stops agent
@@ -33,6 +36,7 @@
 mod agent;
 mod capture;
 pub mod config;
+mod confine;
 mod connect;
 mod criteria;
 mod error;
@@ -47,6 +51,7 @@ mod supervise;
 mod writer;
 
 pub use config::AgentConfig;
+pub use confine::{probe_machine, render as render_probe};
 pub use error::AgentError;
 pub use session::run;
 pub use supervise::supervise_main;

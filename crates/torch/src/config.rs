@@ -141,6 +141,9 @@ pub(crate) struct AgentConfig {
     pub(crate) env_allowlist: Vec<String>,
     /// Bytes of each output stream written to the task's log file.
     pub(crate) max_log_bytes: u64,
+    /// `[agent.sandbox]`: the task sandbox policy (require, files, network,
+    /// read, write, cpus). Since v0.2.
+    pub(crate) sandbox: torch_core::sandbox::SandboxPolicy,
 }
 
 impl Default for AgentConfig {
@@ -150,6 +153,7 @@ impl Default for AgentConfig {
             kill_grace: d.kill_grace,
             env_allowlist: d.env_allowlist,
             max_log_bytes: d.max_log_bytes,
+            sandbox: d.sandbox,
         }
     }
 }

@@ -43,6 +43,6 @@ pub use spawn_policy::{
 };
 pub use template::{
     AgentTemplate, Executor, InheritPolicy, OutputFormat, Placeholders, PromptVia, SandboxLimits,
-    TemplateError, TemplateErrors, parse_bytes, parse_template_file, parse_templates,
-    templates_from_map, validate_template,
+    TemplateError, TemplateErrors, format_bytes, opt_bytes, parse_bytes, parse_template_file,
+    parse_templates, templates_from_map, validate_template,
 };

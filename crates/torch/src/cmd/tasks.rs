@@ -171,6 +171,9 @@ pub(crate) async fn show(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
             e.signal.map_or("-".into(), |c| c.to_string()),
             e.duration_ms
         ));
+        if let Some(sb) = &e.sandbox {
+            lines.push(format!("sandbox   {sb}"));
+        }
         for c in &e.criteria {
             lines.push(format!(
                 "          {} {} — {}",
