@@ -93,7 +93,7 @@ impl Agent {
             cost: self.cfg.cost,
             version: env!("CARGO_PKG_VERSION").to_string(),
             running: self.held(),
-            sandbox: Some(self.ctx.machine.probe.clone()),
+            sandbox: Some(Box::new(self.ctx.machine.probe.clone())),
         })
     }
 

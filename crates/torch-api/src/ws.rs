@@ -45,7 +45,7 @@ pub struct Hello {
     pub running: Vec<HeldTask>,
     /// The sandbox layers this agent's machine offers. Since v0.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<torch_core::sandbox::SandboxProbe>,
+    pub sandbox: Option<Box<torch_core::sandbox::SandboxProbe>>,
 }
 
 /// Captured output sent with a finished report (bounded by the agent).

@@ -101,7 +101,7 @@ fn check_sandbox(json: bool) -> Result<()> {
     if json {
         crate::output::json(&probe)?;
     } else {
-        crate::output::line(torch_agent::render_probe(&probe).trim_end().to_string())?;
+        crate::output::line(torch_agent::render_probe(&probe).trim_end())?;
     }
     if probe.missing.is_empty() {
         Ok(())
