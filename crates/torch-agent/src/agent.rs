@@ -63,7 +63,7 @@ impl Agent {
             supervised: cfg.supervisor.is_some(),
             executor: cfg.executor.clone(),
             wall_time: cfg.limits.wall_time,
-            machine: Machine::detect(),
+            machine: Machine::detect(&cfg.sandbox_disabled),
             policy: cfg.sandbox.clone(),
             limits: cfg.limits.clone(),
             hubs: Arc::new(hub_addrs(&cfg.hub_url)),

@@ -89,6 +89,10 @@ pub struct AgentConfig {
     /// The operator's sandbox policy for every task (narrowed by the
     /// template's and each task's own); layers need the supervisor.
     pub sandbox: SandboxPolicy,
+    /// Sandbox layers to treat as unavailable on this machine (`files`,
+    /// `network`, `memory`, `pids`, `cpu`, `syscalls`): to try a strict
+    /// policy, or to run where a layer misbehaves. Reported as missing.
+    pub sandbox_disabled: Vec<String>,
 }
 
 impl AgentConfig {
@@ -121,6 +125,7 @@ impl AgentConfig {
             executor: None,
             limits: SandboxLimits::default(),
             sandbox: SandboxPolicy::default(),
+            sandbox_disabled: Vec::new(),
         }
     }
 
@@ -211,6 +216,7 @@ impl fmt::Debug for AgentConfig {
             .field("executor", &self.executor)
             .field("limits", &self.limits)
             .field("sandbox", &self.sandbox)
+            .field("sandbox_disabled", &self.sandbox_disabled)
             .finish()
     }
 }

@@ -322,10 +322,13 @@ fn restrict(layers: &Layers, status: &mut Status) -> Result<(), String> {
             }
         }
     }
-    if let Some(f) = filters
-        && let Err(why) = f.apply()
-    {
-        status.layer_failed(layers.strict, "syscalls", &why)?;
+    if let Some(f) = filters {
+        if let Err(why) = syscalls::drop_capabilities() {
+            status.layer_failed(layers.strict, "syscalls", &why)?;
+        }
+        if let Err(why) = f.apply() {
+            status.layer_failed(layers.strict, "syscalls", &why)?;
+        }
     }
     Ok(())
 }

@@ -185,6 +185,10 @@ pub(crate) struct AgentArgs {
     /// `strict`: refuse tasks when a sandbox layer is missing here.
     #[arg(long, value_parser = ["strict", "best-effort"])]
     pub(crate) sandbox_require: Option<String>,
+    /// Treat a sandbox layer as missing on this machine (repeatable): to
+    /// try a strict policy, or to run where a layer misbehaves.
+    #[arg(long = "sandbox-disable", value_parser = ["files", "network", "memory", "pids", "cpu", "syscalls"])]
+    pub(crate) sandbox_disable: Vec<String>,
     /// Agent name (default: `agent-<pid>`).
     #[arg(long)]
     pub(crate) name: Option<String>,

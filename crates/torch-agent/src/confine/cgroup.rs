@@ -259,6 +259,24 @@ impl Cgroups {
         }
     }
 
+    /// Treats `controller` as unavailable (the operator disabled it).
+    pub(crate) fn disable(&mut self, controller: &str) {
+        self.controllers.retain(|c| *c != controller);
+        if let Backend::V1 { memory, pids, cpu } = &mut self.backend {
+            let slot = match controller {
+                "memory" => memory,
+                "pids" => pids,
+                _ => cpu,
+            };
+            *slot = None;
+        }
+        let why = format!("{controller} disabled by the agent's config");
+        self.problem = Some(match self.problem.take() {
+            Some(p) => format!("{p}; {why}"),
+            None => why,
+        });
+    }
+
     /// True when `controller` can be used.
     pub(crate) fn has(&self, controller: &str) -> bool {
         self.controllers.contains(&controller)

@@ -29,5 +29,5 @@ pub use probe::render;
 
 /// Probes this machine's sandbox layers (what `hello` reports).
 pub fn probe_machine() -> torch_core::sandbox::SandboxProbe {
-    plan::Machine::detect().probe
+    plan::Machine::detect(&[]).probe
 }

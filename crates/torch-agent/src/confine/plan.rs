@@ -23,10 +23,16 @@ pub(crate) struct Machine {
 }
 
 impl Machine {
-    /// Probes this machine.
-    pub(crate) fn detect() -> Machine {
-        let cgroups = Cgroups::detect();
-        let probe = super::probe::probe(&cgroups);
+    /// Probes this machine, treating the `disabled` layers (`files`,
+    /// `network`, `memory`, `pids`, `cpu`, `syscalls`) as unavailable.
+    pub(crate) fn detect(disabled: &[String]) -> Machine {
+        let mut cgroups = Cgroups::detect();
+        for c in super::cgroup::CONTROLLERS {
+            if disabled.iter().any(|d| d == c) {
+                cgroups.disable(c);
+            }
+        }
+        let probe = super::probe::probe(&cgroups, disabled);
         Machine { probe, cgroups }
     }
 }

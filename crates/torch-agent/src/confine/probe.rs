@@ -54,12 +54,18 @@ const CGROUP_FIX: &str = "use cgroup v2 with the controller enabled and delegate
     /sys/fs/cgroup), or mount the v1 controller; the agent must be able to create directories \
     in its own cgroup";
 
-/// Probes every layer.
-pub(crate) fn probe(cgroups: &Cgroups) -> SandboxProbe {
-    let landlock_abi = files::probe_abi();
+/// Probes every layer; the `disabled` ones are reported missing.
+pub(crate) fn probe(cgroups: &Cgroups, disabled: &[String]) -> SandboxProbe {
+    let off = |layer: &str| disabled.iter().any(|d| d == layer);
+    const OFF: &str = "disabled by the agent's config (--sandbox-disable)";
+    let landlock_abi = if off("files") { 0 } else { files::probe_abi() };
     let userns = user_namespaces();
-    let netns = network_namespaces(&userns);
-    let seccomp = syscalls::probe();
+    let netns = if off("network") {
+        Err(OFF.to_string())
+    } else {
+        network_namespaces(&userns)
+    };
+    let seccomp = !off("syscalls") && syscalls::probe();
     let mut missing = Vec::new();
     let mut miss = |layer: &str, problem: String, fix: &str| {
         missing.push(MissingLayer {

@@ -7,7 +7,10 @@
 //! `ENOSYS`, because its flags sit in memory a filter cannot read; the C
 //! library then falls back to `clone`, whose flags the filter does check.
 //! Everything else is allowed. The programs are built by the supervisor
-//! before it restricts itself, then installed last (after Landlock).
+//! before it restricts itself, then installed last (after Landlock). A root
+//! supervisor also drops the dangerous capabilities from the bounding set
+//! (`CAP_SYS_PTRACE`, `CAP_SYS_ADMIN`, …), so a root task cannot read the
+//! agent's memory or environment through `/proc` either.
 
 use std::collections::BTreeMap;
 
@@ -109,6 +112,40 @@ impl Filters {
         seccompiler::apply_filter(&self.deny).map_err(|e| format!("seccomp: {e}"))?;
         seccompiler::apply_filter(&self.clone3).map_err(|e| format!("seccomp: {e}"))
     }
+}
+
+/// Capabilities a task never keeps, even as root: dropped from the
+/// bounding set, so the task's `execve` leaves them out of its permitted
+/// set (reading another process's memory or environment, namespaces and
+/// mounts, raw devices, modules, the clock).
+const DROPPED_CAPS: &[caps::Capability] = &[
+    caps::Capability::CAP_SYS_PTRACE,
+    caps::Capability::CAP_SYS_ADMIN,
+    caps::Capability::CAP_SYS_MODULE,
+    caps::Capability::CAP_SYS_RAWIO,
+    caps::Capability::CAP_SYS_BOOT,
+    caps::Capability::CAP_SYS_TIME,
+    caps::Capability::CAP_NET_ADMIN,
+    caps::Capability::CAP_DAC_READ_SEARCH,
+    caps::Capability::CAP_MKNOD,
+    caps::Capability::CAP_MAC_ADMIN,
+    caps::Capability::CAP_MAC_OVERRIDE,
+    caps::Capability::CAP_BPF,
+    caps::Capability::CAP_PERFMON,
+    caps::Capability::CAP_AUDIT_CONTROL,
+    caps::Capability::CAP_SYSLOG,
+];
+
+/// Drops [`DROPPED_CAPS`] from the bounding set (needs `CAP_SETPCAP`, so
+/// only a root supervisor does it; others hold none of them anyway).
+pub(crate) fn drop_capabilities() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    for &c in DROPPED_CAPS {
+        caps::drop(None, caps::CapSet::Bounding, c).map_err(|e| format!("dropping {c}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// True when a seccomp filter can be installed here, found by installing a

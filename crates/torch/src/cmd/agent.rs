@@ -57,6 +57,7 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     let mut ac = torch_agent::AgentConfig::new(args.hub, token, name);
     ac.env_allowlist = cfg.agent.env_allowlist;
     ac.sandbox = policy;
+    ac.sandbox_disabled = args.sandbox_disable.clone();
     if let Some(t) = &template {
         ac.apply_template(t)
             .map_err(|e| exit(BAD_INPUT, format!("{ENV_AGENT_TEMPLATE}: {e}")))?;

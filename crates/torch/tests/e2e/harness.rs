@@ -346,6 +346,19 @@ impl Agent {
         skills: &str,
         slots: u32,
     ) -> Agent {
+        Self::start_args(dir, hub, token, name, skills, slots, &[])
+    }
+
+    /// [`Agent::start`] with extra `torch agent` arguments.
+    pub(crate) fn start_args(
+        dir: &TestDir,
+        hub: &str,
+        token: &str,
+        name: &str,
+        skills: &str,
+        slots: u32,
+        extra: &[&str],
+    ) -> Agent {
         let log = dir.join(&format!("agent-{name}.log"));
         let mut cmd = Command::new(TORCH);
         clean_env(&mut cmd);
@@ -360,6 +373,7 @@ impl Agent {
             .arg(slots.to_string())
             .arg("--work-dir")
             .arg(dir.subdir(&format!("work-{name}")))
+            .args(extra)
             .env("TORCH_TOKEN", token)
             .current_dir(dir.path())
             .stdin(Stdio::null())

@@ -15,4 +15,5 @@ mod listing;
 mod processes;
 mod retention;
 mod routing;
+mod sandbox;
 mod scheduling;
