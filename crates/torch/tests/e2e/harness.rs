@@ -337,7 +337,8 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    /// Starts `torch agent --name NAME --skills SKILLS --slots SLOTS` logging to `agent-NAME.log`.
+    /// Starts `torch agent --name NAME --skills SKILLS --slots SLOTS` logging
+    /// to `agent-NAME.log`; its tasks may also write the test dir's `out`.
     pub(crate) fn start(
         dir: &TestDir,
         hub: &str,
@@ -346,7 +347,19 @@ impl Agent {
         skills: &str,
         slots: u32,
     ) -> Agent {
-        Self::start_args(dir, hub, token, name, skills, slots, &[])
+        // Tests hand tasks an `out` dir in the test dir (`$OUT`) to leave
+        // evidence in: outside the work dir, so the sandbox must allow it.
+        let out = dir.subdir("out");
+        let out = out.to_string_lossy();
+        Self::start_args(
+            dir,
+            hub,
+            token,
+            name,
+            skills,
+            slots,
+            &["--sandbox-write", &out],
+        )
     }
 
     /// [`Agent::start`] with extra `torch agent` arguments.
