@@ -144,6 +144,10 @@ pub(crate) struct AgentConfig {
     /// `[agent.sandbox]`: the task sandbox policy (require, files, network,
     /// read, write, cpus). Since v0.2.
     pub(crate) sandbox: torch_core::sandbox::SandboxPolicy,
+    /// Sandbox layers to treat as missing on this machine (`files`,
+    /// `network`, `memory`, `pids`, `cpu`, `syscalls`), like
+    /// `torch agent --sandbox-disable`. Since v0.2.
+    pub(crate) sandbox_disable: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -154,6 +158,7 @@ impl Default for AgentConfig {
             env_allowlist: d.env_allowlist,
             max_log_bytes: d.max_log_bytes,
             sandbox: d.sandbox,
+            sandbox_disable: d.sandbox_disabled,
         }
     }
 }

@@ -57,7 +57,24 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     let mut ac = torch_agent::AgentConfig::new(args.hub, token, name);
     ac.env_allowlist = cfg.agent.env_allowlist;
     ac.sandbox = policy;
-    ac.sandbox_disabled = args.sandbox_disable.clone();
+    const LAYERS: [&str; 6] = ["files", "network", "memory", "pids", "cpu", "syscalls"];
+    if let Some(bad) = cfg
+        .agent
+        .sandbox_disable
+        .iter()
+        .find(|l| !LAYERS.contains(&l.as_str()))
+    {
+        return Err(exit(
+            BAD_INPUT,
+            format!("agent.sandbox-disable: unknown layer {bad:?} (expected one of {LAYERS:?})"),
+        ));
+    }
+    ac.sandbox_disabled = cfg.agent.sandbox_disable.clone();
+    for layer in &args.sandbox_disable {
+        if !ac.sandbox_disabled.contains(layer) {
+            ac.sandbox_disabled.push(layer.clone());
+        }
+    }
     if let Some(t) = &template {
         ac.apply_template(t)
             .map_err(|e| exit(BAD_INPUT, format!("{ENV_AGENT_TEMPLATE}: {e}")))?;
