@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::{TcpStream, UnixListener};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::debug;
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -63,13 +63,19 @@ impl HubSocket {
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
         let task = tokio::spawn(async move {
+            // The connections die with the accept loop (the set is dropped
+            // when the attempt's socket is).
+            let mut conns = JoinSet::new();
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    Some(_) = conns.join_next() => continue,
+                };
+                let Ok((mut inbound, _)) = accepted else {
                     return;
                 };
                 let hubs = hubs.clone();
-                // Owned by the accept loop's runtime; ends with either side.
-                drop(tokio::spawn(async move {
+                conns.spawn(async move {
                     for addr in hubs.iter() {
                         if let Ok(mut out) = TcpStream::connect(addr.as_str()).await {
                             let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
@@ -77,7 +83,7 @@ impl HubSocket {
                         }
                     }
                     debug!("no hub reachable for a task's hub socket");
-                }));
+                });
             }
         });
         Ok(HubSocket { path, task })
