@@ -300,7 +300,7 @@ async fn attempt(
         };
         // Everything the task started, whatever its process group.
         if let Some(cg) = cgroup {
-            cg.kill_all().await;
+            cg.kill_listed();
         }
         proc.reap().await;
         result

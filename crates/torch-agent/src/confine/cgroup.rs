@@ -534,6 +534,18 @@ impl TaskCgroup {
         warn!(path = %dir.display(), "processes kept appearing in a task cgroup");
     }
 
+    /// One pass: SIGKILLs every process in the cgroup now (the attempt's
+    /// end; [`TaskCgroup::finish`] later makes sure it is empty).
+    pub(crate) fn kill_listed(&self) {
+        let Some(dir) = self.dirs.first() else { return };
+        if self.v2 && fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+            return;
+        }
+        for p in pids_in(dir) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+    }
+
     /// SIGKILLs every process in the cgroup until it is empty (bounded),
     /// without blocking the runtime.
     pub(crate) async fn kill_all(&self) {
