@@ -16,6 +16,8 @@ use torch_api::ws::{
 use torch_core::{AgentId, Evidence, Outcome, OutcomeKind, TaskId};
 
 use crate::config::AgentConfig;
+use crate::confine::hubsock::{hub_addrs, socket_dir};
+use crate::confine::plan::Machine;
 use crate::runner::{RunnerCtx, RunnerEvent, StopReason, run_task};
 use crate::sandbox::Sandbox;
 use crate::writer::Outq;
@@ -61,6 +63,11 @@ impl Agent {
             supervised: cfg.supervisor.is_some(),
             executor: cfg.executor.clone(),
             wall_time: cfg.limits.wall_time,
+            machine: Machine::detect(&cfg.sandbox_disabled),
+            policy: cfg.sandbox.clone(),
+            limits: cfg.limits.clone(),
+            hubs: Arc::new(hub_addrs(&cfg.hub_url)),
+            socket_dir: socket_dir(&cfg.work_root),
         };
         let slots = usize::try_from(cfg.slots).unwrap_or(usize::MAX);
         Agent {
@@ -86,6 +93,7 @@ impl Agent {
             cost: self.cfg.cost,
             version: env!("CARGO_PKG_VERSION").to_string(),
             running: self.held(),
+            sandbox: Some(Box::new(self.ctx.machine.probe.clone())),
         })
     }
 

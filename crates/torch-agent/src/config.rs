@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use torch_api::API_PREFIX;
 use torch_core::lifecycle::{AgentTemplate, Executor, SandboxLimits};
+use torch_core::sandbox::SandboxPolicy;
 use torch_core::{AgentId, Skill};
 
 use crate::error::AgentError;
@@ -85,6 +86,13 @@ pub struct AgentConfig {
     /// supervisor (so they need [`AgentConfig::supervisor`]), and
     /// `wall_time` as the timeout of tasks that set none (or a shorter one).
     pub limits: SandboxLimits,
+    /// The operator's sandbox policy for every task (narrowed by the
+    /// template's and each task's own); layers need the supervisor.
+    pub sandbox: SandboxPolicy,
+    /// Sandbox layers to treat as unavailable on this machine (`files`,
+    /// `network`, `memory`, `pids`, `cpu`, `syscalls`): to try a strict
+    /// policy, or to run where a layer misbehaves. Reported as missing.
+    pub sandbox_disabled: Vec<String>,
 }
 
 impl AgentConfig {
@@ -116,6 +124,8 @@ impl AgentConfig {
             agent_id: None,
             executor: None,
             limits: SandboxLimits::default(),
+            sandbox: SandboxPolicy::default(),
+            sandbox_disabled: Vec::new(),
         }
     }
 
@@ -138,6 +148,7 @@ impl AgentConfig {
         self.cost = Some(t.cost);
         self.executor = Some(t.executor.clone());
         self.limits = t.limits.clone();
+        self.sandbox = self.sandbox.tighten(&t.sandbox);
         for name in &t.env {
             if !self.env_allowlist.contains(name) {
                 self.env_allowlist.push(name.clone());
@@ -204,6 +215,8 @@ impl fmt::Debug for AgentConfig {
             .field("agent_id", &self.agent_id)
             .field("executor", &self.executor)
             .field("limits", &self.limits)
+            .field("sandbox", &self.sandbox)
+            .field("sandbox_disabled", &self.sandbox_disabled)
             .finish()
     }
 }

@@ -28,6 +28,9 @@
 //!   sent as progress reports.
 //! - `output`: the verdict in an executor's structured output (Claude JSON,
 //!   Codex JSONL), which can fail an attempt that exited 0.
+//! - `confine`: the task sandbox: the machine probe, each attempt's layers
+//!   (Landlock, network namespace, cgroup, seccomp), the hub socket, and
+//!   naming the limit that ended an attempt.
 //! - `supervise`: the per-task supervisor that applies rlimits and kills the
 //!   task group when the agent dies.
 //! - [`node`]: the node runtime ([`node::run_node`]): starts and stops agent
@@ -37,6 +40,7 @@ mod activity;
 mod agent;
 mod capture;
 pub mod config;
+mod confine;
 mod connect;
 mod criteria;
 mod error;
@@ -52,6 +56,7 @@ mod supervise;
 mod writer;
 
 pub use config::AgentConfig;
+pub use confine::{probe_machine, render as render_probe};
 pub use error::AgentError;
 pub use session::run;
 pub use supervise::supervise_main;

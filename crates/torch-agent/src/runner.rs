@@ -10,12 +10,17 @@ use tokio::fs::File;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, instrument, warn};
 
+use torch_api::ENV_HUB_SOCKET;
 use torch_api::ws::{Assignment, FinishReport, HeldTask, ProgressReport, TaskLogs};
-use torch_core::lifecycle::{Executor, OutputFormat, Placeholders, PromptVia};
+use torch_core::lifecycle::{Executor, OutputFormat, Placeholders, PromptVia, SandboxLimits};
+use torch_core::sandbox::{Requirement, SandboxPolicy};
 use torch_core::{Evidence, Outcome, OutcomeKind};
 
 use crate::activity;
 use crate::capture::{Capture, EVIDENCE_TAIL_BYTES, REPORT_TAIL_BYTES, drain_while};
+use crate::confine::hubsock::HubSocket;
+use crate::confine::plan::{self, Machine, Paths, Plan, task_limits};
+use crate::confine::verdict::{self, Seen};
 use crate::criteria::{self, Workspace};
 use crate::home;
 use crate::output;
@@ -23,8 +28,11 @@ use crate::sandbox::{Env, Exit, Sandbox};
 
 /// Stdout chunks the live reader may fall behind by before chunks are dropped.
 const TAP_CHUNKS: usize = 256;
-/// Where the supervisor writes the task's exit status (inside the work dir).
-const STATUS_FILE: &str = ".torch-exit-status";
+/// Suffix of the file, beside the work dir (out of the task's reach), where
+/// the supervisor writes the task's exit status.
+const STATUS_SUFFIX: &str = ".status";
+/// The task's temp dir (its `TMPDIR`), inside the work dir.
+const TMP_DIR: &str = ".tmp";
 const STDOUT_LOG: &str = "stdout.log";
 const STDERR_LOG: &str = "stderr.log";
 /// For prompt tasks: the assignment as JSON (without its token), the
@@ -70,6 +78,16 @@ pub(crate) struct RunnerCtx {
     pub(crate) executor: Option<Executor>,
     /// Cap on every attempt's run time (the template's `wall-time`).
     pub(crate) wall_time: Option<Duration>,
+    /// The sandbox layers this machine offers.
+    pub(crate) machine: Machine,
+    /// The operator's sandbox policy (agent config and template).
+    pub(crate) policy: SandboxPolicy,
+    /// The template's resource limits.
+    pub(crate) limits: SandboxLimits,
+    /// `host:port` of each hub, for the per-task hub sockets.
+    pub(crate) hubs: Arc<Vec<String>>,
+    /// Where the per-task hub sockets are made.
+    pub(crate) socket_dir: PathBuf,
 }
 
 /// Runs one attempt to its end and sends its report. `a.command` must be a
@@ -237,21 +255,38 @@ async fn attempt(
     let stdout_log = workdir.join(STDOUT_LOG);
     let out_file = create(&stdout_log).await.map_err(not_run)?;
     let err_file = create(&workdir.join(STDERR_LOG)).await.map_err(not_run)?;
-    let env = ctx.sandbox.task_env(a, workdir, &launch.env);
-    let status_file = workdir.join(STATUS_FILE);
+    let mut env = ctx.sandbox.task_env(a, workdir, &launch.env);
+    let mut status_file = workdir.as_os_str().to_owned();
+    status_file.push(STATUS_SUFFIX);
+    let status_file = PathBuf::from(status_file);
     let timeout_ms = effective_timeout(a.timeout_ms, ctx.wall_time);
 
     let started = Instant::now();
-    let mut proc = ctx
-        .sandbox
-        .spawn_task(
-            &launch.argv,
-            &env,
-            workdir,
-            &status_file,
-            launch.stdin.as_deref(),
-        )
-        .map_err(not_run)?;
+    let confined = confine(ctx, a, workdir, &mut env).await?;
+    let (mut plan, _hub_socket) = match confined {
+        Some((plan, socket)) => (Some(plan), socket),
+        None => (None, None),
+    };
+    let no_args = Vec::new();
+    let sandbox_args = plan.as_ref().map_or(&no_args, |p| &p.args);
+    let spawned = ctx.sandbox.spawn_task(
+        &launch.argv,
+        &env,
+        workdir,
+        &status_file,
+        launch.stdin.as_deref(),
+        sandbox_args,
+    );
+    let mut proc = match spawned {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(cg) = plan.as_ref().and_then(|p| p.cgroup.as_ref()) {
+                cg.finish().await;
+            }
+            return Err(not_run(e));
+        }
+    };
+    let cgroup = plan.as_ref().and_then(|p| p.cgroup.as_ref());
     let held = HeldTask {
         task_id: a.task_id,
         fence: a.fence,
@@ -294,6 +329,10 @@ async fn attempt(
                 (proc.terminate(grace).await, Some(Stopped::By(reason)))
             }
         };
+        // Everything the task started, whatever its process group.
+        if let Some(cg) = cgroup {
+            cg.kill_listed();
+        }
         proc.reap().await;
         result
     })
@@ -305,11 +344,17 @@ async fn attempt(
     {
         warn!(error = %e, "the output follower failed");
     }
-    let exit = if ctx.supervised {
+    let (exit, extras) = if ctx.supervised {
         supervised_exit(&status_file, leader_exit).await
     } else {
-        leader_exit
+        (leader_exit, StatusExtras::default())
     };
+    let report = plan.as_mut().map(|p| {
+        for layer in &extras.degraded {
+            p.degrade(layer);
+        }
+        p.report.clone()
+    });
 
     if out.file_truncated() || err.file_truncated() {
         warn!(
@@ -332,6 +377,7 @@ async fn attempt(
         criteria: Vec::new(),
         stdout_tail: out.tail_text(EVIDENCE_TAIL_BYTES),
         stderr_tail: err.tail_text(EVIDENCE_TAIL_BYTES),
+        sandbox: Some(report.clone().unwrap_or_else(plan::unsupervised)),
         ..Evidence::default()
     };
     let outcome = match (stopped, exit) {
@@ -381,10 +427,29 @@ async fn attempt(
             };
             match reason {
                 None => Outcome::succeeded(evidence),
-                Some(reason) => Outcome::failed(OutcomeKind::Failed, reason, evidence),
+                Some(reason) => {
+                    let named = plan.as_ref().zip(report.as_ref()).and_then(|(p, r)| {
+                        verdict::name_the_limit(&Seen {
+                            exit: &exit,
+                            cpu_ms: extras.cpu_ms,
+                            cgroup: p.cgroup.as_ref(),
+                            limits: &p.limits,
+                            report: r,
+                            stderr_tail: &evidence.stderr_tail,
+                            stdout_tail: &evidence.stdout_tail,
+                        })
+                    });
+                    match named {
+                        Some((kind, why)) => Outcome::failed(kind, why, evidence),
+                        None => Outcome::failed(OutcomeKind::Failed, reason, evidence),
+                    }
+                }
             }
         }
     };
+    if let Some(cg) = plan.as_ref().and_then(|p| p.cgroup.as_ref()) {
+        cg.finish().await;
+    }
     // `truncated`: some output is kept nowhere in full (not in these tails,
     // or not in the capped log files).
     let logs = (out.total() > 0 || err.total() > 0).then(|| TaskLogs {
@@ -431,19 +496,90 @@ async fn create(path: &Path) -> Result<File, String> {
         .map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
+/// The sandbox of an attempt: its plan and, for network `hub`, its hub
+/// socket (`None` when the agent runs tasks without the supervisor). Adds
+/// `TMPDIR` and `TORCH_HUB_SOCKET` to `env`. A strict policy on a machine
+/// that lacks a layer refuses here: the task fails `fatal` without running.
+async fn confine(
+    ctx: &RunnerCtx,
+    a: &Assignment,
+    workdir: &Path,
+    env: &mut crate::sandbox::Env,
+) -> Result<Option<(Plan, Option<HubSocket>)>, NotRun> {
+    let policy = ctx.policy.for_task(a.sandbox.as_ref());
+    if !ctx.supervised {
+        if policy.requirement() == Requirement::Strict {
+            return Err((
+                OutcomeKind::Fatal,
+                "sandbox.require = \"strict\" but this agent runs tasks without the supervisor"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let tmpdir = workdir.join(TMP_DIR);
+    tokio::fs::create_dir_all(&tmpdir)
+        .await
+        .map_err(|e| not_run(format!("cannot create {}: {e}", tmpdir.display())))?;
+    env.push(("TMPDIR".into(), tmpdir.clone().into_os_string()));
+    let limits = task_limits(&ctx.limits, a.sandbox.as_ref());
+    let paths = Paths {
+        workdir,
+        tmpdir: &tmpdir,
+        torch_dir: ctx.sandbox.torch_dir(),
+    };
+    let plan = plan::plan(&ctx.machine, &policy, limits, &paths)
+        .map_err(|refusal| (OutcomeKind::Fatal, refusal))?;
+    let socket = if plan.hub_socket {
+        let s = HubSocket::open(&ctx.socket_dir, ctx.hubs.clone())
+            .map_err(|e| not_run(format!("cannot open the task's hub socket: {e}")))?;
+        env.push((ENV_HUB_SOCKET.into(), s.path().as_os_str().to_owned()));
+        Some(s)
+    } else {
+        None
+    };
+    Ok(Some((plan, socket)))
+}
+
+/// What the supervisor reports besides the exit.
+#[derive(Debug, Default, PartialEq)]
+struct StatusExtras {
+    /// CPU time of the task's waited-for processes.
+    cpu_ms: Option<u64>,
+    /// Layers it could not apply.
+    degraded: Vec<String>,
+}
+
+fn parse_extras(text: &str) -> StatusExtras {
+    let mut x = StatusExtras::default();
+    for line in text.lines().skip(1) {
+        if let Some(ms) = line.strip_prefix("cpu_ms ") {
+            x.cpu_ms = ms.trim().parse().ok();
+        } else if let Some(rest) = line.strip_prefix("degraded ") {
+            let layer = rest.split(' ').next().unwrap_or_default();
+            x.degraded.push(layer.to_string());
+        }
+    }
+    x
+}
+
 /// The task's own exit as the supervisor recorded it. The supervisor itself
 /// always ends by SIGKILL (it kills its whole group last), so its own status
 /// only matters when it wrote none.
-async fn supervised_exit(status_file: &Path, leader: Exit) -> Exit {
+async fn supervised_exit(status_file: &Path, leader: Exit) -> (Exit, StatusExtras) {
+    let mut extras = StatusExtras::default();
     let exit = match tokio::fs::read_to_string(status_file).await {
-        Ok(text) => parse_status(&text).unwrap_or_else(|| {
-            Exit::Unknown(format!(
-                "the supervisor wrote an unreadable status {text:?}"
-            ))
-        }),
+        Ok(text) if !text.is_empty() => {
+            extras = parse_extras(&text);
+            parse_status(&text).unwrap_or_else(|| {
+                Exit::Unknown(format!(
+                    "the supervisor wrote an unreadable status {text:?}"
+                ))
+            })
+        }
         // Killed together with the task before it could write (timeout/cancel).
-        Err(_) if leader == Exit::Signal(9) => leader,
-        Err(_) => Exit::Unknown(format!(
+        _ if leader == Exit::Signal(9) => leader,
+        _ => Exit::Unknown(format!(
             "the supervisor ended ({leader:?}) without reporting the task's exit status"
         )),
     };
@@ -452,12 +588,14 @@ async fn supervised_exit(status_file: &Path, leader: Exit) -> Exit {
     {
         warn!(error = %e, "cannot remove the supervisor status file");
     }
-    exit
+    (exit, extras)
 }
 
-/// Parses `exit N`, `signal N` or `error MESSAGE` (see `supervise`).
+/// Parses the first line: `exit N`, `signal N` or `error MESSAGE` (see
+/// `supervise`).
 pub(crate) fn parse_status(text: &str) -> Option<Exit> {
-    let (word, rest) = text.trim_end().split_once(' ')?;
+    let first = text.lines().next().unwrap_or_default();
+    let (word, rest) = first.trim_end().split_once(' ')?;
     match word {
         "exit" => rest.parse().ok().map(Exit::Code),
         "signal" => rest.parse().ok().map(Exit::Signal),
@@ -479,6 +617,15 @@ mod tests {
             Some(Exit::Unknown("cannot start `x`: not found".into()))
         );
         assert_eq!(parse_status("garbage"), None);
+        let text = "signal 9\ncpu_ms 1234\ndegraded network unshare failed\n";
+        assert_eq!(parse_status(text), Some(Exit::Signal(9)));
+        assert_eq!(
+            parse_extras(text),
+            StatusExtras {
+                cpu_ms: Some(1234),
+                degraded: vec!["network".into()],
+            }
+        );
         assert_eq!(parse_status("exit x"), None);
 
         let wall = Some(Duration::from_secs(2));

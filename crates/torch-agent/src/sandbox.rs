@@ -24,7 +24,6 @@ use torch_api::ws::Assignment;
 use torch_api::{ENV_ATTEMPT, ENV_HUB, ENV_TASK_ID, ENV_TASK_TOKEN, ENV_WORKDIR};
 
 use crate::config::AgentConfig;
-use crate::supervise::limit_args;
 
 /// Search path used when neither the agent nor the spec provides `PATH`.
 const FALLBACK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -52,8 +51,6 @@ pub(crate) struct Sandbox {
     /// Directory of the `torch` binary, prepended to every task's `PATH`.
     torch_dir: Option<PathBuf>,
     supervisor: Option<PathBuf>,
-    /// `__supervise` arguments carrying the rlimits.
-    limit_args: Vec<OsString>,
     hub_url: String,
 }
 
@@ -102,7 +99,6 @@ impl Sandbox {
                 .and_then(Path::parent)
                 .map(Path::to_path_buf),
             supervisor: cfg.supervisor.clone(),
-            limit_args: limit_args(&cfg.limits),
             hub_url: cfg.hub_url.clone(),
         }
     }
@@ -144,10 +140,15 @@ impl Sandbox {
         env
     }
 
+    /// The directory of the `torch` binary, when known.
+    pub(crate) fn torch_dir(&self) -> Option<&Path> {
+        self.torch_dir.as_deref()
+    }
+
     /// Starts a task: under the supervisor when one is configured (which
-    /// applies the rlimits and writes the task's exit status to
-    /// `status_file`), else directly. The task's stdin is `stdin` (a file)
-    /// or `/dev/null`.
+    /// applies the rlimits and sandbox layers in `sandbox_args` and writes
+    /// the task's exit status to `status_file`), else directly. The task's
+    /// stdin is `stdin` (a file) or `/dev/null`.
     pub(crate) fn spawn_task(
         &self,
         argv: &[String],
@@ -155,6 +156,7 @@ impl Sandbox {
         workdir: &Path,
         status_file: &Path,
         stdin: Option<&Path>,
+        sandbox_args: &[OsString],
     ) -> Result<Proc, String> {
         let (program, args) = argv
             .split_first()
@@ -165,7 +167,7 @@ impl Sandbox {
                 c.arg("__supervise")
                     .arg("--status")
                     .arg(status_file)
-                    .args(&self.limit_args);
+                    .args(sandbox_args);
                 if let Some(path) = stdin {
                     c.arg("--stdin").arg(path);
                 }

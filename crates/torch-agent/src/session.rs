@@ -31,6 +31,11 @@ use crate::writer::Outq;
 /// group), reported as failed ("agent shutting down") when connected, and the
 /// socket is closed.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    // Not dumpable: a task of the same user cannot read the agent's memory
+    // or environment (its token) through /proc without CAP_SYS_PTRACE.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        warn!(error = %e, "cannot make the agent non-dumpable");
+    }
     let urls = cfg.validate()?;
     for url in &urls {
         request(url, &cfg.token)?;

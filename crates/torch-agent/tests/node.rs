@@ -92,6 +92,7 @@ impl Hub {
                 max_agents: 0,
                 version: String::new(),
                 status: NodeStatus::default(),
+                sandbox: None,
             },
             pending: VecDeque::new(),
         };

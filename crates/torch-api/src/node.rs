@@ -65,6 +65,9 @@ pub struct NodeHello {
     pub version: String,
     /// Resources now, including agents still running from before a reconnect.
     pub status: NodeStatus,
+    /// The sandbox layers this machine offers its agents' tasks. Since v0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<torch_core::sandbox::SandboxProbe>,
 }
 
 /// Node → hub.

@@ -43,6 +43,9 @@ pub struct Hello {
     /// Tasks still running from before a reconnect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub running: Vec<HeldTask>,
+    /// The sandbox layers this agent's machine offers. Since v0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Box<torch_core::sandbox::SandboxProbe>>,
 }
 
 /// Captured output sent with a finished report (bounded by the agent).
@@ -138,6 +141,10 @@ pub struct Assignment {
     pub success: SuccessCriteria,
     /// Token that lets the task's process report progress for this task only.
     pub task_token: String,
+    /// The spec's `sandbox` field: isolation the task asks for on top of
+    /// its agent's. Since v0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<torch_core::sandbox::TaskSandbox>,
 }
 
 /// How the hub took a finished report.

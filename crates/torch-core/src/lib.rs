@@ -18,6 +18,8 @@
 //! - [`scheduler`]: the pure placement engine (priority, tenant fairness, FIFO,
 //!   hard filters, scoring policies, batch assignment, explanations).
 //! - [`team`]: team specs and forming a team at least cost.
+//! - [`sandbox`]: task sandbox settings, the machine probe and the
+//!   isolation each attempt got.
 //! - [`routing`]: task analysis, the skill taxonomy, multi-factor scoring,
 //!   circuit breakers and the routing simulation.
 
@@ -27,6 +29,7 @@ pub mod lease;
 pub mod lifecycle;
 pub mod outcome;
 pub mod routing;
+pub mod sandbox;
 pub mod scheduler;
 pub mod skill;
 pub mod spec;

@@ -16,6 +16,15 @@ pub enum OutcomeKind {
     Fatal,
     /// Killed because the task was cancelled.
     Cancelled,
+    /// Killed by the out-of-memory killer at its memory limit; retryable.
+    Oom,
+    /// Hit its process limit (cgroup `pids`); retryable.
+    PidsExceeded,
+    /// Used up its CPU seconds (`RLIMIT_CPU`); retryable.
+    CpuTime,
+    /// Failed on something its sandbox refuses (a file, the network, a
+    /// system call); retryable.
+    SandboxDenied,
 }
 
 impl OutcomeKind {
@@ -27,6 +36,10 @@ impl OutcomeKind {
             OutcomeKind::TimedOut => "timed_out",
             OutcomeKind::Fatal => "fatal",
             OutcomeKind::Cancelled => "cancelled",
+            OutcomeKind::Oom => "oom",
+            OutcomeKind::PidsExceeded => "pids_exceeded",
+            OutcomeKind::CpuTime => "cpu_time",
+            OutcomeKind::SandboxDenied => "sandbox_denied",
         }
     }
 }
@@ -75,6 +88,9 @@ pub struct Evidence {
     /// `codex exec resume ID`) in the agent's home. Since v0.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The isolation the attempt actually got. Since v0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<crate::sandbox::SandboxReport>,
 }
 
 /// Why an agent CLI's run failed, in its own words.

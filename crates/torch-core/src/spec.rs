@@ -71,6 +71,10 @@ pub struct TaskSpec {
     /// A team to form for this task (roles, leader, size); see [`crate::team`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<crate::team::TeamSpec>,
+    /// Isolation this task asks for; it can only tighten its agent's
+    /// template (see [`crate::sandbox`]). Since v0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<crate::sandbox::TaskSandbox>,
 }
 
 /// Default number of retries when a spec does not say.

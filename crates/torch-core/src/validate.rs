@@ -307,6 +307,9 @@ pub fn validate_batch(source: &str, specs: Vec<TaskSpec>) -> Result<Vec<ValidTas
 }
 
 fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, String)) {
+    if let Some(problem) = spec.sandbox.as_ref().and_then(|s| s.problem()) {
+        report("sandbox", problem);
+    }
     if let Some(team) = &spec.team {
         for (field, message) in team.problems() {
             report(&field, message);

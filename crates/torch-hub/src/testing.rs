@@ -167,6 +167,7 @@ impl FakeAgent {
             cost: None,
             version: "test".into(),
             running: Vec::new(),
+            sandbox: None,
         };
         let reg = Registration {
             hello,

@@ -171,8 +171,38 @@ pub(crate) struct AgentArgs {
     #[arg(long, env = "TORCH_HUB", default_value = "http://127.0.0.1:7700")]
     pub(crate) hub: String,
     /// Agent (or admin) token. Env: TORCH_TOKEN.
-    #[arg(long, env = "TORCH_TOKEN", hide_env_values = true)]
-    pub(crate) token: String,
+    #[arg(
+        long,
+        env = "TORCH_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "check_sandbox"
+    )]
+    pub(crate) token: Option<String>,
+    /// Print which sandbox layers this machine offers (and, for each missing
+    /// one, what to change), then exit: 0 when every layer is available, 1
+    /// otherwise.
+    #[arg(long)]
+    pub(crate) check_sandbox: bool,
+    /// With `--check-sandbox`: print the probe as JSON.
+    #[arg(long, requires = "check_sandbox")]
+    pub(crate) json: bool,
+    /// Network of every task: `none`, `hub` (default) or `host`; a
+    /// template's or task's stricter setting still wins.
+    #[arg(long, value_parser = ["none", "hub", "host"])]
+    pub(crate) sandbox_network: Option<String>,
+    /// Extra read-write path for every task (repeatable).
+    #[arg(long = "sandbox-write")]
+    pub(crate) sandbox_write: Vec<PathBuf>,
+    /// Extra read-only path for every task (repeatable).
+    #[arg(long = "sandbox-read")]
+    pub(crate) sandbox_read: Vec<PathBuf>,
+    /// `strict`: refuse tasks when a sandbox layer is missing here.
+    #[arg(long, value_parser = ["strict", "best-effort"])]
+    pub(crate) sandbox_require: Option<String>,
+    /// Treat a sandbox layer as missing on this machine (repeatable): to
+    /// try a strict policy, or to run where a layer misbehaves.
+    #[arg(long = "sandbox-disable", value_parser = ["files", "network", "memory", "pids", "cpu", "syscalls"])]
+    pub(crate) sandbox_disable: Vec<String>,
     /// Agent name (default: `agent-<pid>`).
     #[arg(long)]
     pub(crate) name: Option<String>,

@@ -26,10 +26,16 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(hub: &str, token: Option<String>) -> Result<Client> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(64);
+        // Inside a task whose network is `hub`: the agent's per-task socket
+        // is the only way to the hub.
+        if let Some(sock) = std::env::var_os(torch_api::ENV_HUB_SOCKET).filter(|s| !s.is_empty()) {
+            builder = builder.unix_socket(std::path::PathBuf::from(sock));
+        }
+        let http = builder
             .build()
             .map_err(|e| exit(ERROR, format!("building HTTP client: {e}")))?;
         let bases: Vec<String> = hub

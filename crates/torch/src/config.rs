@@ -141,6 +141,13 @@ pub(crate) struct AgentConfig {
     pub(crate) env_allowlist: Vec<String>,
     /// Bytes of each output stream written to the task's log file.
     pub(crate) max_log_bytes: u64,
+    /// `[agent.sandbox]`: the task sandbox policy (require, files, network,
+    /// read, write, cpus). Since v0.2.
+    pub(crate) sandbox: torch_core::sandbox::SandboxPolicy,
+    /// Sandbox layers to treat as missing on this machine (`files`,
+    /// `network`, `memory`, `pids`, `cpu`, `syscalls`), like
+    /// `torch agent --sandbox-disable`. Since v0.2.
+    pub(crate) sandbox_disable: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -150,6 +157,8 @@ impl Default for AgentConfig {
             kill_grace: d.kill_grace,
             env_allowlist: d.env_allowlist,
             max_log_bytes: d.max_log_bytes,
+            sandbox: d.sandbox,
+            sandbox_disable: d.sandbox_disabled,
         }
     }
 }

@@ -240,6 +240,8 @@ pub(crate) struct AgentSpawn<'a> {
     pub(crate) log_file: Option<PathBuf>,
     /// Config file for the agent's `[agent]` section, if one was given.
     pub(crate) config: Option<PathBuf>,
+    /// More `torch agent` arguments (e.g. `--sandbox-write DIR`).
+    pub(crate) extra: Vec<String>,
 }
 
 /// Starts `torch agent` as a child process (killed when dropped).
@@ -257,6 +259,7 @@ pub(crate) fn spawn_agent(a: AgentSpawn<'_>) -> Result<Child> {
         .arg(a.slots.to_string())
         .arg("--work-dir")
         .arg(&a.work_dir)
+        .args(&a.extra)
         .env("TORCH_TOKEN", a.token)
         .env_remove("TORCH_CONFIG")
         .stdin(Stdio::null())

@@ -79,6 +79,7 @@ pub async fn run_node(cfg: NodeConfig, shutdown: CancellationToken) -> Result<()
         sampler: Sampler::new(procfs::clock_ticks(), procfs::page_size()),
         unsent: Vec::new(),
         stopping: false,
+        sandbox: crate::confine::probe_machine(),
     };
 
     let dialer = Dialer::new(urls, "node/ws");
@@ -100,6 +101,8 @@ struct Node {
     unsent: Vec<NodeMessage>,
     /// Shutting down: agents are being stopped and no spawn is accepted.
     stopping: bool,
+    /// The sandbox layers this machine offers, probed at start.
+    sandbox: torch_core::sandbox::SandboxProbe,
 }
 
 impl Node {
@@ -140,6 +143,7 @@ impl Role for Node {
             max_agents: self.max_agents,
             version: env!("CARGO_PKG_VERSION").to_string(),
             status,
+            sandbox: Some(self.sandbox.clone()),
         })
     }
 

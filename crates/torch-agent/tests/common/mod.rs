@@ -124,6 +124,7 @@ fn hello_placeholder() -> Hello {
         cost: None,
         version: String::new(),
         running: Vec::new(),
+        sandbox: None,
     }
 }
 
@@ -242,6 +243,7 @@ pub(crate) fn assign(argv: &[&str]) -> Assignment {
         timeout_ms: None,
         success: SuccessCriteria::default(),
         task_token: "task-token".into(),
+        sandbox: None,
     }
 }
 

@@ -43,6 +43,6 @@ pub use spawn_policy::{
 };
 pub use template::{
     AgentTemplate, Executor, HomeMode, InheritPolicy, OutputFormat, Placeholders, PromptVia,
-    SandboxLimits, TemplateError, TemplateErrors, parse_bytes, parse_template_file,
-    parse_templates, render_text, templates_from_map, validate_template,
+    SandboxLimits, TemplateError, TemplateErrors, format_bytes, opt_bytes, parse_bytes,
+    parse_template_file, parse_templates, render_text, templates_from_map, validate_template,
 };

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sandbox::SandboxPolicy;
+
 pub use super::autoscale::ScalingConfig;
 pub use super::recycle::RecycleRules;
 
@@ -77,6 +79,10 @@ pub struct AgentTemplate {
     /// Resource limits applied to each task process.
     #[serde(default, skip_serializing_if = "SandboxLimits::is_empty")]
     pub limits: SandboxLimits,
+    /// Isolation of each task (files, network, strictness; see
+    /// [`crate::sandbox`]). Since v0.2.
+    #[serde(default, skip_serializing_if = "is_default_policy")]
+    pub sandbox: SandboxPolicy,
     /// Tasks one agent runs at once (`1..=256`, default 1).
     #[serde(default = "default_slots")]
     pub slots: u32,
@@ -111,6 +117,10 @@ pub struct AgentTemplate {
     pub scaling: ScalingConfig,
 }
 
+fn is_default_policy(p: &SandboxPolicy) -> bool {
+    p == &SandboxPolicy::default()
+}
+
 fn default_slots() -> u32 {
     DEFAULT_SLOTS
 }
@@ -133,6 +143,7 @@ impl AgentTemplate {
             executor,
             env: Vec::new(),
             limits: SandboxLimits::default(),
+            sandbox: SandboxPolicy::default(),
             slots: DEFAULT_SLOTS,
             min: 0,
             max: DEFAULT_MAX,

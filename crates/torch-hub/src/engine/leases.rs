@@ -115,6 +115,7 @@ impl<S: Store> Engine<S> {
             prompt: spec.prompt,
             env: spec.env,
             task_token: token,
+            sandbox: spec.sandbox,
         })
     }
 

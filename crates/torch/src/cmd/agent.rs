@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use torch_api::node::{ENV_AGENT_ID, ENV_AGENT_TEMPLATE};
 use torch_core::AgentId;
 use torch_core::lifecycle::{AgentTemplate, validate_template};
+use torch_core::sandbox::SandboxPolicy;
 use torch_core::skill::parse_skill_list;
 
 use crate::cli::AgentArgs;
@@ -20,7 +21,15 @@ const DEFAULT_SKILLS: &str = "sh";
 const DEFAULT_SLOTS: u32 = 4;
 
 pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
+    if args.check_sandbox {
+        return check_sandbox(args.json);
+    }
+    let token = args
+        .token
+        .clone()
+        .ok_or_else(|| exit(BAD_INPUT, "--token (or TORCH_TOKEN) is required"))?;
     let template = template_from_env()?;
+    let policy = sandbox_policy(cfg.agent.sandbox.clone(), &args)?;
     let agent_id = agent_id_from_env()?;
     let skills_arg = args.skills.as_deref().unwrap_or(DEFAULT_SKILLS);
     let skills = parse_skill_list(skills_arg)
@@ -45,8 +54,27 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&work_root)
         .with_context(|| format!("creating work dir {}", work_root.display()))?;
-    let mut ac = torch_agent::AgentConfig::new(args.hub, args.token, name);
+    let mut ac = torch_agent::AgentConfig::new(args.hub, token, name);
     ac.env_allowlist = cfg.agent.env_allowlist;
+    ac.sandbox = policy;
+    const LAYERS: [&str; 6] = ["files", "network", "memory", "pids", "cpu", "syscalls"];
+    if let Some(bad) = cfg
+        .agent
+        .sandbox_disable
+        .iter()
+        .find(|l| !LAYERS.contains(&l.as_str()))
+    {
+        return Err(exit(
+            BAD_INPUT,
+            format!("agent.sandbox-disable: unknown layer {bad:?} (expected one of {LAYERS:?})"),
+        ));
+    }
+    ac.sandbox_disabled = cfg.agent.sandbox_disable.clone();
+    for layer in &args.sandbox_disable {
+        if !ac.sandbox_disabled.contains(layer) {
+            ac.sandbox_disabled.push(layer.clone());
+        }
+    }
     if let Some(t) = &template {
         ac.apply_template(t)
             .map_err(|e| exit(BAD_INPUT, format!("{ENV_AGENT_TEMPLATE}: {e}")))?;
@@ -83,6 +111,52 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     torch_agent::run(ac, shutdown)
         .await
         .map_err(|e| exit(crate::exit::ERROR, format!("agent stopped: {e}")))
+}
+
+/// `torch agent --check-sandbox [--json]`.
+fn check_sandbox(json: bool) -> Result<()> {
+    let probe = torch_agent::probe_machine();
+    if json {
+        crate::output::json(&probe)?;
+    } else {
+        crate::output::line(torch_agent::render_probe(&probe).trim_end())?;
+    }
+    if probe.missing.is_empty() {
+        Ok(())
+    } else {
+        Err(exit(
+            crate::exit::ERROR,
+            format!(
+                "{} sandbox layer(s) missing on this machine",
+                probe.missing.len()
+            ),
+        ))
+    }
+}
+
+/// The config's `[agent.sandbox]` with the `--sandbox-*` flags applied.
+fn sandbox_policy(mut p: SandboxPolicy, args: &AgentArgs) -> Result<SandboxPolicy> {
+    fn parse<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T> {
+        serde_json::from_value(serde_json::Value::String(v.to_string()))
+            .map_err(|e| exit(BAD_INPUT, format!("--sandbox-{what} {v:?}: {e}")))
+    }
+    if let Some(n) = &args.sandbox_network {
+        p.network = Some(parse("network", n)?);
+    }
+    if let Some(r) = &args.sandbox_require {
+        p.require = Some(parse("require", r)?);
+    }
+    for (list, add) in [
+        (&mut p.write, &args.sandbox_write),
+        (&mut p.read, &args.sandbox_read),
+    ] {
+        for path in add {
+            let abs = std::path::absolute(path)
+                .with_context(|| format!("resolving {}", path.display()))?;
+            list.push(abs);
+        }
+    }
+    Ok(p)
 }
 
 /// The template a node handed over in `TORCH_AGENT_TEMPLATE` (JSON), checked.

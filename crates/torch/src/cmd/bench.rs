@@ -234,6 +234,7 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
             work_dir: dir.path().join("work"),
             log_file: None,
             config: None,
+            extra: Vec::new(),
         })?);
     }
     wait_agents(&client, args.agents as usize, Duration::from_secs(60), "").await?;

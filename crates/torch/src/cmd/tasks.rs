@@ -180,6 +180,9 @@ pub(crate) async fn show(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
         if let Some(s) = &e.session_id {
             lines.push(format!("session   {s}"));
         }
+        if let Some(sb) = &e.sandbox {
+            lines.push(format!("sandbox   {sb}"));
+        }
         for c in &e.criteria {
             lines.push(format!(
                 "          {} {} — {}",

@@ -45,6 +45,7 @@ pub(crate) async fn run(
             work_dir: data_dir.join("work").join(format!("local-{}", i + 1)),
             log_file: Some(log_dir.join(format!("agent-{}.log", i + 1))),
             config: config_path.clone(),
+            extra: Vec::new(),
         })?);
     }
     {

@@ -146,7 +146,8 @@ fn chaos_agents_leader_and_redis_killed_nothing_lost_or_doubled() {
     let mut agents: Vec<Agent> = (0..50)
         .map(|i| Agent::start(&db, &b.url, &token, &format!("c{i}"), "sh", 2))
         .collect();
-    let effects = db.join("effects.log");
+    // In `out`: the agents' tasks may write there (see `Agent::start`).
+    let effects = db.subdir("out").join("effects.log");
     let file = effects.to_str().expect("utf-8 path").to_string();
     let total = 10_000;
     let mut ids = Vec::with_capacity(total);

@@ -14,7 +14,7 @@ fn an_operator_retry_leaves_the_autonomous_share() {
     let api = hub.api();
     let token = hub.token(&dir, "agent");
     let _agent = Agent::start(&dir, &hub.url, &token, "a1", "sh", 2);
-    let marker = dir.join("failed-once");
+    let marker = dir.subdir("out").join("failed-once");
     let flaky = format!(
         "if [ -f {m} ]; then echo ok; else touch {m}; exit 1; fi",
         m = marker.display()

@@ -339,7 +339,8 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    /// Starts `torch agent --name NAME --skills SKILLS --slots SLOTS` logging to `agent-NAME.log`.
+    /// Starts `torch agent --name NAME --skills SKILLS --slots SLOTS` logging
+    /// to `agent-NAME.log`; its tasks may also write the test dir's `out`.
     pub(crate) fn start(
         dir: &TestDir,
         hub: &str,
@@ -347,6 +348,31 @@ impl Agent {
         name: &str,
         skills: &str,
         slots: u32,
+    ) -> Agent {
+        // Tests hand tasks an `out` dir in the test dir (`$OUT`) to leave
+        // evidence in: outside the work dir, so the sandbox must allow it.
+        let out = dir.subdir("out");
+        let out = out.to_string_lossy();
+        Self::start_args(
+            dir,
+            hub,
+            token,
+            name,
+            skills,
+            slots,
+            &["--sandbox-write", &out],
+        )
+    }
+
+    /// [`Agent::start`] with extra `torch agent` arguments.
+    pub(crate) fn start_args(
+        dir: &TestDir,
+        hub: &str,
+        token: &str,
+        name: &str,
+        skills: &str,
+        slots: u32,
+        extra: &[&str],
     ) -> Agent {
         let log = dir.join(&format!("agent-{name}.log"));
         let mut cmd = Command::new(TORCH);
@@ -362,6 +388,7 @@ impl Agent {
             .arg(slots.to_string())
             .arg("--work-dir")
             .arg(dir.subdir(&format!("work-{name}")))
+            .args(extra)
             .env("TORCH_TOKEN", token)
             .current_dir(dir.path())
             .stdin(Stdio::null())

@@ -232,8 +232,10 @@ min = 1
 max = 10
 idle-timeout = "1h"
 executor = { command = ["sh", "-c", "{prompt}"] }
+sandbox = { write = ["@DIR@"] }
 "#,
-        ),
+        )
+        .replace("@DIR@", &dir.path().display().to_string()),
     );
     let hub = Hub::start(&dir, &[]);
     let api = hub.api();
@@ -461,6 +463,7 @@ slots = 1
 min = 1
 max = 1
 executor = { command = ["sh", "-c", "{prompt}"] }
+sandbox = { write = ["@DIR@"] }
 
 [templates.helper]
 skills = ["helping"]
@@ -469,8 +472,10 @@ min = 0
 max = 2
 inherit = ["repo.*"]
 executor = { command = ["sh", "-c", "{prompt}"] }
+sandbox = { write = ["@DIR@"] }
 "#,
-        ),
+        )
+        .replace("@DIR@", &dir.path().display().to_string()),
     );
     let hub = Hub::start(&dir, &[]);
     let api = hub.api();

@@ -20,4 +20,5 @@ mod mcp;
 mod processes;
 mod retention;
 mod routing;
+mod sandbox;
 mod scheduling;

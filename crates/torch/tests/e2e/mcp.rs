@@ -41,7 +41,24 @@ fn the_python_mcp_client_drives_every_tool_from_inside_a_task() {
     let hub = Hub::start(&dir, &[]);
     let api = hub.api();
     let token = hub.token(&dir, "agent");
-    let _agent = Agent::start(&dir, &hub.url, &token, "mcp-agent", "sh", 2);
+    // The task runs the client script from the source tree with the venv's
+    // Python (under $HOME here): the sandbox must let the task read them.
+    let prefixes = Command::new(&python)
+        .args([
+            "-c",
+            "import sys; print(sys.prefix); print(sys.base_prefix)",
+        ])
+        .output()
+        .expect("ask python for its prefixes");
+    let prefixes = String::from_utf8_lossy(&prefixes.stdout).into_owned();
+    let mut args = vec![
+        "--sandbox-read",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp"),
+    ];
+    for p in prefixes.lines().filter(|l| !l.is_empty()) {
+        args.extend(["--sandbox-read", p]);
+    }
+    let _agent = Agent::start_args(&dir, &hub.url, &token, "mcp-agent", "sh", 2, &args);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/mcp_client.py");
     let ids = api.submit(vec![json!({
         "name": "mcp-parent",

@@ -220,6 +220,24 @@ fn check(t: &AgentTemplate) -> Vec<Problem> {
             "must be greater than zero".into(),
         );
     }
+    if let Some(c) = t.sandbox.cpus
+        && !(c.is_finite() && c > 0.0)
+    {
+        report(
+            &[Key("sandbox"), Key("cpus")],
+            format!("must be a positive number of cores, got {c}"),
+        );
+    }
+    for (field, paths) in [("read", &t.sandbox.read), ("write", &t.sandbox.write)] {
+        for (i, p) in paths.iter().enumerate() {
+            if !p.is_absolute() {
+                report(
+                    &[Key("sandbox"), Key(field), Index(i)],
+                    format!("{} must be an absolute path", p.display()),
+                );
+            }
+        }
+    }
     if !(1..=MAX_SLOTS).contains(&t.slots) {
         report(
             &[Key("slots")],

@@ -128,6 +128,8 @@ pub(super) async fn run(keep: bool) -> Result<()> {
             work_dir: data_dir.join("work").join(name),
             log_file: Some(data_dir.join(format!("{name}.log"))),
             config: None,
+            // The pipeline's tasks share `$DEMO_DIR`, outside their work dirs.
+            extra: vec!["--sandbox-write".into(), demo_dir.display().to_string()],
         })?);
         output::line(format!(
             "▶ agent {name:<8} skills {skills:<18} slots {slots}"

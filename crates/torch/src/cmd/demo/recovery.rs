@@ -48,7 +48,7 @@ command = ["sh", "-c", "case \"$TORCH_WORKDIR\" in */work/flaky/*) echo 'disk fu
 }
 
 pub(super) async fn run(say: &Narrator, keep: bool) -> Result<Verdict> {
-    let mut stage = Stage::start("recovery", keep, |_, hub| {
+    let mut stage = Stage::start("recovery", keep, |_, hub, _| {
         hub.routing.breaker.failure_threshold = THRESHOLD;
         hub.routing.breaker.cooldown = Duration::from_secs(600);
         Ok(())

@@ -34,7 +34,7 @@ success = { stdout_matches = "nested \\.\\.\\. ok" }
 "#;
 
 pub(super) async fn run(say: &Narrator, keep: bool) -> Result<Verdict> {
-    let mut stage = Stage::start("routing", keep, |_, _| Ok(())).await?;
+    let mut stage = Stage::start("routing", keep, |_, _, _| Ok(())).await?;
     for (name, skills, slots) in AGENTS {
         stage.agent(name, skills, slots)?;
         say.line(format!("  agent {name:<12} skills {skills}"))?;

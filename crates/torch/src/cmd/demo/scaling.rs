@@ -47,7 +47,7 @@ fn wave(n: usize, w: usize) -> String {
 }
 
 pub(super) async fn run(say: &Narrator, keep: bool) -> Result<Verdict> {
-    let stage = Stage::start("scaling", keep, |cfg, hub| {
+    let stage = Stage::start("scaling", keep, |cfg, hub, _| {
         hub.lifecycle.templates = parse_templates("demo templates", &templates())
             .map_err(|e| exit(ERROR, format!("demo templates: {e}")))?;
         hub.lifecycle.tick = Duration::from_millis(250);

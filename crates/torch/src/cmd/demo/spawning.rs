@@ -54,8 +54,13 @@ torch delegate --helper reviewer --inherit 'repo.*' --wait child.toml
 "#;
 
 pub(super) async fn run(say: &Narrator, keep: bool) -> Result<Verdict> {
-    let stage = Stage::start("spawning", keep, |cfg, hub| {
-        hub.lifecycle.templates = parse_templates("demo templates", TEMPLATES)
+    let stage = Stage::start("spawning", keep, |cfg, hub, artifacts| {
+        // The reviewer's subtask leaves its proof in the artifacts dir.
+        let templates = format!(
+            "{TEMPLATES}\n[templates.reviewer.sandbox]\nwrite = [{:?}]\n",
+            artifacts.display().to_string()
+        );
+        hub.lifecycle.templates = parse_templates("demo templates", &templates)
             .map_err(|e| exit(ERROR, format!("demo templates: {e}")))?;
         hub.lifecycle.tick = Duration::from_millis(250);
         hub.lifecycle.terminate_grace = Duration::from_secs(2);

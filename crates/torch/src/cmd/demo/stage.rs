@@ -3,7 +3,7 @@
 //! narrator that stays quiet under `--json`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -57,11 +57,12 @@ pub(super) struct Stage {
 
 impl Stage {
     /// Starts a hub on a fresh embedded store; `tweak` adjusts its settings
-    /// (templates, spawn limits, lease) before it starts.
+    /// (templates, spawn limits, lease) before it starts, given the
+    /// artifacts dir (which tasks may write: the sandbox allows it).
     pub(super) async fn start(
         prefix: &str,
         keep: bool,
-        tweak: impl FnOnce(&mut Config, &mut HubConfig) -> Result<()>,
+        tweak: impl FnOnce(&mut Config, &mut HubConfig, &Path) -> Result<()>,
     ) -> Result<Stage> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("torch-demo-{prefix}-"))
@@ -74,7 +75,7 @@ impl Stage {
         let mut hub_cfg = cfg.hub.clone();
         hub_cfg.lease = Duration::from_secs(3);
         hub_cfg.heartbeat = Duration::from_millis(500);
-        tweak(&mut cfg, &mut hub_cfg)?;
+        tweak(&mut cfg, &mut hub_cfg, &artifacts)?;
         let hub = start_hub(
             &cfg,
             hub_cfg,
@@ -124,6 +125,12 @@ impl Stage {
             work_dir: data.join("work").join(name),
             log_file: Some(data.join(format!("{name}.log"))),
             config: None,
+            // Tasks leave their proof in the artifacts dir, outside their
+            // work dirs: the sandbox allows writing there and nowhere else.
+            extra: vec![
+                "--sandbox-write".into(),
+                self.artifacts.display().to_string(),
+            ],
         })?;
         self.agents.push((name.to_string(), child));
         Ok(())
