@@ -18,6 +18,8 @@
 //! - [`scheduler`]: the pure placement engine (priority, tenant fairness, FIFO,
 //!   hard filters, scoring policies, batch assignment, explanations).
 //! - [`team`]: team specs and forming a team at least cost.
+//! - [`locks`]: named locks and path reservations with fences (the pure lock table).
+//! - [`waits`]: the one wait-for graph over every kind of wait, and deadlock detection.
 //! - [`routing`]: task analysis, the skill taxonomy, multi-factor scoring,
 //!   circuit breakers and the routing simulation.
 
@@ -25,6 +27,7 @@ pub mod events;
 pub mod ids;
 pub mod lease;
 pub mod lifecycle;
+pub mod locks;
 pub mod outcome;
 pub mod routing;
 pub mod scheduler;
@@ -33,6 +36,7 @@ pub mod spec;
 pub mod state;
 pub mod team;
 pub mod validate;
+pub mod waits;
 
 pub use events::{EventData, EventKind};
 pub use ids::{AgentId, TaskId};

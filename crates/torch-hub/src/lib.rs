@@ -31,6 +31,7 @@ mod auth;
 mod batch;
 mod clock;
 pub mod config;
+mod coord;
 mod engine;
 mod error;
 mod hub;

@@ -21,6 +21,8 @@ pub(crate) struct ApiError {
     pub(crate) retry_after: Option<u64>,
     /// For a refused spawn: the limit that refused it.
     pub(crate) limit: Option<String>,
+    /// For a refused wait: the cycle it would have closed.
+    pub(crate) cycle: Vec<torch_core::waits::WaitEdge>,
 }
 
 impl ApiError {
@@ -32,6 +34,7 @@ impl ApiError {
             details: Vec::new(),
             retry_after: None,
             limit: None,
+            cycle: Vec::new(),
         }
     }
     pub(crate) fn unauthorized(m: impl Into<String>) -> Self {
@@ -105,6 +108,7 @@ impl IntoResponse for ApiError {
             message: self.message,
             details: self.details,
             limit: self.limit,
+            cycle: self.cycle,
         };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after

@@ -5,6 +5,7 @@ mod agents;
 mod bench;
 mod bench_routing;
 mod bench_spawn;
+mod coord;
 mod demo;
 mod explain;
 mod lifecycle;
@@ -70,6 +71,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Delegate(a) => lifecycle::delegate(a).await,
         Command::Wait(a) => lifecycle::wait(a).await,
         Command::Memory { cmd } => lifecycle::memory(cmd).await,
+        Command::Lock { cmd } => coord::lock(cmd).await,
+        Command::Locks { cmd } => coord::locks(cmd).await,
+        Command::Help { cmd } => coord::help(cmd).await,
         Command::Watch(a) => watch::run(a).await,
         Command::Token { cmd } => match cmd {
             TokenCmd::Create {
