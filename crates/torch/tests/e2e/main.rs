@@ -6,6 +6,7 @@
 // Tests report seeds, kept dirs and informational counts on stderr.
 #![allow(clippy::print_stderr)]
 
+mod coord;
 mod crash;
 mod faults;
 mod harness;
