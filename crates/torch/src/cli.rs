@@ -686,6 +686,9 @@ pub(crate) enum BenchCmd {
     /// Agent lifecycle: spawn-to-ready latency, idle RSS, scale-up and
     /// scale-down reaction, with the hub's built-in node.
     Spawn(SpawnBenchArgs),
+    /// Collaboration: lock acquire/release round trips and deadlock
+    /// detection latency at the closing wait (JSON key `locks`).
+    Collab(CollabBenchArgs),
     /// Routing quality: the real scorer against baselines on a simulated workload.
     Routing {
         /// Seed of the synthetic workload.
@@ -695,6 +698,23 @@ pub(crate) enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `torch bench collab`.
+#[derive(Debug, Args)]
+pub(crate) struct CollabBenchArgs {
+    /// Acquire + release round trips per client.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) rounds: u32,
+    /// Clients at once (each on its own lock) for the concurrent figure.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) clients: u32,
+    /// Rings formed per size (2 and 10) for the deadlock latency.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) cycles: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `torch bench spawn`.
