@@ -199,14 +199,39 @@ fn wait_client(hub: &TaskHubArgs, timeout: Duration) -> Result<Client> {
 }
 
 /// Waits in the hub until every task in `ids` ended (`POST /api/v1/waits`).
+/// A hub that cannot be reached, is stopping or has no leader ends the wait
+/// it held: the wait is made again every second for what is left of
+/// `timeout`, so a hub restart does not end it.
 async fn register_wait(client: &Client, ids: &[TaskId], timeout: Duration) -> Result<WaitDone> {
-    let req = WaitRequest {
-        tasks: ids.to_vec(),
-        timeout_ms: u64::try_from(timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1),
-    };
-    client.post("/api/v1/waits", &req).await
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let req = WaitRequest {
+            tasks: ids.to_vec(),
+            timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
+        };
+        match client.post("/api/v1/waits", &req).await {
+            Err(e) if retryable(&e) && left > Duration::from_secs(1) => {
+                tracing::warn!("{e:#}; waiting again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// An error after which the same wait may be made again.
+fn retryable(e: &anyhow::Error) -> bool {
+    const AGAIN: [&str; 5] = [
+        "(hub_stopping)",
+        "(no_leader)",
+        "(leader_unreachable)",
+        "(not_leader)",
+        "(store_unavailable)",
+    ];
+    e.downcast_ref::<crate::exit::Exit>().is_some_and(|x| {
+        x.code == crate::exit::UNREACHABLE || AGAIN.iter().any(|c| x.message.contains(c))
+    })
 }
 
 fn finish_wait(finals: &[TaskView], out: OutArgs) -> Result<()> {
