@@ -394,10 +394,7 @@ impl LockTable {
         };
         let mut grants = Vec::new();
         for k in keys {
-            loop {
-                let Some(head) = self.locks.get(&k).and_then(|l| l.waiters.first()).cloned() else {
-                    break;
-                };
+            while let Some(head) = self.locks.get(&k).and_then(|l| l.waiters.first()).cloned() {
                 if self
                     .conflicting_holders(&k, &head.node, head.mode)
                     .next()

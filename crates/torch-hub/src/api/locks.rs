@@ -87,7 +87,7 @@ impl From<CoordError> for ApiError {
             CoordError::Deadlock(d) => {
                 let mut err = ApiError::new(StatusCode::CONFLICT, "deadlock", msg)
                     .with_details(d.cycle.iter().map(ToString::to_string).collect());
-                err.cycle = d.cycle;
+                err.cycle = Some(Box::new(d));
                 err
             }
             CoordError::Lock(L::NotHeld { .. }) => {
