@@ -5,6 +5,7 @@
 //! change freely. Enums that travel to agents carry an `Unknown` variant so an
 //! older agent survives a newer hub's messages.
 
+pub mod coord;
 mod json;
 pub mod node;
 pub mod rest;

@@ -30,6 +30,10 @@ pub struct ErrorBody {
     /// For a refused spawn: which limit refused it (`pool-max`, `children`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// For `deadlock`: every edge of the cycle the refused wait would have
+    /// closed, the refused wait's own first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cycle: Vec<torch_core::waits::WaitEdge>,
 }
 
 /// `GET /api/v1/health`.

@@ -18,6 +18,7 @@
 //! reader does not know, so [`EventKind`] parses a read kind, it does not
 //! replace it.
 
+pub mod coord;
 mod kind;
 pub mod payload;
 pub mod streams;

@@ -20,6 +20,8 @@
 //! - [`team`]: team specs and forming a team at least cost.
 //! - [`sandbox`]: task sandbox settings, the machine probe and the
 //!   isolation each attempt got.
+//! - [`locks`]: named locks and path reservations with fences (the pure lock table).
+//! - [`waits`]: the one wait-for graph over every kind of wait, and deadlock detection.
 //! - [`routing`]: task analysis, the skill taxonomy, multi-factor scoring,
 //!   circuit breakers and the routing simulation.
 
@@ -27,6 +29,7 @@ pub mod events;
 pub mod ids;
 pub mod lease;
 pub mod lifecycle;
+pub mod locks;
 pub mod outcome;
 pub mod routing;
 pub mod sandbox;
@@ -36,6 +39,7 @@ pub mod spec;
 pub mod state;
 pub mod team;
 pub mod validate;
+pub mod waits;
 
 pub use events::{EventData, EventKind};
 pub use ids::{AgentId, TaskId};

@@ -5,6 +5,7 @@
 //! - the **engine** (queue, scheduler, leases; `engine`),
 //! - the **lifecycle** manager (templates, nodes, autoscaler; `lifecycle`),
 //! - **analysis** (task analysis and its history; `analysis`),
+//! - **coordination** (locks, the wait-for graph, the help sweep; `coord`),
 //! - on a shared store, the **election** (leadership, hand-offs; `leader`),
 //! - **retention** (`retention`) and the report **batcher** (`batch`).
 //!
@@ -30,6 +31,7 @@ use crate::analysis::Analyzer;
 use crate::auth::{Auth, generate_token, hash_token};
 use crate::clock::Clock;
 use crate::config::HubConfig;
+use crate::coord::{Coord, CoordHandle};
 use crate::engine::{Engine, EngineHandle, Inbox};
 use crate::error::HubError;
 use crate::leader::Cluster;
@@ -44,6 +46,7 @@ pub struct Hub<S: Store> {
     shared: Arc<Shared<S>>,
     engine: Engine<S>,
     lifecycle: Lifecycle<S>,
+    coord: Coord<S>,
     batcher: Option<crate::batch::BatchRunner<S>>,
     /// Set on first start: the admin token, shown once.
     pub admin_token: Option<String>,
@@ -103,10 +106,12 @@ impl<S: Store> Hub<S> {
             false => (None, None),
         };
         let (life, life_rx) = LifeHandle::channel();
+        let (coord, coord_rx) = CoordHandle::channel();
         let shared = Arc::new(Shared {
             store: store.clone(),
             engine: engine_handle,
             life,
+            coord,
             analysis: Analyzer::new(cfg.routing.taxonomy.compile()),
             auth: Auth::new(&secret),
             events: EventBus::new(),
@@ -129,10 +134,12 @@ impl<S: Store> Hub<S> {
         );
         let engine = Engine::new(shared.clone(), Inbox { commands, queries }, snapshot);
         let lifecycle = Lifecycle::new(shared.clone(), life_rx);
+        let coord = Coord::new(shared.clone(), coord_rx);
         Ok(Hub {
             shared,
             engine,
             lifecycle,
+            coord,
             batcher: batch_runner,
             admin_token,
         })
@@ -171,6 +178,7 @@ impl<S: Store> Hub<S> {
             shared,
             engine,
             lifecycle,
+            coord,
             batcher,
             ..
         } = self;
@@ -178,6 +186,8 @@ impl<S: Store> Hub<S> {
         let services = TaskTracker::new();
         services.spawn(engine.run(stop.clone()));
         services.spawn(lifecycle.run(stop.clone()));
+        services.spawn(coord.run(stop.clone()));
+        services.spawn(crate::coord::help::run(shared.clone(), stop.clone()));
         if let Some(b) = batcher {
             b.spawn_into(&services, stop.clone());
         }

@@ -32,6 +32,7 @@ mod autonomy;
 mod batch;
 mod clock;
 pub mod config;
+mod coord;
 mod engine;
 mod error;
 mod hub;

@@ -16,6 +16,7 @@ use crate::auth::Auth;
 use crate::autonomy::Autonomy;
 use crate::clock::Clock;
 use crate::config::HubConfig;
+use crate::coord::CoordHandle;
 use crate::engine::{Command, EngineHandle};
 use crate::leader::Cluster;
 use crate::lifecycle::LifeHandle;
@@ -33,6 +34,8 @@ pub(crate) struct Shared<S> {
     pub(crate) engine: EngineHandle,
     /// The lifecycle manager: templates, nodes, autoscaling.
     pub(crate) life: LifeHandle,
+    /// Coordination: locks and the wait-for graph.
+    pub(crate) coord: CoordHandle,
     /// Task analysis and its history.
     pub(crate) analysis: Analyzer,
     /// API tokens (cached) and task-scoped tokens.

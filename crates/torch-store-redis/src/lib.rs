@@ -225,6 +225,7 @@
 //! [`StoreError::Unavailable`]: torch_store::StoreError::Unavailable
 
 mod consumer;
+mod coord;
 mod handoff;
 mod impls;
 mod keys;

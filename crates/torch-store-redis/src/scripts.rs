@@ -34,6 +34,8 @@ pub(crate) struct Scripts {
     pub(crate) event: Script,
     pub(crate) small: Script,
     pub(crate) memory: Script,
+    pub(crate) locks: Script,
+    pub(crate) help: Script,
     pub(crate) purge: Script,
     pub(crate) read: Script,
     pub(crate) leader: Script,
@@ -51,6 +53,8 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     event: Script::new(writing!("scripts/event.lua")),
     small: Script::new(writing!("scripts/small.lua")),
     memory: Script::new(writing!("scripts/memory.lua")),
+    locks: Script::new(writing!("scripts/locks.lua")),
+    help: Script::new(writing!("scripts/help.lua")),
     purge: Script::new(writing!("scripts/purge.lua")),
     read: Script::new(include_str!("scripts/read.lua")),
     leader: Script::new(include_str!("scripts/leader.lua")),
@@ -60,7 +64,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 mod tests;
 
 /// The script sources, for loading them up front.
-pub(crate) fn sources() -> [&'static str; 13] {
+pub(crate) fn sources() -> [&'static str; 15] {
     [
         writing!("scripts/submit.lua"),
         writing!("scripts/assign.lua"),
@@ -72,6 +76,8 @@ pub(crate) fn sources() -> [&'static str; 13] {
         writing!("scripts/event.lua"),
         writing!("scripts/small.lua"),
         writing!("scripts/memory.lua"),
+        writing!("scripts/locks.lua"),
+        writing!("scripts/help.lua"),
         writing!("scripts/purge.lua"),
         include_str!("scripts/read.lua"),
         include_str!("scripts/leader.lua"),

@@ -10,6 +10,8 @@
 //! | [`TokenStore`] | API tokens (hashes only) |
 //! | [`MetaStore`] | the hub's metadata (e.g. its signing secret) |
 //! | [`MemoryStore`] | agents' key/value memory |
+//! | [`LockStore`] | lock grants with fences (locks, path reservations) |
+//! | [`HelpStore`] | help requests; the first accept wins |
 //! | [`Retention`] | deleting finished tasks |
 //! | [`SharedStore`] | leadership and hand-offs among hubs sharing one store; only a shared backend has it ([`Store::shared`]) |
 //!
@@ -38,6 +40,8 @@ pub mod codec;
 pub mod conformance;
 mod error;
 mod events;
+mod help;
+mod locks;
 mod memory;
 mod meta;
 mod model;
@@ -50,6 +54,8 @@ mod tokens;
 
 pub use error::StoreError;
 pub use events::EventLog;
+pub use help::{HelpAccept, HelpRecord, HelpStore, help_state};
+pub use locks::{LockRecord, LockSnapshot, LockStore};
 pub use memory::MemoryStore;
 pub use meta::MetaStore;
 pub use model::*;

@@ -13,7 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "torch",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    // `torch help` is the help-request command; `--help` stays.
+    disable_help_subcommand = true
 )]
 pub(crate) struct Cli {
     /// Configuration file (default: ./torch.toml if present). Env: TORCH_CONFIG.
@@ -101,8 +103,24 @@ pub(crate) enum Command {
     /// From inside a task: submit a child task (cancelled if this task ends
     /// first), optionally on a dedicated helper started from a template.
     Delegate(DelegateArgs),
-    /// Wait for tasks to end; exit 3 if any did not succeed.
+    /// Wait for tasks to end; exit 3 if any did not succeed, 5 on timeout,
+    /// 6 when the wait would close a cycle of waits (deadlock).
     Wait(WaitArgs),
+    /// Named locks and path reservations (inside a task or as an operator).
+    Lock {
+        #[command(subcommand)]
+        cmd: LockCmd,
+    },
+    /// Locks held and waited for, and the wait-for graph.
+    Locks {
+        #[command(subcommand)]
+        cmd: LocksCmd,
+    },
+    /// Help requests: ask capable peers, list open requests, accept one.
+    Help {
+        #[command(subcommand)]
+        cmd: HelpCmd,
+    },
     /// An agent's key/value memory (inside a task: the task's agent).
     Memory {
         #[command(subcommand)]
@@ -477,6 +495,9 @@ pub(crate) struct DelegateArgs {
     /// Wait for the children to end; exit 3 if any did not succeed.
     #[arg(long)]
     pub(crate) wait: bool,
+    /// With --wait: give up after this long (exit 5).
+    #[arg(long, default_value = "1h", requires = "wait")]
+    pub(crate) timeout: String,
 }
 
 #[derive(Debug, Args)]
@@ -488,9 +509,120 @@ pub(crate) struct WaitArgs {
     /// Task ids.
     #[arg(required = true)]
     pub(crate) ids: Vec<String>,
-    /// Give up after this long (exit 1), e.g. `10m`.
-    #[arg(long)]
-    pub(crate) timeout: Option<String>,
+    /// Give up after this long (exit 5), e.g. `10m`.
+    #[arg(long, default_value = "1h")]
+    pub(crate) timeout: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LockCmd {
+    /// Acquire a named lock (or a path reservation with --path); prints
+    /// `{"name","fence","mode","expires_ms"}` with --json. Exit 5 when
+    /// --wait runs out, 6 when waiting would close a cycle (deadlock).
+    Acquire {
+        #[command(flatten)]
+        hub: TaskHubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// The lock's name (omit with --path).
+        #[arg(required_unless_present = "path", conflicts_with = "path")]
+        name: Option<String>,
+        /// Reserve paths matching this glob, e.g. 'src/api/**': conflicts
+        /// with any overlapping glob held by someone else.
+        #[arg(long)]
+        path: Option<String>,
+        /// Shared instead of exclusive.
+        #[arg(long)]
+        shared: bool,
+        /// How long the grant lasts unless renewed.
+        #[arg(long, default_value = "30s")]
+        ttl: String,
+        /// Wait up to this long for the lock (default: fail at once if held).
+        #[arg(long)]
+        wait: Option<String>,
+    },
+    /// Extend a lock you hold by its TTL (stale fence or not held: an error).
+    Renew {
+        #[command(flatten)]
+        hub: TaskHubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// The lock's name (or glob).
+        name: String,
+        /// The fence of your grant.
+        #[arg(long)]
+        fence: u64,
+        /// The new TTL from now.
+        #[arg(long, default_value = "30s")]
+        ttl: String,
+    },
+    /// Release a lock you hold (stale fence or not held: an error).
+    Release {
+        #[command(flatten)]
+        hub: TaskHubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// The lock's name (or glob).
+        name: String,
+        /// The fence of your grant.
+        #[arg(long)]
+        fence: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LocksCmd {
+    /// Every lock with its holders and waiters, and the wait-for graph.
+    List {
+        #[command(flatten)]
+        hub: TaskHubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HelpCmd {
+    /// Ask peers with a skill for help (from inside a task). With --wait,
+    /// return who accepted (exit 5 if nobody did in time).
+    Request {
+        #[command(flatten)]
+        hub: TaskHubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// The skill wanted, `NAME` or `NAME:LEVEL` (level 0..1).
+        #[arg(long)]
+        skill: String,
+        /// How long the request stays open.
+        #[arg(long, default_value = "5m")]
+        timeout: String,
+        /// Wait until it is accepted (or a helper is spawned for it).
+        #[arg(long)]
+        wait: bool,
+        /// What you need, in words.
+        #[arg(required = true)]
+        text: Vec<String>,
+    },
+    /// Open help requests (all recent ones with --all).
+    List {
+        #[command(flatten)]
+        hub: TaskHubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Also accepted, expired and escalated ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Accept a help request: the first accept wins, others get
+    /// `409 already_accepted`.
+    Accept {
+        #[command(flatten)]
+        hub: TaskHubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// The request's id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -612,6 +744,9 @@ pub(crate) enum BenchCmd {
     /// Agent lifecycle: spawn-to-ready latency, idle RSS, scale-up and
     /// scale-down reaction, with the hub's built-in node.
     Spawn(SpawnBenchArgs),
+    /// Collaboration: lock acquire/release round trips and deadlock
+    /// detection latency at the closing wait (JSON key `locks`).
+    Collab(CollabBenchArgs),
     /// Routing quality: the real scorer against baselines on a simulated workload.
     Routing {
         /// Seed of the synthetic workload.
@@ -621,6 +756,23 @@ pub(crate) enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `torch bench collab`.
+#[derive(Debug, Args)]
+pub(crate) struct CollabBenchArgs {
+    /// Acquire + release round trips per client.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) rounds: u32,
+    /// Clients at once (each on its own lock) for the concurrent figure.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) clients: u32,
+    /// Rings formed per size (2 and 10) for the deadlock latency.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) cycles: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `torch bench spawn`.

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use torch_api::rest::ErrorBody;
 use torch_core::EventKind;
 
-use crate::exit::{BAD_INPUT, ERROR, UNREACHABLE, exit};
+use crate::exit::{BAD_INPUT, DEADLOCK, ERROR, UNREACHABLE, WAIT_TIMEOUT, exit};
 
 /// Talks to a hub with one token. Given several hubs (comma-separated, hubs
 /// sharing a store), a request that cannot connect to one goes to the next;
@@ -26,9 +26,18 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(hub: &str, token: Option<String>) -> Result<Client> {
+        Client::with_timeout(hub, token, Duration::from_secs(120))
+    }
+
+    /// A client whose requests may take up to `timeout` (long waits).
+    pub(crate) fn with_timeout(
+        hub: &str,
+        token: Option<String>,
+        timeout: Duration,
+    ) -> Result<Client> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120))
+            .timeout(timeout)
             .pool_max_idle_per_host(64);
         // Inside a task whose network is `hub`: the agent's per-task socket
         // is the only way to the hub.
@@ -120,8 +129,10 @@ impl Client {
                 Vec::new(),
             ),
         };
-        let exit_code = match status {
-            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => BAD_INPUT,
+        let exit_code = match (status, code.as_str()) {
+            (_, "deadlock") => DEADLOCK,
+            (_, "wait_timeout") => WAIT_TIMEOUT,
+            (StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE, _) => BAD_INPUT,
             _ => ERROR,
         };
         let mut msg = format!("hub answered {} ({code}): {message}", status.as_u16());

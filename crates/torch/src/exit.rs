@@ -1,5 +1,6 @@
 //! Exit codes (DESIGN.md): 0 ok, 1 error, 2 bad input or usage,
-//! 3 task failed (`--wait`), 4 hub unreachable.
+//! 3 task failed (`--wait`), 4 hub unreachable, 5 a wait timed out,
+//! 6 deadlock (the wait would close a cycle of waits).
 
 use std::fmt;
 
@@ -26,6 +27,10 @@ pub(crate) const BAD_INPUT: u8 = 2;
 pub(crate) const TASK_FAILED: u8 = 3;
 /// The hub could not be reached.
 pub(crate) const UNREACHABLE: u8 = 4;
+/// A wait (lock, task, help) ran out of time.
+pub(crate) const WAIT_TIMEOUT: u8 = 5;
+/// The wait was refused: it would have closed a cycle of waits.
+pub(crate) const DEADLOCK: u8 = 6;
 
 /// Builds an error with an exit code.
 pub(crate) fn exit(code: u8, message: impl Into<String>) -> anyhow::Error {

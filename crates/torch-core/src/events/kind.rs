@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::coord::*;
 use super::payload::*;
 use super::streams::*;
 use crate::lifecycle::ScaleDecision;
@@ -122,6 +123,20 @@ events! {
     ScalingDecision = "scaling.decision" on AGENTS_SCALING carries ScaleDecision;
     /// A follower handed submissions to the leader (hubs sharing a store).
     TasksHandedOff = "tasks.handed_off" on HUBS_HANDOFF carries TasksHandedOff;
+    /// A lock or path reservation was granted (hub).
+    LockAcquired = "lock.acquired" on COLLAB_TEAM carries LockAcquired;
+    /// A lock holder let go: released, expired, or its attempt ended (hub).
+    LockReleased = "lock.released" on COLLAB_TEAM carries LockReleased;
+    /// A wait was refused because it would close a cycle of waits (hub).
+    WaitDeadlock = "wait.deadlock" on COLLAB_TEAM carries WaitDeadlock;
+    /// A task asked capable peers for help (hub).
+    HelpRequested = "help.requested" on COLLAB_HELP carries HelpRequested;
+    /// A peer accepted a help request; it won the race (hub).
+    HelpAccepted = "help.accepted" on COLLAB_HELP carries HelpAccepted;
+    /// A help request found no taker in time and no helper could be spawned (hub).
+    HelpExpired = "help.expired" on COLLAB_HELP carries HelpExpired;
+    /// A help request found no taker in time: a helper was spawned for it (hub).
+    HelpEscalated = "help.escalated" on COLLAB_HELP carries HelpEscalated;
 }
 
 impl EventData {

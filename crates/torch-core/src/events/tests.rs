@@ -57,6 +57,22 @@ fn sample(kind: EventKind) -> Value {
             "running": 1, "starting": 0, "reclaimable": 0},
             "forecast": null, "demand": 3.0, "desired": 3}),
         TasksHandedOff => json!({"hub": "http://127.0.0.1:7000#x1", "tasks": [T1]}),
+        LockAcquired => json!({"fence": 3, "holder": format!("task:{T1}"), "lock": "db",
+            "mode": "exclusive", "path": false}),
+        LockReleased => json!({"fence": 3, "holder": "operator:admin", "lock": "src/**",
+            "path": true, "reason": "expired"}),
+        WaitDeadlock => json!({"cycle": [
+            {"from": format!("task:{T1}"), "to": "operator:ops", "kind": "lock", "lock": "db"},
+            {"from": "operator:ops", "to": format!("task:{T1}"), "kind": "task"}],
+            "refused": format!("task:{T1}")}),
+        HelpRequested => json!({"id": "h1", "level": 0.5, "offered": [A1, A2],
+            "requester": format!("task:{T1}"), "skill": "rust", "timeout_ms": 60000}),
+        HelpAccepted => json!({"accepted_agent": A2, "accepted_by": "operator:ops", "id": "h1",
+            "requester": format!("task:{T1}")}),
+        HelpExpired => json!({"id": "h1", "reason": "no template covers rust",
+            "requester": "operator:ops", "skill": "rust"}),
+        HelpEscalated => json!({"helper": A2, "id": "h1", "requester": "operator:ops",
+            "skill": "rust", "template": "rusty"}),
     }
 }
 

@@ -21,6 +21,9 @@ pub(crate) struct ApiError {
     pub(crate) retry_after: Option<u64>,
     /// For a refused spawn: the limit that refused it.
     pub(crate) limit: Option<String>,
+    /// For a refused wait: the cycle it would have closed (boxed: errors
+    /// stay small).
+    pub(crate) cycle: Option<Box<torch_core::waits::Deadlock>>,
 }
 
 impl ApiError {
@@ -32,6 +35,7 @@ impl ApiError {
             details: Vec::new(),
             retry_after: None,
             limit: None,
+            cycle: None,
         }
     }
     pub(crate) fn unauthorized(m: impl Into<String>) -> Self {
@@ -105,6 +109,7 @@ impl IntoResponse for ApiError {
             message: self.message,
             details: self.details,
             limit: self.limit,
+            cycle: self.cycle.map(|d| d.cycle).unwrap_or_default(),
         };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after

@@ -1,7 +1,9 @@
 //! REST API under `/api/v1`: router, authentication and the error type.
 
 mod error;
+mod help;
 mod lifecycle;
+mod locks;
 mod misc;
 pub(crate) mod routes;
 mod tasks;

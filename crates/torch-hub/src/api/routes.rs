@@ -13,7 +13,7 @@ use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use torch_store::Store;
 
-use super::{lifecycle, misc, tasks, ui};
+use super::{help, lifecycle, locks, misc, tasks, ui};
 use crate::hub::Shared;
 use crate::leader::{Leader, forward};
 
@@ -147,6 +147,16 @@ fn register<S: Store>(r: &mut Routes<S>) {
         Forward,
         lifecycle::memory_put::<S>,
     );
+    // Locks, waits and help: the coordination service runs on the leader.
+    r.add(Post, "/api/v1/locks", Forward, locks::acquire::<S>);
+    r.add(Get, "/api/v1/locks", Forward, locks::list::<S>);
+    r.add(Post, "/api/v1/locks/renew", Forward, locks::renew::<S>);
+    r.add(Post, "/api/v1/locks/release", Forward, locks::release::<S>);
+    r.add(Post, "/api/v1/waits", Forward, locks::wait_tasks::<S>);
+    r.add(Post, "/api/v1/help", Forward, help::ask::<S>);
+    r.add(Get, "/api/v1/help", Any, help::list::<S>);
+    r.add(Get, "/api/v1/help/{id}", Any, help::get::<S>);
+    r.add(Post, "/api/v1/help/{id}/accept", Forward, help::accept::<S>);
 }
 
 /// Builds the router and the route table.

@@ -39,6 +39,7 @@
 //!
 //! The cases panic on the first broken expectation, as tests do.
 
+pub mod coord;
 pub mod durability;
 pub mod ends;
 pub mod events;
@@ -91,6 +92,9 @@ macro_rules! every_case {
             memory::memory_inherit_copies_and_audits,
             memory::parent_links_children,
             retention::purge_finished_tasks,
+            coord::locks_fenced_and_durable,
+            coord::help_first_accept_wins,
+            coord::help_concurrent_accepts,
         );
     };
 }

@@ -9,6 +9,7 @@
 //! - `ops`: leasing, start, progress and the small writes.
 //! - `finish`: attempt ends (finish, expire), releasing dependents.
 //! - `cancel`: cancel and retry, and the cascade to dependents.
+//! - `coord`: lock grants and help requests.
 //! - `read`: queries on the read pool.
 //! - `rows`: value conversions and error mapping.
 //!
@@ -25,6 +26,7 @@
 //! `events` returns at most 10,000 events (1000 when `limit` is 0).
 
 mod cancel;
+mod coord;
 mod finish;
 mod ops;
 mod read;

@@ -20,7 +20,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 96;
 
 /// Migration scripts; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Version 1: tasks, their dependencies and labels, logs, events, tokens,
 /// metadata, counters and agents.
@@ -167,6 +167,35 @@ CREATE TABLE agent_memory (
     inherited_from TEXT,
     PRIMARY KEY (owner, key)
 ) WITHOUT ROWID;
+";
+
+/// Version 5: lock grants (one row per holder, by fence; the counter
+/// `lock_fence` is the highest fence granted) and help requests (the fixed
+/// part as JSON, the part an accept or a close changes in columns).
+const V5: &str = "
+CREATE TABLE locks (
+    fence      INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    path       INTEGER NOT NULL,
+    holder     TEXT    NOT NULL,
+    mode       TEXT    NOT NULL,
+    granted_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+INSERT INTO counters (name, value) VALUES ('lock_fence', 0);
+
+CREATE TABLE help_requests (
+    id             TEXT PRIMARY KEY,
+    rec            TEXT    NOT NULL,
+    state          TEXT    NOT NULL,
+    accepted_by    TEXT,
+    accepted_agent TEXT,
+    closed_ms      INTEGER,
+    helper         TEXT,
+    created_ms     INTEGER NOT NULL,
+    expires_ms     INTEGER NOT NULL
+);
+CREATE INDEX help_open ON help_requests (state, created_ms);
 ";
 
 /// Opens the writer connection: creates the file (and its directory), sets

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use torch_api::coord::{WaitDone, WaitRequest};
 use torch_api::rest::{
     AgentList, EventPage, MemoryEntryView, MemoryList, MemoryPut, NodeList, ScalingList,
     SpawnRequest, SpawnResponse, SubmitRequest, SubmitResponse, TaskView,
@@ -149,46 +150,88 @@ pub(crate) async fn delegate(args: DelegateArgs) -> Result<()> {
     if args.wait {
         let order: Vec<(TaskId, String)> =
             resp.tasks.iter().map(|t| (t.id, t.name.clone())).collect();
-        let finals = wait_for(&client, &order, after, args.out.json).await?;
+        let ids: Vec<TaskId> = order.iter().map(|(t, _)| *t).collect();
+        let timeout = duration("--timeout", &args.timeout)?;
+        // The hub holds the wait (in the wait-for graph, with its timeout)
+        // while the events are followed for the progress lines.
+        let waiter = wait_client(&args.hub, timeout)?;
+        let (_, finals) = tokio::try_join!(
+            register_wait(&waiter, &ids, timeout),
+            wait_for(&client, &order, after, args.out.json)
+        )?;
         return finish_wait(&finals, args.out);
     }
     Ok(())
 }
 
-/// `torch wait ID…`.
+/// `torch wait ID…`: one wait in the hub's wait-for graph (refused at
+/// once, exit 6, when it would close a cycle), bounded by `--timeout`
+/// (exit 5).
 pub(crate) async fn wait(args: WaitArgs) -> Result<()> {
-    let client = client(&args.hub)?;
-    let mut order = Vec::new();
+    let mut ids = Vec::new();
     for id in &args.ids {
         let t: TaskId = id
             .parse()
             .map_err(|_| exit(BAD_INPUT, format!("{id:?} is not a task id")))?;
-        order.push((t, id.clone()));
+        ids.push(t);
     }
-    let after = client
-        .get::<EventPage>("/api/v1/events?tail=true")
-        .await?
-        .last_id;
-    let run = wait_for(&client, &order, after, true);
-    let finals = match &args.timeout {
-        Some(t) => {
-            let d = duration("--timeout", t)?;
-            match tokio::time::timeout(d, run).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    return Err(exit(
-                        ERROR,
-                        format!(
-                            "tasks still running after {}",
-                            humantime::format_duration(d)
-                        ),
-                    ));
-                }
-            }
-        }
-        None => run.await?,
-    };
+    let timeout = duration("--timeout", &args.timeout)?;
+    let client = wait_client(&args.hub, timeout)?;
+    let done = register_wait(&client, &ids, timeout).await?;
+    let mut finals = Vec::with_capacity(done.tasks.len());
+    for t in &done.tasks {
+        finals.push(
+            client
+                .get::<TaskView>(&format!("/api/v1/tasks/{}", t.id))
+                .await?,
+        );
+    }
     finish_wait(&finals, args.out)
+}
+
+/// A client whose requests may last a wait of `timeout`.
+fn wait_client(hub: &TaskHubArgs, timeout: Duration) -> Result<Client> {
+    let token = hub
+        .token
+        .clone()
+        .or_else(|| std::env::var(ENV_TASK_TOKEN).ok());
+    Client::with_timeout(&hub.hub, token, timeout + Duration::from_secs(30))
+}
+
+/// Waits in the hub until every task in `ids` ended (`POST /api/v1/waits`).
+/// A hub that cannot be reached, is stopping or has no leader ends the wait
+/// it held: the wait is made again every second for what is left of
+/// `timeout`, so a hub restart does not end it.
+async fn register_wait(client: &Client, ids: &[TaskId], timeout: Duration) -> Result<WaitDone> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let req = WaitRequest {
+            tasks: ids.to_vec(),
+            timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
+        };
+        match client.post("/api/v1/waits", &req).await {
+            Err(e) if retryable(&e) && left > Duration::from_secs(1) => {
+                tracing::warn!("{e:#}; waiting again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// An error after which the same wait may be made again.
+fn retryable(e: &anyhow::Error) -> bool {
+    const AGAIN: [&str; 5] = [
+        "(hub_stopping)",
+        "(no_leader)",
+        "(leader_unreachable)",
+        "(not_leader)",
+        "(store_unavailable)",
+    ];
+    e.downcast_ref::<crate::exit::Exit>().is_some_and(|x| {
+        x.code == crate::exit::UNREACHABLE || AGAIN.iter().any(|c| x.message.contains(c))
+    })
 }
 
 fn finish_wait(finals: &[TaskView], out: OutArgs) -> Result<()> {

@@ -3,8 +3,10 @@
 mod agent;
 mod agents;
 mod bench;
+mod bench_collab;
 mod bench_routing;
 mod bench_spawn;
+mod coord;
 mod demo;
 mod explain;
 mod lifecycle;
@@ -73,6 +75,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Delegate(a) => lifecycle::delegate(a).await,
         Command::Wait(a) => lifecycle::wait(a).await,
         Command::Memory { cmd } => lifecycle::memory(cmd).await,
+        Command::Lock { cmd } => coord::lock(cmd).await,
+        Command::Locks { cmd } => coord::locks(cmd).await,
+        Command::Help { cmd } => coord::help(cmd).await,
         Command::Watch(a) => watch::run(a).await,
         Command::Stats { hub, out } => stats::run(hub, out).await,
         Command::Mcp => mcp::run().await,
@@ -92,6 +97,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Bench { cmd } => match cmd {
             BenchCmd::Throughput(a) => bench::throughput(a).await,
             BenchCmd::Spawn(a) => bench_spawn::run(a).await,
+            BenchCmd::Collab(a) => bench_collab::run(a).await,
             BenchCmd::Routing { seed, json } => bench_routing::run(seed, json),
         },
         Command::Supervise { .. } => Ok(()),

@@ -8,6 +8,7 @@
 
 mod agents;
 mod autonomy;
+mod coord;
 mod crash;
 mod dashboard;
 mod demo;
