@@ -16,6 +16,8 @@ use torch_api::ws::{
 use torch_core::{AgentId, Evidence, Outcome, OutcomeKind, TaskId};
 
 use crate::config::AgentConfig;
+use crate::identity::Identity;
+use crate::msg::Messenger;
 use crate::runner::{RunnerCtx, RunnerEvent, StopReason, run_task};
 use crate::sandbox::Sandbox;
 use crate::writer::Outq;
@@ -28,6 +30,8 @@ type Key = (TaskId, u64);
 struct Running {
     /// Taken when a stop has been requested.
     stop: Option<oneshot::Sender<StopReason>>,
+    /// Its task token (which the agent's local routes accept while it runs).
+    token: String,
 }
 
 struct Unacked {
@@ -48,13 +52,25 @@ pub(crate) struct Agent {
     pub(crate) tracker: TaskTracker,
     events: mpsc::Sender<RunnerEvent>,
     stopping: bool,
+    /// Direct messages: endpoint, inbox, signing.
+    pub(crate) messenger: Arc<Messenger>,
+    /// The key pair and the remembered id.
+    pub(crate) identity: Identity,
+    /// Where peers reach this agent, advertised in Hello.
+    endpoint: Option<String>,
 }
 
 impl Agent {
     /// `cfg.work_root` must already be absolute and exist.
-    pub(crate) fn new(cfg: AgentConfig, events: mpsc::Sender<RunnerEvent>) -> Self {
+    pub(crate) fn new(
+        cfg: AgentConfig,
+        events: mpsc::Sender<RunnerEvent>,
+        identity: Identity,
+        messenger: Arc<Messenger>,
+        endpoint: Option<String>,
+    ) -> Self {
         let ctx = RunnerCtx {
-            sandbox: Sandbox::new(&cfg),
+            sandbox: Sandbox::new(&cfg, endpoint.clone()),
             work_root: cfg.work_root.clone(),
             kill_grace: cfg.kill_grace,
             max_log_bytes: cfg.max_log_bytes,
@@ -64,7 +80,7 @@ impl Agent {
         };
         let slots = usize::try_from(cfg.slots).unwrap_or(usize::MAX);
         Agent {
-            agent_id: cfg.agent_id,
+            agent_id: cfg.agent_id.or(identity.agent_id),
             cfg,
             ctx: Arc::new(ctx),
             running: HashMap::with_capacity(slots),
@@ -72,6 +88,9 @@ impl Agent {
             tracker: TaskTracker::new(),
             events,
             stopping: false,
+            messenger,
+            identity,
+            endpoint,
         }
     }
 
@@ -86,6 +105,8 @@ impl Agent {
             cost: self.cfg.cost,
             version: env!("CARGO_PKG_VERSION").to_string(),
             running: self.held(),
+            public_key: Some(self.identity.public_hex()),
+            endpoint: self.endpoint.clone(),
         })
     }
 
@@ -119,7 +140,9 @@ impl Agent {
                 }
             }
             RunnerEvent::Finished { report, workdir } => {
-                self.running.remove(&(report.task_id, report.fence));
+                if let Some(r) = self.running.remove(&(report.task_id, report.fence)) {
+                    self.messenger.task_ended(&r.token);
+                }
                 self.report(*report, workdir, q);
             }
         }
@@ -182,10 +205,12 @@ impl Agent {
         }
         info!(task_id = %a.task_id, attempt = a.attempt, name = %a.name, "task assigned");
         let (stop_tx, stop_rx) = oneshot::channel();
+        self.messenger.task_started(&a.task_token, a.task_id);
         self.running.insert(
             key,
             Running {
                 stop: Some(stop_tx),
+                token: a.task_token.clone(),
             },
         );
         self.tracker

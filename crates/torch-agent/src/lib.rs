@@ -27,6 +27,10 @@
 //!   Codex JSONL), which can fail an attempt that exited 0.
 //! - `supervise`: the per-task supervisor that applies rlimits and kills the
 //!   task group when the agent dies.
+//! - `identity`: the agent's ed25519 key pair and id, kept in its data dir.
+//! - `msg`: direct messages: the agent's endpoint, verifying and storing
+//!   peers' envelopes in the on-disk inbox, sending for its tasks (directly,
+//!   else through the hub).
 //! - [`node`]: the node runtime ([`node::run_node`]): starts and stops agent
 //!   processes on the hub's orders and reports their `/proc` samples.
 
@@ -36,7 +40,9 @@ pub mod config;
 mod connect;
 mod criteria;
 mod error;
+mod identity;
 mod link;
+mod msg;
 pub mod node;
 mod output;
 mod reconnect;
@@ -46,7 +52,7 @@ mod session;
 mod supervise;
 mod writer;
 
-pub use config::AgentConfig;
+pub use config::{AgentConfig, Listen, MessageLimits};
 pub use error::AgentError;
 pub use session::run;
 pub use supervise::supervise_main;

@@ -55,6 +55,8 @@ pub(crate) struct Sandbox {
     /// `__supervise` arguments carrying the rlimits.
     limit_args: Vec<OsString>,
     hub_url: String,
+    /// The agent's own endpoint, for the task's `torch msg`.
+    agent_url: Option<String>,
 }
 
 /// The agent's own token variable: never handed to a task (which gets its
@@ -83,7 +85,7 @@ fn allowed_env(allowlist: &[String], vars: impl Iterator<Item = (OsString, OsStr
 impl Sandbox {
     /// Snapshots the allowlisted part of the agent's environment (exact
     /// names, and `PREFIX*` patterns matched against every variable).
-    pub(crate) fn new(cfg: &AgentConfig) -> Self {
+    pub(crate) fn new(cfg: &AgentConfig, agent_url: Option<String>) -> Self {
         let mut base_env = Vec::new();
         let mut agent_path = None;
         for (name, value) in allowed_env(&cfg.env_allowlist, std::env::vars_os()) {
@@ -104,6 +106,7 @@ impl Sandbox {
             supervisor: cfg.supervisor.clone(),
             limit_args: limit_args(&cfg.limits),
             hub_url: cfg.hub_url.clone(),
+            agent_url,
         }
     }
 
@@ -131,6 +134,9 @@ impl Sandbox {
         env.push((ENV_TASK_TOKEN.into(), OsString::from(&a.task_token)));
         env.push((ENV_ATTEMPT.into(), a.attempt.to_string().into()));
         env.push((ENV_WORKDIR.into(), workdir.as_os_str().to_owned()));
+        if let Some(url) = &self.agent_url {
+            env.push((torch_api::msg::ENV_AGENT_URL.into(), OsString::from(url)));
+        }
         env
     }
 

@@ -6,6 +6,7 @@
 //! older agent survives a newer hub's messages.
 
 mod json;
+pub mod msg;
 pub mod node;
 pub mod rest;
 #[cfg(test)]

@@ -167,6 +167,8 @@ impl FakeAgent {
             cost: None,
             version: "test".into(),
             running: Vec::new(),
+            public_key: None,
+            endpoint: None,
         };
         let reg = Registration {
             hello,

@@ -34,6 +34,7 @@ pub(crate) struct Scripts {
     pub(crate) event: Script,
     pub(crate) small: Script,
     pub(crate) memory: Script,
+    pub(crate) relay: Script,
     pub(crate) purge: Script,
     pub(crate) read: Script,
     pub(crate) leader: Script,
@@ -51,6 +52,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     event: Script::new(writing!("scripts/event.lua")),
     small: Script::new(writing!("scripts/small.lua")),
     memory: Script::new(writing!("scripts/memory.lua")),
+    relay: Script::new(writing!("scripts/relay.lua")),
     purge: Script::new(writing!("scripts/purge.lua")),
     read: Script::new(include_str!("scripts/read.lua")),
     leader: Script::new(include_str!("scripts/leader.lua")),
@@ -60,7 +62,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 mod tests;
 
 /// The script sources, for loading them up front.
-pub(crate) fn sources() -> [&'static str; 13] {
+pub(crate) fn sources() -> [&'static str; 14] {
     [
         writing!("scripts/submit.lua"),
         writing!("scripts/assign.lua"),
@@ -72,6 +74,7 @@ pub(crate) fn sources() -> [&'static str; 13] {
         writing!("scripts/event.lua"),
         writing!("scripts/small.lua"),
         writing!("scripts/memory.lua"),
+        writing!("scripts/relay.lua"),
         writing!("scripts/purge.lua"),
         include_str!("scripts/read.lua"),
         include_str!("scripts/leader.lua"),

@@ -1,11 +1,22 @@
 //! The umbrella trait the hub is generic over.
 
-use crate::{EventLog, MemoryStore, MetaStore, Retention, SharedStore, TaskStore, TokenStore};
+use crate::{
+    EventLog, MemoryStore, MetaStore, RelayStore, Retention, SharedStore, TaskStore, TokenStore,
+};
 
 /// Every durable operation of the hub: the capability traits together, plus
 /// what tells backends apart. See the crate docs for the guarantees.
 pub trait Store:
-    TaskStore + EventLog + TokenStore + MetaStore + MemoryStore + Retention + Send + Sync + 'static
+    TaskStore
+    + EventLog
+    + TokenStore
+    + MetaStore
+    + MemoryStore
+    + RelayStore
+    + Retention
+    + Send
+    + Sync
+    + 'static
 {
     /// Leadership and hand-offs when several hubs may share this store
     /// ([`NotShared`](crate::NotShared) for an embedded one).

@@ -124,6 +124,8 @@ fn hello_placeholder() -> Hello {
         cost: None,
         version: String::new(),
         running: Vec::new(),
+        public_key: None,
+        endpoint: None,
     }
 }
 
@@ -138,6 +140,8 @@ impl Conn {
             agent_id,
             heartbeat_ms: 200,
             lease_ms: 5_000,
+            challenge: None,
+            hub_key: None,
         }])
         .await;
     }

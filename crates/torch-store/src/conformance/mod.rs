@@ -45,6 +45,7 @@ pub mod events;
 pub mod lease;
 pub mod memory;
 pub mod misc;
+pub mod relay;
 pub mod retention;
 pub mod routing;
 pub mod submit;
@@ -91,6 +92,7 @@ macro_rules! every_case {
             memory::memory_inherit_copies_and_audits,
             memory::parent_links_children,
             retention::purge_finished_tasks,
+            relay::relay_keeps_orders_and_expires,
         );
     };
 }
