@@ -95,6 +95,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         cmd: MemoryCmd,
     },
+    /// Peers from the hub's registry: skills, state, team, endpoint, key, tasks.
+    Peers(crate::cli_msg::PeersArgs),
+    /// Signed direct messages between agents (send, inbox, ack; list for operators).
+    Msg {
+        #[command(subcommand)]
+        cmd: crate::cli_msg::MsgCmd,
+    },
     /// Validate a spec file without submitting it.
     Validate(ValidateArgs),
     /// Why a task went where it went: candidates, per-factor scores, rejections.
@@ -182,6 +189,15 @@ pub(crate) struct AgentArgs {
     /// Keep task work dirs after they finish.
     #[arg(long)]
     pub(crate) keep_workdirs: bool,
+    /// Where peers' direct messages and the agent's own tasks reach it:
+    /// `HOST:PORT` (port 0: ephemeral), or `off`. Default: an ephemeral port
+    /// on the address this machine reaches the hub from.
+    #[arg(long)]
+    pub(crate) listen: Option<String>,
+    /// Where the agent keeps its key pair, its id and its inbox across
+    /// restarts (default: `<work-dir>/agent-data`).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

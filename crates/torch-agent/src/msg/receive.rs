@@ -82,7 +82,12 @@ impl Messenger {
                 Some(delivery),
                 None,
             )),
-            Ok(Taken::Duplicate) => {}
+            Ok(Taken::Duplicate) => self.event(event_of(
+                "message.refused",
+                Some(&signed.envelope),
+                Some(delivery),
+                Some("duplicate id (already delivered)".into()),
+            )),
             Err(e) => self.event(event_of(
                 "message.refused",
                 Some(&signed.envelope),

@@ -8,6 +8,7 @@ mod bench_spawn;
 mod demo;
 mod explain;
 mod lifecycle;
+mod msg;
 mod node;
 mod progress;
 mod serve;
@@ -71,6 +72,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Wait(a) => lifecycle::wait(a).await,
         Command::Memory { cmd } => lifecycle::memory(cmd).await,
         Command::Watch(a) => watch::run(a).await,
+        Command::Peers(a) => msg::peers(a).await,
+        Command::Msg { cmd } => msg::run(cmd).await,
         Command::Token { cmd } => match cmd {
             TokenCmd::Create {
                 hub,

@@ -12,6 +12,7 @@ mod harness;
 mod input;
 mod lifecycle;
 mod listing;
+mod messaging;
 mod processes;
 mod retention;
 mod routing;
