@@ -570,6 +570,9 @@ pub(crate) enum BenchCmd {
     /// Agent lifecycle: spawn-to-ready latency, idle RSS, scale-up and
     /// scale-down reaction, with the hub's built-in node.
     Spawn(SpawnBenchArgs),
+    /// Direct and relayed messages between 50 in-process agents: msg/s and
+    /// latency p50/p99.
+    Collab(crate::cli_msg::CollabBenchArgs),
     /// Routing quality: the real scorer against baselines on a simulated workload.
     Routing {
         /// Seed of the synthetic workload.

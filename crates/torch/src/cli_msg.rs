@@ -106,3 +106,21 @@ pub(crate) struct MsgListArgs {
     #[arg(long)]
     pub(crate) agent: String,
 }
+
+/// `torch bench collab`.
+#[derive(Debug, Args)]
+pub(crate) struct CollabBenchArgs {
+    /// In-process agents (a fifth of them listen on no endpoint, so messages
+    /// to them are relayed by the hub).
+    #[arg(long, default_value_t = 50)]
+    pub(crate) agents: u32,
+    /// Direct messages to send (a quarter as many relayed ones follow).
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) messages: u32,
+    /// Sends in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) concurrency: u32,
+    /// Print JSON (figures under `messages`).
+    #[arg(long)]
+    pub(crate) json: bool,
+}

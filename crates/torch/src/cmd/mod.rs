@@ -3,6 +3,7 @@
 mod agent;
 mod agents;
 mod bench;
+mod bench_collab;
 mod bench_routing;
 mod bench_spawn;
 mod demo;
@@ -90,6 +91,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Bench { cmd } => match cmd {
             BenchCmd::Throughput(a) => bench::throughput(a).await,
             BenchCmd::Spawn(a) => bench_spawn::run(a).await,
+            BenchCmd::Collab(a) => bench_collab::run(a).await,
             BenchCmd::Routing { seed, json } => bench_routing::run(seed, json),
         },
         Command::Supervise { .. } => Ok(()),
