@@ -73,9 +73,21 @@ pub(crate) async fn peers<S: Store>(
     headers: HeaderMap,
     Query(q): Query<PeersQuery>,
 ) -> Result<Json<PeerList>, ApiError> {
-    authorize(&shared, &headers, Need::Peer).await?;
+    let caller = authorize(&shared, &headers, Need::Peer).await?;
+    let mut peers = cards(&shared, &q).await?;
+    // A task sees the peers of its own tenant: agents labelled `tenant` with
+    // it, and agents with no tenant label (shared by every tenant).
+    if let Caller::Task { task, .. } = caller {
+        let tenant = shared
+            .store
+            .get_task(task)
+            .await?
+            .and_then(|t| t.spec.tenant)
+            .unwrap_or_else(|| "default".to_string());
+        peers.retain(|p| p.labels.get("tenant").is_none_or(|t| *t == tenant));
+    }
     Ok(Json(PeerList {
-        peers: cards(&shared, &q).await?,
+        peers,
         hub_key: Some(shared.msg.hub_key_hex()),
     }))
 }
