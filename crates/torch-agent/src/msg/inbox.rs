@@ -283,7 +283,7 @@ mod tests {
                 id: Uuid::from_u128(n),
                 from: "a".into(),
                 to: AgentId::from_uuid(Uuid::from_u128(99)),
-                thread: Some(if n % 2 == 0 { "even" } else { "odd" }.into()),
+                thread: Some(if n.is_multiple_of(2) { "even" } else { "odd" }.into()),
                 reply_to: None,
                 kind: kind.into(),
                 body: serde_json::json!(n as u64),

@@ -116,13 +116,14 @@ pub(crate) async fn run(args: CollabBenchArgs) -> Result<()> {
             args.messages, args.concurrency
         );
     }
+    let targets = open.clone();
     let (direct_lat, direct_secs) = phase(
         &http,
         &open,
         &local_token,
         args.messages,
         args.concurrency,
-        |k| open[(k * 7 + 1 + k / open.len()) % open.len()].0,
+        move |k| targets[(k * 7 + 1 + k / targets.len()) % targets.len()].0,
     )
     .await?;
     let relayed_messages = (args.messages / 4).max(1);
