@@ -122,6 +122,9 @@ struct Cache {
 #[derive(Default)]
 pub(crate) struct PeerCache {
     cache: Mutex<Cache>,
+    /// One refresh at a time: lookups that miss wait for the refresh in
+    /// flight instead of giving up while it runs.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl PeerCache {
@@ -150,11 +153,15 @@ impl PeerCache {
         if !stale && let Some(p) = self.get(id) {
             return Some(p);
         }
-        let due = self
-            .lock()
-            .refreshed
-            .is_none_or(|t| t.elapsed() >= MIN_REFRESH);
-        if due && let Err(e) = self.refresh(hub).await {
+        let asked = Instant::now();
+        let _one = self.refreshing.lock().await;
+        let last = self.lock().refreshed;
+        // A refresh that started after we asked already answers us.
+        if last.is_some_and(|t| t >= asked) {
+            return self.get(id);
+        }
+        let due = last.is_none_or(|t| t.elapsed() >= MIN_REFRESH);
+        if due && let Err(e) = self.load(hub).await {
             debug!(error = %e, "could not refresh the peer cache");
         }
         self.get(id)
@@ -162,6 +169,11 @@ impl PeerCache {
 
     /// Reloads every peer from the hub.
     pub(crate) async fn refresh(&self, hub: &HubClient) -> Result<Vec<PeerCard>, HubError> {
+        let _one = self.refreshing.lock().await;
+        self.load(hub).await
+    }
+
+    async fn load(&self, hub: &HubClient) -> Result<Vec<PeerCard>, HubError> {
         self.lock().refreshed = Some(Instant::now());
         let list: PeerList = hub.call::<(), _>("/api/v1/peers", None).await?;
         let mut c = self.lock();

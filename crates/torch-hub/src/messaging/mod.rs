@@ -63,6 +63,11 @@ pub(crate) struct Messaging {
     cfg: MessagingConfig,
     directory: Mutex<HashMap<AgentId, Entry>>,
     buckets: Mutex<HashMap<String, (f64, std::time::Instant)>>,
+    /// Agents that were pushed relayed messages they have not all confirmed:
+    /// the sweeper pushes what is still kept again (recipients drop
+    /// duplicates), so a push lost or refused (e.g. while the recipient
+    /// could not check a key yet) is not stuck until the next hello.
+    owed: Mutex<std::collections::HashSet<AgentId>>,
     /// For operators' messages sent straight to an agent.
     http: reqwest::Client,
 }
@@ -94,6 +99,7 @@ impl Messaging {
             cfg,
             directory: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            owed: Mutex::new(std::collections::HashSet::new()),
             http,
         })
     }
@@ -142,6 +148,29 @@ impl Messaging {
         self.dir()
             .get(&agent)
             .map(|e| (e.endpoint.clone(), e.public_key.clone()))
+    }
+
+    /// Marks `agent` as owing confirmations (or not).
+    fn owe(&self, agent: AgentId, owes: bool) {
+        let mut o = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
+        if owes {
+            o.insert(agent);
+        } else {
+            o.remove(&agent);
+        }
+    }
+
+    /// Connected agents that owe confirmations.
+    fn owing(&self) -> Vec<AgentId> {
+        let owed: Vec<AgentId> = self
+            .owed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect();
+        let d = self.dir();
+        owed.into_iter().filter(|a| d.contains_key(a)).collect()
     }
 
     fn session_tx(&self, agent: AgentId) -> Option<mpsc::Sender<Outbound>> {

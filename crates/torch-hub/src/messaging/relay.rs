@@ -22,8 +22,11 @@ use crate::hub::Shared;
 
 /// Messages pushed to an agent in one `Deliver`.
 const PAGE: usize = 512;
-/// How often the leader looks for expired relayed messages.
+/// How often the leader looks for expired relayed messages, and pushes
+/// again what connected recipients have not confirmed.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Sweeps between two pushes of unconfirmed messages.
+const REPUSH_EVERY: u32 = 3;
 
 /// Why a relay was refused.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +174,7 @@ impl Messaging {
         if messages.is_empty() {
             return;
         }
+        self.owe(to, true);
         if let Some(tx) = self.session_tx(to)
             && tx
                 .try_send(HubMessage::Deliver { messages }.into())
@@ -184,6 +188,7 @@ impl Messaging {
     /// full page).
     pub(crate) async fn deliver_pending<S: Store>(&self, shared: &Arc<Shared<S>>, agent: AgentId) {
         match shared.store.relay_pending(agent, PAGE).await {
+            Ok(kept) if kept.is_empty() => self.owe(agent, false),
             Ok(kept) => {
                 let messages: Vec<SignedEnvelope> = kept
                     .iter()
@@ -319,6 +324,7 @@ impl Messaging {
 pub(crate) async fn sweep<S: Store>(shared: Arc<Shared<S>>) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0u32;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -326,6 +332,12 @@ pub(crate) async fn sweep<S: Store>(shared: Arc<Shared<S>>) {
         }
         if !shared.is_leader() {
             continue;
+        }
+        n = n.wrapping_add(1);
+        if n.is_multiple_of(REPUSH_EVERY) {
+            for agent in shared.msg.owing() {
+                shared.msg.deliver_pending(&shared, agent).await;
+            }
         }
         match shared
             .store
