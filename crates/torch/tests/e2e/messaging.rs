@@ -72,7 +72,9 @@ fn check_inbox(path: &Path, n: u32, from: &str, how: &str) {
 #[test]
 fn a_thousand_messages_flow_directly_while_the_hub_is_stopped() {
     let dir = TestDir::new("msg_direct_hub_stopped");
-    let hub = Hub::start(&dir, &[]);
+    // The hub is paused for as long as the exchange takes: its leases must
+    // outlast that, or the tasks' leases expire the moment it resumes.
+    let hub = Hub::start(&dir, &[("TORCH_HUB__LEASE", "10m")]);
     let token = hub.token(&dir, "agent");
     let _a = Agent::start(&dir, &hub.url, &token, "a", "ma", 2);
     let _b = Agent::start(&dir, &hub.url, &token, "b", "mb", 2);
