@@ -18,6 +18,8 @@ use torch_core::{AgentId, Evidence, Outcome, OutcomeKind, TaskId};
 use crate::config::AgentConfig;
 use crate::confine::hubsock::{hub_addrs, socket_dir};
 use crate::confine::plan::Machine;
+use crate::identity::Identity;
+use crate::msg::Messenger;
 use crate::runner::{RunnerCtx, RunnerEvent, StopReason, run_task};
 use crate::sandbox::Sandbox;
 use crate::writer::Outq;
@@ -30,6 +32,8 @@ type Key = (TaskId, u64);
 struct Running {
     /// Taken when a stop has been requested.
     stop: Option<oneshot::Sender<StopReason>>,
+    /// Its task token (which the agent's local routes accept while it runs).
+    token: String,
 }
 
 struct Unacked {
@@ -50,13 +54,25 @@ pub(crate) struct Agent {
     pub(crate) tracker: TaskTracker,
     events: mpsc::Sender<RunnerEvent>,
     stopping: bool,
+    /// Direct messages: endpoint, inbox, signing.
+    pub(crate) messenger: Arc<Messenger>,
+    /// The key pair and the remembered id.
+    pub(crate) identity: Identity,
+    /// Where peers reach this agent, advertised in Hello.
+    endpoint: Option<String>,
 }
 
 impl Agent {
     /// `cfg.work_root` must already be absolute and exist.
-    pub(crate) fn new(cfg: AgentConfig, events: mpsc::Sender<RunnerEvent>) -> Self {
+    pub(crate) fn new(
+        cfg: AgentConfig,
+        events: mpsc::Sender<RunnerEvent>,
+        identity: Identity,
+        messenger: Arc<Messenger>,
+        endpoint: Option<String>,
+    ) -> Self {
         let ctx = RunnerCtx {
-            sandbox: Sandbox::new(&cfg),
+            sandbox: Sandbox::new(&cfg, endpoint.clone()),
             work_root: cfg.work_root.clone(),
             kill_grace: cfg.kill_grace,
             max_log_bytes: cfg.max_log_bytes,
@@ -71,7 +87,7 @@ impl Agent {
         };
         let slots = usize::try_from(cfg.slots).unwrap_or(usize::MAX);
         Agent {
-            agent_id: cfg.agent_id,
+            agent_id: cfg.agent_id.or(identity.agent_id),
             cfg,
             ctx: Arc::new(ctx),
             running: HashMap::with_capacity(slots),
@@ -79,6 +95,9 @@ impl Agent {
             tracker: TaskTracker::new(),
             events,
             stopping: false,
+            messenger,
+            identity,
+            endpoint,
         }
     }
 
@@ -94,6 +113,8 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_string(),
             running: self.held(),
             sandbox: Some(Box::new(self.ctx.machine.probe.clone())),
+            public_key: Some(self.identity.public_hex()),
+            endpoint: self.endpoint.clone(),
         })
     }
 
@@ -133,7 +154,9 @@ impl Agent {
                 }
             }
             RunnerEvent::Finished { report, workdir } => {
-                self.running.remove(&(report.task_id, report.fence));
+                if let Some(r) = self.running.remove(&(report.task_id, report.fence)) {
+                    self.messenger.task_ended(&r.token);
+                }
                 self.report(*report, workdir, q);
             }
         }
@@ -196,10 +219,12 @@ impl Agent {
         }
         info!(task_id = %a.task_id, attempt = a.attempt, name = %a.name, "task assigned");
         let (stop_tx, stop_rx) = oneshot::channel();
+        self.messenger.task_started(&a.task_token, a.task_id);
         self.running.insert(
             key,
             Running {
                 stop: Some(stop_tx),
+                token: a.task_token.clone(),
             },
         );
         self.tracker

@@ -93,6 +93,62 @@ pub struct AgentConfig {
     /// `network`, `memory`, `pids`, `cpu`, `syscalls`): to try a strict
     /// policy, or to run where a layer misbehaves. Reported as missing.
     pub sandbox_disabled: Vec<String>,
+    /// Where the agent keeps its identity (key pair, id) and its inbox
+    /// across restarts. `None`: a fresh identity and an in-memory inbox.
+    pub data_dir: Option<PathBuf>,
+    /// Where the agent takes direct messages from peers and requests from
+    /// its own tasks.
+    pub listen: Listen,
+    /// Limits on direct messages (`[collaboration]`).
+    pub messages: MessageLimits,
+    /// A bearer token accepted on the agent's local routes besides its
+    /// running tasks' tokens (for the process embedding the agent, e.g.
+    /// `torch bench collab`); never logged.
+    pub local_token: Option<String>,
+}
+
+/// Where an agent listens for direct messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Listen {
+    /// An ephemeral port on the address the agent reaches the hub from.
+    #[default]
+    Auto,
+    /// This address (port 0: ephemeral).
+    Addr(std::net::SocketAddr),
+    /// Not at all: peers' messages reach it through the hub, and its tasks
+    /// cannot send.
+    Off,
+}
+
+/// Limits on direct messages, shared by the agent and the hub
+/// (`[collaboration]` in `torch.toml`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MessageLimits {
+    /// Messages per second one sender may send (token bucket refill).
+    pub rate: f64,
+    /// Messages a sender may send at once (token bucket size).
+    pub burst: u32,
+    /// Messages an inbox keeps; past it the oldest non-urgent one is
+    /// dropped with a bounce (all urgent: the new one is refused).
+    pub inbox_cap: usize,
+    /// A direct message whose `sent_ms` is further than this from the
+    /// recipient's clock is refused (replay window); ids seen within it are
+    /// remembered.
+    pub replay_window: Duration,
+    /// Time to live of a message that names none.
+    pub default_ttl: Duration,
+}
+
+impl Default for MessageLimits {
+    fn default() -> Self {
+        MessageLimits {
+            rate: 2_000.0,
+            burst: 4_000,
+            inbox_cap: 10_000,
+            replay_window: Duration::from_secs(300),
+            default_ttl: Duration::from_secs(3_600),
+        }
+    }
 }
 
 impl AgentConfig {
@@ -126,6 +182,10 @@ impl AgentConfig {
             limits: SandboxLimits::default(),
             sandbox: SandboxPolicy::default(),
             sandbox_disabled: Vec::new(),
+            data_dir: None,
+            listen: Listen::Auto,
+            messages: MessageLimits::default(),
+            local_token: None,
         }
     }
 
@@ -217,6 +277,9 @@ impl fmt::Debug for AgentConfig {
             .field("limits", &self.limits)
             .field("sandbox", &self.sandbox)
             .field("sandbox_disabled", &self.sandbox_disabled)
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("messages", &self.messages)
             .finish()
     }
 }

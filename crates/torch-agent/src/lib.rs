@@ -33,6 +33,10 @@
 //!   naming the limit that ended an attempt.
 //! - `supervise`: the per-task supervisor that applies rlimits and kills the
 //!   task group when the agent dies.
+//! - `identity`: the agent's ed25519 key pair and id, kept in its data dir.
+//! - `msg`: direct messages: the agent's endpoint, verifying and storing
+//!   peers' envelopes in the on-disk inbox, sending for its tasks (directly,
+//!   else through the hub).
 //! - [`node`]: the node runtime ([`node::run_node`]): starts and stops agent
 //!   processes on the hub's orders and reports their `/proc` samples.
 
@@ -45,7 +49,9 @@ mod connect;
 mod criteria;
 mod error;
 mod home;
+mod identity;
 mod link;
+mod msg;
 pub mod node;
 mod output;
 mod reconnect;
@@ -55,7 +61,7 @@ mod session;
 mod supervise;
 mod writer;
 
-pub use config::AgentConfig;
+pub use config::{AgentConfig, Listen, MessageLimits};
 pub use confine::{probe_machine, render as render_probe};
 pub use error::AgentError;
 pub use session::run;

@@ -73,6 +73,11 @@ impl<M> Conn<M> {
         &self.q
     }
 
+    /// The queue to the hub, shared (for whoever sends on its own).
+    pub(crate) fn q_arc(&self) -> Arc<Outq<M>> {
+        self.q.clone()
+    }
+
     /// Applies a Welcome: heartbeat every `heartbeat_ms` (not faster than
     /// 50 ms); silence for three periods or `dead_floor`, whichever is longer,
     /// means the connection is dead. True for the session's first Welcome.
@@ -213,6 +218,8 @@ pub(crate) async fn session<R: Role>(
             Err(_) => warn!("closing the connection timed out"),
         }
     }
+    // Whoever still holds the queue (the messenger) sees the session is over.
+    conn.q.close();
     writer.abort();
     end
 }

@@ -52,6 +52,8 @@ pub(crate) struct Sandbox {
     torch_dir: Option<PathBuf>,
     supervisor: Option<PathBuf>,
     hub_url: String,
+    /// The agent's own endpoint, for the task's `torch msg`.
+    agent_url: Option<String>,
 }
 
 /// The agent's own token variable: never handed to a task (which gets its
@@ -80,7 +82,7 @@ fn allowed_env(allowlist: &[String], vars: impl Iterator<Item = (OsString, OsStr
 impl Sandbox {
     /// Snapshots the allowlisted part of the agent's environment (exact
     /// names, and `PREFIX*` patterns matched against every variable).
-    pub(crate) fn new(cfg: &AgentConfig) -> Self {
+    pub(crate) fn new(cfg: &AgentConfig, agent_url: Option<String>) -> Self {
         let mut base_env = Vec::new();
         let mut agent_path = None;
         for (name, value) in allowed_env(&cfg.env_allowlist, std::env::vars_os()) {
@@ -100,6 +102,7 @@ impl Sandbox {
                 .map(Path::to_path_buf),
             supervisor: cfg.supervisor.clone(),
             hub_url: cfg.hub_url.clone(),
+            agent_url,
         }
     }
 
@@ -137,6 +140,9 @@ impl Sandbox {
         env.push((ENV_TASK_TOKEN.into(), OsString::from(&a.task_token)));
         env.push((ENV_ATTEMPT.into(), a.attempt.to_string().into()));
         env.push((ENV_WORKDIR.into(), workdir.as_os_str().to_owned()));
+        if let Some(url) = &self.agent_url {
+            env.push((torch_api::msg::ENV_AGENT_URL.into(), OsString::from(url)));
+        }
         env
     }
 

@@ -70,6 +70,16 @@ impl<M> Outq<M> {
         self.wake.notify_one();
     }
 
+    /// True once [`Outq::close`] was called (the session is over).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().close
+    }
+
+    /// Messages waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().msgs.len()
+    }
+
     /// Asks the writer to send what is queued, close the socket and stop.
     pub(crate) fn close(&self) {
         self.lock().close = true;

@@ -127,6 +127,7 @@ async fn the_environment_is_cleared() {
         "TORCH_TASK_TOKEN",
         "TORCH_ATTEMPT",
         "TORCH_WORKDIR",
+        "TORCH_AGENT_URL",
     ]
     .into();
     assert_eq!(keys, expected, "task saw: {out}");

@@ -7,6 +7,7 @@
 
 pub mod coord;
 mod json;
+pub mod msg;
 pub mod node;
 pub mod rest;
 #[cfg(test)]

@@ -46,6 +46,13 @@ pub struct Hello {
     /// The sandbox layers this agent's machine offers. Since v0.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<Box<torch_core::sandbox::SandboxProbe>>,
+    /// The agent's ed25519 public key (hex). The hub binds it to the id and
+    /// asks for proof of possession in `Welcome`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// Where the agent takes direct messages from peers (`http://HOST:PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// Captured output sent with a finished report (bounded by the agent).
@@ -109,6 +116,23 @@ pub enum AgentMessage {
     /// What the task's agent CLI is doing, read from its own output stream
     /// (recorded like a progress report from inside the task). Since v0.2.
     Progress(ProgressReport),
+    /// Answer to `Welcome`'s challenge: the agent's signature over it
+    /// ([`crate::msg::sign_challenge`]). The first message after `Welcome`.
+    Proof {
+        /// Hex ed25519 signature.
+        signature: String,
+    },
+    /// Relayed messages the agent stored in its inbox: the hub forgets them.
+    Delivered {
+        /// Their ids.
+        ids: Vec<uuid::Uuid>,
+    },
+    /// What happened to messages at the agent (metadata only), for the
+    /// `nova.torch.collaboration.peer` stream.
+    PeerEvents {
+        /// In the order they happened.
+        events: Vec<PeerEvent>,
+    },
     /// Anything newer than this agent understands.
     #[serde(other)]
     Unknown,
@@ -177,6 +201,20 @@ pub enum HubMessage {
         heartbeat_ms: u64,
         /// Lease length; a task not renewed within it is requeued.
         lease_ms: u64,
+        /// Random challenge (hex) the agent signs with the key it registered
+        /// and sends back as `Proof`; set when the Hello carried a key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        challenge: Option<String>,
+        /// The hub's public key (hex), which signs bounces and operators'
+        /// messages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hub_key: Option<String>,
+    },
+    /// Messages the hub kept for this agent (relayed); the agent answers
+    /// `Delivered` once they are in its inbox.
+    Deliver {
+        /// Signed envelopes, urgent first.
+        messages: Vec<crate::msg::SignedEnvelope>,
     },
     /// Run these tasks.
     Assign(Assignment),
@@ -208,6 +246,34 @@ pub enum HubMessage {
     /// Anything newer than this agent understands.
     #[serde(other)]
     Unknown,
+}
+
+/// Something that happened to a message at an agent, reported to the hub
+/// for the event stream (never the body).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerEvent {
+    /// `message.sent`, `message.delivered`, `message.refused` or `message.bounced`.
+    pub kind: String,
+    /// The message's id, when it could be read.
+    #[serde(default)]
+    pub id: Option<uuid::Uuid>,
+    /// Sender (as claimed, for a refusal).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Recipient.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// The message's kind.
+    #[serde(default)]
+    pub msg_kind: Option<String>,
+    /// `direct` or `relayed`.
+    #[serde(default)]
+    pub delivery: Option<String>,
+    /// Why it was refused or bounced.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When (unix ms).
+    pub at_ms: u64,
 }
 
 /// `Error` code a follower hub answers a Hello with (many hubs on one

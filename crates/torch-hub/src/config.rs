@@ -55,6 +55,10 @@ pub struct HubConfig {
     /// background; unset keeps every task.
     #[serde(skip)]
     pub retention: Option<Duration>,
+    /// Limits on relayed and operators' messages (the binary sets them from
+    /// `[collaboration]`).
+    #[serde(skip)]
+    pub messages: crate::messaging::MessagingConfig,
 }
 
 /// What the hub does when a running task stalls.
@@ -85,6 +89,7 @@ impl Default for HubConfig {
             routing: torch_core::routing::RoutingConfig::default(),
             lifecycle: LifecycleConfig::default(),
             retention: None,
+            messages: Default::default(),
         }
     }
 }

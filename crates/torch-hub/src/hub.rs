@@ -107,6 +107,7 @@ impl<S: Store> Hub<S> {
         };
         let (life, life_rx) = LifeHandle::channel();
         let (coord, coord_rx) = CoordHandle::channel();
+        let msg = crate::messaging::Messaging::start(&*store, cfg.messages.clone()).await?;
         let shared = Arc::new(Shared {
             store: store.clone(),
             engine: engine_handle,
@@ -123,6 +124,7 @@ impl<S: Store> Hub<S> {
             session_seq: AtomicU64::new(1),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
+            msg,
             clock,
             cfg,
         });
@@ -200,6 +202,7 @@ impl<S: Store> Hub<S> {
                 .unwrap_or_else(|| format!("http://{addr}"));
             services.spawn(crate::leader::run(shared.clone(), me, stop.clone()));
         }
+        services.spawn(crate::messaging::sweep(shared.clone()));
         if let Some(keep) = shared.cfg.retention {
             services.spawn(crate::retention::run(shared.clone(), keep, stop.clone()));
         }

@@ -96,10 +96,48 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket,
     };
     if let Err(e) = crate::identity::claim(&*shared.store, agent, &token).await {
         let code = match e {
-            crate::identity::ClaimError::Taken(_) => "identity_refused",
+            crate::identity::ClaimError::Taken(_) => {
+                identity_refused(&shared, agent, &e.to_string()).await;
+                "identity_refused"
+            }
             crate::identity::ClaimError::Store(_) => "store_unavailable",
         };
         return refuse(&mut socket, code, e.to_string()).await;
+    }
+    let key =
+        match crate::identity::bind_key(&*shared.store, agent, hello.public_key.as_deref()).await {
+            Ok(k) => k,
+            Err(crate::identity::KeyError::Store(e)) => {
+                return refuse(&mut socket, "store_unavailable", e.to_string()).await;
+            }
+            Err(e) => {
+                identity_refused(&shared, agent, &e.to_string()).await;
+                return refuse(&mut socket, "identity_refused", e.to_string()).await;
+            }
+        };
+    let (endpoint, public_key) = (
+        hello.endpoint.clone(),
+        key.map(|k| torch_api::msg::public_key_hex(&k)),
+    );
+    // With a key, Welcome carries a challenge and the agent's first message
+    // after it must sign it: nothing of the session counts before that.
+    let mut early = Vec::new();
+    if let Some(key) = key {
+        let challenge = crate::identity::challenge();
+        if socket
+            .send(encode(&[welcome(&shared, agent, Some(challenge.clone()))]))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        match read_proof(&mut socket, agent, &key, &challenge).await {
+            Ok(rest) => early = rest,
+            Err(why) => {
+                identity_refused(&shared, agent, &why).await;
+                return refuse(&mut socket, "identity_refused", why).await;
+            }
+        }
     }
     let session = shared.session_seq.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOX);
@@ -131,15 +169,19 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket,
         }
         Some(Ok(())) => {}
     }
-    let welcome = HubMessage::Welcome {
-        agent_id: agent,
-        heartbeat_ms: shared.cfg.heartbeat.as_millis() as u64,
-        lease_ms: shared.cfg.lease.as_millis() as u64,
-    };
-    if socket.send(encode(&[welcome])).await.is_err() {
+    if key.is_none()
+        && socket
+            .send(encode(&[welcome(&shared, agent, None)]))
+            .await
+            .is_err()
+    {
         shared.engine.send(Command::Leave { agent, session }).await;
         return;
     }
+    shared
+        .msg
+        .joined(agent, session, endpoint, public_key, tx.clone());
+    shared.msg.deliver_pending(&shared, agent).await;
     info!(agent_id = %agent, name = %name, "agent connected");
     shared.autonomy.agent_joined(agent, shared.now_ms());
     shared.life.send(LifeCmd::AgentJoined { agent }).await;
@@ -165,6 +207,13 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket,
         tx.clone(),
     ));
     drop(tx);
+    if !early.is_empty() && !dispatch(&shared, agent, early, &rec_tx).await {
+        drop(rec_tx);
+        let _ = recorder.await;
+        shared.msg.left(agent, session);
+        shared.engine.send(Command::Leave { agent, session }).await;
+        return;
+    }
     let (mut sink, mut stream) = socket.split();
     let reason = loop {
         tokio::select! {
@@ -234,6 +283,7 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket,
         warn!(error = %e, "session recorder failed");
     }
     info!(agent_id = %agent, reason = %reason, "agent session ended");
+    shared.msg.left(agent, session);
     shared.engine.send(Command::Leave { agent, session }).await;
     shared.autonomy.agent_left(agent, shared.now_ms());
     shared.life.send(LifeCmd::AgentLeft { agent }).await;
@@ -245,6 +295,50 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket,
         debug!(error = %e, "could not record agent leave");
     }
     shared.bump();
+}
+
+/// The Welcome of this hub for `agent`.
+fn welcome<S: Store>(shared: &Shared<S>, agent: AgentId, challenge: Option<String>) -> HubMessage {
+    HubMessage::Welcome {
+        agent_id: agent,
+        heartbeat_ms: shared.cfg.heartbeat.as_millis() as u64,
+        lease_ms: shared.cfg.lease.as_millis() as u64,
+        challenge,
+        hub_key: Some(shared.msg.hub_key_hex()),
+    }
+}
+
+/// Reads the agent's first frame after a challenge: its first message must
+/// be a `Proof` that verifies; the rest of the frame is returned.
+async fn read_proof(
+    socket: &mut WebSocket,
+    agent: AgentId,
+    key: &ed25519_dalek::VerifyingKey,
+    challenge: &str,
+) -> Result<Vec<AgentMessage>, String> {
+    let mut msgs: Vec<AgentMessage> = first_frame(socket).await?;
+    if msgs.is_empty() {
+        return Err(format!("agent {agent} sent no proof of its key"));
+    }
+    match msgs.remove(0) {
+        AgentMessage::Proof { signature } => {
+            torch_api::msg::verify_challenge(key, agent, challenge, &signature)
+                .map_err(|e| format!("agent {agent} did not prove it holds its key: {e}"))?;
+            Ok(msgs)
+        }
+        _ => Err(format!(
+            "agent {agent} must answer the challenge before anything else"
+        )),
+    }
+}
+
+/// Records an `identity.refused` event.
+async fn identity_refused<S: Store>(shared: &Arc<Shared<S>>, claimed: AgentId, reason: &str) {
+    let data = EventData::IdentityRefused(torch_core::events::payload::IdentityRefused {
+        claimed: claimed.to_string(),
+        reason: reason.to_string(),
+    });
+    shared.event(Some(claimed), None, data).await;
 }
 
 /// Routes one frame's messages; false when the hub is going away.
@@ -278,6 +372,11 @@ async fn dispatch<S: Store>(
                 }
             }
             AgentMessage::Hello(_) => warn!(agent_id = %agent, "repeated hello ignored"),
+            AgentMessage::Proof { .. } => debug!(agent_id = %agent, "late proof ignored"),
+            AgentMessage::Delivered { ids } => shared.msg.delivered(shared, agent, ids).await,
+            AgentMessage::PeerEvents { events } => {
+                crate::messaging::record_events(shared, agent, events).await;
+            }
             AgentMessage::Unknown => debug!(agent_id = %agent, "unknown message ignored"),
         }
     }

@@ -58,6 +58,8 @@ pub(crate) struct Shared<S> {
     pub(crate) session_seq: AtomicU64,
     /// When the hub started (uptime).
     pub(crate) started: Instant,
+    /// Direct messages: the directory of endpoints and keys, relaying.
+    pub(crate) msg: crate::messaging::Messaging,
     /// Fires when the hub stops: sessions, long polls and services end.
     pub(crate) shutdown: CancellationToken,
 }

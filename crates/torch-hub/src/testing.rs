@@ -168,6 +168,8 @@ impl FakeAgent {
             version: "test".into(),
             running: Vec::new(),
             sandbox: None,
+            public_key: None,
+            endpoint: None,
         };
         let reg = Registration {
             hello,

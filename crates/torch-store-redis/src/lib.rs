@@ -88,6 +88,8 @@
 //! | `{torch}:token:<hash>` / `:tokens:<role>` | hash / set | tokens, and their hashes per role |
 //! | `{torch}:agent:<agent>` | hash | agent sessions (`name`, `skills`, `slots`, `labels`, `state`, `joined_ms`, `left_ms`, `reason`) |
 //! | `{torch}:mem:<agent>` / `:memmeta:<agent>` | hash / hash | agent memory: key → value; key → `<ms>` or `<ms>:<from agent>` |
+//! | `{torch}:relay:m` / `:relay:meta` | hash / hash | relayed messages: id → signed envelope; id → to, from, urgent, expiry (tab-separated) |
+//! | `{torch}:relay:to:<agent>` / `:relay:exp` / `:relay:seq` | zset / zset / string | a recipient's relayed ids, urgent first then in order; every id by expiry; the order counter |
 //! | `{torch}:streams` | set | names of the streams written so far |
 //! | `{torch}:stream:<name>` | stream | the events of stream `<name>`, e.g. `{torch}:stream:nova.torch.tasks.queue` |
 //! | `{torch}:stream:nova.torch.hubs.handoff` | stream | hand-offs from followers to the leader: one `tasks.handed_off` entry per submission a follower wrote itself; read by the consumer group `leader` (see [Hand-offs](#hand-offs)) |
@@ -231,6 +233,7 @@ mod impls;
 mod keys;
 mod leader;
 mod read;
+mod relay;
 mod scripts;
 mod store;
 #[cfg(feature = "testing")]

@@ -36,6 +36,7 @@ pub(crate) struct Scripts {
     pub(crate) memory: Script,
     pub(crate) locks: Script,
     pub(crate) help: Script,
+    pub(crate) relay: Script,
     pub(crate) purge: Script,
     pub(crate) read: Script,
     pub(crate) leader: Script,
@@ -55,6 +56,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     memory: Script::new(writing!("scripts/memory.lua")),
     locks: Script::new(writing!("scripts/locks.lua")),
     help: Script::new(writing!("scripts/help.lua")),
+    relay: Script::new(writing!("scripts/relay.lua")),
     purge: Script::new(writing!("scripts/purge.lua")),
     read: Script::new(include_str!("scripts/read.lua")),
     leader: Script::new(include_str!("scripts/leader.lua")),
@@ -64,7 +66,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 mod tests;
 
 /// The script sources, for loading them up front.
-pub(crate) fn sources() -> [&'static str; 15] {
+pub(crate) fn sources() -> [&'static str; 16] {
     [
         writing!("scripts/submit.lua"),
         writing!("scripts/assign.lua"),
@@ -78,6 +80,7 @@ pub(crate) fn sources() -> [&'static str; 15] {
         writing!("scripts/memory.lua"),
         writing!("scripts/locks.lua"),
         writing!("scripts/help.lua"),
+        writing!("scripts/relay.lua"),
         writing!("scripts/purge.lua"),
         include_str!("scripts/read.lua"),
         include_str!("scripts/leader.lua"),

@@ -1,8 +1,8 @@
 //! The umbrella trait the hub is generic over.
 
 use crate::{
-    EventLog, HelpStore, LockStore, MemoryStore, MetaStore, Retention, SharedStore, TaskStore,
-    TokenStore,
+    EventLog, HelpStore, LockStore, MemoryStore, MetaStore, RelayStore, Retention, SharedStore,
+    TaskStore, TokenStore,
 };
 
 /// Every durable operation of the hub: the capability traits together, plus
@@ -15,6 +15,7 @@ pub trait Store:
     + MemoryStore
     + LockStore
     + HelpStore
+    + RelayStore
     + Retention
     + Send
     + Sync

@@ -126,6 +126,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         cmd: MemoryCmd,
     },
+    /// Peers from the hub's registry: skills, state, team, endpoint, key, tasks.
+    Peers(crate::cli_msg::PeersArgs),
+    /// Signed direct messages between agents (send, inbox, ack; list for operators).
+    Msg {
+        #[command(subcommand)]
+        cmd: crate::cli_msg::MsgCmd,
+    },
     /// Validate a spec file without submitting it.
     Validate(ValidateArgs),
     /// Why a task went where it went: candidates, per-factor scores, rejections.
@@ -244,6 +251,15 @@ pub(crate) struct AgentArgs {
     /// Keep task work dirs after they finish.
     #[arg(long)]
     pub(crate) keep_workdirs: bool,
+    /// Where peers' direct messages and the agent's own tasks reach it:
+    /// `HOST:PORT` (port 0: ephemeral), or `off`. Default: an ephemeral port
+    /// on the address this machine reaches the hub from.
+    #[arg(long)]
+    pub(crate) listen: Option<String>,
+    /// Where the agent keeps its key pair, its id and its inbox across
+    /// restarts (default: `<work-dir>/agent-data`).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -744,9 +760,11 @@ pub(crate) enum BenchCmd {
     /// Agent lifecycle: spawn-to-ready latency, idle RSS, scale-up and
     /// scale-down reaction, with the hub's built-in node.
     Spawn(SpawnBenchArgs),
-    /// Collaboration: lock acquire/release round trips and deadlock
-    /// detection latency at the closing wait (JSON key `locks`).
-    Collab(CollabBenchArgs),
+    /// Collaboration: direct and relayed messages between 50 in-process
+    /// agents (msg/s, latency p50/p99; JSON key `messages`), then lock
+    /// acquire/release round trips and deadlock detection latency at the
+    /// closing wait (JSON key `locks`).
+    Collab(crate::cli_msg::CollabBenchArgs),
     /// Routing quality: the real scorer against baselines on a simulated workload.
     Routing {
         /// Seed of the synthetic workload.
@@ -759,22 +777,6 @@ pub(crate) enum BenchCmd {
 }
 
 /// `torch bench collab`.
-#[derive(Debug, Args)]
-pub(crate) struct CollabBenchArgs {
-    /// Acquire + release round trips per client.
-    #[arg(long, default_value_t = 2000)]
-    pub(crate) rounds: u32,
-    /// Clients at once (each on its own lock) for the concurrent figure.
-    #[arg(long, default_value_t = 8)]
-    pub(crate) clients: u32,
-    /// Rings formed per size (2 and 10) for the deadlock latency.
-    #[arg(long, default_value_t = 20)]
-    pub(crate) cycles: u32,
-    /// Print JSON.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
 /// `torch bench spawn`.
 #[derive(Debug, Args)]
 pub(crate) struct SpawnBenchArgs {

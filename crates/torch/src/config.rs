@@ -33,6 +33,71 @@ pub(crate) struct Config {
     pub(crate) spawn: torch_core::lifecycle::SpawnLimits,
     /// `[lifecycle]`: timings, the templates directory, the local node, memory limits.
     pub(crate) lifecycle: LifecycleSection,
+    /// `[collaboration]`: direct messages' rate limits, inbox caps, TTL.
+    pub(crate) collaboration: CollaborationSection,
+}
+
+/// `[collaboration]`: limits on direct messages between agents. The hub
+/// reads `relay-cap`, `message-rate`, `message-burst` and `message-ttl`; an
+/// agent reads the rest and the rate, burst and TTL too.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct CollaborationSection {
+    /// Messages per second one sender may send (its token bucket's refill),
+    /// enforced by the sending agent, the recipient and the hub's relay.
+    pub(crate) message_rate: f64,
+    /// Messages a sender may send at once (the bucket's size).
+    pub(crate) message_burst: u32,
+    /// Messages an agent's inbox keeps; past it the oldest non-urgent one is
+    /// dropped with a bounce to its sender.
+    pub(crate) inbox_cap: usize,
+    /// Messages the hub keeps for one unreachable recipient.
+    pub(crate) relay_cap: usize,
+    /// A direct message whose send time is further than this from the
+    /// recipient's clock is refused as a replay.
+    #[serde(with = "torch_core::spec::duration")]
+    pub(crate) replay_window: Duration,
+    /// Time to live of a message that names none.
+    #[serde(with = "torch_core::spec::duration")]
+    pub(crate) message_ttl: Duration,
+}
+
+impl Default for CollaborationSection {
+    fn default() -> Self {
+        let a = torch_agent::MessageLimits::default();
+        let h = torch_hub::MessagingConfig::default();
+        CollaborationSection {
+            message_rate: a.rate,
+            message_burst: a.burst,
+            inbox_cap: a.inbox_cap,
+            relay_cap: h.relay_cap,
+            replay_window: a.replay_window,
+            message_ttl: a.default_ttl,
+        }
+    }
+}
+
+impl CollaborationSection {
+    /// The agent's message limits.
+    pub(crate) fn agent_limits(&self) -> torch_agent::MessageLimits {
+        torch_agent::MessageLimits {
+            rate: self.message_rate,
+            burst: self.message_burst,
+            inbox_cap: self.inbox_cap,
+            replay_window: self.replay_window,
+            default_ttl: self.message_ttl,
+        }
+    }
+
+    /// The hub's message limits.
+    pub(crate) fn hub_limits(&self) -> torch_hub::MessagingConfig {
+        torch_hub::MessagingConfig {
+            relay_cap: self.relay_cap,
+            rate: self.message_rate,
+            burst: self.message_burst,
+            default_ttl: self.message_ttl,
+        }
+    }
 }
 
 /// `[lifecycle]`.
@@ -227,6 +292,7 @@ pub(crate) fn load(explicit: Option<&Path>) -> Result<Config> {
     let mut cfg = cfg;
     cfg.hub.routing = cfg.routing.clone();
     cfg.hub.retention = cfg.store.retention;
+    cfg.hub.messages = cfg.collaboration.hub_limits();
     cfg.hub.lifecycle = lifecycle(&cfg, file.as_deref())?;
     cfg.hub
         .validate()

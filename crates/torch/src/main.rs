@@ -4,6 +4,7 @@
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
 mod cli;
+mod cli_msg;
 mod client;
 mod cmd;
 mod config;

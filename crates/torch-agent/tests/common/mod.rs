@@ -125,6 +125,8 @@ fn hello_placeholder() -> Hello {
         version: String::new(),
         running: Vec::new(),
         sandbox: None,
+        public_key: None,
+        endpoint: None,
     }
 }
 
@@ -139,6 +141,8 @@ impl Conn {
             agent_id,
             heartbeat_ms: 200,
             lease_ms: 5_000,
+            challenge: None,
+            hub_key: None,
         }])
         .await;
     }

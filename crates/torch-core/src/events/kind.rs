@@ -121,6 +121,19 @@ events! {
     AgentExited = "agent.exited" on AGENTS_TERMINATING carries AgentExit;
     /// The autoscaler decided something (holds only when they change).
     ScalingDecision = "scaling.decision" on AGENTS_SCALING carries ScaleDecision;
+    /// An agent sent a direct message (or handed it to the hub).
+    MessageSent = "message.sent" on COLLAB_PEER carries MessageEvent;
+    /// A message reached its recipient's inbox.
+    MessageDelivered = "message.delivered" on COLLAB_PEER carries MessageEvent;
+    /// The hub keeps a message for a recipient it could not be given to directly.
+    MessageRelayed = "message.relayed" on COLLAB_PEER carries MessageEvent;
+    /// A message could not be delivered (gone recipient, TTL, full inbox): it
+    /// went back to its sender as a `bounce`.
+    MessageBounced = "message.bounced" on COLLAB_PEER carries MessageEvent;
+    /// A recipient refused a message (bad signature, unknown key, replay, …).
+    MessageRefused = "message.refused" on COLLAB_PEER carries MessageEvent;
+    /// A session claimed an agent id it could not prove.
+    IdentityRefused = "identity.refused" on COLLAB_PEER carries IdentityRefused;
     /// A follower handed submissions to the leader (hubs sharing a store).
     TasksHandedOff = "tasks.handed_off" on HUBS_HANDOFF carries TasksHandedOff;
     /// A lock or path reservation was granted (hub).

@@ -291,3 +291,32 @@ pub struct TasksHandedOff {
     /// The tasks it wrote.
     pub tasks: Vec<TaskId>,
 }
+
+/// `message.sent`, `message.delivered`, `message.relayed`,
+/// `message.bounced` and `message.refused`: what happened to one direct
+/// message, never its body. The event's agent is the one reporting it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessageEvent {
+    /// `direct` or `relayed`, when known.
+    pub delivery: Option<String>,
+    /// Sender (as claimed, for a refusal): an agent id or `hub`.
+    pub from: Option<String>,
+    /// The message's id, when it could be read.
+    pub id: Option<String>,
+    /// The message's kind.
+    pub kind: Option<String>,
+    /// Why it was bounced or refused.
+    pub reason: Option<String>,
+    /// Recipient agent.
+    pub to: Option<String>,
+}
+
+/// `identity.refused`: a session that claimed an agent id it could not
+/// prove (another token, another key, or a wrong answer to the challenge).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdentityRefused {
+    /// The id claimed.
+    pub claimed: String,
+    /// Why it was refused.
+    pub reason: String,
+}

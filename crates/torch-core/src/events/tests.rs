@@ -56,6 +56,11 @@ fn sample(kind: EventKind) -> Value {
             "oldest_wait_ms": 800, "arrivals": 4, "busy_slots": 1, "total_slots": 1,
             "running": 1, "starting": 0, "reclaimable": 0},
             "forecast": null, "demand": 3.0, "desired": 3}),
+        MessageSent | MessageDelivered | MessageRelayed | MessageBounced | MessageRefused => {
+            json!({"delivery": "direct", "from": A1, "id": T1, "kind": "text",
+                "reason": null, "to": A2})
+        }
+        IdentityRefused => json!({"claimed": A1, "reason": "another key"}),
         TasksHandedOff => json!({"hub": "http://127.0.0.1:7000#x1", "tasks": [T1]}),
         LockAcquired => json!({"fence": 3, "holder": format!("task:{T1}"), "lock": "db",
             "mode": "exclusive", "path": false}),

@@ -4,6 +4,7 @@ mod error;
 mod help;
 mod lifecycle;
 mod locks;
+mod messages;
 mod misc;
 pub(crate) mod routes;
 mod tasks;
@@ -42,6 +43,8 @@ pub(crate) enum Need {
     Task,
     /// admin or submitter, or a task-scoped token (from inside a task)
     SubmitOrTask,
+    /// Any token: admin, submitter, agent or a task's.
+    Peer,
 }
 
 /// Authenticates the caller and checks the role: 401 without a valid token, 403 for the wrong role.
@@ -84,20 +87,23 @@ pub(crate) async fn authorize<S: Store>(
                 role: Role::Admin,
                 ..
             },
-            Need::Submit | Need::Admin | Need::Agent | Need::SubmitOrTask
+            Need::Submit | Need::Admin | Need::Agent | Need::SubmitOrTask | Need::Peer
         ) | (
             Caller::Token {
                 role: Role::Submitter,
                 ..
             },
-            Need::Submit | Need::SubmitOrTask
+            Need::Submit | Need::SubmitOrTask | Need::Peer
         ) | (
             Caller::Token {
                 role: Role::Agent,
                 ..
             },
-            Need::Agent
-        ) | (Caller::Task { .. }, Need::Task | Need::SubmitOrTask)
+            Need::Agent | Need::Peer
+        ) | (
+            Caller::Task { .. },
+            Need::Task | Need::SubmitOrTask | Need::Peer
+        )
     );
     if allowed {
         Ok(caller)
@@ -112,6 +118,7 @@ pub(crate) async fn authorize<S: Store>(
             Need::Agent => "admin or agent",
             Need::Task => "a task-scoped token (TORCH_TASK_TOKEN inside a task)",
             Need::SubmitOrTask => "admin, submitter or a task-scoped token",
+            Need::Peer => "any valid token",
         };
         let article = if role.starts_with(['a', 'e', 'i', 'o', 'u']) {
             "an"

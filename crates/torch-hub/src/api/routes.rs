@@ -13,7 +13,7 @@ use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use torch_store::Store;
 
-use super::{help, lifecycle, locks, misc, tasks, ui};
+use super::{help, lifecycle, locks, messages, misc, tasks, ui};
 use crate::hub::Shared;
 use crate::leader::{Leader, forward};
 
@@ -134,6 +134,15 @@ fn register<S: Store>(r: &mut Routes<S>) {
     );
     r.add(Get, "/api/v1/nodes", Forward, lifecycle::nodes::<S>);
     r.add(Get, "/api/v1/node/ws", Redirect, lifecycle::node_ws::<S>);
+    r.add(Get, "/api/v1/peers", Forward, messages::peers::<S>);
+    r.add(Post, "/api/v1/messages", Forward, messages::send::<S>);
+    r.add(Get, "/api/v1/messages", Any, messages::list::<S>);
+    r.add(
+        Post,
+        "/api/v1/messages/relay",
+        Forward,
+        messages::relay::<S>,
+    );
     r.add(Get, "/api/v1/memory", Forward, lifecycle::memory_list::<S>);
     r.add(
         Get,

@@ -130,6 +130,8 @@ pub(crate) enum Query {
     Fleet(oneshot::Sender<FleetSnapshot>),
     /// The skills of every connected agent (for task analysis).
     AgentSkills(oneshot::Sender<Vec<Vec<Skill>>>),
+    /// The agents it knows, each with the tasks it holds leases on (peer cards).
+    Peers(oneshot::Sender<Vec<(AgentView, Vec<torch_core::TaskId>)>>),
 }
 
 /// The engine's address. Cheap to clone.

@@ -275,6 +275,9 @@ impl<S: Store> Engine<S> {
             Query::Fleet(reply) => {
                 let _ = reply.send(self.fleet());
             }
+            Query::Peers(reply) => {
+                let _ = reply.send(self.peer_views(self.now()));
+            }
             Query::AgentSkills(reply) => {
                 let _ = reply.send(self.connected_skills());
             }

@@ -43,4 +43,21 @@ impl<S: Store> Engine<S> {
         });
         v
     }
+
+    /// Every agent with the tasks it holds leases on.
+    pub(super) fn peer_views(&self, now: u64) -> Vec<(AgentView, Vec<torch_core::TaskId>)> {
+        let mut tasks: std::collections::HashMap<torch_core::AgentId, Vec<torch_core::TaskId>> =
+            std::collections::HashMap::new();
+        for (task, lease) in self.leases.iter() {
+            tasks.entry(lease.agent).or_default().push(task);
+        }
+        self.agent_views(now)
+            .into_iter()
+            .map(|v| {
+                let mut held = tasks.remove(&v.id).unwrap_or_default();
+                held.sort();
+                (v, held)
+            })
+            .collect()
+    }
 }

@@ -46,6 +46,7 @@ pub mod events;
 pub mod lease;
 pub mod memory;
 pub mod misc;
+pub mod relay;
 pub mod retention;
 pub mod routing;
 pub mod submit;
@@ -95,6 +96,7 @@ macro_rules! every_case {
             coord::locks_fenced_and_durable,
             coord::help_first_accept_wins,
             coord::help_concurrent_accepts,
+            relay::relay_keeps_orders_and_expires,
         );
     };
 }

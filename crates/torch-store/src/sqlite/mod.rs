@@ -30,6 +30,7 @@ mod coord;
 mod finish;
 mod ops;
 mod read;
+mod relay;
 pub(crate) mod rows;
 mod schema;
 mod submit;
@@ -320,5 +321,39 @@ impl Store for SqliteStore {
 
     fn shared(&self) -> Option<&NotShared> {
         None
+    }
+}
+
+impl crate::RelayStore for SqliteStore {
+    async fn relay_put(
+        &self,
+        msg: crate::RelayedMessage,
+        cap: usize,
+    ) -> Result<crate::RelayPut, StoreError> {
+        self.writer.call(move |tx| relay::put(tx, msg, cap)).await
+    }
+
+    async fn relay_pending(
+        &self,
+        to: AgentId,
+        limit: usize,
+    ) -> Result<Vec<crate::RelayedMessage>, StoreError> {
+        self.readers
+            .run(move |c| relay::pending(c, to, limit))
+            .await
+    }
+
+    async fn relay_remove(&self, to: AgentId, ids: Vec<String>) -> Result<usize, StoreError> {
+        self.writer.call(move |tx| relay::remove(tx, to, ids)).await
+    }
+
+    async fn relay_take_expired(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::RelayedMessage>, StoreError> {
+        self.writer
+            .call(move |tx| relay::take_expired(tx, now, limit))
+            .await
     }
 }

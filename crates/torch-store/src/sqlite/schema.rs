@@ -20,7 +20,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 96;
 
 /// Migration scripts; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// Version 1: tasks, their dependencies and labels, logs, events, tokens,
 /// metadata, counters and agents.
@@ -196,6 +196,22 @@ CREATE TABLE help_requests (
     expires_ms     INTEGER NOT NULL
 );
 CREATE INDEX help_open ON help_requests (state, created_ms);
+";
+
+/// Version 6: direct messages the hub keeps for agents it could not reach
+/// (relayed), ordered per recipient by urgency then by `seq`.
+const V6: &str = "
+CREATE TABLE relay_messages (
+    seq        INTEGER PRIMARY KEY,
+    id         TEXT    NOT NULL UNIQUE,
+    to_agent   TEXT    NOT NULL,
+    from_agent TEXT    NOT NULL,
+    urgent     INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    envelope   TEXT    NOT NULL
+);
+CREATE INDEX relay_by_recipient ON relay_messages (to_agent, urgent DESC, seq);
+CREATE INDEX relay_by_expiry ON relay_messages (expires_ms);
 ";
 
 /// Opens the writer connection: creates the file (and its directory), sets

@@ -101,6 +101,20 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     ac.kill_grace = cfg.agent.kill_grace;
     ac.max_log_bytes = cfg.agent.max_log_bytes;
     ac.keep_workdirs = args.keep_workdirs;
+    ac.data_dir = Some(
+        args.data_dir
+            .clone()
+            .unwrap_or_else(|| ac.work_root.join("agent-data")),
+    );
+    ac.listen = match args.listen.as_deref() {
+        None => torch_agent::Listen::Auto,
+        Some("off") => torch_agent::Listen::Off,
+        Some(a) => torch_agent::Listen::Addr(
+            a.parse()
+                .map_err(|e| exit(BAD_INPUT, format!("--listen {a:?}: {e}")))?,
+        ),
+    };
+    ac.messages = cfg.collaboration.agent_limits();
     let shutdown = CancellationToken::new();
     let sd = shutdown.clone();
     tokio::spawn(async move {

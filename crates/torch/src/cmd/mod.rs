@@ -4,6 +4,8 @@ mod agent;
 mod agents;
 mod bench;
 mod bench_collab;
+mod bench_locks;
+mod bench_msgs;
 mod bench_routing;
 mod bench_spawn;
 mod coord;
@@ -11,6 +13,7 @@ mod demo;
 mod explain;
 mod lifecycle;
 mod mcp;
+mod msg;
 mod node;
 mod probe;
 mod progress;
@@ -81,6 +84,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Watch(a) => watch::run(a).await,
         Command::Stats { hub, out } => stats::run(hub, out).await,
         Command::Mcp => mcp::run().await,
+        Command::Peers(a) => msg::peers(a).await,
+        Command::Msg { cmd } => msg::run(cmd).await,
         Command::Token { cmd } => match cmd {
             TokenCmd::Create {
                 hub,

@@ -293,6 +293,13 @@ impl Hub {
         }
     }
 
+    /// Sends `sig` to the hub process (e.g. SIGSTOP / SIGCONT).
+    pub(crate) fn signal(&self, sig: Signal) {
+        if let Some(c) = &self.child {
+            kill(Pid::from_raw(c.id() as i32), sig).expect("signal the hub");
+        }
+    }
+
     /// Starts the hub again on the same address and data dir.
     pub(crate) fn restart(&mut self, dir: &TestDir) {
         assert!(self.child.is_none(), "restart needs a stopped hub");

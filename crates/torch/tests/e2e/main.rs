@@ -18,6 +18,7 @@ mod input;
 mod lifecycle;
 mod listing;
 mod mcp;
+mod messaging;
 mod processes;
 mod retention;
 mod routing;
