@@ -6,7 +6,8 @@
 //! - the **lifecycle** manager (templates, nodes, autoscaler; `lifecycle`),
 //! - **analysis** (task analysis and its history; `analysis`),
 //! - on a shared store, the **election** (leadership, hand-offs; `leader`),
-//! - **retention** (`retention`) and the report **batcher** (`batch`).
+//! - **retention** (`retention`) and the report **batcher** (`batch`),
+//! - the **alert evaluator** (`alerts`), which also samples the metrics.
 //!
 //! [`Hub::serve`] spawns them into one task tracker, serves HTTP until the
 //! shutdown token fires, then stops them and joins every one. The services
@@ -26,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use torch_store::{Snapshot, Store, TokenRecord};
 use tracing::info;
 
+use crate::alerts::{Alerts, AlertsHandle};
 use crate::analysis::Analyzer;
 use crate::auth::{Auth, generate_token, hash_token};
 use crate::clock::Clock;
@@ -34,6 +36,7 @@ use crate::engine::{Engine, EngineHandle, Inbox};
 use crate::error::HubError;
 use crate::leader::Cluster;
 use crate::lifecycle::{LifeHandle, Lifecycle};
+use crate::metrics::Metrics;
 use crate::shared::EventBus;
 pub(crate) use crate::shared::Shared;
 use crate::stats::Stats;
@@ -44,6 +47,7 @@ pub struct Hub<S: Store> {
     shared: Arc<Shared<S>>,
     engine: Engine<S>,
     lifecycle: Lifecycle<S>,
+    alerts: Alerts<S>,
     batcher: Option<crate::batch::BatchRunner<S>>,
     /// Set on first start: the admin token, shown once.
     pub admin_token: Option<String>,
@@ -103,6 +107,7 @@ impl<S: Store> Hub<S> {
             false => (None, None),
         };
         let (life, life_rx) = LifeHandle::channel();
+        let (alerts, alerts_rx) = AlertsHandle::channel();
         let shared = Arc::new(Shared {
             store: store.clone(),
             engine: engine_handle,
@@ -111,6 +116,8 @@ impl<S: Store> Hub<S> {
             auth: Auth::new(&secret),
             events: EventBus::new(),
             stats: Stats::new(),
+            metrics: Metrics::new(),
+            alerts,
             cluster: Cluster::new(!shared_store)?,
             batcher,
             backlog: AtomicI64::new(snapshot.backlog as i64),
@@ -128,10 +135,12 @@ impl<S: Store> Hub<S> {
         );
         let engine = Engine::new(shared.clone(), Inbox { commands, queries }, snapshot);
         let lifecycle = Lifecycle::new(shared.clone(), life_rx);
+        let alerts = Alerts::new(shared.clone(), alerts_rx);
         Ok(Hub {
             shared,
             engine,
             lifecycle,
+            alerts,
             batcher: batch_runner,
             admin_token,
         })
@@ -170,6 +179,7 @@ impl<S: Store> Hub<S> {
             shared,
             engine,
             lifecycle,
+            alerts,
             batcher,
             ..
         } = self;
@@ -177,6 +187,7 @@ impl<S: Store> Hub<S> {
         let services = TaskTracker::new();
         services.spawn(engine.run(stop.clone()));
         services.spawn(lifecycle.run(stop.clone()));
+        services.spawn(alerts.run(services.clone(), stop.clone()));
         if let Some(b) = batcher {
             b.spawn_into(&services, stop.clone());
         }

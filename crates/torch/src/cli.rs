@@ -115,6 +115,24 @@ pub(crate) enum Command {
         /// Spec file (TOML or JSON) or `-` for stdin.
         file: String,
     },
+    /// Alerts firing now and recent ones (rules: `[[alerts]]` in torch.toml).
+    Alerts {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Capacity planning: arrival rate, service time, utilisation and the
+    /// recommended size of each pool; headroom before CPU 80 % / memory 70 %.
+    Capacity {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Measure over this window, e.g. `15m` (default from config: 15m).
+        #[arg(long)]
+        window: Option<String>,
+    },
     /// Run the demo: a real DAG of shell tasks on a fresh embedded store.
     Demo(DemoArgs),
     /// Built-in benchmarks with machine-readable output.

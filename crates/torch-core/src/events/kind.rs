@@ -120,6 +120,10 @@ events! {
     AgentExited = "agent.exited" on AGENTS_TERMINATING carries AgentExit;
     /// The autoscaler decided something (holds only when they change).
     ScalingDecision = "scaling.decision" on AGENTS_SCALING carries ScaleDecision;
+    /// An alert rule's condition held for its `for` duration (hub).
+    AlertFiring = "alert.firing" on ALERTS carries AlertChange;
+    /// A firing alert's value went back past its `clear` threshold (hub).
+    AlertResolved = "alert.resolved" on ALERTS carries AlertChange;
     /// A follower handed submissions to the leader (hubs sharing a store).
     TasksHandedOff = "tasks.handed_off" on HUBS_HANDOFF carries TasksHandedOff;
 }

@@ -56,6 +56,9 @@ fn sample(kind: EventKind) -> Value {
             "oldest_wait_ms": 800, "arrivals": 4, "busy_slots": 1, "total_slots": 1,
             "running": 1, "starting": 0, "reclaimable": 0},
             "forecast": null, "demand": 3.0, "desired": 3}),
+        AlertFiring | AlertResolved => json!({"alert": "TorchNodeCpuHigh",
+            "fired_ms": 1_700_000_000_000u64, "severity": "warning", "signal": "node_cpu_ratio",
+            "summary": "a node's CPU use is above 80 %", "threshold": 0.8, "value": 0.93}),
         TasksHandedOff => json!({"hub": "http://127.0.0.1:7000#x1", "tasks": [T1]}),
     }
 }

@@ -3,6 +3,7 @@
 mod error;
 mod lifecycle;
 mod misc;
+mod observe;
 pub(crate) mod routes;
 mod tasks;
 #[cfg(test)]

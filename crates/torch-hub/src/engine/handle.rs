@@ -17,6 +17,7 @@ use torch_core::{AgentId, Skill, TaskId};
 use torch_store::{FinishResult, Snapshot};
 
 use super::fleet::{FleetSnapshot, TemplateMatcher};
+use super::gauges::EngineGauges;
 use super::{JoinRefused, Outbound};
 
 /// Commands waiting for the engine, at most.
@@ -130,6 +131,17 @@ pub(crate) enum Query {
     Fleet(oneshot::Sender<FleetSnapshot>),
     /// The skills of every connected agent (for task analysis).
     AgentSkills(oneshot::Sender<Vec<Vec<Skill>>>),
+    /// Per-pool load over the last `window_ms`, for capacity planning.
+    Capacity {
+        window_ms: u64,
+        reply: oneshot::Sender<Vec<super::PoolWindow>>,
+    },
+    /// Queue depth, agents and stuck leases, for the metrics; a lease
+    /// counts as stuck without progress after `stuck_after_ms`.
+    Gauges {
+        stuck_after_ms: u64,
+        reply: oneshot::Sender<EngineGauges>,
+    },
 }
 
 /// The engine's address. Cheap to clone.

@@ -161,9 +161,13 @@ async fn wait_leader(client: &Client) -> Result<()> {
 
 async fn wait_finished(client: &Client, target: u64, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
+    let bar = crate::bars::bar(target, "finished");
     loop {
         let s = stats(client).await?;
-        if s["finished"].as_u64().unwrap_or(0) >= target {
+        let done = s["finished"].as_u64().unwrap_or(0);
+        bar.set_position(done.min(target));
+        if done >= target {
+            bar.finish_and_clear();
             return Ok(());
         }
         if Instant::now() > deadline {

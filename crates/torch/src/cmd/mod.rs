@@ -2,9 +2,11 @@
 
 mod agent;
 mod agents;
+mod alerts;
 mod bench;
 mod bench_routing;
 mod bench_spawn;
+mod capacity;
 mod demo;
 mod explain;
 mod lifecycle;
@@ -83,6 +85,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Validate(a) => validate::run(a),
         Command::Explain { hub, out, id } => explain::explain(hub, out, id).await,
         Command::Analyze { hub, out, file } => explain::analyze(hub, out, file).await,
+        Command::Alerts { hub, out } => alerts::run(hub, out).await,
+        Command::Capacity { hub, out, window } => capacity::run(hub, out, window).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Bench { cmd } => match cmd {
             BenchCmd::Throughput(a) => bench::throughput(a).await,
