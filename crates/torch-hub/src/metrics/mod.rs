@@ -220,3 +220,72 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use torch_api::rest::{ManagedView, NodeView};
+    use torch_core::AgentId;
+
+    use super::*;
+    use crate::engine::EngineGauges;
+
+    fn node(name: &str, cpu: f64) -> NodeView {
+        NodeView {
+            name: name.into(),
+            connected: true,
+            cpus: 4,
+            cpu_used: cpu,
+            mem_total_bytes: 1 << 30,
+            mem_used: 0.25,
+            max_agents: 8,
+            agents: 1,
+            last_seen_ms: 0,
+        }
+    }
+
+    #[test]
+    fn nodes_and_agents_are_exported_and_a_departed_agent_goes_to_zero() {
+        let m = Metrics::new();
+        let id = AgentId::from_uuid(uuid::Uuid::from_u128(7));
+        let managed = ManagedView {
+            template: "shell".into(),
+            node: "n1".into(),
+            phase: "ready".into(),
+            cpu: Some(0.5),
+            rss_bytes: Some(12_000_000),
+            ..ManagedView::default()
+        };
+        let mut s = Sample {
+            leader: true,
+            leader_known: true,
+            engine: EngineGauges::default(),
+            nodes: vec![node("n1", 0.5)],
+            managed: HashMap::from([(id, managed)]),
+            ..Sample::default()
+        };
+        m.export(&s);
+        let text = m.render();
+        assert!(
+            text.contains("torch_node_cpu_ratio{node=\"n1\"} 0.5"),
+            "{text}"
+        );
+        assert!(text.contains("torch_node_cpus{node=\"n1\"} 4"), "{text}");
+        let agent = format!(
+            "torch_agent_memory_bytes{{agent=\"\",agent_id=\"{id}\",template=\"shell\",node=\"n1\"}}"
+        );
+        assert!(text.contains(&format!("{agent} 12000000")), "{text}");
+        assert!(text.contains("torch_hub_leader 1"), "{text}");
+        // The agent leaves: its gauge reads 0 (then idles out of the output).
+        s.managed.clear();
+        s.nodes = vec![node("n1", 0.9)];
+        m.export(&s);
+        let text = m.render();
+        assert!(text.contains(&format!("{agent} 0")), "{text}");
+        assert!(
+            text.contains("torch_node_cpu_ratio{node=\"n1\"} 0.9"),
+            "{text}"
+        );
+    }
+}

@@ -209,10 +209,11 @@ pub(crate) async fn wait_for(
             if !quiet {
                 print_event(name, &e.kind, &e.data)?;
             }
-            if e.kind.parse().is_ok_and(|k| TASK_ENDS.contains(&k)) && pending.remove(&id) {
-                if let Some(b) = &bar {
-                    b.inc(1);
-                }
+            if e.kind.parse().is_ok_and(|k| TASK_ENDS.contains(&k))
+                && pending.remove(&id)
+                && let Some(b) = &bar
+            {
+                b.inc(1);
             }
         }
     }

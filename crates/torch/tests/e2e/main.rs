@@ -12,6 +12,7 @@ mod harness;
 mod input;
 mod lifecycle;
 mod listing;
+mod observe;
 mod processes;
 mod retention;
 mod routing;
