@@ -288,4 +288,49 @@ mod tests {
             "{text}"
         );
     }
+
+    /// A fleet of 1,000 managed agents on 10 nodes: every agent's series is
+    /// rendered. (Prints the export + render time; `torch bench throughput
+    /// --scale-agents 1000` measures the whole route.)
+    #[test]
+    fn a_thousand_agents_each_get_their_series() {
+        let m = Metrics::new();
+        let mut s = Sample {
+            leader: true,
+            nodes: (0..10).map(|i| node(&format!("n{i}"), 0.5)).collect(),
+            ..Sample::default()
+        };
+        for i in 0..1000u128 {
+            let id = AgentId::from_uuid(uuid::Uuid::from_u128(i + 1));
+            s.engine.agents.push(crate::engine::AgentGauge {
+                id,
+                name: format!("agent-{i}"),
+                state: if i % 3 == 0 { "busy" } else { "idle" },
+                slots: 4,
+                used: u32::from(i % 3 == 0),
+                breaker: Some("closed"),
+            });
+            let v = ManagedView {
+                template: format!("t{}", i % 5),
+                node: format!("n{}", i % 10),
+                phase: "ready".into(),
+                cpu: Some(0.1),
+                rss_bytes: Some(10_000_000),
+                ..ManagedView::default()
+            };
+            s.managed.insert(id, v);
+        }
+        let t = std::time::Instant::now();
+        m.export(&s);
+        let text = m.render();
+        eprintln!(
+            "1,000 agents: export + render {:.2} ms, {} bytes",
+            t.elapsed().as_secs_f64() * 1000.0,
+            text.len()
+        );
+        assert_eq!(text.matches("torch_agent_cpu_cores{").count(), 1000);
+        assert_eq!(text.matches("torch_agent_memory_bytes{").count(), 1000);
+        assert!(text.contains("torch_pool_slots{pool=\"t0\"} 800"), "{text}");
+        assert!(text.contains("torch_breaker_agents{state=\"closed\"} 1000"));
+    }
 }

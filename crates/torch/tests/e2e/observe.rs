@@ -170,6 +170,7 @@ fn metrics_pass_promtool_and_count_the_work_without_task_labels() {
     if let Some(p) = promtool() {
         promtool_check_metrics(p, &text);
     }
+    documented_names_cover(&text);
 
     // OpenMetrics on request.
     let (ctype, om) = get_raw(
@@ -408,6 +409,74 @@ fn capacity_reports_pools_recommendations_and_headroom() {
     assert_eq!(report["window_ms"], 300_000);
     let bad = cli.run(&["capacity", "--window", "soon"]);
     bad.assert_code(2, "a bad --window is bad input");
+}
+
+/// The `torch_*` names in `text` (metric families: without the histogram
+/// suffixes).
+fn names_in(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("torch_") {
+        let start = i + at;
+        let boundary =
+            start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
+        let mut end = start;
+        while end < b.len()
+            && (b[end].is_ascii_lowercase() || b[end].is_ascii_digit() || b[end] == b'_')
+        {
+            end += 1;
+        }
+        // `torch_core::…` in a comment is a Rust path, not a metric.
+        if boundary && b.get(end) != Some(&b':') {
+            let name = &text[start..end];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            out.insert(family.to_string());
+        }
+        i = end.max(start + 1);
+    }
+    out
+}
+
+/// Every metric the hub exported, the Grafana dashboard uses and the
+/// Prometheus rules use is in the table of docs/operations.md.
+fn documented_names_cover(live: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let read =
+        |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let docs = read("docs/operations.md");
+    let table: std::collections::BTreeSet<String> = docs
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `torch_"))
+        .filter_map(|l| l.split('`').next())
+        .map(|n| format!("torch_{n}"))
+        .collect();
+    let families: std::collections::BTreeSet<String> = live
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_string)
+        .collect();
+    for (what, names) in [
+        ("GET /metrics", families),
+        (
+            "deploy/grafana/torch.json",
+            names_in(&read("deploy/grafana/torch.json")),
+        ),
+        (
+            "deploy/prometheus/alerts.yml",
+            names_in(&read("deploy/prometheus/alerts.yml")),
+        ),
+    ] {
+        let missing: Vec<&String> = names.iter().filter(|n| !table.contains(*n)).collect();
+        assert!(
+            missing.is_empty(),
+            "{what} uses metrics docs/operations.md does not list: {missing:?}"
+        );
+    }
 }
 
 fn deploy_dir() -> PathBuf {
