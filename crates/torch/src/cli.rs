@@ -133,6 +133,11 @@ pub(crate) enum Command {
         #[arg(long)]
         window: Option<String>,
     },
+    /// Live terminal view of the fleet, queue, rates and alerts (`q` quits).
+    Top {
+        #[command(flatten)]
+        hub: HubArgs,
+    },
     /// Run the demo: a real DAG of shell tasks on a fresh embedded store.
     Demo(DemoArgs),
     /// Built-in benchmarks with machine-readable output.

@@ -16,6 +16,7 @@ mod serve;
 mod submit;
 mod tasks;
 mod token;
+mod top;
 mod up;
 mod validate;
 mod watch;
@@ -87,6 +88,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Analyze { hub, out, file } => explain::analyze(hub, out, file).await,
         Command::Alerts { hub, out } => alerts::run(hub, out).await,
         Command::Capacity { hub, out, window } => capacity::run(hub, out, window).await,
+        Command::Top { hub } => top::run(hub).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Bench { cmd } => match cmd {
             BenchCmd::Throughput(a) => bench::throughput(a).await,

@@ -17,3 +17,4 @@ mod processes;
 mod retention;
 mod routing;
 mod scheduling;
+mod top;
