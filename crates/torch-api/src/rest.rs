@@ -14,8 +14,10 @@ use torch_core::{AgentId, Outcome, Skill, TaskId, TaskSpec, TaskState};
 use crate::json::sorted;
 
 mod events;
+mod observe;
 
 pub use events::{EventPage, EventPayload, EventView};
+pub use observe::{AlertList, AlertView, CapacityPool, CapacityReport, Headroom, PoolKey};
 
 /// Error body of every non-2xx response. `code` is stable; `message` is for people.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -6,6 +6,8 @@
 //! caller, so the hub, the store and the tests all drive it the same way.
 //!
 //! # Layout
+//! - [`alerts`]: alert rules, their defaults and the firing/resolving state machine.
+//! - [`capacity`]: pool sizing from arrival and service rates (Erlang C).
 //! - [`ids`]: `TaskId` and `AgentId` newtypes.
 //! - [`events`]: the event protocol: every event kind with its stream and
 //!   its data, and the stream names.
@@ -25,6 +27,8 @@
 //! - [`routing`]: task analysis, the skill taxonomy, multi-factor scoring,
 //!   circuit breakers and the routing simulation.
 
+pub mod alerts;
+pub mod capacity;
 pub mod events;
 pub mod ids;
 pub mod lease;

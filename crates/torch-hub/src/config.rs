@@ -59,6 +59,47 @@ pub struct HubConfig {
     /// `[collaboration]`).
     #[serde(skip)]
     pub messages: crate::messaging::MessagingConfig,
+    /// Metrics, alert rules and capacity planning (set by the binary from
+    /// the `[metrics]`, `[alerting]` and `[[alerts]]` sections).
+    #[serde(skip)]
+    pub observe: ObserveConfig,
+}
+
+/// Metrics, alerting and capacity settings.
+#[derive(Clone, Debug)]
+pub struct ObserveConfig {
+    /// Serve `GET /metrics` without a token (default: any API token is needed).
+    pub metrics_public: bool,
+    /// How often the alert rules are evaluated (and the gauges sampled).
+    pub interval: Duration,
+    /// The alert rules: the defaults merged with `[[alerts]]`.
+    pub rules: Vec<torch_core::alerts::AlertRule>,
+    /// A leased task that gave no sign of life (start, progress) for this
+    /// long counts as stuck (`hub.stall-after` wins when set).
+    pub stuck_after: Duration,
+    /// Where firing and resolved alerts are POSTed, if anywhere.
+    pub webhook: Option<String>,
+    /// Key of the HMAC-SHA256 signature of webhook bodies.
+    pub webhook_secret: Option<String>,
+    /// Capacity planning: the p95 schedule-to-start a pool should keep.
+    pub capacity_target: Duration,
+    /// Capacity planning: the default measurement window.
+    pub capacity_window: Duration,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        ObserveConfig {
+            metrics_public: false,
+            interval: Duration::from_secs(5),
+            rules: torch_core::alerts::default_rules(),
+            stuck_after: Duration::from_secs(600),
+            webhook: None,
+            webhook_secret: None,
+            capacity_target: Duration::from_secs(1),
+            capacity_window: Duration::from_secs(900),
+        }
+    }
 }
 
 /// What the hub does when a running task stalls.
@@ -90,6 +131,7 @@ impl Default for HubConfig {
             lifecycle: LifecycleConfig::default(),
             retention: None,
             messages: Default::default(),
+            observe: ObserveConfig::default(),
         }
     }
 }
@@ -139,6 +181,19 @@ impl HubConfig {
         }
         if r.batch_max == 0 {
             return Err("routing.batch-max must be at least 1".into());
+        }
+        let o = &self.observe;
+        if o.interval < Duration::from_millis(100) {
+            return Err("alerting.interval must be at least 100ms".into());
+        }
+        torch_core::alerts::validate_rules(&o.rules)?;
+        if let Some(url) = &o.webhook
+            && !url.starts_with("http://")
+        {
+            return Err(format!(
+                "alerting.webhook must be an http:// URL (this build has no TLS client; \
+                 relay to https through a local proxy), got {url:?}"
+            ));
         }
         self.routing
             .taxonomy

@@ -7,7 +7,8 @@
 //! - **analysis** (task analysis and its history; `analysis`),
 //! - **coordination** (locks, the wait-for graph, the help sweep; `coord`),
 //! - on a shared store, the **election** (leadership, hand-offs; `leader`),
-//! - **retention** (`retention`) and the report **batcher** (`batch`).
+//! - **retention** (`retention`) and the report **batcher** (`batch`),
+//! - the **alert evaluator** (`alerts`), which also samples the metrics.
 //!
 //! [`Hub::serve`] spawns them into one task tracker, serves HTTP until the
 //! shutdown token fires, then stops them and joins every one. The services
@@ -27,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use torch_store::{Snapshot, Store, TokenRecord};
 use tracing::info;
 
+use crate::alerts::{Alerts, AlertsHandle};
 use crate::analysis::Analyzer;
 use crate::auth::{Auth, generate_token, hash_token};
 use crate::clock::Clock;
@@ -36,6 +38,7 @@ use crate::engine::{Engine, EngineHandle, Inbox};
 use crate::error::HubError;
 use crate::leader::Cluster;
 use crate::lifecycle::{LifeHandle, Lifecycle};
+use crate::metrics::Metrics;
 use crate::shared::EventBus;
 pub(crate) use crate::shared::Shared;
 use crate::stats::Stats;
@@ -47,6 +50,7 @@ pub struct Hub<S: Store> {
     engine: Engine<S>,
     lifecycle: Lifecycle<S>,
     coord: Coord<S>,
+    alerts: Alerts<S>,
     batcher: Option<crate::batch::BatchRunner<S>>,
     /// Set on first start: the admin token, shown once.
     pub admin_token: Option<String>,
@@ -108,6 +112,7 @@ impl<S: Store> Hub<S> {
         let (life, life_rx) = LifeHandle::channel();
         let (coord, coord_rx) = CoordHandle::channel();
         let msg = crate::messaging::Messaging::start(&*store, cfg.messages.clone()).await?;
+        let (alerts, alerts_rx) = AlertsHandle::channel();
         let shared = Arc::new(Shared {
             store: store.clone(),
             engine: engine_handle,
@@ -118,6 +123,8 @@ impl<S: Store> Hub<S> {
             events: EventBus::new(),
             stats: Stats::new(),
             autonomy: crate::autonomy::Autonomy::new(),
+            metrics: Metrics::new(),
+            alerts,
             cluster: Cluster::new(!shared_store)?,
             batcher,
             backlog: AtomicI64::new(snapshot.backlog as i64),
@@ -137,11 +144,13 @@ impl<S: Store> Hub<S> {
         let engine = Engine::new(shared.clone(), Inbox { commands, queries }, snapshot);
         let lifecycle = Lifecycle::new(shared.clone(), life_rx);
         let coord = Coord::new(shared.clone(), coord_rx);
+        let alerts = Alerts::new(shared.clone(), alerts_rx);
         Ok(Hub {
             shared,
             engine,
             lifecycle,
             coord,
+            alerts,
             batcher: batch_runner,
             admin_token,
         })
@@ -181,6 +190,7 @@ impl<S: Store> Hub<S> {
             engine,
             lifecycle,
             coord,
+            alerts,
             batcher,
             ..
         } = self;
@@ -190,6 +200,7 @@ impl<S: Store> Hub<S> {
         services.spawn(lifecycle.run(stop.clone()));
         services.spawn(coord.run(stop.clone()));
         services.spawn(crate::coord::help::run(shared.clone(), stop.clone()));
+        services.spawn(alerts.run(services.clone(), stop.clone()));
         if let Some(b) = batcher {
             b.spawn_into(&services, stop.clone());
         }

@@ -19,17 +19,21 @@
 //!   route table (`api::routes`) that declares each route's leader rule.
 //! - `auth`: bearer tokens (hashed at rest), roles, task-scoped tokens (HMAC).
 //! - [`config`]: `HubConfig`, the hub's section of the configuration.
+//! - `metrics`: the Prometheus metrics (a recorder per hub, sampled gauges).
+//! - `alerts`: the alert evaluator (rules, events, webhooks) and capacity planning.
 //! - `batch`, `retention`, `stats`, `clock`: report batching for a networked
 //!   store, deletion of old tasks, counters, the clock.
 //!
 //! Entry point: [`Hub::start`] then [`Hub::serve`], which takes a bound
 //! listener and a shutdown token (tests bind port 0).
 
+mod alerts;
 mod analysis;
 mod api;
 mod auth;
 mod autonomy;
 mod batch;
+mod capacity;
 mod clock;
 pub mod config;
 mod coord;
@@ -40,6 +44,7 @@ mod identity;
 mod leader;
 mod lifecycle;
 mod messaging;
+mod metrics;
 mod retention;
 mod session;
 mod shared;
@@ -48,7 +53,7 @@ mod stats;
 mod testing;
 
 pub use auth::{generate_token, hash_token};
-pub use config::{HubConfig, LifecycleConfig};
+pub use config::{HubConfig, LifecycleConfig, ObserveConfig};
 pub use error::HubError;
 pub use hub::Hub;
 pub use messaging::MessagingConfig;

@@ -7,9 +7,10 @@
 //! that writes them to the store in arrival order (coalescing what queued up
 //! meanwhile into one store call), then acks the agent and tells the engine.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -19,13 +20,14 @@ use torch_api::ws::{
     AckStatus, AgentMessage, FinishReport, HeldTask, Hello, HubMessage, ProgressReport,
 };
 use torch_core::events::payload::StaleReportRefused;
-use torch_core::{AgentId, EventData, OutcomeKind, TaskState};
+use torch_core::{AgentId, EventData, OutcomeKind, TaskId, TaskState};
 use torch_store::{AgentEvent, FenceCheck, Finish, FinishResult, NewEvent, Store};
 use tracing::{debug, info, warn};
 
 use crate::engine::{Command, EndReport, Outbound, RecordedReport, Registration};
 use crate::hub::Shared;
 use crate::lifecycle::LifeCmd;
+use crate::metrics::{Failure, Metrics, StoreOp};
 
 const OUTBOX: usize = 8192;
 
@@ -207,7 +209,10 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket,
         tx.clone(),
     ));
     drop(tx);
-    if !early.is_empty() && !dispatch(&shared, agent, early, &rec_tx).await {
+    // When each assigned task became ready, until the agent reports its
+    // start (schedule-to-start) or its end.
+    let mut unstarted: HashMap<TaskId, Instant> = HashMap::new();
+    if !early.is_empty() && !dispatch(&shared, agent, early, &rec_tx, &mut unstarted).await {
         drop(rec_tx);
         let _ = recorder.await;
         shared.msg.left(agent, session);
@@ -220,12 +225,15 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket,
             msg = rx.recv() => {
                 let Some(first) = msg else { break "hub stopping".to_string() };
                 let mut batch = Vec::new();
-                let mut readies: Vec<std::time::Instant> = Vec::new();
+                let mut readies: Vec<Instant> = Vec::new();
                 let mut probe = false;
                 let mut next = Some(first);
                 while let Some(m) = next.take() {
                     match m {
                         Outbound::Message { msg, ready } => {
+                            if let (Some(r), HubMessage::Assign(a)) = (ready, &msg) {
+                                unstarted.insert(a.task_id, r);
+                            }
                             readies.extend(ready);
                             batch.push(msg);
                         }
@@ -244,6 +252,7 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket,
                 if !readies.is_empty() {
                     let lat: Vec<u64> = readies.iter().map(|t| t.elapsed().as_micros() as u64).collect();
                     shared.stats.record_assign(&lat);
+                    shared.metrics.assignments(&lat);
                 }
             }
             frame = stream.next() => {
@@ -260,7 +269,7 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket,
                         continue;
                     }
                 };
-                if !dispatch(&shared, agent, msgs, &rec_tx).await {
+                if !dispatch(&shared, agent, msgs, &rec_tx, &mut unstarted).await {
                     break "hub stopping".to_string();
                 }
             }
@@ -347,6 +356,7 @@ async fn dispatch<S: Store>(
     agent: AgentId,
     msgs: Vec<AgentMessage>,
     rec_tx: &mpsc::Sender<Vec<AgentMessage>>,
+    unstarted: &mut HashMap<TaskId, Instant>,
 ) -> bool {
     let mut reports = Vec::new();
     let mut ended = Vec::new();
@@ -362,10 +372,16 @@ async fn dispatch<S: Store>(
                 }
             }
             AgentMessage::Finished(f) => {
+                unstarted.remove(&f.task_id);
                 ended.push(end_report(&f));
                 reports.push(AgentMessage::Finished(f));
             }
-            m @ AgentMessage::Started(_) => reports.push(m),
+            AgentMessage::Started(h) => {
+                if let Some(ready) = unstarted.remove(&h.task_id) {
+                    shared.metrics.started(ready.elapsed());
+                }
+                reports.push(AgentMessage::Started(h));
+            }
             AgentMessage::Progress(p) => {
                 if !record_progress(shared, agent, p).await {
                     return false;
@@ -502,7 +518,10 @@ async fn record<S: Store>(
                         }
                     }
                 }
-                Err(e) => warn!(error = %e, "could not record task starts"),
+                Err(e) => {
+                    shared.metrics.counters.store_error(StoreOp::Start);
+                    warn!(error = %e, "could not record task starts")
+                }
             }
         }
         if finishes.is_empty() {
@@ -520,6 +539,7 @@ async fn record<S: Store>(
             .iter()
             .map(|f| f.outcome.kind == OutcomeKind::Cancelled)
             .collect();
+        let kinds: Vec<OutcomeKind> = finishes.iter().map(|f| f.outcome.kind).collect();
         let durations: Vec<u64> = finishes
             .iter()
             .map(|f| f.outcome.evidence.duration_ms)
@@ -540,8 +560,12 @@ async fn record<S: Store>(
         };
         let results: Vec<Result<FinishResult, String>> = match res {
             Ok(r) => r.into_iter().map(Ok).collect(),
-            Err(e) => held.iter().map(|_| Err(e.to_string())).collect(),
+            Err(e) => {
+                shared.metrics.counters.store_error(StoreOp::Finish);
+                held.iter().map(|_| Err(e.to_string())).collect()
+            }
         };
+        count_finishes(&shared.metrics, &kinds, &durations, &results);
         shared.bump();
         let mut acks = Vec::with_capacity(held.len());
         let mut lost = false;
@@ -614,6 +638,42 @@ async fn record<S: Store>(
             warn!(agent_id = %agent, "finished reports could not be recorded; closing the session so the agent resends them");
             close.cancel();
         }
+    }
+}
+
+/// Counts recorded attempts in the metrics: durations by outcome, and
+/// completions, failures, retries and deaths by what the store made of them.
+fn count_finishes(
+    metrics: &Metrics,
+    kinds: &[OutcomeKind],
+    durations: &[u64],
+    results: &[Result<FinishResult, String>],
+) {
+    for ((kind, ms), r) in kinds.iter().zip(durations).zip(results) {
+        let Ok(FinishResult::Recorded(effect)) = r else {
+            continue;
+        };
+        metrics.attempt(*kind, *ms);
+        let why = match kind {
+            OutcomeKind::Succeeded => {
+                metrics.counters.completed();
+                continue;
+            }
+            OutcomeKind::Cancelled => continue,
+            OutcomeKind::Failed => Failure::Failed,
+            OutcomeKind::TimedOut => Failure::TimedOut,
+            OutcomeKind::Fatal => Failure::Fatal,
+            // Limits the sandbox enforced count as failures of the attempt.
+            OutcomeKind::Oom
+            | OutcomeKind::PidsExceeded
+            | OutcomeKind::CpuTime
+            | OutcomeKind::SandboxDenied => Failure::Failed,
+        };
+        metrics.counters.failed(
+            why,
+            effect.state == TaskState::Queued,
+            effect.state == TaskState::Dead,
+        );
     }
 }
 

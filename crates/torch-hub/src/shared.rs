@@ -46,6 +46,10 @@ pub(crate) struct Shared<S> {
     pub(crate) stats: Stats,
     /// The autonomy metrics (`/stats` under `"autonomy"`).
     pub(crate) autonomy: Autonomy,
+    /// The Prometheus recorder and the hot path's counters and histograms.
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// The alert evaluator.
+    pub(crate) alerts: crate::alerts::AlertsHandle,
     /// Leader or follower, this hub's id, and forwarding to the leader.
     pub(crate) cluster: Cluster,
     /// Group commit of agents' reports for a networked store.
@@ -129,6 +133,7 @@ impl<S: Store> Shared<S> {
             .await?;
         self.bump();
         self.add_backlog(-(res.tasks.len() as i64));
+        self.metrics.counters.cancelled(res.tasks.len() as u64);
         self.engine
             .send(Command::Cancelled {
                 tasks: res.tasks.clone(),
@@ -154,7 +159,12 @@ impl<S: Store> Shared<S> {
         };
         match appended {
             Ok(()) => self.bump(),
-            Err(e) => tracing::warn!(error = %e, kind = %data.kind(), "could not record an event"),
+            Err(e) => {
+                self.metrics
+                    .counters
+                    .store_error(crate::metrics::StoreOp::Event);
+                tracing::warn!(error = %e, kind = %data.kind(), "could not record an event")
+            }
         }
     }
 }

@@ -153,6 +153,29 @@ pub(crate) enum Command {
         /// Spec file (TOML or JSON) or `-` for stdin.
         file: String,
     },
+    /// Alerts firing now and recent ones (rules: `[[alerts]]` in torch.toml).
+    Alerts {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Capacity planning: arrival rate, service time, utilisation and the
+    /// recommended size of each pool; headroom before CPU 80 % / memory 70 %.
+    Capacity {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Measure over this window, e.g. `15m` (default from config: 15m).
+        #[arg(long)]
+        window: Option<String>,
+    },
+    /// Live terminal view of the fleet, queue, rates and alerts (`q` quits).
+    Top {
+        #[command(flatten)]
+        hub: HubArgs,
+    },
     /// Run the demo on a fresh embedded store: a real DAG of shell tasks, or
     /// the five sprint-review scenarios (`torch demo all`).
     Demo(DemoArgs),

@@ -35,6 +35,13 @@ pub(crate) struct Config {
     pub(crate) lifecycle: LifecycleSection,
     /// `[collaboration]`: direct messages' rate limits, inbox caps, TTL.
     pub(crate) collaboration: CollaborationSection,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub(crate) metrics: MetricsSection,
+    /// `[alerting]`: evaluation, webhook, stuck tasks, capacity planning.
+    pub(crate) alerting: AlertingSection,
+    /// `[[alerts]]`: alert rules, added to the defaults (a rule named like a
+    /// default replaces it).
+    pub(crate) alerts: Vec<torch_core::alerts::AlertRule>,
 }
 
 /// `[collaboration]`: limits on direct messages between agents. The hub
@@ -96,6 +103,55 @@ impl CollaborationSection {
             rate: self.message_rate,
             burst: self.message_burst,
             default_ttl: self.message_ttl,
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct MetricsSection {
+    /// Serve `GET /metrics` without a token (default: an admin or
+    /// submitter token is needed, e.g. Prometheus' `authorization`).
+    pub(crate) public: bool,
+}
+
+/// `[alerting]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct AlertingSection {
+    /// How often the rules are evaluated.
+    #[serde(with = "torch_core::spec::duration")]
+    pub(crate) interval: Duration,
+    /// Evaluate the default rules (`false`: only `[[alerts]]`).
+    pub(crate) defaults: bool,
+    /// POST firing and resolved alerts here (`http://…`).
+    pub(crate) webhook: Option<String>,
+    /// Signs webhook bodies (HMAC-SHA256, header `X-Torch-Signature`).
+    /// Env: TORCH_ALERTING__WEBHOOK_SECRET.
+    pub(crate) webhook_secret: Option<String>,
+    /// A leased task with no sign of life for this long counts as stuck.
+    #[serde(with = "torch_core::spec::duration")]
+    pub(crate) stuck_after: Duration,
+    /// `torch capacity`: the p95 schedule-to-start a pool should keep.
+    #[serde(with = "torch_core::spec::duration")]
+    pub(crate) capacity_target: Duration,
+    /// `torch capacity`: the default window.
+    #[serde(with = "torch_core::spec::duration")]
+    pub(crate) capacity_window: Duration,
+}
+
+impl Default for AlertingSection {
+    fn default() -> Self {
+        let d = torch_hub::ObserveConfig::default();
+        AlertingSection {
+            interval: d.interval,
+            defaults: true,
+            webhook: None,
+            webhook_secret: None,
+            stuck_after: d.stuck_after,
+            capacity_target: d.capacity_target,
+            capacity_window: d.capacity_window,
         }
     }
 }
@@ -294,10 +350,32 @@ pub(crate) fn load(explicit: Option<&Path>) -> Result<Config> {
     cfg.hub.retention = cfg.store.retention;
     cfg.hub.messages = cfg.collaboration.hub_limits();
     cfg.hub.lifecycle = lifecycle(&cfg, file.as_deref())?;
+    cfg.hub.observe = observe(&cfg);
     cfg.hub
         .validate()
         .map_err(|e| exit(BAD_INPUT, format!("invalid configuration: {e}")))?;
     Ok(cfg)
+}
+
+/// The hub's metrics and alerting settings: the default rules (unless
+/// turned off) merged with `[[alerts]]`.
+fn observe(cfg: &Config) -> torch_hub::ObserveConfig {
+    let a = &cfg.alerting;
+    let defaults = if a.defaults {
+        torch_core::alerts::default_rules()
+    } else {
+        Vec::new()
+    };
+    torch_hub::ObserveConfig {
+        metrics_public: cfg.metrics.public,
+        interval: a.interval,
+        rules: torch_core::alerts::merge_rules(defaults, &cfg.alerts),
+        stuck_after: a.stuck_after,
+        webhook: a.webhook.clone(),
+        webhook_secret: a.webhook_secret.clone(),
+        capacity_target: a.capacity_target,
+        capacity_window: a.capacity_window,
+    }
 }
 
 /// The hub's lifecycle settings: templates from the config file (located

@@ -3,6 +3,7 @@
 // The binary is where output to the terminal belongs (libraries use tracing).
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
+mod bars;
 mod cli;
 mod cli_msg;
 mod client;

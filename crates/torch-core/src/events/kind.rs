@@ -134,6 +134,10 @@ events! {
     MessageRefused = "message.refused" on COLLAB_PEER carries MessageEvent;
     /// A session claimed an agent id it could not prove.
     IdentityRefused = "identity.refused" on COLLAB_PEER carries IdentityRefused;
+    /// An alert rule's condition held for its `for` duration (hub).
+    AlertFiring = "alert.firing" on ALERTS carries AlertChange;
+    /// A firing alert's value went back past its `clear` threshold (hub).
+    AlertResolved = "alert.resolved" on ALERTS carries AlertChange;
     /// A follower handed submissions to the leader (hubs sharing a store).
     TasksHandedOff = "tasks.handed_off" on HUBS_HANDOFF carries TasksHandedOff;
     /// A lock or path reservation was granted (hub).

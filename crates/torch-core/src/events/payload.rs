@@ -320,3 +320,22 @@ pub struct IdentityRefused {
     /// Why it was refused.
     pub reason: String,
 }
+
+/// `alert.firing` and `alert.resolved`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertChange {
+    /// The rule's name.
+    pub alert: String,
+    /// When it fired (unix ms); for `alert.firing`, now.
+    pub fired_ms: u64,
+    /// `critical`, `warning`, `info`.
+    pub severity: String,
+    /// The signal it watches (e.g. `node_cpu_ratio`).
+    pub signal: String,
+    /// What it means.
+    pub summary: String,
+    /// The firing threshold.
+    pub threshold: f64,
+    /// The value that fired or resolved it.
+    pub value: f64,
+}

@@ -21,6 +21,9 @@ pub const COLLAB_TEAM: &str = "nova.torch.collaboration.team";
 /// Help requests.
 pub const COLLAB_HELP: &str = "nova.torch.collaboration.help";
 
+/// Alerts firing and resolving (the hub's alert rules).
+pub const ALERTS: &str = "nova.torch.alerts";
+
 /// Hand-offs between hubs sharing a store: submissions a follower wrote
 /// while it could not reach the leader (`tasks.handed_off`). The leader
 /// reads it through a consumer group. Not one of [`ALL_STREAMS`]: it says
@@ -31,7 +34,7 @@ pub const HUBS_HANDOFF: &str = "nova.torch.hubs.handoff";
 pub const TASK_STREAMS: [&str; 4] = [TASKS_QUEUE, TASKS_ACTIVE, TASKS_COMPLETED, TASKS_FAILED];
 
 /// All stream names.
-pub const ALL_STREAMS: [&str; 10] = [
+pub const ALL_STREAMS: [&str; 11] = [
     TASKS_QUEUE,
     TASKS_ACTIVE,
     TASKS_COMPLETED,
@@ -42,4 +45,5 @@ pub const ALL_STREAMS: [&str; 10] = [
     COLLAB_PEER,
     COLLAB_TEAM,
     COLLAB_HELP,
+    ALERTS,
 ];

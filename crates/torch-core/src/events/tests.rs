@@ -61,6 +61,9 @@ fn sample(kind: EventKind) -> Value {
                 "reason": null, "to": A2})
         }
         IdentityRefused => json!({"claimed": A1, "reason": "another key"}),
+        AlertFiring | AlertResolved => json!({"alert": "TorchNodeCpuHigh",
+            "fired_ms": 1_700_000_000_000u64, "severity": "warning", "signal": "node_cpu_ratio",
+            "summary": "a node's CPU use is above 80 %", "threshold": 0.8, "value": 0.93}),
         TasksHandedOff => json!({"hub": "http://127.0.0.1:7000#x1", "tasks": [T1]}),
         LockAcquired => json!({"fence": 3, "holder": format!("task:{T1}"), "lock": "db",
             "mode": "exclusive", "path": false}),

@@ -47,6 +47,12 @@ impl<P: Placer> Scheduler<P> {
         }
     }
 
+    /// An agent's circuit-breaker state as of `now` (cheap: for metrics).
+    pub fn breaker_state(&self, agent: AgentId, now: u64) -> Option<crate::routing::BreakerState> {
+        let a = self.agents.get(agent)?;
+        Some(a.profile.breaker.state(now))
+    }
+
     /// A view of what the scheduler knows about an agent, as of `now`.
     pub fn agent_state(&self, agent: AgentId, now: u64) -> Option<AgentStateView> {
         let a = self.agents.get(agent)?;

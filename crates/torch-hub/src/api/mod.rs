@@ -6,6 +6,7 @@ mod lifecycle;
 mod locks;
 mod messages;
 mod misc;
+mod observe;
 pub(crate) mod routes;
 mod tasks;
 #[cfg(test)]

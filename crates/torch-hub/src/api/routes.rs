@@ -13,7 +13,7 @@ use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use torch_store::Store;
 
-use super::{help, lifecycle, locks, messages, misc, tasks, ui};
+use super::{help, lifecycle, locks, messages, misc, observe, tasks, ui};
 use crate::hub::Shared;
 use crate::leader::{Leader, forward};
 
@@ -94,6 +94,10 @@ fn register<S: Store>(r: &mut Routes<S>) {
     r.add(Get, "/api/v1/health", Any, misc::health::<S>);
     r.add(Get, "/api/v1/stats", Forward, misc::stats::<S>);
     r.add(Post, "/api/v1/stats/reset", Forward, misc::reset_stats::<S>);
+    // Each hub exports its own metrics; alerts and capacity are the leader's.
+    r.add(Get, "/metrics", Any, observe::metrics::<S>);
+    r.add(Get, "/api/v1/alerts", Forward, observe::alerts::<S>);
+    r.add(Get, "/api/v1/capacity", Forward, observe::capacity::<S>);
     r.add(Post, "/api/v1/tasks", Submit, tasks::submit::<S>);
     r.add(Get, "/api/v1/tasks", Any, tasks::list::<S>);
     r.add(Get, "/api/v1/tasks/{id}", Any, tasks::get::<S>);

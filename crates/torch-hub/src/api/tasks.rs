@@ -132,6 +132,7 @@ pub(crate) async fn submit<S: Store>(
     );
     let fresh = results.iter().filter(|r| !r.duplicate).count();
     shared.add_backlog(fresh as i64);
+    shared.metrics.counters.submitted(fresh as u64);
     let ready: Vec<_> = results.iter().filter_map(|r| r.ready.clone()).collect();
     if !ready.is_empty() && handoff.is_none() {
         shared.engine.send(Command::Ready(ready)).await;

@@ -97,6 +97,9 @@ impl<S: Store> Engine<S> {
             }
         }
         let hello = reg.hello;
+        if self.agents.contains_key(&id) {
+            self.shared.metrics.counters.reconnected();
+        }
         let entry = self.agents.entry(id).or_insert_with(|| AgentEntry {
             name: String::new(),
             skills: Vec::new(),

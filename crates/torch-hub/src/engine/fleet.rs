@@ -73,18 +73,26 @@ impl<S: Store> Engine<S> {
             .zip(templates.iter())
             .map(|(n, t)| (t.name.clone(), n))
             .collect();
+        self.capacity
+            .set_templates(templates.iter().map(|t| t.name.clone()));
         self.matchers = templates;
     }
 
-    /// Counts `task` as an arrival for every template that could serve it.
-    pub(super) fn count_arrival(&mut self, task: &QueuedTask) {
-        for m in &self.matchers {
-            if serves(m, task)
-                && let Some(n) = self.arrivals.get_mut(&m.name)
-            {
-                *n += 1;
+    /// Counts `task` as an arrival for every template that could serve it;
+    /// returns those templates as a bitmask of matcher indices (the first 64).
+    pub(super) fn count_arrival(&mut self, task: &QueuedTask) -> u64 {
+        let mut mask = 0u64;
+        for (i, m) in self.matchers.iter().enumerate() {
+            if serves(m, task) {
+                if i < 64 {
+                    mask |= 1 << i;
+                }
+                if let Some(n) = self.arrivals.get_mut(&m.name) {
+                    *n += 1;
+                }
             }
         }
+        mask
     }
 
     pub(super) fn fleet(&self) -> FleetSnapshot {

@@ -17,6 +17,7 @@ use torch_core::{AgentId, Skill, TaskId};
 use torch_store::{FinishResult, Snapshot};
 
 use super::fleet::{FleetSnapshot, TemplateMatcher};
+use super::gauges::EngineGauges;
 use super::{JoinRefused, Outbound};
 
 /// Commands waiting for the engine, at most.
@@ -132,6 +133,17 @@ pub(crate) enum Query {
     AgentSkills(oneshot::Sender<Vec<Vec<Skill>>>),
     /// The agents it knows, each with the tasks it holds leases on (peer cards).
     Peers(oneshot::Sender<Vec<(AgentView, Vec<torch_core::TaskId>)>>),
+    /// Per-pool load over the last `window_ms`, for capacity planning.
+    Capacity {
+        window_ms: u64,
+        reply: oneshot::Sender<Vec<super::PoolWindow>>,
+    },
+    /// Queue depth, agents and stuck leases, for the metrics; a lease
+    /// counts as stuck without progress after `stuck_after_ms`.
+    Gauges {
+        stuck_after_ms: u64,
+        reply: oneshot::Sender<EngineGauges>,
+    },
 }
 
 /// The engine's address. Cheap to clone.

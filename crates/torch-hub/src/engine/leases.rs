@@ -14,6 +14,7 @@ use torch_store::{ClaimRefused, FinishResult, Grant, Leased, Store, StoreError};
 use tracing::{debug, error, warn};
 
 use super::{EndReport, Engine, Outbound, RecordedReport, cancel};
+use crate::metrics::{Failure, StoreOp};
 
 impl<S: Store> Engine<S> {
     /// Turns placements into `Granting` leases; returns what the assign job
@@ -56,6 +57,7 @@ impl<S: Store> Engine<S> {
         let results = match results {
             Ok(r) => r,
             Err(e) => {
+                self.shared.metrics.counters.store_error(StoreOp::Assign);
                 warn!(error = %e, count = grants.len(), "assign failed; tasks go back to the queue");
                 // Nothing was written: the tasks are still queued in the store.
                 let back: Vec<TaskId> = grants.into_iter().map(|(t, _)| t).collect();
@@ -72,6 +74,11 @@ impl<S: Store> Engine<S> {
                 Ok(leased) => match self.leases.confirm(leased.task, leased.fence, now) {
                     Confirm::Deliver(agent) => {
                         let ready = self.ready_at.remove(&leased.task);
+                        if let (Some(r), Some(info)) = (ready, self.info.get(&leased.task)) {
+                            let wait_ms = r.elapsed().as_millis() as u64;
+                            let skills = info.skills.iter().map(|s| s.name.as_str());
+                            self.capacity.waited(skills, info.templates, wait_ms, now);
+                        }
                         let msg = self.assignment(leased);
                         by_agent
                             .entry(agent)
@@ -234,6 +241,11 @@ impl<S: Store> Engine<S> {
             Ok(res) => {
                 self.leases.expired(task);
                 if let FinishResult::Recorded(effect) = res {
+                    self.shared.metrics.counters.failed(
+                        Failure::LeaseExpired,
+                        effect.state == TaskState::Queued,
+                        effect.state == TaskState::Dead,
+                    );
                     let lease_ms = self.lease_ms();
                     self.learn(agent, task, false, lease_ms, now);
                     self.shared
@@ -244,6 +256,7 @@ impl<S: Store> Engine<S> {
                 }
             }
             Err(e) => {
+                self.shared.metrics.counters.store_error(StoreOp::Expire);
                 warn!(task_id = %task, error = %e, "lease expiry could not be recorded; will retry");
                 self.leases.expiry_failed(task, now);
             }

@@ -21,7 +21,9 @@
 //! write; after a restart or failover every loaded lease gets a fresh term.
 
 mod agents;
+mod capacity;
 mod fleet;
+mod gauges;
 mod handle;
 mod jobs;
 mod leases;
@@ -45,7 +47,11 @@ use tracing::debug;
 
 use agents::AgentEntry;
 pub(crate) use agents::JoinRefused;
+pub(crate) use capacity::{ANY_SKILL, PoolWindow};
 pub(crate) use fleet::{FleetSnapshot, TemplateMatcher};
+#[cfg(test)]
+pub(crate) use gauges::AgentGauge;
+pub(crate) use gauges::{BANDS, EngineGauges};
 pub(crate) use handle::{Command, EndReport, EngineHandle, Query, RecordedReport, Registration};
 use jobs::{JobDone, Jobs};
 
@@ -95,6 +101,10 @@ const NOT_YOURS: &str = "lease is no longer yours (expired or reassigned)";
 /// teach the router when an attempt ends.
 struct TaskInfo {
     skills: Vec<SkillReq>,
+    /// Its priority (for the metrics' priority bands).
+    priority: i32,
+    /// The templates that could serve it (bit i: matcher i), for capacity.
+    templates: u64,
     context: Option<TaskContext>,
 }
 
@@ -137,6 +147,8 @@ pub(crate) struct Engine<S> {
     matchers: Vec<TemplateMatcher>,
     /// Arrivals per template (tasks that became ready it could serve).
     arrivals: HashMap<String, u64>,
+    /// Per-pool load for capacity planning.
+    capacity: capacity::Capacity,
 }
 
 impl<S: Store> Engine<S> {
@@ -161,6 +173,7 @@ impl<S: Store> Engine<S> {
             info: HashMap::new(),
             matchers: Vec::new(),
             arrivals: HashMap::new(),
+            capacity: capacity::Capacity::default(),
         };
         let now = e.now();
         e.activate(snapshot, now);
@@ -281,6 +294,15 @@ impl<S: Store> Engine<S> {
             Query::AgentSkills(reply) => {
                 let _ = reply.send(self.connected_skills());
             }
+            Query::Capacity { window_ms, reply } => {
+                let _ = reply.send(self.capacity.window(window_ms, self.now()));
+            }
+            Query::Gauges {
+                stuck_after_ms,
+                reply,
+            } => {
+                let _ = reply.send(self.gauges(self.now(), stuck_after_ms));
+            }
         }
     }
 
@@ -372,16 +394,23 @@ impl<S: Store> Engine<S> {
 
     fn enqueue(&mut self, tasks: Vec<QueuedTask>, now: u64) {
         let mono = std::time::Instant::now();
+        self.shared.metrics.counters.enqueued(tasks.len() as u64);
         for t in tasks {
-            if !self.matchers.is_empty() {
-                self.count_arrival(&t);
-            }
+            let templates = if self.matchers.is_empty() {
+                0
+            } else {
+                self.count_arrival(&t)
+            };
+            let skills = t.skills.iter().map(|s| s.name.as_str());
+            self.capacity.arrived(skills, templates, now);
             let delay = Duration::from_millis(t.not_before.saturating_sub(now));
             self.ready_at.insert(t.id, mono + delay);
             self.info.insert(
                 t.id,
                 TaskInfo {
                     skills: t.skills.clone(),
+                    priority: t.priority,
+                    templates,
                     context: t.context.clone(),
                 },
             );
@@ -393,6 +422,9 @@ impl<S: Store> Engine<S> {
     /// how an attempt of `task` on `agent` went.
     fn learn(&mut self, agent: AgentId, task: TaskId, success: bool, duration_ms: u64, now: u64) {
         if let Some(info) = self.info.get(&task) {
+            let skills = info.skills.iter().map(|s| s.name.as_str());
+            self.capacity
+                .served(skills, info.templates, duration_ms, now);
             self.sched.record_outcome(
                 agent,
                 &info.skills,
@@ -422,6 +454,8 @@ impl<S: Store> Engine<S> {
         }
         self.forget(&effect.cancelled);
         self.shared.add_backlog(-(effect.cancelled.len() as i64));
+        let metrics = &self.shared.metrics;
+        metrics.counters.cancelled(effect.cancelled.len() as u64);
         for t in &effect.cancelled {
             self.sched.remove_task(*t);
             self.ready_at.remove(t);

@@ -336,6 +336,7 @@ impl<S: Store> Lifecycle<S> {
             template: m.template.clone(),
         });
         info!(agent_id = %agent, template = %m.template, spawn_ms, "spawned agent is ready");
+        self.shared.metrics.spawn_ready(&m.template, spawn_ms);
         let drain_now = m.draining_on_ready;
         self.shared.event(Some(agent), None, data).await;
         if drain_now {
@@ -444,6 +445,7 @@ impl<S: Store> Lifecycle<S> {
                 if requested {
                     info!(agent_id = %agent_id, template = %m.template, reason = %reason, "agent stopped");
                 } else {
+                    self.shared.metrics.agent_exited(&m.template);
                     warn!(agent_id = %agent_id, template = %m.template, reason = %reason, "agent process ended unexpectedly; the autoscaler replaces it if needed");
                 }
                 let data = kind(AgentExit {

@@ -296,6 +296,7 @@ impl<S: Store> Lifecycle<S> {
                 ScaleAction::Up { .. } => "up",
                 ScaleAction::Down { .. } => "down",
             };
+            self.shared.metrics.scaling(&name, action);
             let key = format!("{action}:{}", decision.desired);
             if self.record_decision(&name, decision.clone(), &key, change) {
                 let data = EventData::ScalingDecision(decision.clone());

@@ -161,9 +161,13 @@ async fn wait_leader(client: &Client) -> Result<()> {
 
 async fn wait_finished(client: &Client, target: u64, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
+    let bar = crate::bars::bar(target, "finished");
     loop {
         let s = stats(client).await?;
-        if s["finished"].as_u64().unwrap_or(0) >= target {
+        let done = s["finished"].as_u64().unwrap_or(0);
+        bar.set_position(done.min(target));
+        if done >= target {
+            bar.finish_and_clear();
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -177,6 +181,32 @@ async fn wait_finished(client: &Client, target: u64, limit: Duration) -> Result<
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Times `GET /metrics` (sampling the services, exporting, rendering, and
+/// the local HTTP round trip) 20 times, with the fleet connected.
+async fn metrics_render(url: &str, token: &str) -> Result<Value> {
+    let http = reqwest::Client::new();
+    let mut ms = Vec::with_capacity(20);
+    let mut bytes = 0;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let resp = http
+            .get(format!("{url}/metrics"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .context("GET /metrics")?;
+        let body = resp.text().await.context("reading /metrics")?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        bytes = body.len();
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(serde_json::json!({
+        "p50": ms[ms.len() / 2],
+        "max": ms[ms.len() - 1],
+        "bytes": bytes,
+    }))
 }
 
 pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
@@ -350,10 +380,12 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let render = metrics_render(&hub.url, hub.token("admin").unwrap_or_default()).await?;
         let rate = args.steady_rate.max(1000);
         let secs = args.steady_secs.clamp(1, 20);
         let mut s = steady_phase(&client, args.exec, rate, secs).await?;
         s["connected_agents"] = serde_json::json!(want);
+        s["metrics_render_ms"] = render;
         scale = s;
     }
     light.cancel();

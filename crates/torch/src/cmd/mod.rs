@@ -2,12 +2,14 @@
 
 mod agent;
 mod agents;
+mod alerts;
 mod bench;
 mod bench_collab;
 mod bench_locks;
 mod bench_msgs;
 mod bench_routing;
 mod bench_spawn;
+mod capacity;
 mod coord;
 mod demo;
 mod explain;
@@ -22,6 +24,7 @@ mod stats;
 mod submit;
 mod tasks;
 mod token;
+mod top;
 mod up;
 mod validate;
 mod watch;
@@ -98,6 +101,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Validate(a) => validate::run(a),
         Command::Explain { hub, out, id } => explain::explain(hub, out, id).await,
         Command::Analyze { hub, out, file } => explain::analyze(hub, out, file).await,
+        Command::Alerts { hub, out } => alerts::run(hub, out).await,
+        Command::Capacity { hub, out, window } => capacity::run(hub, out, window).await,
+        Command::Top { hub } => top::run(hub).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Bench { cmd } => match cmd {
             BenchCmd::Throughput(a) => bench::throughput(a).await,

@@ -106,6 +106,8 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
     } else {
         0
     };
+    let n = specs.len();
+    let spin = (n >= SPIN_FROM).then(|| crate::bars::spinner(&format!("submitting {n} tasks")));
     let resp: SubmitResponse = client
         .post(
             "/api/v1/tasks",
@@ -115,6 +117,9 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
             },
         )
         .await?;
+    if let Some(s) = spin {
+        s.finish_and_clear();
+    }
     for t in &resp.tasks {
         for w in &t.warnings {
             eprintln!("warning: {}: {w}", t.name);
@@ -167,7 +172,13 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<()> {
     Ok(())
 }
 
-/// Follows the task streams until every task in `names` is terminal.
+/// Batches at least this large get a spinner while they are submitted.
+const SPIN_FROM: usize = 100;
+/// Waiting on at least this many tasks shows a bar instead of one line per event.
+const BAR_FROM: usize = 10;
+
+/// Follows the task streams until every task in `names` is terminal. On a
+/// terminal, many tasks get a progress bar (their events are not printed).
 pub(crate) async fn wait_for(
     client: &Client,
     order: &[(TaskId, String)],
@@ -183,6 +194,12 @@ pub(crate) async fn wait_for(
             pending.remove(id);
         }
     }
+    let bar = (order.len() >= BAR_FROM).then(|| {
+        let b = crate::bars::bar(order.len() as u64, "tasks");
+        b.set_position((order.len() - pending.len()) as u64);
+        b
+    });
+    let quiet = quiet || bar.as_ref().is_some_and(|b| !b.is_hidden());
     let mut follower = EventFollower::new(after, &TASK_STREAMS.join(","), 2000, 60);
     while !pending.is_empty() {
         let page = follower.next(client).await?;
@@ -192,10 +209,16 @@ pub(crate) async fn wait_for(
             if !quiet {
                 print_event(name, &e.kind, &e.data)?;
             }
-            if e.kind.parse().is_ok_and(|k| TASK_ENDS.contains(&k)) {
-                pending.remove(&id);
+            if e.kind.parse().is_ok_and(|k| TASK_ENDS.contains(&k))
+                && pending.remove(&id)
+                && let Some(b) = &bar
+            {
+                b.inc(1);
             }
         }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     let mut finals = Vec::with_capacity(order.len());
     for (id, _) in order {
