@@ -601,3 +601,15 @@ impl TaskCgroup {
         done
     }
 }
+
+impl Drop for TaskCgroup {
+    /// When an attempt is torn down before its end (runtime shutdown):
+    /// never leave its processes running; the next agent removes the dirs
+    /// if they are still busy now.
+    fn drop(&mut self) {
+        if self.dirs.iter().any(|d| d.exists()) {
+            self.kill_listed();
+            let _ = self.try_remove();
+        }
+    }
+}
