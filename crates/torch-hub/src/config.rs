@@ -22,6 +22,12 @@ pub struct HubConfig {
     pub queue_high_water: u64,
     /// Seconds suggested in Retry-After when shedding load.
     pub retry_after_secs: u64,
+    /// Requests a second each API token may make (0: no limit); past it a
+    /// request gets 429 `rate_limited` with Retry-After. Since v0.1.
+    pub token_rate_limit: u32,
+    /// Requests a token may make at once above its rate (at least
+    /// `token-rate-limit`). Since v0.1.
+    pub token_rate_burst: u32,
     /// A running task with no progress report for this long is stalled (off when unset).
     #[serde(
         default,
@@ -77,6 +83,8 @@ impl Default for HubConfig {
             max_body_bytes: 8 << 20,
             queue_high_water: 1_000_000,
             retry_after_secs: 5,
+            token_rate_limit: 200,
+            token_rate_burst: 400,
             stall_after: None,
             stall_action: StallAction::Event,
             leader_lease: Duration::from_secs(3),

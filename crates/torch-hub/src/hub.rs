@@ -81,6 +81,7 @@ impl<S: Store> Hub<S> {
                     role: "admin".into(),
                     name: "admin (first start)".into(),
                     created_ms: clock.now_ms(),
+                    ..TokenRecord::default()
                 })
                 .await?;
             info!("created the admin token (shown once)");
@@ -108,7 +109,7 @@ impl<S: Store> Hub<S> {
             engine: engine_handle,
             life,
             analysis: Analyzer::new(cfg.routing.taxonomy.compile()),
-            auth: Auth::new(&secret),
+            auth: Auth::new(&secret, cfg.token_rate_limit, cfg.token_rate_burst),
             events: EventBus::new(),
             stats: Stats::new(),
             cluster: Cluster::new(!shared_store)?,
@@ -153,6 +154,7 @@ impl<S: Store> Hub<S> {
                 role: role.to_string(),
                 name: name.to_string(),
                 created_ms: self.shared.now_ms(),
+                ..TokenRecord::default()
             })
             .await?;
         Ok(token)

@@ -360,7 +360,8 @@ pub(crate) struct NodeArgs {
     /// one that cannot be reached is skipped for the next. Env: TORCH_HUB.
     #[arg(long, env = "TORCH_HUB", default_value = "http://127.0.0.1:7700")]
     pub(crate) hub: String,
-    /// Agent (or admin) token; also handed to the agents it starts. Env: TORCH_TOKEN.
+    /// Node token (agent tokens still work; admin too); also handed to the
+    /// agents it starts. Env: TORCH_TOKEN.
     #[arg(long, env = "TORCH_TOKEN", hide_env_values = true)]
     pub(crate) token: String,
     /// Node name (default: the host name).
@@ -501,7 +502,7 @@ pub(crate) struct WatchArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokenCmd {
-    /// Create a token (needs an admin token).
+    /// Create a token (needs an admin token); prints the secret once.
     Create {
         #[command(flatten)]
         hub: HubArgs,
@@ -513,6 +514,30 @@ pub(crate) enum TokenCmd {
         /// Label for people and the audit trail.
         #[arg(long)]
         name: Option<String>,
+        /// The tenant the token belongs to (not for admin tokens).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Lifetime, e.g. `30d` or `12h` (default: until revoked).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens: id, name, role, tenant, created, last used, expires
+    /// (never the secret).
+    List {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Revoke a token by id: it stops working at once, and agents and nodes
+    /// connected with it are disconnected.
+    Revoke {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Token id (from `torch token list` or `token create --json`).
+        id: String,
     },
 }
 
@@ -522,6 +547,7 @@ pub(crate) enum RoleArg {
     Admin,
     Submitter,
     Agent,
+    Node,
 }
 
 #[derive(Debug, Args)]

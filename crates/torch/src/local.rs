@@ -166,7 +166,7 @@ async fn start_with<S: torch_store::Store>(
     }
     let local_node = if want_node {
         Some(
-            hub.create_token("agent", "local node")
+            hub.create_token("node", "local node")
                 .await
                 .context("storing the local node's token")?,
         )

@@ -13,7 +13,7 @@ use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use torch_store::Store;
 
-use super::{lifecycle, misc, tasks};
+use super::{lifecycle, misc, tasks, tokens};
 use crate::hub::Shared;
 use crate::leader::{Leader, forward};
 
@@ -114,7 +114,14 @@ fn register<S: Store>(r: &mut Routes<S>) {
     r.add(Post, "/api/v1/analyze", Forward, tasks::analyze_specs::<S>);
     r.add(Get, "/api/v1/agents", Forward, misc::agents::<S>);
     r.add(Get, "/api/v1/events", Any, misc::events::<S>);
-    r.add(Post, "/api/v1/tokens", Forward, misc::create_token::<S>);
+    r.add(Post, "/api/v1/tokens", Forward, tokens::create::<S>);
+    r.add(Get, "/api/v1/tokens", Any, tokens::list::<S>);
+    r.add(
+        Post,
+        "/api/v1/tokens/{id}/revoke",
+        Forward,
+        tokens::revoke::<S>,
+    );
     r.add(Get, "/api/v1/agent/ws", Redirect, misc::agent_ws::<S>);
     r.add(Post, "/api/v1/agents/spawn", Forward, lifecycle::spawn::<S>);
     r.add(

@@ -77,7 +77,19 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 out,
                 role,
                 name,
-            } => token::create(hub, out, role, name).await,
+                tenant,
+                expires,
+            } => {
+                let args = token::CreateArgs {
+                    role,
+                    name,
+                    tenant,
+                    expires,
+                };
+                token::create(hub, out, args).await
+            }
+            TokenCmd::List { hub, out } => token::list(hub, out).await,
+            TokenCmd::Revoke { hub, out, id } => token::revoke(hub, out, id).await,
         },
         Command::Progress(a) => progress::run(a).await,
         Command::Validate(a) => validate::run(a),
