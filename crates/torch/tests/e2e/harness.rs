@@ -374,6 +374,14 @@ impl Agent {
         self.child.id() as i32
     }
 
+    /// Its exit code once it has exited (reaped), `None` while it runs.
+    pub(crate) fn exited(&mut self) -> Option<i32> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.code().unwrap_or(-1)),
+            _ => None,
+        }
+    }
+
     /// Sends `sig` to the agent process only (not its group).
     pub(crate) fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.pid()), sig).expect("signal the agent");

@@ -16,3 +16,4 @@ mod processes;
 mod retention;
 mod routing;
 mod scheduling;
+mod tokens;
