@@ -21,7 +21,7 @@ use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use tracing::warn;
 
 use torch_api::ws::Assignment;
-use torch_api::{ENV_ATTEMPT, ENV_HUB, ENV_TASK_ID, ENV_TASK_TOKEN, ENV_WORKDIR};
+use torch_api::{ENV_ATTEMPT, ENV_CA_FILE, ENV_HUB, ENV_TASK_ID, ENV_TASK_TOKEN, ENV_WORKDIR};
 
 use crate::config::AgentConfig;
 use crate::supervise::limit_args;
@@ -55,6 +55,8 @@ pub(crate) struct Sandbox {
     /// `__supervise` arguments carrying the rlimits.
     limit_args: Vec<OsString>,
     hub_url: String,
+    /// The CA the hub is verified with, handed to tasks as `TORCH_CA_FILE`.
+    ca_file: Option<PathBuf>,
 }
 
 /// The agent's own token variable: never handed to a task (which gets its
@@ -104,6 +106,7 @@ impl Sandbox {
             supervisor: cfg.supervisor.clone(),
             limit_args: limit_args(&cfg.limits),
             hub_url: cfg.hub_url.clone(),
+            ca_file: cfg.ca_file.clone(),
         }
     }
 
@@ -127,6 +130,9 @@ impl Sandbox {
         full_path.push(path.as_deref().unwrap_or(OsStr::new(FALLBACK_PATH)));
         env.push(("PATH".into(), full_path));
         env.push((ENV_HUB.into(), OsString::from(&self.hub_url)));
+        if let Some(ca) = &self.ca_file {
+            env.push((ENV_CA_FILE.into(), ca.as_os_str().to_owned()));
+        }
         env.push((ENV_TASK_ID.into(), a.task_id.to_string().into()));
         env.push((ENV_TASK_TOKEN.into(), OsString::from(&a.task_token)));
         env.push((ENV_ATTEMPT.into(), a.attempt.to_string().into()));

@@ -57,7 +57,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     info!(name = %agent.cfg.name, slots = agent.cfg.slots, hubs = %urls.join(","), "agent starting");
 
     let token = agent.cfg.token.clone();
-    let dialer = Dialer::new(urls, "agent/ws");
+    let tls = crate::config::tls(agent.cfg.ca_file.as_deref())?;
+    let dialer = Dialer::new(urls, "agent/ws", tls);
     let result = reconnect::run(&mut agent, &mut events, dialer, &token, &shutdown).await;
     match &result {
         Ok(()) => info!("agent stopped"),

@@ -18,6 +18,9 @@ pub const API_PREFIX: &str = "/api/v1";
 pub const AUTH_HEADER: &str = "authorization";
 /// Environment variable holding the hub URL inside a task.
 pub const ENV_HUB: &str = "TORCH_HUB";
+/// Environment variable holding the CA certificate file a `https://` hub is
+/// verified with (set for tasks when their agent has one).
+pub const ENV_CA_FILE: &str = "TORCH_CA_FILE";
 /// Environment variable holding the task id inside a task.
 pub const ENV_TASK_ID: &str = "TORCH_TASK_ID";
 /// Environment variable holding the task-scoped token inside a task.

@@ -49,6 +49,10 @@ pub struct HubConfig {
     /// The URL other hubs and agents reach this hub at (default:
     /// `http://` + the bound address). Set it when listening on 0.0.0.0.
     pub advertise_url: Option<String>,
+    /// How this hub verifies other hubs' `https://` URLs when it forwards
+    /// to the leader (set by the binary; `None`: the system's roots).
+    #[serde(skip)]
+    pub tls_client: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Routing (the `[routing]` section of `torch.toml`, set by the binary).
     #[serde(skip)]
     pub routing: torch_core::routing::RoutingConfig,
@@ -90,6 +94,7 @@ impl Default for HubConfig {
             leader_lease: Duration::from_secs(3),
             reconcile_every: Duration::from_secs(30),
             advertise_url: None,
+            tls_client: None,
             routing: torch_core::routing::RoutingConfig::default(),
             lifecycle: LifecycleConfig::default(),
             retention: None,

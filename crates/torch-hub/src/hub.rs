@@ -112,7 +112,7 @@ impl<S: Store> Hub<S> {
             auth: Auth::new(&secret, cfg.token_rate_limit, cfg.token_rate_burst),
             events: EventBus::new(),
             stats: Stats::new(),
-            cluster: Cluster::new(!shared_store)?,
+            cluster: Cluster::new(!shared_store, cfg.tls_client.clone())?,
             batcher,
             backlog: AtomicI64::new(snapshot.backlog as i64),
             session_seq: AtomicU64::new(1),
@@ -168,6 +168,25 @@ impl<S: Store> Hub<S> {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), HubError> {
+        self.serve_with(listener, None, shutdown).await
+    }
+
+    /// Like [`Hub::serve`], speaking TLS with `tls` on every connection.
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: CancellationToken,
+    ) -> Result<(), HubError> {
+        self.serve_with(listener, Some(tls), shutdown).await
+    }
+
+    async fn serve_with(
+        self,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), HubError> {
         let Hub {
             shared,
             engine,
@@ -184,11 +203,12 @@ impl<S: Store> Hub<S> {
         }
         if shared.store.shared().is_some() {
             let addr = listener.local_addr()?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
             let me = shared
                 .cfg
                 .advertise_url
                 .clone()
-                .unwrap_or_else(|| format!("http://{addr}"));
+                .unwrap_or_else(|| format!("{scheme}://{addr}"));
             services.spawn(crate::leader::run(shared.clone(), me, stop.clone()));
         }
         if let Some(keep) = shared.cfg.retention {
@@ -196,21 +216,33 @@ impl<S: Store> Hub<S> {
         }
         services.close();
         let app = crate::api::router(shared.clone());
-        // Assignments and acks are small frames sent back to back: without
-        // TCP_NODELAY, Nagle's algorithm delays them by tens of milliseconds.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
         let inner = stop.clone();
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.cancelled().await;
-                // Sessions and long polls end on the hub's own token.
-                inner.cancel();
-            })
-            .await;
+        let graceful = async move {
+            shutdown.cancelled().await;
+            // Sessions and long polls end on the hub's own token.
+            inner.cancel();
+        };
+        let result = match tls {
+            Some(tls) => {
+                let listener = crate::tls::TlsListener::new(listener, tls);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            }
+            None => {
+                // Assignments and acks are small frames sent back to back:
+                // without TCP_NODELAY, Nagle's algorithm delays them by tens
+                // of milliseconds.
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            }
+        };
         stop.cancel();
         services.wait().await;
         info!("hub services stopped");

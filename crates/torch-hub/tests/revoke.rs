@@ -55,6 +55,9 @@ async fn revoking_a_token_closes_its_session_and_it_cannot_reconnect() {
     let url = http.replace("http://", "ws://");
     let stop = CancellationToken::new();
     let server = tokio::spawn(hub.serve(listener, stop.clone()));
+    // reqwest is built without a default crypto provider; install ring,
+    // the build's one, for this test client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let created: Value = client
         .post(format!("{http}/api/v1/tokens"))

@@ -22,6 +22,10 @@ pub(crate) struct Cli {
     /// Log filter, e.g. `info` or `torch_hub=debug`. Env: TORCH_LOG.
     #[arg(long, global = true, env = "TORCH_LOG")]
     pub(crate) log: Option<String>,
+    /// CA certificate (PEM) a `https://` hub is verified with, instead of
+    /// the system's roots (agents, nodes, the CLI, tasks). Env: TORCH_CA_FILE.
+    #[arg(long, global = true, env = "TORCH_CA_FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) cmd: Command,
 }
@@ -148,6 +152,21 @@ pub(crate) struct ServeArgs {
     /// Write the hub's URL to this file once listening (useful with `--listen 127.0.0.1:0`).
     #[arg(long)]
     pub(crate) url_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM, the hub's first).
+    #[arg(long, requires = "tls_key", conflicts_with = "tls_self_signed")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a CA and certificate made in this directory on first
+    /// start (kept after): give its `ca.pem` to agents, nodes and the CLI
+    /// (`--ca-file`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) tls_self_signed: Option<PathBuf>,
+    /// With --tls-self-signed: another name or IP address the certificate is
+    /// valid for (besides localhost, 127.0.0.1 and ::1), repeatable.
+    #[arg(long = "tls-name", requires = "tls_self_signed")]
+    pub(crate) tls_names: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,18 @@ pub(crate) struct Config {
     pub(crate) spawn: torch_core::lifecycle::SpawnLimits,
     /// `[lifecycle]`: timings, the templates directory, the local node, memory limits.
     pub(crate) lifecycle: LifecycleSection,
+    /// TLS of `torch serve` (from its flags, never from the file).
+    #[serde(skip)]
+    pub(crate) tls: ServeTls,
+}
+
+/// How `torch serve` speaks TLS (`--tls-cert`/`--tls-key` or `--tls-self-signed`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ServeTls {
+    /// The server configuration; `None` serves plain HTTP.
+    pub(crate) server: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The CA the hub's own node and its forwarding to other hubs trust.
+    pub(crate) ca_file: Option<std::path::PathBuf>,
 }
 
 /// `[lifecycle]`.

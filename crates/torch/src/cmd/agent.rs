@@ -19,7 +19,11 @@ use crate::local::shutdown_signal;
 const DEFAULT_SKILLS: &str = "sh";
 const DEFAULT_SLOTS: u32 = 4;
 
-pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
+pub(crate) async fn run(
+    cfg: Config,
+    args: AgentArgs,
+    ca_file: Option<std::path::PathBuf>,
+) -> Result<()> {
     let template = template_from_env()?;
     let agent_id = agent_id_from_env()?;
     let skills_arg = args.skills.as_deref().unwrap_or(DEFAULT_SKILLS);
@@ -46,6 +50,7 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     std::fs::create_dir_all(&work_root)
         .with_context(|| format!("creating work dir {}", work_root.display()))?;
     let mut ac = torch_agent::AgentConfig::new(args.hub, args.token, name);
+    ac.ca_file = ca_file;
     ac.env_allowlist = cfg.agent.env_allowlist;
     if let Some(t) = &template {
         ac.apply_template(t)

@@ -208,6 +208,8 @@ pub(crate) struct Hub {
     dir: PathBuf,
     listen: String,
     env: Vec<(String, String)>,
+    /// Extra `torch serve` arguments.
+    args: Vec<String>,
     tag: String,
 }
 
@@ -222,8 +224,18 @@ impl Hub {
         Self::start_listen(dir, &format!("127.0.0.1:{}", free_port()), env)
     }
 
+    /// Starts a hub on an ephemeral port with extra `torch serve` arguments.
+    pub(crate) fn start_args(dir: &TestDir, args: &[&str]) -> Hub {
+        Self::start_full(dir, "127.0.0.1:0", &[], args)
+    }
+
     fn start_listen(dir: &TestDir, listen: &str, env: &[(&str, &str)]) -> Hub {
+        Self::start_full(dir, listen, env, &[])
+    }
+
+    fn start_full(dir: &TestDir, listen: &str, env: &[(&str, &str)], args: &[&str]) -> Hub {
         let mut hub = Hub {
+            args: args.iter().map(|a| a.to_string()).collect(),
             url: String::new(),
             admin: String::new(),
             child: None,
@@ -259,6 +271,7 @@ impl Hub {
             .arg(&url_file)
             .arg("--admin-token-file")
             .arg(self.dir.join("admin.token"))
+            .args(&self.args)
             .current_dir(&self.dir)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -346,6 +359,19 @@ impl Agent {
         skills: &str,
         slots: u32,
     ) -> Agent {
+        Self::start_env(dir, hub, token, name, skills, slots, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables.
+    pub(crate) fn start_env(
+        dir: &TestDir,
+        hub: &str,
+        token: &str,
+        name: &str,
+        skills: &str,
+        slots: u32,
+        env: &[(&str, &str)],
+    ) -> Agent {
         let log = dir.join(&format!("agent-{name}.log"));
         let mut cmd = Command::new(TORCH);
         clean_env(&mut cmd);
@@ -361,6 +387,7 @@ impl Agent {
             .arg("--work-dir")
             .arg(dir.subdir(&format!("work-{name}")))
             .env("TORCH_TOKEN", token)
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log_file(&log))

@@ -16,4 +16,5 @@ mod processes;
 mod retention;
 mod routing;
 mod scheduling;
+mod tls;
 mod tokens;
