@@ -39,6 +39,9 @@ pub struct AgentConfig {
     pub hub_url: String,
     /// Agent bearer token sent when connecting; never logged.
     pub token: String,
+    /// CA certificate (PEM) a `https://` hub is verified with, instead of
+    /// the system's roots; also handed to tasks as `TORCH_CA_FILE`.
+    pub ca_file: Option<PathBuf>,
     /// Agent name shown by the hub.
     pub name: String,
     /// Skills (with proficiency) the agent advertises.
@@ -163,6 +166,7 @@ impl AgentConfig {
         AgentConfig {
             hub_url: hub_url.into(),
             token: token.into(),
+            ca_file: None,
             name: name.into(),
             skills: Vec::new(),
             slots: 1,
@@ -294,6 +298,13 @@ pub(crate) fn config_err(field: &'static str, problem: impl Into<String>) -> Age
 
 /// A comma-separated list of hub URLs → their `endpoint` WebSocket URLs,
 /// in order; at least one.
+/// The TLS client configuration for `ca_file` (system roots without one).
+pub(crate) fn tls(
+    ca_file: Option<&std::path::Path>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, AgentError> {
+    torch_tls::client_config(ca_file).map_err(|e| config_err("ca_file", e.to_string()))
+}
+
 pub(crate) fn endpoint_urls(hub_urls: &str, endpoint: &str) -> Result<Vec<String>, AgentError> {
     let urls: Vec<String> = hub_urls
         .split(',')
@@ -307,28 +318,29 @@ pub(crate) fn endpoint_urls(hub_urls: &str, endpoint: &str) -> Result<Vec<String
     Ok(urls)
 }
 
-/// `http://host:port[/base]` → `ws://host:port[/base]/api/v1/{endpoint}`.
+/// `http://host:port[/base]` → `ws://host:port[/base]/api/v1/{endpoint}`
+/// (`https://` → `wss://`).
 pub(crate) fn endpoint_url(hub_url: &str, endpoint: &str) -> Result<String, AgentError> {
     let base = hub_url.trim().trim_end_matches('/');
-    let rest = if let Some(r) = base.strip_prefix("http://") {
-        r
-    } else if let Some(r) = base.strip_prefix("ws://") {
-        r
-    } else if base.starts_with("https://") || base.starts_with("wss://") {
+    let schemes = [
+        ("http://", "ws"),
+        ("ws://", "ws"),
+        ("https://", "wss"),
+        ("wss://", "wss"),
+    ];
+    let Some((rest, ws)) = schemes
+        .iter()
+        .find_map(|(prefix, ws)| base.strip_prefix(prefix).map(|r| (r, *ws)))
+    else {
         return Err(config_err(
             "hub_url",
-            format!("{base:?}: this agent build has no TLS support; use http://"),
-        ));
-    } else {
-        return Err(config_err(
-            "hub_url",
-            format!("{base:?}: expected http://HOST:PORT"),
+            format!("{base:?}: expected http://HOST:PORT or https://HOST:PORT"),
         ));
     };
     if rest.is_empty() || rest.starts_with('/') {
         return Err(config_err("hub_url", format!("{base:?}: missing host")));
     }
-    Ok(format!("ws://{rest}{API_PREFIX}/{endpoint}"))
+    Ok(format!("{ws}://{rest}{API_PREFIX}/{endpoint}"))
 }
 
 #[cfg(test)]
@@ -360,7 +372,7 @@ mod tests {
                 ..
             })
         ));
-        two.hub_url = "http://a:1,https://b:2".into();
+        two.hub_url = "http://a:1,ftp://b:2".into();
         assert!(two.validate().is_err(), "every URL is checked");
         assert!(!format!("{cfg:?}").contains("s3cret"));
 
@@ -368,13 +380,10 @@ mod tests {
             endpoint_url("ws://h:1/base", "agent/ws").unwrap(),
             "ws://h:1/base/api/v1/agent/ws"
         );
-        assert!(matches!(
-            endpoint_url("https://h:1", "agent/ws"),
-            Err(AgentError::Config {
-                field: "hub_url",
-                ..
-            })
-        ));
+        assert_eq!(
+            endpoint_url("https://h:1", "agent/ws").unwrap(),
+            "wss://h:1/api/v1/agent/ws"
+        );
         assert!(endpoint_url("h:1", "agent/ws").is_err());
         assert!(endpoint_url("http://", "agent/ws").is_err());
 

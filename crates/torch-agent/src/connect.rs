@@ -4,11 +4,13 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use tokio_tungstenite::connect_async_with_config;
+use std::sync::Arc;
+
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
+use tokio_tungstenite::{Connector, connect_async_tls_with_config};
 
 use crate::error::AgentError;
 use crate::writer::Ws;
@@ -41,10 +43,15 @@ pub(crate) fn request(url: &str, token: &str) -> Result<Request, AgentError> {
     Ok(req)
 }
 
-/// Connects once.
-pub(crate) async fn connect(url: &str, token: &str) -> Result<Ws, ConnectError> {
+/// Connects once; a `wss://` hub is verified with `tls`.
+pub(crate) async fn connect(
+    url: &str,
+    token: &str,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<Ws, ConnectError> {
     let req = request(url, token).map_err(ConnectError::Fatal)?;
-    match tokio::time::timeout(CONNECT_TIMEOUT, connect_async_with_config(req, None, true)).await {
+    let connecting = connect_async_tls_with_config(req, None, true, Some(Connector::Rustls(tls)));
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Err(_) => Err(ConnectError::Retry(format!(
             "no answer within {}s",
             CONNECT_TIMEOUT.as_secs()
@@ -59,7 +66,10 @@ pub(crate) async fn connect(url: &str, token: &str) -> Result<Ws, ConnectError> 
             }))
         }
         Ok(Err(WsError::Http(resp))) => Err(ConnectError::Retry(format!("HTTP {}", resp.status()))),
-        Ok(Err(e)) => Err(ConnectError::Retry(e.to_string())),
+        Ok(Err(e)) => match torch_tls::explain(&e) {
+            Some(detail) => Err(ConnectError::Fatal(AgentError::Tls { detail })),
+            None => Err(ConnectError::Retry(e.to_string())),
+        },
     }
 }
 
@@ -107,6 +117,8 @@ const MAX_REDIRECTS: u32 = 3;
 /// failures. Shared by the agent and the node loops.
 pub(crate) struct Dialer {
     urls: Vec<String>,
+    /// How `wss://` hubs are verified.
+    tls: Arc<rustls::ClientConfig>,
     /// The configured hub in use.
     at: usize,
     endpoint: &'static str,
@@ -119,10 +131,16 @@ pub(crate) struct Dialer {
 
 impl Dialer {
     /// Dials `urls` (WebSocket URLs of the configured hubs, at least one)
-    /// in turn; redirects go to `<leader>/api/v1/<endpoint>`.
-    pub(crate) fn new(urls: Vec<String>, endpoint: &'static str) -> Self {
+    /// in turn, verifying `wss://` ones with `tls`; redirects go to
+    /// `<leader>/api/v1/<endpoint>`.
+    pub(crate) fn new(
+        urls: Vec<String>,
+        endpoint: &'static str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
         Dialer {
             urls,
+            tls,
             at: 0,
             endpoint,
             next: None,
@@ -130,6 +148,11 @@ impl Dialer {
             redirects: 0,
             backoff: Backoff::new(),
         }
+    }
+
+    /// How `wss://` hubs are verified.
+    pub(crate) fn tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
     }
 
     /// The URL to connect to now.
@@ -203,7 +226,8 @@ mod tests {
         b.reset();
         assert!(b.next_delay() <= BACKOFF_MIN);
 
-        let mut d = Dialer::new(vec!["ws://a".into(), "ws://b".into()], "agent/ws");
+        let tls = torch_tls::client_config(None).unwrap();
+        let mut d = Dialer::new(vec!["ws://a".into(), "ws://b".into()], "agent/ws", tls);
         assert_eq!(d.target(), "ws://a");
         d.unreachable();
         assert_eq!(d.target(), "ws://b", "an unreachable hub is skipped");

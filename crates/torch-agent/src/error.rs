@@ -13,6 +13,13 @@ pub enum AgentError {
         /// What the hub said (HTTP status or session error code), never the token.
         detail: String,
     },
+    /// The hub's TLS certificate cannot be trusted (wrong or missing CA,
+    /// wrong name, expired); retrying will not help.
+    #[error("cannot trust the hub: {detail}")]
+    Tls {
+        /// What is wrong and what to do.
+        detail: String,
+    },
     /// The configuration cannot work.
     #[error("invalid agent config: {field}: {problem}")]
     Config {

@@ -100,9 +100,10 @@ pub(crate) async fn run<R: Role>(
             break Ok(());
         }
         let this = dialer.target();
+        let tls = dialer.tls();
         let attempt = async {
             tokio::select! {
-                r = connect(&this, token) => Some(r),
+                r = connect(&this, token, tls) => Some(r),
                 () = shutdown.cancelled() => None,
             }
         };

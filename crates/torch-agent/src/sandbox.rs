@@ -21,7 +21,7 @@ use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use tracing::warn;
 
 use torch_api::ws::Assignment;
-use torch_api::{ENV_ATTEMPT, ENV_HUB, ENV_TASK_ID, ENV_TASK_TOKEN, ENV_WORKDIR};
+use torch_api::{ENV_ATTEMPT, ENV_CA_FILE, ENV_HUB, ENV_TASK_ID, ENV_TASK_TOKEN, ENV_WORKDIR};
 
 use crate::config::AgentConfig;
 
@@ -54,6 +54,8 @@ pub(crate) struct Sandbox {
     hub_url: String,
     /// The agent's own endpoint, for the task's `torch msg`.
     agent_url: Option<String>,
+    /// The CA the hub is verified with, handed to tasks as `TORCH_CA_FILE`.
+    ca_file: Option<PathBuf>,
 }
 
 /// The agent's own token variable: never handed to a task (which gets its
@@ -103,6 +105,7 @@ impl Sandbox {
             supervisor: cfg.supervisor.clone(),
             hub_url: cfg.hub_url.clone(),
             agent_url,
+            ca_file: cfg.ca_file.clone(),
         }
     }
 
@@ -136,6 +139,9 @@ impl Sandbox {
         full_path.push(path.as_deref().unwrap_or(OsStr::new(FALLBACK_PATH)));
         env.push(("PATH".into(), full_path));
         env.push((ENV_HUB.into(), OsString::from(&self.hub_url)));
+        if let Some(ca) = &self.ca_file {
+            env.push((ENV_CA_FILE.into(), ca.as_os_str().to_owned()));
+        }
         env.push((ENV_TASK_ID.into(), a.task_id.to_string().into()));
         env.push((ENV_TASK_TOKEN.into(), OsString::from(&a.task_token)));
         env.push((ENV_ATTEMPT.into(), a.attempt.to_string().into()));

@@ -95,7 +95,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     info!(name = %agent.cfg.name, slots = agent.cfg.slots, hubs = %urls.join(","), endpoint = endpoint.as_deref().unwrap_or("-"), "agent starting");
 
     let token = agent.cfg.token.clone();
-    let dialer = Dialer::new(urls, "agent/ws");
+    let tls = crate::config::tls(agent.cfg.ca_file.as_deref())?;
+    let dialer = Dialer::new(urls, "agent/ws", tls);
     let result = reconnect::run(&mut agent, &mut events, dialer, &token, &shutdown).await;
     endpoint_stop.cancel();
     if let Some(server) = server

@@ -23,6 +23,9 @@ pub const ENV_HUB: &str = "TORCH_HUB";
 /// Set for tasks whose sandbox network is `hub`: a Unix socket the agent
 /// forwards to the hub; the `torch` CLI sends its requests through it.
 pub const ENV_HUB_SOCKET: &str = "TORCH_HUB_SOCKET";
+/// Environment variable holding the CA certificate file a `https://` hub is
+/// verified with (set for tasks when their agent has one).
+pub const ENV_CA_FILE: &str = "TORCH_CA_FILE";
 /// Environment variable holding the task id inside a task.
 pub const ENV_TASK_ID: &str = "TORCH_TASK_ID";
 /// Environment variable holding the task-scoped token inside a task.

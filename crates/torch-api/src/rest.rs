@@ -440,10 +440,12 @@ pub struct AgentList {
 pub enum Role {
     /// Everything.
     Admin,
-    /// Submit, read, cancel and retry tasks.
+    /// Submit, read, cancel and retry tasks (of its tenant when it has one).
     Submitter,
     /// Connect as an agent.
     Agent,
+    /// Connect as a node (`torch node`), and as the agents a node starts.
+    Node,
 }
 
 impl Role {
@@ -453,6 +455,18 @@ impl Role {
             Role::Admin => "admin",
             Role::Submitter => "submitter",
             Role::Agent => "agent",
+            Role::Node => "node",
+        }
+    }
+
+    /// The role of a lowercase name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "submitter" => Some(Role::Submitter),
+            "agent" => Some(Role::Agent),
+            "node" => Some(Role::Node),
+            _ => None,
         }
     }
 }
@@ -466,6 +480,12 @@ pub struct CreateTokenRequest {
     /// Label for people and the audit trail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The tenant the token belongs to (not for admin tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Lifetime from now, in ms; unset: until revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
 }
 
 /// A newly created token. The secret is shown once and stored only hashed.
@@ -473,8 +493,62 @@ pub struct CreateTokenRequest {
 pub struct CreateTokenResponse {
     /// The bearer token.
     pub token: String,
+    /// Its public id (for `torch token list` and `revoke`).
+    #[serde(default)]
+    pub id: String,
     /// Its role.
     pub role: Role,
     /// Its label.
     pub name: String,
+    /// Its tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// When it stops working (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+}
+
+/// Whether a token works now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    /// It authenticates.
+    Active,
+    /// Past its expiry.
+    Expired,
+    /// Revoked.
+    Revoked,
+    /// A state this client does not know (from a newer hub).
+    #[serde(other)]
+    Unknown,
+}
+
+/// One token as `GET /api/v1/tokens` lists it; never the secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Public id: the first 16 hex digits of the token's SHA-256.
+    pub id: String,
+    /// Label.
+    pub name: String,
+    /// Role (as stored; a role this client does not know is kept as text).
+    pub role: String,
+    /// Tenant, for a tenant's token.
+    pub tenant: Option<String>,
+    /// When created (unix ms).
+    pub created_ms: u64,
+    /// Last authenticated use (unix ms), recorded about once a minute.
+    pub last_used_ms: Option<u64>,
+    /// When it stops working (unix ms).
+    pub expires_ms: Option<u64>,
+    /// When it was revoked (unix ms).
+    pub revoked_ms: Option<u64>,
+    /// Whether it works now.
+    pub state: TokenState,
+}
+
+/// `GET /api/v1/tokens`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenList {
+    /// Every token, oldest first.
+    pub tokens: Vec<TokenView>,
 }

@@ -5,14 +5,20 @@
 //! HMAC-SHA256 over `task.fence` with the hub's secret: stateless to check,
 //! and useless once the lease (fence) moves on.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+mod cache;
+mod rate;
+mod watch;
 
 use axum::http::HeaderMap;
 use rand::RngExt;
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
 use torch_api::rest::Role;
 use torch_core::TaskId;
+
+pub(crate) use cache::TokenCache;
+pub(crate) use rate::TokenRates;
+pub(crate) use watch::TokenWatch;
 
 /// A fresh random API token.
 pub fn generate_token() -> String {
@@ -42,22 +48,42 @@ pub(crate) fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     outer.finalize().into()
 }
 
-/// The hub's authentication state: the cache of API tokens and the key of
-/// task-scoped tokens.
+/// The hub's authentication state: the cache of API tokens, their rate
+/// limits, revocations for open sessions, and the key of task-scoped tokens.
 pub(crate) struct Auth {
-    /// API tokens seen so far (hash → role, name).
+    /// API tokens seen lately.
     pub(crate) tokens: TokenCache,
+    /// Per-token request rates.
+    pub(crate) rates: TokenRates,
+    /// Hashes of tokens revoked through this hub, for open sessions.
+    revoked: broadcast::Sender<String>,
     /// Mints and checks task-scoped tokens.
     pub(crate) task_tokens: TaskTokens,
 }
 
 impl Auth {
-    /// Authentication keyed by the hub's `secret`.
-    pub(crate) fn new(secret: &str) -> Self {
+    /// Authentication keyed by the hub's `secret`, with `per_second`
+    /// requests a second per token in bursts of `burst` (0: no limit).
+    pub(crate) fn new(secret: &str, per_second: u32, burst: u32) -> Self {
         Auth {
             tokens: TokenCache::default(),
+            rates: TokenRates::new(per_second, burst),
+            revoked: broadcast::channel(watch::REVOCATIONS).0,
             task_tokens: TaskTokens::new(secret),
         }
+    }
+
+    /// A watch that ends when the token with `hash` is revoked through this
+    /// hub or reaches `expires_ms`.
+    pub(crate) fn watch(&self, hash: String, expires_ms: Option<u64>, now_ms: u64) -> TokenWatch {
+        TokenWatch::new(self.revoked.subscribe(), hash, expires_ms, now_ms)
+    }
+
+    /// The token with `hash` was revoked: forget it and end its sessions.
+    pub(crate) fn revoked(&self, hash: &str) {
+        self.tokens.forget(hash);
+        // No receiver means no open session: nothing to end.
+        let _ = self.revoked.send(hash.to_owned());
     }
 }
 
@@ -121,39 +147,13 @@ pub(crate) enum Caller {
         role: Role,
         name: String,
         hash: String,
+        /// The tenant of a tenant's token.
+        tenant: Option<String>,
+        /// When the token stops working (unix ms).
+        expires_ms: Option<u64>,
     },
     /// A task-scoped token.
     Task { task: TaskId, fence: u64 },
-}
-
-/// Cache of token hash → (role, name), so a request costs no store read.
-#[derive(Default)]
-pub(crate) struct TokenCache {
-    known: Mutex<HashMap<String, (Role, String)>>,
-}
-
-impl TokenCache {
-    pub(crate) fn get(&self, hash: &str) -> Option<(Role, String)> {
-        self.known.lock().ok()?.get(hash).cloned()
-    }
-    pub(crate) fn put(&self, hash: String, role: Role, name: String) {
-        if let Ok(mut m) = self.known.lock() {
-            if m.len() > 10_000 {
-                m.clear();
-            }
-            m.insert(hash, (role, name));
-        }
-    }
-}
-
-/// Parses a stored role name.
-pub(crate) fn parse_role(s: &str) -> Option<Role> {
-    match s {
-        "admin" => Some(Role::Admin),
-        "submitter" => Some(Role::Submitter),
-        "agent" => Some(Role::Agent),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,12 @@ pub struct HubConfig {
     pub queue_high_water: u64,
     /// Seconds suggested in Retry-After when shedding load.
     pub retry_after_secs: u64,
+    /// Requests a second each API token may make (0: no limit); past it a
+    /// request gets 429 `rate_limited` with Retry-After. Since v0.1.
+    pub token_rate_limit: u32,
+    /// Requests a token may make at once above its rate (at least
+    /// `token-rate-limit`). Since v0.1.
+    pub token_rate_burst: u32,
     /// A running task with no progress report for this long is stalled (off when unset).
     #[serde(
         default,
@@ -43,6 +49,10 @@ pub struct HubConfig {
     /// The URL other hubs and agents reach this hub at (default:
     /// `http://` + the bound address). Set it when listening on 0.0.0.0.
     pub advertise_url: Option<String>,
+    /// How this hub verifies other hubs' `https://` URLs when it forwards
+    /// to the leader (set by the binary; `None`: the system's roots).
+    #[serde(skip)]
+    pub tls_client: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Routing (the `[routing]` section of `torch.toml`, set by the binary).
     #[serde(skip)]
     pub routing: torch_core::routing::RoutingConfig,
@@ -122,11 +132,14 @@ impl Default for HubConfig {
             max_body_bytes: 8 << 20,
             queue_high_water: 1_000_000,
             retry_after_secs: 5,
+            token_rate_limit: 200,
+            token_rate_burst: 400,
             stall_after: None,
             stall_action: StallAction::Event,
             leader_lease: Duration::from_secs(3),
             reconcile_every: Duration::from_secs(30),
             advertise_url: None,
+            tls_client: None,
             routing: torch_core::routing::RoutingConfig::default(),
             lifecycle: LifecycleConfig::default(),
             retention: None,

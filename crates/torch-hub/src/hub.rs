@@ -88,6 +88,7 @@ impl<S: Store> Hub<S> {
                     role: "admin".into(),
                     name: "admin (first start)".into(),
                     created_ms: clock.now_ms(),
+                    ..TokenRecord::default()
                 })
                 .await?;
             info!("created the admin token (shown once)");
@@ -119,13 +120,13 @@ impl<S: Store> Hub<S> {
             life,
             coord,
             analysis: Analyzer::new(cfg.routing.taxonomy.compile()),
-            auth: Auth::new(&secret),
+            auth: Auth::new(&secret, cfg.token_rate_limit, cfg.token_rate_burst),
             events: EventBus::new(),
             stats: Stats::new(),
             autonomy: crate::autonomy::Autonomy::new(),
             metrics: Metrics::new(),
             alerts,
-            cluster: Cluster::new(!shared_store)?,
+            cluster: Cluster::new(!shared_store, cfg.tls_client.clone())?,
             batcher,
             backlog: AtomicI64::new(snapshot.backlog as i64),
             session_seq: AtomicU64::new(1),
@@ -172,6 +173,7 @@ impl<S: Store> Hub<S> {
                 role: role.to_string(),
                 name: name.to_string(),
                 created_ms: self.shared.now_ms(),
+                ..TokenRecord::default()
             })
             .await?;
         Ok(token)
@@ -183,6 +185,25 @@ impl<S: Store> Hub<S> {
     pub async fn serve(
         self,
         listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), HubError> {
+        self.serve_with(listener, None, shutdown).await
+    }
+
+    /// Like [`Hub::serve`], speaking TLS with `tls` on every connection.
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: CancellationToken,
+    ) -> Result<(), HubError> {
+        self.serve_with(listener, Some(tls), shutdown).await
+    }
+
+    async fn serve_with(
+        self,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: CancellationToken,
     ) -> Result<(), HubError> {
         let Hub {
@@ -206,11 +227,12 @@ impl<S: Store> Hub<S> {
         }
         if shared.store.shared().is_some() {
             let addr = listener.local_addr()?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
             let me = shared
                 .cfg
                 .advertise_url
                 .clone()
-                .unwrap_or_else(|| format!("http://{addr}"));
+                .unwrap_or_else(|| format!("{scheme}://{addr}"));
             services.spawn(crate::leader::run(shared.clone(), me, stop.clone()));
         }
         services.spawn(crate::messaging::sweep(shared.clone()));
@@ -219,21 +241,33 @@ impl<S: Store> Hub<S> {
         }
         services.close();
         let app = crate::api::router(shared.clone());
-        // Assignments and acks are small frames sent back to back: without
-        // TCP_NODELAY, Nagle's algorithm delays them by tens of milliseconds.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
         let inner = stop.clone();
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.cancelled().await;
-                // Sessions and long polls end on the hub's own token.
-                inner.cancel();
-            })
-            .await;
+        let graceful = async move {
+            shutdown.cancelled().await;
+            // Sessions and long polls end on the hub's own token.
+            inner.cancel();
+        };
+        let result = match tls {
+            Some(tls) => {
+                let listener = crate::tls::TlsListener::new(listener, tls);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            }
+            None => {
+                // Assignments and acks are small frames sent back to back:
+                // without TCP_NODELAY, Nagle's algorithm delays them by tens
+                // of milliseconds.
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            }
+        };
         stop.cancel();
         services.wait().await;
         info!("hub services stopped");

@@ -17,7 +17,9 @@
 //!   recording; `identity`: which token an agent id belongs to.
 //! - `api`: REST handlers under `/api/v1`, one module per resource, and the
 //!   route table (`api::routes`) that declares each route's leader rule.
-//! - `auth`: bearer tokens (hashed at rest), roles, task-scoped tokens (HMAC).
+//! - `auth`: bearer tokens (hashed at rest), roles, expiry and revocation
+//!   (open sessions closed), per-token rate limits, task-scoped tokens (HMAC).
+//! - `tls`: the TLS listener (handshakes off the accept path).
 //! - [`config`]: `HubConfig`, the hub's section of the configuration.
 //! - `metrics`: the Prometheus metrics (a recorder per hub, sampled gauges).
 //! - `alerts`: the alert evaluator (rules, events, webhooks) and capacity planning.
@@ -51,6 +53,7 @@ mod shared;
 mod stats;
 #[cfg(test)]
 mod testing;
+mod tls;
 
 pub use auth::{generate_token, hash_token};
 pub use config::{HubConfig, LifecycleConfig, ObserveConfig};

@@ -24,6 +24,7 @@ use torch_core::{AgentId, EventData, OutcomeKind, TaskId, TaskState};
 use torch_store::{AgentEvent, FenceCheck, Finish, FinishResult, NewEvent, Store};
 use tracing::{debug, info, warn};
 
+use crate::auth::TokenWatch;
 use crate::engine::{Command, EndReport, Outbound, RecordedReport, Registration};
 use crate::hub::Shared;
 use crate::lifecycle::LifeCmd;
@@ -82,8 +83,15 @@ async fn refuse(socket: &mut WebSocket, code: &str, message: String) {
 }
 
 /// Runs a session opened with the token whose hash is `token`, until the
-/// agent disconnects, the hub stops, or a newer session replaces it.
-pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket, token: String) {
+/// agent disconnects, the hub stops, a newer session replaces it, or the
+/// token is revoked or expires (`watch`; the agent is then told
+/// `unauthorized`, which it takes as final).
+pub(crate) async fn run<S: Store>(
+    shared: Arc<Shared<S>>,
+    mut socket: WebSocket,
+    token: String,
+    mut watch: TokenWatch,
+) {
     let hello = match read_hello(&mut socket).await {
         Ok(h) => h,
         Err(msg) => return refuse(&mut socket, "bad_hello", msg).await,
@@ -276,6 +284,15 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket,
             _ = close.cancelled() => {
                 let _ = sink.send(Message::Close(None)).await;
                 break "store could not record reports; agent must resend".to_string();
+            }
+            end = watch.ended() => {
+                let refusal = HubMessage::Error {
+                    code: "unauthorized".into(),
+                    message: end.message().into(),
+                };
+                let _ = sink.send(encode(&[refusal])).await;
+                let _ = sink.send(Message::Close(None)).await;
+                break end.message().to_string();
             }
             _ = replaced.cancelled() => {
                 let _ = sink.send(Message::Close(None)).await;

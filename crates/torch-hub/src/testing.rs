@@ -77,6 +77,7 @@ impl TestHub {
                 role: role.into(),
                 name: format!("{role} (test)"),
                 created_ms: 0,
+                ..torch_store::TokenRecord::default()
             })
             .await
             .expect("put token");

@@ -83,6 +83,9 @@ async fn an_agent_id_belongs_to_its_token_and_a_live_session_stays() {
     assert_eq!(answer["code"], "agent_in_use", "{answer}");
 
     // A is still connected and listed as such.
+    // reqwest is built without a default crypto provider (the hub brings
+    // its own configuration); a test client installs ring, the build's one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let agents: Value = reqwest::Client::new()
         .get(format!("{}/api/v1/agents", url.replace("ws://", "http://")))
         .bearer_auth("torch_admin")

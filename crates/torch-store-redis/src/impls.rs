@@ -12,7 +12,7 @@ use torch_store::{
 };
 
 use crate::RedisStore;
-use crate::{read, write};
+use crate::{read, tokens, write};
 
 impl TaskStore for RedisStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
@@ -127,15 +127,27 @@ impl EventLog for RedisStore {
 
 impl TokenStore for RedisStore {
     async fn put_token(&self, token: TokenRecord) -> Result<(), StoreError> {
-        write::put_token(self, token).await
+        tokens::put_token(self, token).await
     }
 
     async fn find_token(&self, hash: String) -> Result<Option<TokenRecord>, StoreError> {
-        read::find_token(self, hash).await
+        tokens::find_token(self, hash).await
     }
 
     async fn count_tokens(&self, role: String) -> Result<u64, StoreError> {
-        read::count_tokens(self, role).await
+        tokens::count_tokens(self, role).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        tokens::list_tokens(self).await
+    }
+
+    async fn revoke_token(&self, id: String, now: u64) -> Result<Option<TokenRecord>, StoreError> {
+        tokens::revoke_token(self, id, now).await
+    }
+
+    async fn touch_token(&self, hash: String, now: u64) -> Result<(), StoreError> {
+        tokens::touch_token(self, hash, now).await
     }
 }
 

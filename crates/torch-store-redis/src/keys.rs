@@ -70,6 +70,12 @@ impl Keys {
         self.key(&format!("token:{hash}"))
     }
 
+    /// The hashes of every token (tokens stored before this set existed are
+    /// only in their role's set).
+    pub(crate) fn all_tokens(&self) -> String {
+        self.key("tokens")
+    }
+
     /// The hashes of the tokens with `role`.
     pub(crate) fn tokens(&self, role: &str) -> String {
         self.key(&format!("tokens:{role}"))

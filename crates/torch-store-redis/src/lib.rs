@@ -85,7 +85,8 @@
 //! | `{torch}:children:<task>` | zset | tasks delegated by `<task>`, score = seq |
 //! | `{torch}:log:<task>` | hash | `attempt`, `stdout`, `stderr`, `truncated` |
 //! | `{torch}:meta` | hash | metadata |
-//! | `{torch}:token:<hash>` / `:tokens:<role>` | hash / set | tokens, and their hashes per role |
+//! | `{torch}:token:<hash>` | hash | a token: `role`, `name`, `created`, and when set `tenant`, `expires`, `revoked`, `used` (ms) |
+//! | `{torch}:tokens` / `:tokens:<role>` | set / set | the hashes of every token, and of the tokens of each role |
 //! | `{torch}:agent:<agent>` | hash | agent sessions (`name`, `skills`, `slots`, `labels`, `state`, `joined_ms`, `left_ms`, `reason`) |
 //! | `{torch}:mem:<agent>` / `:memmeta:<agent>` | hash / hash | agent memory: key → value; key → `<ms>` or `<ms>:<from agent>` |
 //! | `{torch}:relay:m` / `:relay:meta` | hash / hash | relayed messages: id → signed envelope; id → to, from, urgent, expiry (tab-separated) |
@@ -238,6 +239,7 @@ mod scripts;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tokens;
 mod value;
 mod write;
 

@@ -8,14 +8,14 @@ use redis::Value;
 use torch_core::{AgentId, TaskId, TaskState};
 use torch_store::{
     EventRecord, LeaseRecord, LogRecord, MemoryEntry, Snapshot, StoreError, TaskFilter, TaskPage,
-    TaskRecord, TokenRecord, codec,
+    TaskRecord, codec,
 };
 
 use crate::RedisStore;
 use crate::value::{array, opt_arg, opt_text, parse_u32, parse_u64, queued_row, text, tuple, uint};
 
 /// A flat `[field, value, …]` reply as a map.
-fn fields(what: &str, v: Value) -> Result<HashMap<String, String>, StoreError> {
+pub(crate) fn fields(what: &str, v: Value) -> Result<HashMap<String, String>, StoreError> {
     let items = array(what, v)?;
     let mut map = HashMap::with_capacity(items.len() / 2);
     let mut it = items.into_iter();
@@ -259,29 +259,6 @@ pub(super) async fn events(
 pub(super) async fn last_event_id(s: &RedisStore) -> Result<u64, StoreError> {
     let id: Option<String> = s.query(redis::cmd("GET").arg(s.keys.event_id())).await?;
     id.map_or(Ok(0), |id| parse_u64("last event id", &id))
-}
-
-pub(super) async fn find_token(
-    s: &RedisStore,
-    hash: String,
-) -> Result<Option<TokenRecord>, StoreError> {
-    let reply: Value = s
-        .query(redis::cmd("HGETALL").arg(s.keys.token(&hash)))
-        .await?;
-    let mut f = fields("token", reply)?;
-    if f.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(TokenRecord {
-        hash,
-        role: f.remove("role").unwrap_or_default(),
-        name: f.remove("name").unwrap_or_default(),
-        created_ms: parse_u64("token time", &f.remove("created").unwrap_or_default())?,
-    }))
-}
-
-pub(super) async fn count_tokens(s: &RedisStore, role: String) -> Result<u64, StoreError> {
-    s.query(redis::cmd("SCARD").arg(s.keys.tokens(&role))).await
 }
 
 pub(super) async fn get_meta(s: &RedisStore, key: String) -> Result<Option<String>, StoreError> {

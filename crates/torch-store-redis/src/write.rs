@@ -8,8 +8,7 @@ use torch_core::scheduler::QueuedTask;
 use torch_core::{AgentId, Backoff, EventKind, Evidence, Outcome, OutcomeKind, TaskId, TaskState};
 use torch_store::{
     AgentEvent, Cancelled, ClaimRefused, Effect, FenceCheck, Finish, FinishResult, Grant, Leased,
-    MemoryLimits, NewEvent, NewTask, Requeued, StoreError, Submitted, TASKS_FAILED, TokenRecord,
-    codec,
+    MemoryLimits, NewEvent, NewTask, Requeued, StoreError, Submitted, TASKS_FAILED, codec,
 };
 
 use crate::RedisStore;
@@ -562,18 +561,6 @@ pub(super) async fn agent_event(
 
 pub(super) async fn append_event(s: &RedisStore, ev: NewEvent, now: u64) -> Result<(), StoreError> {
     event(s, &ev, None, now).await
-}
-
-pub(super) async fn put_token(s: &RedisStore, token: TokenRecord) -> Result<(), StoreError> {
-    let args = [
-        "token".to_owned(),
-        token.hash,
-        token.role,
-        token.name,
-        token.created_ms.to_string(),
-    ];
-    s.eval(&SCRIPTS.small, token.created_ms, &args).await?;
-    Ok(())
 }
 
 pub(super) async fn init_meta(

@@ -429,16 +429,47 @@ pub enum AgentEvent {
 }
 
 /// A stored API token (hash only).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct TokenRecord {
     /// SHA-256 of the token, hex.
     pub hash: String,
-    /// `admin`, `submitter` or `agent`.
+    /// `admin`, `submitter`, `agent` or `node`.
     pub role: String,
     /// Label.
     pub name: String,
     /// When created.
     pub created_ms: u64,
+    /// The tenant a submitter token belongs to (none: every tenant).
+    pub tenant: Option<String>,
+    /// When it stops working (unix ms); never when unset.
+    pub expires_ms: Option<u64>,
+    /// When it was revoked (unix ms); the first revocation is kept.
+    pub revoked_ms: Option<u64>,
+    /// Last authenticated use (unix ms), recorded at most about once a
+    /// minute per token.
+    pub last_used_ms: Option<u64>,
+}
+
+/// Hex digits of the hash that make a token's public id.
+pub const TOKEN_ID_LEN: usize = 16;
+
+/// A token's public id from its hash: the first [`TOKEN_ID_LEN`] hex
+/// digits (the secret cannot be recovered from it).
+pub fn token_id(hash: &str) -> &str {
+    hash.get(..TOKEN_ID_LEN).unwrap_or(hash)
+}
+
+impl TokenRecord {
+    /// The token's public id ([`token_id`] of its hash).
+    pub fn id(&self) -> &str {
+        token_id(&self.hash)
+    }
+
+    /// Whether it authenticates at `now`: not revoked, not expired (an
+    /// expiry is exclusive: at `expires_ms` it no longer works).
+    pub fn is_live(&self, now: u64) -> bool {
+        self.revoked_ms.is_none() && self.expires_ms.is_none_or(|e| now < e)
+    }
 }
 
 /// One entry of an agent's key/value memory.

@@ -24,6 +24,10 @@ pub(crate) struct Cli {
     /// Log filter, e.g. `info` or `torch_hub=debug`. Env: TORCH_LOG.
     #[arg(long, global = true, env = "TORCH_LOG")]
     pub(crate) log: Option<String>,
+    /// CA certificate (PEM) a `https://` hub is verified with, instead of
+    /// the system's roots (agents, nodes, the CLI, tasks). Env: TORCH_CA_FILE.
+    #[arg(long, global = true, env = "TORCH_CA_FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) cmd: Command,
 }
@@ -210,6 +214,21 @@ pub(crate) struct ServeArgs {
     /// Write the hub's URL to this file once listening (useful with `--listen 127.0.0.1:0`).
     #[arg(long)]
     pub(crate) url_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM, the hub's first).
+    #[arg(long, requires = "tls_key", conflicts_with = "tls_self_signed")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a CA and certificate made in this directory on first
+    /// start (kept after): give its `ca.pem` to agents, nodes and the CLI
+    /// (`--ca-file`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) tls_self_signed: Option<PathBuf>,
+    /// With --tls-self-signed: another name or IP address the certificate is
+    /// valid for (besides localhost, 127.0.0.1 and ::1), repeatable.
+    #[arg(long = "tls-name", requires = "tls_self_signed")]
+    pub(crate) tls_names: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -466,7 +485,8 @@ pub(crate) struct NodeArgs {
     /// one that cannot be reached is skipped for the next. Env: TORCH_HUB.
     #[arg(long, env = "TORCH_HUB", default_value = "http://127.0.0.1:7700")]
     pub(crate) hub: String,
-    /// Agent (or admin) token; also handed to the agents it starts. Env: TORCH_TOKEN.
+    /// Node token (agent tokens still work; admin too); also handed to the
+    /// agents it starts. Env: TORCH_TOKEN.
     #[arg(long, env = "TORCH_TOKEN", hide_env_values = true)]
     pub(crate) token: String,
     /// Node name (default: the host name).
@@ -721,7 +741,7 @@ pub(crate) struct WatchArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokenCmd {
-    /// Create a token (needs an admin token).
+    /// Create a token (needs an admin token); prints the secret once.
     Create {
         #[command(flatten)]
         hub: HubArgs,
@@ -733,6 +753,30 @@ pub(crate) enum TokenCmd {
         /// Label for people and the audit trail.
         #[arg(long)]
         name: Option<String>,
+        /// The tenant the token belongs to (not for admin tokens).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Lifetime, e.g. `30d` or `12h` (default: until revoked).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens: id, name, role, tenant, created, last used, expires
+    /// (never the secret).
+    List {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Revoke a token by id: it stops working at once, and agents and nodes
+    /// connected with it are disconnected.
+    Revoke {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Token id (from `torch token list` or `token create --json`).
+        id: String,
     },
 }
 
@@ -742,6 +786,7 @@ pub(crate) enum RoleArg {
     Admin,
     Submitter,
     Agent,
+    Node,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,8 @@
 //! A small typed client for the hub's REST API.
 
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -12,6 +13,31 @@ use torch_api::rest::ErrorBody;
 use torch_core::EventKind;
 
 use crate::exit::{BAD_INPUT, DEADLOCK, ERROR, UNREACHABLE, WAIT_TIMEOUT, exit};
+
+/// How every client of this process verifies `https://` hubs: set once
+/// from `--ca-file` before any command runs.
+static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+
+/// Reads `--ca-file` (the system's roots without one) for every client.
+pub(crate) fn set_ca_file(ca_file: Option<PathBuf>) -> Result<()> {
+    if TLS.get().is_some() {
+        return Ok(());
+    }
+    let cfg = torch_tls::client_config(ca_file.as_deref())
+        .map_err(|e| exit(BAD_INPUT, format!("--ca-file: {e}")))?;
+    let _ = TLS.set(cfg);
+    Ok(())
+}
+
+/// The TLS configuration clients use (the system's roots if unset).
+fn tls() -> Result<rustls::ClientConfig> {
+    if TLS.get().is_none() {
+        set_ca_file(None)?;
+    }
+    TLS.get()
+        .map(|c| rustls::ClientConfig::clone(c))
+        .ok_or_else(|| exit(ERROR, "no TLS configuration"))
+}
 
 /// Talks to a hub with one token. Given several hubs (comma-separated, hubs
 /// sharing a store), a request that cannot connect to one goes to the next;
@@ -36,6 +62,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<Client> {
         let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls()?)
             .connect_timeout(Duration::from_secs(5))
             .timeout(timeout)
             .pool_max_idle_per_host(64);
@@ -93,6 +120,9 @@ impl Client {
                 Ok(resp) => {
                     self.current.store(at, Ordering::Relaxed);
                     break (url, resp);
+                }
+                Err(e) if let Some(why) = torch_tls::explain(&e) => {
+                    return Err(exit(ERROR, format!("cannot trust the hub at {url}: {why}")));
                 }
                 Err(e) if e.is_connect() && attempt + 1 < n => attempt += 1,
                 Err(e) if e.is_connect() || e.is_timeout() => {

@@ -42,6 +42,9 @@ pub(crate) struct Config {
     /// `[[alerts]]`: alert rules, added to the defaults (a rule named like a
     /// default replaces it).
     pub(crate) alerts: Vec<torch_core::alerts::AlertRule>,
+    /// TLS of `torch serve` (from its flags, never from the file).
+    #[serde(skip)]
+    pub(crate) tls: ServeTls,
 }
 
 /// `[collaboration]`: limits on direct messages between agents. The hub
@@ -154,6 +157,15 @@ impl Default for AlertingSection {
             capacity_window: d.capacity_window,
         }
     }
+}
+
+/// How `torch serve` speaks TLS (`--tls-cert`/`--tls-key` or `--tls-self-signed`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ServeTls {
+    /// The server configuration; `None` serves plain HTTP.
+    pub(crate) server: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The CA the hub's own node and its forwarding to other hubs trust.
+    pub(crate) ca_file: Option<std::path::PathBuf>,
 }
 
 /// `[lifecycle]`.

@@ -150,7 +150,12 @@ async fn start_with<S: torch_store::Store>(
         .await
         .with_context(|| format!("binding {listen} (is another hub running? use --listen)"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let url = format!("http://{addr}");
+    let scheme = if cfg.tls.server.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{addr}");
     let want_node = cfg.lifecycle.local_node && !hub_cfg.lifecycle.templates.is_empty();
     let hub = Hub::start(hub_cfg, store, None)
         .await
@@ -166,7 +171,7 @@ async fn start_with<S: torch_store::Store>(
     }
     let local_node = if want_node {
         Some(
-            hub.create_token("agent", "local node")
+            hub.create_token("node", "local node")
                 .await
                 .context("storing the local node's token")?,
         )
@@ -175,7 +180,13 @@ async fn start_with<S: torch_store::Store>(
     };
     let shutdown = CancellationToken::new();
     let sd = shutdown.clone();
-    let handle = tokio::spawn(async move { hub.serve(listener, sd).await });
+    let tls = cfg.tls.server.clone();
+    let handle = tokio::spawn(async move {
+        match tls {
+            Some(tls) => hub.serve_tls(listener, tls, sd).await,
+            None => hub.serve(listener, sd).await,
+        }
+    });
     let node = match local_node {
         Some(token) => Some(start_local_node(
             cfg,
@@ -209,6 +220,7 @@ fn start_local_node(
     let host = hostname();
     let mut nc = torch_agent::node::NodeConfig::new(url, token, format!("{host}-local"), exe);
     nc.max_agents = cfg.lifecycle.local_node_max_agents;
+    nc.ca_file = cfg.tls.ca_file.clone();
     nc.work_root = data_dir.join("agents");
     nc.log_dir = Some(data_dir.join("logs"));
     std::fs::create_dir_all(data_dir.join("logs"))

@@ -17,9 +17,12 @@ pub struct NodeConfig {
     /// Base URL of the hub, e.g. `http://127.0.0.1:7700`. The node connects
     /// to `{hub_url}/api/v1/node/ws` and hands the same URL to its agents.
     pub hub_url: String,
-    /// Agent-role token: authenticates the node and is handed to every agent
+    /// Node-role token (agent tokens work too): authenticates the node and is handed to every agent
     /// it starts (in the agent's environment, never on its command line).
     pub token: String,
+    /// CA certificate (PEM) a `https://` hub is verified with, instead of
+    /// the system's roots; passed on to the agents it starts (`--ca-file`).
+    pub ca_file: Option<PathBuf>,
     /// Node name; the hub identifies the node by it.
     pub name: String,
     /// Most agent processes alive at once (at least 1); spawn orders past it
@@ -49,6 +52,7 @@ impl NodeConfig {
         NodeConfig {
             hub_url: hub_url.into(),
             token: token.into(),
+            ca_file: None,
             name: name.into(),
             max_agents: DEFAULT_MAX_AGENTS,
             torch_exe: torch_exe.into(),
@@ -118,6 +122,6 @@ mod tests {
             check(|c| c.torch_exe = "/nonexistent/torch".into()),
             "torch_exe"
         );
-        assert_eq!(check(|c| c.hub_url = "https://h:1".into()), "hub_url");
+        assert_eq!(check(|c| c.hub_url = "ftp://h:1".into()), "hub_url");
     }
 }

@@ -6,6 +6,7 @@
 //! a signal sent from the watcher can never hit a recycled pid.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -164,6 +165,12 @@ impl Procs {
             .arg(&order.name)
             .arg("--work-dir")
             .arg(&workdir)
+            .args(
+                self.cfg
+                    .ca_file
+                    .iter()
+                    .flat_map(|ca| [OsStr::new("--ca-file"), ca.as_os_str()]),
+            )
             .args(&self.cfg.extra_agent_args)
             // In the environment, not on the command line, where `ps` shows it.
             .env(ENV_TOKEN, &self.cfg.token)

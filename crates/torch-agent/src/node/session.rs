@@ -72,6 +72,7 @@ pub async fn run_node(cfg: NodeConfig, shutdown: CancellationToken) -> Result<()
     let (exits_tx, mut exits) = mpsc::channel(capacity);
     info!(name = %cfg.name, max_agents = cfg.max_agents, hubs = %urls.join(","), "node starting");
     let token = cfg.token.clone();
+    let tls = crate::config::tls(cfg.ca_file.as_deref())?;
     let mut node = Node {
         name: cfg.name.clone(),
         max_agents: cfg.max_agents,
@@ -82,7 +83,7 @@ pub async fn run_node(cfg: NodeConfig, shutdown: CancellationToken) -> Result<()
         sandbox: crate::confine::probe_machine(),
     };
 
-    let dialer = Dialer::new(urls, "node/ws");
+    let dialer = Dialer::new(urls, "node/ws", tls);
     let result = reconnect::run(&mut node, &mut exits, dialer, &token, &shutdown).await;
     match &result {
         Ok(()) => info!("node stopped"),

@@ -153,10 +153,27 @@ pub(crate) async fn node_ws<S: Store>(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    authorize(&shared, &headers, Need::Agent).await?;
+    let Caller::Token {
+        hash,
+        role,
+        expires_ms,
+        ..
+    } = authorize(&shared, &headers, Need::Node).await?
+    else {
+        return Err(ApiError::forbidden(
+            "a node session needs a node or admin token",
+        ));
+    };
+    if role == torch_api::rest::Role::Agent {
+        tracing::warn!(
+            token = %torch_store::token_id(&hash),
+            "a node connected with an agent token; create a node token (`torch token create --role node`)"
+        );
+    }
+    let watch = shared.auth.watch(hash, expires_ms, shared.now_ms());
     Ok(ws
         .max_message_size(16 << 20)
-        .on_upgrade(move |socket| crate::lifecycle::node_session(shared, socket)))
+        .on_upgrade(move |socket| crate::lifecycle::node_session(shared, socket, watch)))
 }
 
 /// The managed-agent facts for `GET /api/v1/agents`.

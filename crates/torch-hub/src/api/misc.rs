@@ -1,4 +1,4 @@
-//! Health, stats, agents, events, tokens and the agent WebSocket upgrade.
+//! Health, stats, agents, events and the agent WebSocket upgrade.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +9,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use torch_api::rest::{
-    AgentList, CreateTokenRequest, CreateTokenResponse, EventPage, EventPayload, EventView, Health,
-};
-use torch_store::{Store, TokenRecord};
+use torch_api::rest::{AgentList, EventPage, EventPayload, EventView, Health};
+use torch_store::Store;
 
 use super::{ApiError, Need, ask_engine, authorize};
-use crate::auth::{Caller, generate_token, hash_token};
+use crate::auth::Caller;
 
 use crate::hub::Shared;
 use crate::stats::StatsView;
@@ -151,51 +149,25 @@ pub(crate) fn stream_list(param: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-/// `POST /api/v1/tokens` (admin).
-pub(crate) async fn create_token<S: Store>(
-    State(shared): St<S>,
-    headers: HeaderMap,
-    body: Result<Json<CreateTokenRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<CreateTokenResponse>), ApiError> {
-    authorize(&shared, &headers, Need::Admin).await?;
-    let Json(req) = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
-    let token = generate_token();
-    let name = req
-        .name
-        .unwrap_or_else(|| format!("{} token", req.role.as_str()));
-    shared
-        .store
-        .put_token(TokenRecord {
-            hash: hash_token(&token),
-            role: req.role.as_str().into(),
-            name: name.clone(),
-            created_ms: shared.now_ms(),
-        })
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreateTokenResponse {
-            token,
-            role: req.role,
-            name,
-        }),
-    ))
-}
-
-/// `GET /api/v1/agent/ws`: upgrade to the agent protocol (agent or admin token).
+/// `GET /api/v1/agent/ws`: upgrade to the agent protocol (agent, node or
+/// admin token). The session ends when the token is revoked or expires.
 pub(crate) async fn agent_ws<S: Store>(
     State(shared): St<S>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let Caller::Token { hash, .. } = authorize(&shared, &headers, Need::Agent).await? else {
+    let Caller::Token {
+        hash, expires_ms, ..
+    } = authorize(&shared, &headers, Need::Agent).await?
+    else {
         return Err(ApiError::forbidden(
-            "an agent session needs an agent or admin token",
+            "an agent session needs an agent, node or admin token",
         ));
     };
+    let watch = shared.auth.watch(hash.clone(), expires_ms, shared.now_ms());
     Ok(ws
         .max_message_size(64 << 20)
-        .on_upgrade(move |socket| crate::session::run(shared, socket, hash)))
+        .on_upgrade(move |socket| crate::session::run(shared, socket, hash, watch)))
 }
 
 /// A known route called with the wrong method.

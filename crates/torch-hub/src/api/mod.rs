@@ -11,6 +11,9 @@ pub(crate) mod routes;
 mod tasks;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tokens;
+mod tokens;
 mod ui;
 mod views;
 
@@ -23,7 +26,7 @@ use torch_store::Store;
 
 pub(crate) use error::ApiError;
 
-use crate::auth::{Caller, bearer, hash_token, parse_role};
+use crate::auth::{Caller, bearer, hash_token};
 use crate::hub::Shared;
 
 /// Builds the router (see [`routes`]).
@@ -38,8 +41,11 @@ pub(crate) enum Need {
     Submit,
     /// admin only
     Admin,
-    /// admin or agent
+    /// admin, agent, or node (the agents a node starts carry its token)
     Agent,
+    /// admin or node; agent tokens too, as nodes used them before the node
+    /// role existed
+    Node,
     /// a task-scoped token
     Task,
     /// admin or submitter, or a task-scoped token (from inside a task)
@@ -65,21 +71,7 @@ pub(crate) async fn authorize<S: Store>(
             None => return Err(ApiError::unauthorized("invalid task token")),
         }
     } else {
-        let hash = hash_token(token);
-        let found = match shared.auth.tokens.get(&hash) {
-            Some(v) => Some(v),
-            None => match shared.store.find_token(hash.clone()).await? {
-                Some(rec) => parse_role(&rec.role).map(|role| {
-                    shared.auth.tokens.put(hash.clone(), role, rec.name.clone());
-                    (role, rec.name)
-                }),
-                None => None,
-            },
-        };
-        match found {
-            Some((role, name)) => Caller::Token { role, name, hash },
-            None => return Err(ApiError::unauthorized("unknown token")),
-        }
+        api_token(shared, token).await?
     };
     let allowed = matches!(
         (&caller, need),
@@ -88,7 +80,7 @@ pub(crate) async fn authorize<S: Store>(
                 role: Role::Admin,
                 ..
             },
-            Need::Submit | Need::Admin | Need::Agent | Need::SubmitOrTask | Need::Peer
+            Need::Submit | Need::Admin | Need::Agent | Need::Node | Need::SubmitOrTask | Need::Peer
         ) | (
             Caller::Token {
                 role: Role::Submitter,
@@ -97,10 +89,10 @@ pub(crate) async fn authorize<S: Store>(
             Need::Submit | Need::SubmitOrTask | Need::Peer
         ) | (
             Caller::Token {
-                role: Role::Agent,
+                role: Role::Agent | Role::Node,
                 ..
             },
-            Need::Agent | Need::Peer
+            Need::Agent | Need::Node | Need::Peer
         ) | (
             Caller::Task { .. },
             Need::Task | Need::SubmitOrTask | Need::Peer
@@ -116,7 +108,8 @@ pub(crate) async fn authorize<S: Store>(
         let want = match need {
             Need::Submit => "admin or submitter",
             Need::Admin => "admin",
-            Need::Agent => "admin or agent",
+            Need::Agent => "admin, agent or node",
+            Need::Node => "admin or node (or agent)",
             Need::Task => "a task-scoped token (TORCH_TASK_TOKEN inside a task)",
             Need::SubmitOrTask => "admin, submitter or a task-scoped token",
             Need::Peer => "any valid token",
@@ -130,6 +123,56 @@ pub(crate) async fn authorize<S: Store>(
             "{article} {role} token cannot do this; it needs {want}"
         )))
     }
+}
+
+/// Authenticates an API token: known, not revoked, not expired, within
+/// its rate; records its use about once a minute.
+async fn api_token<S: Store>(shared: &Shared<S>, token: &str) -> Result<Caller, ApiError> {
+    let hash = hash_token(token);
+    let Some(known) = shared.auth.tokens.lookup(&*shared.store, &hash).await? else {
+        return Err(ApiError::unauthorized("unknown token"));
+    };
+    let now = shared.now_ms();
+    if known.revoked_ms.is_some() {
+        return Err(ApiError::unauthorized(format!(
+            "token {} ({}) was revoked; ask an admin for a new one",
+            torch_store::token_id(&hash),
+            known.name
+        )));
+    }
+    if known.expires_ms.is_some_and(|e| now >= e) {
+        return Err(ApiError::unauthorized(format!(
+            "token {} ({}) has expired; ask an admin for a new one",
+            torch_store::token_id(&hash),
+            known.name
+        )));
+    }
+    if let Err(wait) = shared.auth.rates.check(&hash) {
+        let mut e = ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "this token is over its request rate ({}/s, bursts of {}); retry after {} ms",
+                shared.cfg.token_rate_limit,
+                shared.cfg.token_rate_burst.max(shared.cfg.token_rate_limit),
+                wait.as_millis()
+            ),
+        );
+        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        return Err(e);
+    }
+    if shared.auth.tokens.due_touch(&hash, now)
+        && let Err(e) = shared.store.touch_token(hash.clone(), now).await
+    {
+        tracing::debug!(error = %e, "could not record a token's use");
+    }
+    Ok(Caller::Token {
+        role: known.role,
+        name: known.name,
+        hash,
+        tenant: known.tenant,
+        expires_ms: known.expires_ms,
+    })
 }
 
 /// Asks the engine something and waits for the answer; 503 when it is gone.

@@ -13,7 +13,7 @@ use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use torch_store::Store;
 
-use super::{help, lifecycle, locks, messages, misc, observe, tasks, ui};
+use super::{help, lifecycle, locks, messages, misc, observe, tasks, tokens, ui};
 use crate::hub::Shared;
 use crate::leader::{Leader, forward};
 
@@ -121,7 +121,14 @@ fn register<S: Store>(r: &mut Routes<S>) {
     r.add(Get, "/api/v1/events/stream", Any, ui::event_stream::<S>);
     r.add(Get, "/", Any, ui::index::<S>);
     r.add(Get, "/ui/{file}", Any, ui::asset::<S>);
-    r.add(Post, "/api/v1/tokens", Forward, misc::create_token::<S>);
+    r.add(Post, "/api/v1/tokens", Forward, tokens::create::<S>);
+    r.add(Get, "/api/v1/tokens", Any, tokens::list::<S>);
+    r.add(
+        Post,
+        "/api/v1/tokens/{id}/revoke",
+        Forward,
+        tokens::revoke::<S>,
+    );
     r.add(Get, "/api/v1/agent/ws", Redirect, misc::agent_ws::<S>);
     r.add(Post, "/api/v1/agents/spawn", Forward, lifecycle::spawn::<S>);
     r.add(

@@ -66,8 +66,17 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// A hub that leads from the start (`leader`, the embedded store) or
-    /// follows until it wins an election.
-    pub(crate) fn new(leader: bool) -> Result<Cluster, HubError> {
+    /// follows until it wins an election; `tls` verifies `https://` leaders.
+    pub(crate) fn new(
+        leader: bool,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Cluster, HubError> {
+        let tls = match tls {
+            Some(t) => t,
+            None => {
+                torch_tls::client_config(None).map_err(|e| HubError::Config(format!("tls: {e}")))?
+            }
+        };
         let role = if leader {
             Role::Leader { fence: 1 }
         } else {
@@ -80,6 +89,7 @@ impl Cluster {
             // submission can be handed off instead of waiting; an answer
             // may take long (a large batch).
             proxy: reqwest::Client::builder()
+                .tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(Duration::from_secs(120))
                 .build()

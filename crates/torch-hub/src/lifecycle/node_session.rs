@@ -13,6 +13,7 @@ use torch_store::Store;
 use tracing::{info, warn};
 
 use super::LifeCmd;
+use crate::auth::TokenWatch;
 use crate::hub::Shared;
 use crate::session::{encode, first_frame};
 
@@ -40,8 +41,13 @@ async fn refuse(socket: &mut WebSocket, code: &str, message: String) {
         .await;
 }
 
-/// Runs a node session until the node disconnects or the hub stops.
-pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket) {
+/// Runs a node session until the node disconnects, the hub stops, or the
+/// token is revoked or expires (`watch`; the node is told `unauthorized`).
+pub(crate) async fn run<S: Store>(
+    shared: Arc<Shared<S>>,
+    mut socket: WebSocket,
+    mut watch: TokenWatch,
+) {
     let hello = match read_hello(&mut socket).await {
         Ok(h) => h,
         Err(msg) => return refuse(&mut socket, "bad_hello", msg).await,
@@ -108,6 +114,16 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, mut socket: WebSocket)
                 if socket.send(encode(&batch)).await.is_err() {
                     break;
                 }
+            }
+            end = watch.ended() => {
+                let refusal = HubToNode::Error {
+                    code: "unauthorized".into(),
+                    message: end.message().into(),
+                };
+                let _ = socket.send(encode(&[refusal])).await;
+                let _ = socket.send(Message::Close(None)).await;
+                info!(node = %node, reason = end.message(), "node session closed");
+                break;
             }
             _ = shutdown.cancelled() => break,
         }

@@ -278,6 +278,7 @@ pub async fn tokens_and_meta(h: &impl Harness) {
         role: role.into(),
         name: format!("{role} token"),
         created_ms: NOW,
+        ..TokenRecord::default()
     };
     s.put_token(tok("h1", "admin")).await.expect("put");
     s.put_token(tok("h2", "agent")).await.expect("put");

@@ -50,6 +50,7 @@ pub mod relay;
 pub mod retention;
 pub mod routing;
 pub mod submit;
+pub mod tokens;
 
 use std::time::Duration;
 
@@ -83,6 +84,7 @@ macro_rules! every_case {
             misc::list_filters,
             misc::list_leased_states,
             misc::tokens_and_meta,
+            tokens::token_lifecycle,
             routing::routing_round_trips,
             routing::plain_task_keeps_tenant,
             routing::failed_agents_accumulate,

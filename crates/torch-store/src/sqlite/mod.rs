@@ -34,6 +34,7 @@ mod relay;
 pub(crate) mod rows;
 mod schema;
 mod submit;
+mod tokens;
 mod writer;
 
 use std::path::Path;
@@ -238,15 +239,35 @@ impl EventLog for SqliteStore {
 
 impl TokenStore for SqliteStore {
     async fn put_token(&self, token: TokenRecord) -> Result<(), StoreError> {
-        self.writer.call(move |tx| ops::put_token(tx, token)).await
+        self.writer
+            .call(move |tx| tokens::put_token(tx, token))
+            .await
     }
 
     async fn find_token(&self, hash: String) -> Result<Option<TokenRecord>, StoreError> {
-        self.readers.run(move |c| read::find_token(c, hash)).await
+        self.readers.run(move |c| tokens::find_token(c, hash)).await
     }
 
     async fn count_tokens(&self, role: String) -> Result<u64, StoreError> {
-        self.readers.run(move |c| read::count_tokens(c, role)).await
+        self.readers
+            .run(move |c| tokens::count_tokens(c, role))
+            .await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.readers.run(tokens::list_tokens).await
+    }
+
+    async fn revoke_token(&self, id: String, now: u64) -> Result<Option<TokenRecord>, StoreError> {
+        self.writer
+            .call(move |tx| tokens::revoke_token(tx, id, now))
+            .await
+    }
+
+    async fn touch_token(&self, hash: String, now: u64) -> Result<(), StoreError> {
+        self.writer
+            .call(move |tx| tokens::touch_token(tx, hash, now))
+            .await
     }
 }
 

@@ -11,7 +11,6 @@ use super::writer::Tx;
 use crate::codec;
 use crate::{
     AgentEvent, ClaimRefused, FenceCheck, Grant, Leased, MemoryLimits, NewEvent, StoreError,
-    TokenRecord,
 };
 
 pub(crate) fn assign(
@@ -221,19 +220,6 @@ pub(crate) fn agent_event(tx: &mut Tx<'_>, event: AgentEvent, now: u64) -> Resul
 
 pub(crate) fn append_event(tx: &mut Tx<'_>, event: NewEvent, now: u64) -> Result<(), StoreError> {
     put_event(tx.conn, event, now)
-}
-
-pub(crate) fn put_token(tx: &mut Tx<'_>, token: TokenRecord) -> Result<(), StoreError> {
-    let mut st = tx.conn.prepare_cached(
-        "INSERT OR REPLACE INTO tokens (hash, role, name, created_ms) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    st.execute(params![
-        token.hash,
-        token.role,
-        token.name,
-        to_i64(token.created_ms)
-    ])?;
-    Ok(())
 }
 
 pub(crate) fn init_meta(tx: &mut Tx<'_>, key: String, value: String) -> Result<String, StoreError> {

@@ -14,7 +14,7 @@ use super::schema;
 use crate::codec;
 use crate::{
     EventRecord, LeaseRecord, LogRecord, MemoryEntry, Snapshot, StoreError, TaskFilter, TaskPage,
-    TaskRecord, TokenRecord,
+    TaskRecord,
 };
 
 /// Idle read connections kept open.
@@ -250,33 +250,6 @@ pub(crate) fn last_event_id(conn: &Connection) -> Result<u64, StoreError> {
         .prepare_cached("SELECT coalesce(max(id), 0) FROM events")?
         .query_row([], |r| r.get(0))?;
     to_u64(id)
-}
-
-pub(crate) fn find_token(
-    conn: &Connection,
-    hash: String,
-) -> Result<Option<TokenRecord>, StoreError> {
-    let mut st =
-        conn.prepare_cached("SELECT role, name, created_ms FROM tokens WHERE hash = ?1")?;
-    let row: Option<(String, String, i64)> = st
-        .query_row([&hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    row.map(|(role, name, created)| {
-        Ok(TokenRecord {
-            hash,
-            role,
-            name,
-            created_ms: to_u64(created)?,
-        })
-    })
-    .transpose()
-}
-
-pub(crate) fn count_tokens(conn: &Connection, role: String) -> Result<u64, StoreError> {
-    let n: i64 = conn
-        .prepare_cached("SELECT count(*) FROM tokens WHERE role = ?1")?
-        .query_row([role], |r| r.get(0))?;
-    to_u64(n)
 }
 
 pub(crate) fn get_meta(conn: &Connection, key: String) -> Result<Option<String>, StoreError> {

@@ -20,7 +20,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 96;
 
 /// Migration scripts; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// Version 1: tasks, their dependencies and labels, logs, events, tokens,
 /// metadata, counters and agents.
@@ -212,6 +212,15 @@ CREATE TABLE relay_messages (
 );
 CREATE INDEX relay_by_recipient ON relay_messages (to_agent, urgent DESC, seq);
 CREATE INDEX relay_by_expiry ON relay_messages (expires_ms);
+";
+
+/// Version 7: the token lifecycle: a submitter token's tenant, expiry,
+/// revocation and last use (all NULL for tokens made before).
+const V7: &str = "
+ALTER TABLE tokens ADD COLUMN tenant TEXT;
+ALTER TABLE tokens ADD COLUMN expires_ms INTEGER;
+ALTER TABLE tokens ADD COLUMN revoked_ms INTEGER;
+ALTER TABLE tokens ADD COLUMN last_used_ms INTEGER;
 ";
 
 /// Opens the writer connection: creates the file (and its directory), sets

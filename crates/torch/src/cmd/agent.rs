@@ -20,7 +20,11 @@ use crate::local::shutdown_signal;
 const DEFAULT_SKILLS: &str = "sh";
 const DEFAULT_SLOTS: u32 = 4;
 
-pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
+pub(crate) async fn run(
+    cfg: Config,
+    args: AgentArgs,
+    ca_file: Option<std::path::PathBuf>,
+) -> Result<()> {
     if args.check_sandbox {
         return check_sandbox(args.json);
     }
@@ -55,6 +59,7 @@ pub(crate) async fn run(cfg: Config, args: AgentArgs) -> Result<()> {
     std::fs::create_dir_all(&work_root)
         .with_context(|| format!("creating work dir {}", work_root.display()))?;
     let mut ac = torch_agent::AgentConfig::new(args.hub, token, name);
+    ac.ca_file = ca_file;
     ac.env_allowlist = cfg.agent.env_allowlist;
     ac.sandbox = policy;
     const LAYERS: [&str; 6] = ["files", "network", "memory", "pids", "cpu", "syscalls"];

@@ -174,6 +174,8 @@ pub(crate) async fn measure(args: &CollabBenchArgs) -> Result<Value> {
                 &CreateTokenRequest {
                     role: Role::Submitter,
                     name: Some(format!("bench-client-{i}")),
+                    tenant: None,
+                    expires_in_ms: None,
                 },
             )
             .await?;
@@ -208,6 +210,8 @@ pub(crate) async fn measure(args: &CollabBenchArgs) -> Result<Value> {
                         &CreateTokenRequest {
                             role: Role::Submitter,
                             name: Some(format!("ring{n}-party-{i}")),
+                            tenant: None,
+                            expires_in_ms: None,
                         },
                     )
                     .await?;

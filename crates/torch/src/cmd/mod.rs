@@ -37,10 +37,12 @@ use crate::config;
 /// Runs the parsed command.
 pub(crate) async fn run(cli: Cli) -> Result<()> {
     let cfg_path = cli.config.clone();
+    let ca_file = cli.ca_file.clone();
+    crate::client::set_ca_file(ca_file.clone())?;
     let load = || config::load(cfg_path.as_deref());
     match cli.cmd {
-        Command::Serve(a) => serve::run(load()?, a).await,
-        Command::Agent(a) => agent::run(load()?, a).await,
+        Command::Serve(a) => serve::run(load()?, a, ca_file).await,
+        Command::Agent(a) => agent::run(load()?, a, ca_file).await,
         Command::Up(a) => up::run(load()?, a, cfg_path.clone()).await,
         Command::Submit(a) => submit::run(a).await,
         Command::Tasks { cmd } => match cmd {
@@ -72,7 +74,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             AgentsCmd::Nodes { hub, out } => lifecycle::nodes(hub, out).await,
             AgentsCmd::Drain { hub, id, reason } => lifecycle::drain(hub, id, reason).await,
         },
-        Command::Node(a) => node::run(a).await,
+        Command::Node(a) => node::run(a, ca_file).await,
         Command::Templates { cmd } => match cmd {
             TemplatesCmd::List { out } => lifecycle::templates_list(&load()?, out),
             TemplatesCmd::Check { files, no_run } => lifecycle::templates_check(&files, !no_run),
@@ -95,7 +97,19 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 out,
                 role,
                 name,
-            } => token::create(hub, out, role, name).await,
+                tenant,
+                expires,
+            } => {
+                let args = token::CreateArgs {
+                    role,
+                    name,
+                    tenant,
+                    expires,
+                };
+                token::create(hub, out, args).await
+            }
+            TokenCmd::List { hub, out } => token::list(hub, out).await,
+            TokenCmd::Revoke { hub, out, id } => token::revoke(hub, out, id).await,
         },
         Command::Progress(a) => progress::run(a).await,
         Command::Validate(a) => validate::run(a),

@@ -7,10 +7,11 @@ use crate::cli::NodeArgs;
 use crate::exit::{ERROR, exit};
 use crate::local::{hostname, shutdown_signal};
 
-pub(crate) async fn run(args: NodeArgs) -> Result<()> {
+pub(crate) async fn run(args: NodeArgs, ca_file: Option<std::path::PathBuf>) -> Result<()> {
     let exe = std::env::current_exe().context("locating the torch binary")?;
     let name = args.name.unwrap_or_else(hostname);
     let mut nc = torch_agent::node::NodeConfig::new(args.hub, args.token, name, exe);
+    nc.ca_file = ca_file;
     nc.max_agents = args.max_agents;
     let root = match args.work_dir {
         Some(d) => d,

@@ -210,6 +210,8 @@ pub(crate) struct Hub {
     dir: PathBuf,
     listen: String,
     env: Vec<(String, String)>,
+    /// Extra `torch serve` arguments.
+    args: Vec<String>,
     tag: String,
 }
 
@@ -224,8 +226,18 @@ impl Hub {
         Self::start_listen(dir, &format!("127.0.0.1:{}", free_port()), env)
     }
 
+    /// Starts a hub on an ephemeral port with extra `torch serve` arguments.
+    pub(crate) fn start_args(dir: &TestDir, args: &[&str]) -> Hub {
+        Self::start_full(dir, "127.0.0.1:0", &[], args)
+    }
+
     fn start_listen(dir: &TestDir, listen: &str, env: &[(&str, &str)]) -> Hub {
+        Self::start_full(dir, listen, env, &[])
+    }
+
+    fn start_full(dir: &TestDir, listen: &str, env: &[(&str, &str)], args: &[&str]) -> Hub {
         let mut hub = Hub {
+            args: args.iter().map(|a| a.to_string()).collect(),
             url: String::new(),
             admin: String::new(),
             child: None,
@@ -261,6 +273,7 @@ impl Hub {
             .arg(&url_file)
             .arg("--admin-token-file")
             .arg(self.dir.join("admin.token"))
+            .args(&self.args)
             .current_dir(&self.dir)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -356,19 +369,29 @@ impl Agent {
         skills: &str,
         slots: u32,
     ) -> Agent {
-        // Tests hand tasks an `out` dir in the test dir (`$OUT`) to leave
-        // evidence in: outside the work dir, so the sandbox must allow it.
+        Self::start_env(dir, hub, token, name, skills, slots, &[])
+    }
+
+    /// The `torch agent` arguments that let tasks write the test dir's
+    /// `out` dir (`$OUT`): outside the work dir, so the sandbox must allow it.
+    fn out_args(dir: &TestDir) -> Vec<String> {
         let out = dir.subdir("out");
-        let out = out.to_string_lossy();
-        Self::start_args(
-            dir,
-            hub,
-            token,
-            name,
-            skills,
-            slots,
-            &["--sandbox-write", &out],
-        )
+        vec!["--sandbox-write".into(), out.to_string_lossy().into_owned()]
+    }
+
+    /// [`Agent::start`] with extra environment variables.
+    pub(crate) fn start_env(
+        dir: &TestDir,
+        hub: &str,
+        token: &str,
+        name: &str,
+        skills: &str,
+        slots: u32,
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let out = Self::out_args(dir);
+        let out: Vec<&str> = out.iter().map(String::as_str).collect();
+        Self::start_full(dir, hub, token, name, skills, slots, &out, env)
     }
 
     /// [`Agent::start`] with extra `torch agent` arguments.
@@ -380,6 +403,21 @@ impl Agent {
         skills: &str,
         slots: u32,
         extra: &[&str],
+    ) -> Agent {
+        Self::start_full(dir, hub, token, name, skills, slots, extra, &[])
+    }
+
+    /// `torch agent` with extra arguments and environment variables.
+    #[allow(clippy::too_many_arguments)]
+    fn start_full(
+        dir: &TestDir,
+        hub: &str,
+        token: &str,
+        name: &str,
+        skills: &str,
+        slots: u32,
+        extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Agent {
         let log = dir.join(&format!("agent-{name}.log"));
         let mut cmd = Command::new(TORCH);
@@ -397,6 +435,7 @@ impl Agent {
             .arg(dir.subdir(&format!("work-{name}")))
             .args(extra)
             .env("TORCH_TOKEN", token)
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log_file(&log))
@@ -408,6 +447,14 @@ impl Agent {
 
     pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Its exit code once it has exited (reaped), `None` while it runs.
+    pub(crate) fn exited(&mut self) -> Option<i32> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.code().unwrap_or(-1)),
+            _ => None,
+        }
     }
 
     /// Sends `sig` to the agent process only (not its group).

@@ -25,4 +25,6 @@ mod retention;
 mod routing;
 mod sandbox;
 mod scheduling;
+mod tls;
+mod tokens;
 mod top;
