@@ -38,6 +38,9 @@ use crate::writer::Outq;
 /// group), reported as failed ("agent shutting down") when connected, and the
 /// socket is closed.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    // The build's one TLS crypto provider (ring), for every HTTP client made
+    // with reqwest's `rustls-no-provider`; installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Not dumpable: a task of the same user cannot read the agent's memory
     // or environment (its token) through /proc without CAP_SYS_PTRACE.
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {

@@ -74,6 +74,9 @@ impl<S: Store> Hub<S> {
         bootstrap_admin: Option<String>,
         clock: Clock,
     ) -> Result<Hub<S>, HubError> {
+        // The build's one TLS crypto provider (ring), for every HTTP client made
+        // with reqwest's `rustls-no-provider`; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         cfg.validate().map_err(HubError::Config)?;
         let store = Arc::new(store);
         let secret = store

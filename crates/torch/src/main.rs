@@ -41,6 +41,9 @@ fn init_logging(filter: Option<&str>, default: &str) {
 }
 
 fn main() -> ExitCode {
+    // The build's one TLS crypto provider (ring), for every HTTP client made
+    // with reqwest's `rustls-no-provider`; installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     if let Command::Supervise { args } = cli.cmd {
         let code = torch_agent::supervise_main(args);

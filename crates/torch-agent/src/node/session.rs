@@ -51,6 +51,9 @@ type NodeQ = Outq<NodeMessage>;
 /// (no `unsafe`): a node killed with SIGKILL leaves its agents running.
 #[instrument(skip_all, fields(node = %cfg.name))]
 pub async fn run_node(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    // The build's one TLS crypto provider (ring), for every HTTP client made
+    // with reqwest's `rustls-no-provider`; installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let urls = cfg.validate()?;
     for url in &urls {
         request(url, &cfg.token)?;
