@@ -13,7 +13,7 @@ use tracing::{info, instrument, warn};
 use torch_api::ENV_HUB_SOCKET;
 use torch_api::ws::{Assignment, FinishReport, HeldTask, ProgressReport, TaskLogs};
 use torch_core::lifecycle::{Executor, OutputFormat, Placeholders, PromptVia, SandboxLimits};
-use torch_core::sandbox::{Requirement, SandboxPolicy};
+use torch_core::sandbox::{FilesPolicy, Requirement, SandboxPolicy};
 use torch_core::{Evidence, Outcome, OutcomeKind};
 
 use crate::activity;
@@ -263,6 +263,11 @@ async fn attempt(
 
     let started = Instant::now();
     let confined = confine(ctx, a, workdir, &mut env).await?;
+    // An executor that gives its CLI a temp dir of its own (Claude Code's,
+    // under the agent's home) keeps it over the sandbox's `.tmp`.
+    if let Some(own) = launch.env.iter().find(|(k, _)| k == "TMPDIR") {
+        env.push(own.clone());
+    }
     let (mut plan, _hub_socket) = match confined {
         Some((plan, socket)) => (Some(plan), socket),
         None => (None, None),
@@ -521,7 +526,12 @@ async fn confine(
     tokio::fs::create_dir_all(&tmpdir)
         .await
         .map_err(|e| not_run(format!("cannot create {}: {e}", tmpdir.display())))?;
-    env.push(("TMPDIR".into(), tmpdir.clone().into_os_string()));
+    // With files confined, the work dir's `.tmp` is the only place the task
+    // can write temp files; unconfined (an LLM CLI template's `files =
+    // "off"`), it keeps the agent's TMPDIR (Codex's sandbox shares one).
+    if policy.files() != FilesPolicy::Off {
+        env.push(("TMPDIR".into(), tmpdir.clone().into_os_string()));
+    }
     let limits = task_limits(&ctx.limits, a.sandbox.as_ref());
     let paths = Paths {
         workdir,

@@ -195,7 +195,13 @@ pub(crate) fn plan(
     } else {
         cpu_parts.join("+")
     };
-    let syscalls = if probe.seccomp {
+    let syscalls = if policy.files() == FilesPolicy::Off {
+        // `files = "off"` is an agent CLI that brings its own sandbox (Codex
+        // runs its commands under bubblewrap, which needs the user
+        // namespaces and mounts the filter denies): its syscalls are left
+        // to it, and the evidence says `off`.
+        "off".to_string()
+    } else if probe.seccomp {
         flag(&mut args, "--seccomp", None);
         "seccomp".to_string()
     } else {

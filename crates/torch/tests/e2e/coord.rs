@@ -51,7 +51,7 @@ fn lock_cycles_of_2_3_and_10_tasks_are_refused_at_the_closing_wait() {
     let _agent = Agent::start(&dir, &hub.url, &token, "a", "sh", 10);
     let api = hub.api();
     for n in [2usize, 3, 10] {
-        let out = dir.subdir(&format!("ring{n}"));
+        let out = dir.subdir(&format!("out/ring{n}"));
         let prefix = format!("ring{n}-");
         let tasks: Vec<Value> = (0..n)
             .map(|i| {

@@ -14,6 +14,24 @@ use torch_api::msg::Envelope;
 
 use crate::harness::{Agent, Api, Hub, TestDir, secs};
 
+/// An agent whose tasks may write the test dir's `out` and reach the
+/// agent's own endpoint over TCP (`torch msg` from inside a task talks to
+/// it; the sandbox's `hub` network only reaches the hub, see the note in
+/// docs/collaboration.md).
+fn messenger(dir: &TestDir, hub: &str, token: &str, name: &str, skill: &str, slots: u32) -> Agent {
+    let out = dir.subdir("out");
+    let out = out.to_string_lossy().into_owned();
+    Agent::start_args(
+        dir,
+        hub,
+        token,
+        name,
+        skill,
+        slots,
+        &["--sandbox-write", &out, "--sandbox-network", "host"],
+    )
+}
+
 /// A task on an agent with `skill` running `script` under `sh -c`.
 fn task(name: &str, skill: &str, script: &str) -> Value {
     json!({
@@ -76,8 +94,8 @@ fn a_thousand_messages_flow_directly_while_the_hub_is_stopped() {
     // outlast that, or the tasks' leases expire the moment it resumes.
     let hub = Hub::start(&dir, &[("TORCH_HUB__LEASE", "10m")]);
     let token = hub.token(&dir, "agent");
-    let _a = Agent::start(&dir, &hub.url, &token, "a", "ma", 2);
-    let _b = Agent::start(&dir, &hub.url, &token, "b", "mb", 2);
+    let _a = messenger(&dir, &hub.url, &token, "a", "ma", 2);
+    let _b = messenger(&dir, &hub.url, &token, "b", "mb", 2);
     let api = hub.api();
     let (ida, idb) = (api.agent_id(&dir, "a"), api.agent_id(&dir, "b"));
 
@@ -101,9 +119,15 @@ fn a_thousand_messages_flow_directly_while_the_hub_is_stopped() {
             "{card}"
         );
     }
-    let go = dir.join("go");
-    let (ready_a, ready_b) = (dir.join("ready-a"), dir.join("ready-b"));
-    let (out_a, out_b) = (dir.join("inbox-a.json"), dir.join("inbox-b.json"));
+    let go = dir.subdir("out").join("go");
+    let (ready_a, ready_b) = (
+        dir.subdir("out").join("ready-a"),
+        dir.subdir("out").join("ready-b"),
+    );
+    let (out_a, out_b) = (
+        dir.subdir("out").join("inbox-a.json"),
+        dir.subdir("out").join("inbox-b.json"),
+    );
     let ids = api.submit(vec![
         task(
             "talk-a",
@@ -150,8 +174,8 @@ fn relayed_messages_reach_a_recipient_that_comes_back() {
     let dir = TestDir::new("msg_relayed");
     let hub = Hub::start(&dir, &[]);
     let token = hub.token(&dir, "agent");
-    let _a = Agent::start(&dir, &hub.url, &token, "a", "ra", 2);
-    let mut b = Agent::start(&dir, &hub.url, &token, "b", "rb", 2);
+    let _a = messenger(&dir, &hub.url, &token, "a", "ra", 2);
+    let mut b = messenger(&dir, &hub.url, &token, "b", "rb", 2);
     let api = hub.api();
     let (ida, idb) = (api.agent_id(&dir, "a"), api.agent_id(&dir, "b"));
     b.kill9();
@@ -179,13 +203,13 @@ test "$(grep -c '"delivery": "relayed"' sent.jsonl)" = 50"#
     );
 
     // Back with the same work dir: the same key and id.
-    let _b = Agent::start(&dir, &hub.url, &token, "b", "rb", 2);
+    let _b = messenger(&dir, &hub.url, &token, "b", "rb", 2);
     assert_eq!(
         api.agent_id(&dir, "b"),
         idb,
         "the agent came back as itself"
     );
-    let out = dir.join("inbox-b.json");
+    let out = dir.subdir("out").join("inbox-b.json");
     let read = format!(
         r#"c=0
 while [ "$c" -lt 50 ]; do torch msg inbox --thread t --json > {out}.tmp; c=$(grep -c '"id":' {out}.tmp || true); sleep 0.1; done
@@ -230,9 +254,9 @@ fn forged_replayed_and_misattributed_envelopes_are_refused_with_a_reason() {
     let dir = TestDir::new("msg_refusals");
     let hub = Hub::start(&dir, &[]);
     let token = hub.token(&dir, "agent");
-    let _a = Agent::start(&dir, &hub.url, &token, "a", "fa", 1);
-    let _b = Agent::start(&dir, &hub.url, &token, "b", "fb", 1);
-    let _c = Agent::start(&dir, &hub.url, &token, "c", "fc", 1);
+    let _a = messenger(&dir, &hub.url, &token, "a", "fa", 1);
+    let _b = messenger(&dir, &hub.url, &token, "b", "fb", 1);
+    let _c = messenger(&dir, &hub.url, &token, "c", "fc", 1);
     let api = hub.api();
     let (ida, idb, idc) = (
         api.agent_id(&dir, "a"),
@@ -318,7 +342,7 @@ fn forged_replayed_and_misattributed_envelopes_are_refused_with_a_reason() {
     // Another process claims a's id with its own key: the hub refuses it.
     let claim = dir.subdir("work-x/agent-data");
     fs::write(claim.join("agent_id"), &ida).expect("write claimed id");
-    let mut x = Agent::start(&dir, &hub.url, &token, "x", "fx", 1);
+    let mut x = messenger(&dir, &hub.url, &token, "x", "fx", 1);
     let events = dir.wait_for("the claim to be refused", secs(20), || {
         let ev = api.events("nova.torch.collaboration.peer");
         ev.iter()
