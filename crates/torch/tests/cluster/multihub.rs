@@ -132,6 +132,34 @@ fn effect_spec(i: usize, file: &str) -> Value {
     })
 }
 
+/// An agent of the chaos run: its tasks may write the test dir's `out`, and
+/// it runs them without the per-task cgroup (memory, pids and cpu layers
+/// treated as missing). This test is about durability under `kill -9`; the
+/// cgroup v1 join (about 16 ms a task here, see docs/security.md) would turn
+/// 10,000 tasks into several minutes. The sandbox has its own tests.
+fn chaos_agent(dir: &TestDir, hub: &str, token: &str, name: &str) -> Agent {
+    let out = dir.subdir("out");
+    let out = out.to_string_lossy().into_owned();
+    Agent::start_args(
+        dir,
+        hub,
+        token,
+        name,
+        "sh",
+        2,
+        &[
+            "--sandbox-write",
+            &out,
+            "--sandbox-disable",
+            "memory",
+            "--sandbox-disable",
+            "pids",
+            "--sandbox-disable",
+            "cpu",
+        ],
+    )
+}
+
 #[test]
 fn chaos_agents_leader_and_redis_killed_nothing_lost_or_doubled() {
     let Some(mut redis) =
@@ -144,7 +172,7 @@ fn chaos_agents_leader_and_redis_killed_nothing_lost_or_doubled() {
     let api = b.api();
     let token = b.token(&db, "agent");
     let mut agents: Vec<Agent> = (0..50)
-        .map(|i| Agent::start(&db, &b.url, &token, &format!("c{i}"), "sh", 2))
+        .map(|i| chaos_agent(&db, &b.url, &token, &format!("c{i}")))
         .collect();
     // In `out`: the agents' tasks may write there (see `Agent::start`).
     let effects = db.subdir("out").join("effects.log");
@@ -175,14 +203,7 @@ fn chaos_agents_leader_and_redis_killed_nothing_lost_or_doubled() {
         // Every second: kill -9 a random agent and start a replacement.
         let n = rng.below(agents.len() as u64) as usize;
         agents[n].kill9();
-        agents[n] = Agent::start(
-            &db,
-            &b.url,
-            &token,
-            &format!("c{n}r{killed_agents}"),
-            "sh",
-            2,
-        );
+        agents[n] = chaos_agent(&db, &b.url, &token, &format!("c{n}r{killed_agents}"));
         killed_agents += 1;
         let done = c["succeeded"].as_u64().unwrap_or(0);
         if !leader_killed && done > (total / 4) as u64 {
