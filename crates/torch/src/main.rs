@@ -5,6 +5,8 @@
 
 mod bars;
 mod cli;
+mod cli_bench;
+mod cli_coord;
 mod cli_msg;
 mod client;
 mod cmd;
