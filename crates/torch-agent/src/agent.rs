@@ -83,6 +83,7 @@ impl Agent {
             policy: cfg.sandbox.clone(),
             limits: cfg.limits.clone(),
             hubs: Arc::new(hub_addrs(&cfg.hub_url)),
+            endpoint_addrs: Arc::new(endpoint.as_deref().map(hub_addrs).unwrap_or_default()),
             socket_dir: socket_dir(&cfg.work_root),
         };
         let slots = usize::try_from(cfg.slots).unwrap_or(usize::MAX);

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, instrument, warn};
 
 use torch_api::ENV_HUB_SOCKET;
+use torch_api::msg::ENV_AGENT_SOCKET;
 use torch_api::ws::{Assignment, FinishReport, HeldTask, ProgressReport, TaskLogs};
 use torch_core::lifecycle::{Executor, OutputFormat, Placeholders, PromptVia, SandboxLimits};
 use torch_core::sandbox::{FilesPolicy, Requirement, SandboxPolicy};
@@ -86,6 +87,9 @@ pub(crate) struct RunnerCtx {
     pub(crate) limits: SandboxLimits,
     /// `host:port` of each hub, for the per-task hub sockets.
     pub(crate) hubs: Arc<Vec<String>>,
+    /// `host:port` of the agent's own message endpoint, for the per-task
+    /// agent sockets (empty when the agent does not listen).
+    pub(crate) endpoint_addrs: Arc<Vec<String>>,
     /// Where the per-task hub sockets are made.
     pub(crate) socket_dir: PathBuf,
 }
@@ -268,9 +272,9 @@ async fn attempt(
     if let Some(own) = launch.env.iter().find(|(k, _)| k == "TMPDIR") {
         env.push(own.clone());
     }
-    let (mut plan, _hub_socket) = match confined {
-        Some((plan, socket)) => (Some(plan), socket),
-        None => (None, None),
+    let (mut plan, _sockets) = match confined {
+        Some((plan, sockets)) => (Some(plan), sockets),
+        None => (None, Vec::new()),
     };
     let no_args = Vec::new();
     let sandbox_args = plan.as_ref().map_or(&no_args, |p| &p.args);
@@ -502,15 +506,16 @@ async fn create(path: &Path) -> Result<File, String> {
 }
 
 /// The sandbox of an attempt: its plan and, for network `hub`, its hub
-/// socket (`None` when the agent runs tasks without the supervisor). Adds
-/// `TMPDIR` and `TORCH_HUB_SOCKET` to `env`. A strict policy on a machine
+/// socket and agent socket (`None` when the agent runs tasks without the
+/// supervisor). Adds `TMPDIR`, `TORCH_HUB_SOCKET` and `TORCH_AGENT_SOCKET`
+/// to `env`. A strict policy on a machine
 /// that lacks a layer refuses here: the task fails `fatal` without running.
 async fn confine(
     ctx: &RunnerCtx,
     a: &Assignment,
     workdir: &Path,
     env: &mut crate::sandbox::Env,
-) -> Result<Option<(Plan, Option<HubSocket>)>, NotRun> {
+) -> Result<Option<(Plan, Vec<HubSocket>)>, NotRun> {
     let policy = ctx.policy.for_task(a.sandbox.as_ref());
     if !ctx.supervised {
         if policy.requirement() == Requirement::Strict {
@@ -540,15 +545,22 @@ async fn confine(
     };
     let plan = plan::plan(&ctx.machine, &policy, limits, &paths)
         .map_err(|refusal| (OutcomeKind::Fatal, refusal))?;
-    let socket = if plan.hub_socket {
+    let mut sockets = Vec::new();
+    if plan.hub_socket {
         let s = HubSocket::open(&ctx.socket_dir, ctx.hubs.clone())
             .map_err(|e| not_run(format!("cannot open the task's hub socket: {e}")))?;
         env.push((ENV_HUB_SOCKET.into(), s.path().as_os_str().to_owned()));
-        Some(s)
-    } else {
-        None
-    };
-    Ok(Some((plan, socket)))
+        sockets.push(s);
+        // `torch msg` and MCP talk to the agent's own endpoint, which the
+        // namespace cannot reach either.
+        if !ctx.endpoint_addrs.is_empty() {
+            let s = HubSocket::open(&ctx.socket_dir, ctx.endpoint_addrs.clone())
+                .map_err(|e| not_run(format!("cannot open the task's agent socket: {e}")))?;
+            env.push((ENV_AGENT_SOCKET.into(), s.path().as_os_str().to_owned()));
+            sockets.push(s);
+        }
+    }
+    Ok(Some((plan, sockets)))
 }
 
 /// What the supervisor reports besides the exit.

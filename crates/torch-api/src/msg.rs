@@ -31,6 +31,10 @@ pub const KIND_URGENT: &str = "urgent";
 pub const KIND_TEXT: &str = "text";
 /// Environment variable holding the URL of the task's own agent runtime.
 pub const ENV_AGENT_URL: &str = "TORCH_AGENT_URL";
+/// Environment variable holding the path of a Unix socket the agent forwards
+/// to its own endpoint: how a task whose network is `hub` (a namespace with
+/// only loopback) reaches `TORCH_AGENT_URL`.
+pub const ENV_AGENT_SOCKET: &str = "TORCH_AGENT_SOCKET";
 /// Path, on an agent's endpoint, where peers POST envelopes.
 pub const PEER_MESSAGES_PATH: &str = "/peer/v1/messages";
 /// Path prefix, on an agent's endpoint, of the routes its own tasks call.

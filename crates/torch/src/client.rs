@@ -61,14 +61,36 @@ impl Client {
         token: Option<String>,
         timeout: Duration,
     ) -> Result<Client> {
+        Client::build(hub, token, timeout, torch_api::ENV_HUB_SOCKET)
+    }
+
+    /// A client for the task's own agent runtime at `url` (inside a task):
+    /// through the agent's per-task socket when the task's network is `hub`.
+    pub(crate) fn for_agent(url: &str, token: Option<String>) -> Result<Client> {
+        Client::build(
+            url,
+            token,
+            Duration::from_secs(120),
+            torch_api::msg::ENV_AGENT_SOCKET,
+        )
+    }
+
+    /// A client whose connections go through the Unix socket named by the
+    /// environment variable `socket_env`, when it is set.
+    fn build(
+        hub: &str,
+        token: Option<String>,
+        timeout: Duration,
+        socket_env: &str,
+    ) -> Result<Client> {
         let mut builder = reqwest::Client::builder()
             .tls_backend_preconfigured(tls()?)
             .connect_timeout(Duration::from_secs(5))
             .timeout(timeout)
             .pool_max_idle_per_host(64);
-        // Inside a task whose network is `hub`: the agent's per-task socket
-        // is the only way to the hub.
-        if let Some(sock) = std::env::var_os(torch_api::ENV_HUB_SOCKET).filter(|s| !s.is_empty()) {
+        // Inside a task whose network is `hub`: the agent's per-task sockets
+        // are the only way out.
+        if let Some(sock) = std::env::var_os(socket_env).filter(|s| !s.is_empty()) {
             builder = builder.unix_socket(std::path::PathBuf::from(sock));
         }
         let http = builder

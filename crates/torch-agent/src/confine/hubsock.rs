@@ -6,8 +6,9 @@
 //! each connection to the hub's TCP address; the task's `torch` CLI finds
 //! it in `TORCH_HUB_SOCKET`. Path sockets live in the file system, not in a
 //! network namespace, so this is the only way out; the task-scoped token
-//! still limits what the task can do at the hub. The socket is removed when
-//! the attempt ends.
+//! still limits what the task can do at the hub. The same forwarder, pointed
+//! at the agent's own message endpoint, is the task's `TORCH_AGENT_SOCKET`
+//! (for `torch msg` and MCP). The socket is removed when the attempt ends.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

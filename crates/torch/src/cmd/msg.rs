@@ -35,7 +35,9 @@ fn agent_client() -> Result<Option<Client>> {
         std::env::var(ENV_AGENT_URL).ok(),
         std::env::var(ENV_TASK_TOKEN).ok(),
     ) {
-        (Some(url), Some(token)) if !url.is_empty() => Ok(Some(Client::new(&url, Some(token))?)),
+        (Some(url), Some(token)) if !url.is_empty() => {
+            Ok(Some(Client::for_agent(&url, Some(token))?))
+        }
         _ => Ok(None),
     }
 }

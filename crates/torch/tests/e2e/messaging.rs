@@ -14,10 +14,9 @@ use torch_api::msg::Envelope;
 
 use crate::harness::{Agent, Api, Hub, TestDir, secs};
 
-/// An agent whose tasks may write the test dir's `out` and reach the
-/// agent's own endpoint over TCP (`torch msg` from inside a task talks to
-/// it; the sandbox's `hub` network only reaches the hub, see the note in
-/// docs/collaboration.md).
+/// An agent whose tasks may write the test dir's `out`. They run in the
+/// default `hub` network (a namespace with only loopback): `torch msg`
+/// reaches the agent's own endpoint through the per-task agent socket.
 fn messenger(dir: &TestDir, hub: &str, token: &str, name: &str, skill: &str, slots: u32) -> Agent {
     let out = dir.subdir("out");
     let out = out.to_string_lossy().into_owned();
@@ -28,7 +27,7 @@ fn messenger(dir: &TestDir, hub: &str, token: &str, name: &str, skill: &str, slo
         name,
         skill,
         slots,
-        &["--sandbox-write", &out, "--sandbox-network", "host"],
+        &["--sandbox-write", &out],
     )
 }
 
