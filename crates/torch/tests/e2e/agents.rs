@@ -398,6 +398,18 @@ fn templates_check_runs_the_clis_and_list_names_them() {
     ] {
         assert!(text.contains(want), "{want:?} in {text}");
     }
+    // The generated `torch mcp` wiring, with this torch binary.
+    for want in [
+        format!("mcp: `torch mcp` wired in, started as {TORCH} mcp"),
+        "--mcp-config {home}/.torch/mcp.json".into(),
+        format!(
+            r#"mcp: file {{home}}/.torch/mcp.json: {{"mcpServers": {{"torch": {{"type": "stdio", "command": "{TORCH}", "args": ["mcp"]}}}}}}"#
+        ),
+        format!(r#"'mcp_servers.torch.command="{TORCH}"'"#),
+        r#"'mcp_servers.torch.default_tools_approval_mode="approve"'"#.into(),
+    ] {
+        assert!(text.contains(&want), "{want:?} in {text}");
+    }
     let (code, text) = check_templates(&dir, "/usr/bin:/bin");
     assert_eq!(code, 1, "a missing CLI fails the check: {text}");
     assert!(

@@ -366,6 +366,15 @@ mod tests {
                 .contains("unknown placeholder {}")
         );
         assert!(check_arg("{{}}{{prompt}}").is_ok());
+        assert!(check_arg("{torch}").is_ok());
+        let v = Placeholders {
+            torch: "/opt/torch/bin/torch".into(),
+            ..Placeholders::default()
+        };
+        assert_eq!(
+            render_text(r#"{{"command": "{torch}"}}"#, &v).unwrap(),
+            r#"{"command": "/opt/torch/bin/torch"}"#
+        );
         assert!(exec(&[], PromptVia::Arg).render(&values()).is_err());
     }
 }
