@@ -82,10 +82,7 @@ pub(crate) async fn request_help(client: &Client, req: &HelpAsk) -> Result<HelpV
 /// Accepts a help request: the first accept wins, the others get 409.
 pub(crate) async fn accept_help(client: &Client, id: &str) -> Result<HelpView> {
     client
-        .post(
-            &format!("/api/v1/help/{id}/accept"),
-            &serde_json::json!({}),
-        )
+        .post(&format!("/api/v1/help/{id}/accept"), &serde_json::json!({}))
         .await
 }
 

@@ -77,9 +77,7 @@ pub(crate) async fn list_peers(
             q.push(format!("{k}={}", urlencode(v)));
         }
     }
-    client
-        .get(&format!("/api/v1/peers?{}", q.join("&")))
-        .await
+    client.get(&format!("/api/v1/peers?{}", q.join("&"))).await
 }
 
 /// Percent-encodes a query value.
@@ -233,7 +231,8 @@ async fn inbox(a: MsgInboxArgs) -> Result<()> {
         .map(|w| duration_ms("--wait", w))
         .transpose()?;
     let client = inside_task_with(
-        std::time::Duration::from_millis(wait_ms.unwrap_or(0)) + std::time::Duration::from_secs(120),
+        std::time::Duration::from_millis(wait_ms.unwrap_or(0))
+            + std::time::Duration::from_secs(120),
     )?;
     let inbox = read_inbox(&client, wait_ms, a.thread.as_deref()).await?;
     if a.out.json {

@@ -43,7 +43,11 @@ pub(crate) fn mcp_wiring(t: &AgentTemplate) -> Vec<String> {
         "mcp: `torch mcp` wired in, started as {} mcp",
         values.torch
     )];
-    if in_args || files.iter().any(|(rel, _)| e.command.iter().any(|a| a.contains(rel.as_str()))) {
+    if in_args
+        || files
+            .iter()
+            .any(|(rel, _)| e.command.iter().any(|a| a.contains(rel.as_str())))
+    {
         let argv: Vec<String> = e.command.iter().map(|a| quote(&render(a))).collect();
         lines.push(format!("mcp: command: {}", argv.join(" ")));
     }
@@ -59,8 +63,7 @@ pub(crate) fn mcp_wiring(t: &AgentTemplate) -> Vec<String> {
 /// An argument as a shell would need it.
 fn quote(a: &str) -> String {
     if !a.is_empty()
-        && a
-            .chars()
+        && a.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@{}+%".contains(c))
     {
         a.to_string()
@@ -84,7 +87,10 @@ command = ["codex", "-c", 'mcp_servers.torch.command="{torch}"', "exec", "-C", "
         let t = torch_core::lifecycle::parse_template_file("x.toml", "x", text).expect("template");
         let lines = mcp_wiring(&t);
         let me = own_binary();
-        assert_eq!(lines[0], format!("mcp: `torch mcp` wired in, started as {me} mcp"));
+        assert_eq!(
+            lines[0],
+            format!("mcp: `torch mcp` wired in, started as {me} mcp")
+        );
         assert!(
             lines[1].contains(&format!("'mcp_servers.torch.command=\"{me}\"'"))
                 && lines[1].ends_with("exec -C {workdir}"),

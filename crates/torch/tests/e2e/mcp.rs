@@ -121,13 +121,19 @@ fn the_python_mcp_client_drives_every_tool_from_inside_a_task() {
     assert_eq!(found["verified"], true, "{found}");
     assert_eq!(found["acked"], 1, "{found}");
     let text = |k: &str| found[k].as_str().unwrap_or_default().to_string();
-    assert!(text("no_recipient").contains("exactly one recipient"), "{found}");
+    assert!(
+        text("no_recipient").contains("exactly one recipient"),
+        "{found}"
+    );
     assert!(text("own_accept").contains("own_request"), "{found}");
     assert_eq!(found["accepted"], "accepted", "{found}");
     assert!(text("again").contains("already_accepted"), "{found}");
     // The refused wait names the cycle: both locks, both tasks.
     let deadlock = text("deadlock");
-    assert!(deadlock.contains("409") && deadlock.contains("deadlock"), "{deadlock}");
+    assert!(
+        deadlock.contains("409") && deadlock.contains("deadlock"),
+        "{deadlock}"
+    );
     for part in ["mcp-L1", "mcp-L2", ids[0].as_str()] {
         assert!(deadlock.contains(part), "{part} not in {deadlock}");
     }

@@ -264,7 +264,11 @@ impl TorchMcp {
         let req = SendRequest {
             recipient: Recipient {
                 to: input.to.as_deref().map(|s| parse("to", s)).transpose()?,
-                task: input.task.as_deref().map(|s| parse("task", s)).transpose()?,
+                task: input
+                    .task
+                    .as_deref()
+                    .map(|s| parse("task", s))
+                    .transpose()?,
                 team: input.team,
             },
             thread: input.thread,
@@ -337,7 +341,9 @@ impl TorchMcp {
             .map(|s| parse("message id", s))
             .collect::<Result<Vec<_>, _>>()?;
         let agent = cli::inside_task_with(ANSWER_SLACK * 4).map_err(tool_error)?;
-        let res = cli::ack_messages(&agent, &AckRequest { ids }).await.map_err(tool_error)?;
+        let res = cli::ack_messages(&agent, &AckRequest { ids })
+            .await
+            .map_err(tool_error)?;
         Ok(Json(AckOutput { acked: res.acked }))
     }
 }

@@ -190,7 +190,10 @@ impl TorchMcp {
         Parameters(input): Parameters<ProgressInput>,
     ) -> Result<Json<ProgressOutput>, String> {
         if !(0.0..=100.0).contains(&input.percent) {
-            return Err(format!("percent {} must be between 0 and 100", input.percent));
+            return Err(format!(
+                "percent {} must be between 0 and 100",
+                input.percent
+            ));
         }
         let _: serde_json::Value = self
             .client
@@ -223,13 +226,17 @@ impl TorchMcp {
         let mut specs = Vec::with_capacity(input.tasks.len());
         for (i, t) in input.tasks.into_iter().enumerate() {
             if t.prompt.is_none() && t.command.is_none() {
-                return Err(format!("tasks[{i}] ({}) needs a prompt or a command", t.name));
+                return Err(format!(
+                    "tasks[{i}] ({}) needs a prompt or a command",
+                    t.name
+                ));
             }
             let mut skills = Vec::with_capacity(t.skills.len());
             for s in &t.skills {
-                skills.push(s.parse().map_err(|e| {
-                    format!("tasks[{i}].skills: {s:?}: {e}")
-                })?);
+                skills.push(
+                    s.parse()
+                        .map_err(|e| format!("tasks[{i}].skills: {s:?}: {e}"))?,
+                );
             }
             specs.push(TaskSpec {
                 name: Some(t.name),
