@@ -75,7 +75,7 @@ fn the_python_mcp_client_drives_every_tool_from_inside_a_task() {
         "/api/v1/help",
         &json!({"skill": "sh", "text": "an operator asks", "timeout_ms": 300_000}),
     );
-    assert_eq!(r.status, 200, "help request: {}", r.text());
+    assert!((200..300).contains(&r.status), "help request: {}", r.text());
     let help_id = r.json()["id"].as_str().expect("help id").to_string();
     let ids = api.submit(vec![json!({
         "name": "mcp-parent",
