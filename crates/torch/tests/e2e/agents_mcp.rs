@@ -27,14 +27,17 @@ fn call(claude: bool, tool: &str, input: Value) -> Value {
     }
 }
 
-/// One CLI's conversation: message the peer task, take a lock, read the
-/// peer's message, wait for `go`, finish.
+/// One CLI's conversation: message the peer task, take a lock, try to
+/// release it with a wrong fence (refused), read the peer's message, wait
+/// for `go`, finish.
 fn steps(claude: bool, me: &str, peer_task: &str) -> Value {
     json!([
         call(claude, "send_message", json!({
             "task": peer_task, "thread": format!("from-{me}"), "text": format!("hello from {me}")
         })),
         call(claude, "acquire_lock", json!({"name": format!("{me}-lock"), "ttl_seconds": 600})),
+        // A refused call is a tool error the model reads, not a failed attempt.
+        call(claude, "release_lock", json!({"name": format!("{me}-lock"), "fence": 999_999})),
         call(claude, "read_inbox", json!({
             "thread": if me == "claude" { "from-codex" } else { "from-claude" },
             "wait_seconds": 120
@@ -150,6 +153,10 @@ fn claude_and_codex_message_each_other_and_take_locks_through_torch_mcp() {
             assert_eq!(m["verified"], true, "{m}");
             assert_eq!(m["delivery"], "direct", "{m}");
         }
+        assert!(
+            stdout.contains("(stale_fence)") || stdout.contains("(not_held)"),
+            "the refused release reached the model as a tool error: {stdout}"
+        );
     }
     // Their attempts ended: their locks go (the hub checks holders' attempts
     // every half second).
@@ -167,5 +174,5 @@ fn claude_and_codex_message_each_other_and_take_locks_through_torch_mcp() {
         .iter()
         .filter(|r| r["tag"] == "c-mcp" || r["tag"] == "x-mcp")
         .count();
-    assert!(turns >= 10, "five turns each: {turns}");
+    assert!(turns >= 12, "six turns each: {turns}");
 }
