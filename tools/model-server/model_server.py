@@ -40,6 +40,10 @@ A conversation with no matching tag gets the step ``"default"`` if the
 script has one, else a short text reply. Past the end of its steps it gets
 the last step again.
 
+The script file is read again whenever its modification time changes, so a
+test can add conversations that name things it learns after the server
+started (task ids, say); replace it atomically (write, then rename).
+
 Every request is logged as one JSON line (``--log FILE``): time, path, tag,
 turn, model, whether it streamed, the status answered, and the last user text.
 
@@ -62,8 +66,10 @@ TAG = re.compile(r"\[([A-Za-z0-9][A-Za-z0-9_.-]{0,62})\]")
 class Server:
     """Script, request log and the error counters behind ``times``."""
 
-    def __init__(self, script, log_path):
-        self.script = script
+    def __init__(self, script_path, log_path):
+        self.script_path = script_path
+        self.script_mtime = None
+        self._script = {}
         self.log_path = log_path
         self.lock = threading.Lock()
         self.error_counts = {}
@@ -81,6 +87,18 @@ class Server:
         with self.lock:
             with open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
+
+    @property
+    def script(self):
+        """The script, read again when its file changed."""
+        import os
+        mtime = os.stat(self.script_path).st_mtime_ns
+        with self.lock:
+            if mtime != self.script_mtime:
+                with open(self.script_path, encoding="utf-8") as f:
+                    self._script = json.load(f)
+                self.script_mtime = mtime
+            return self._script
 
     def take_error(self, tag, turn, error):
         """True when this request should get the step's error."""
@@ -397,11 +415,10 @@ def main():
     p.add_argument("--port-file", help="write the base URL here once listening")
     p.add_argument("--log", help="append one JSON line per request here")
     a = p.parse_args()
-    with open(a.script, encoding="utf-8") as f:
-        script = json.load(f)
     httpd = ThreadingHTTPServer((a.host, a.port), Handler)
     httpd.daemon_threads = True
-    httpd.state = Server(script, a.log)
+    httpd.state = Server(a.script, a.log)
+    httpd.state.script  # a broken script fails here, before listening
     url = "http://%s:%d" % (a.host, httpd.server_address[1])
     if a.port_file:
         tmp = a.port_file + ".tmp"

@@ -12,10 +12,19 @@ use torch_core::lifecycle::{Executor, HomeMode, Placeholders, render_text};
 
 use crate::sandbox::Env;
 
+/// The path of this process's binary (the agent's own `torch`), for the
+/// `{torch}` placeholder; `torch` (looked up on `PATH`) if it cannot be told.
+pub(crate) fn own_binary() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "torch".into())
+}
+
 /// The agent's own home under its work root.
 pub(crate) const HOME_DIR: &str = "home";
 
-/// Fills `values.home`, `values.model` and `values.base_url`, creates the
+/// Fills `values.home`, `values.model`, `values.base_url` and
+/// `values.torch` (this process's own binary), creates the
 /// agent's home (and `<home>/tmp`) when the executor asks for them, writes
 /// the executor's files there and returns the variables to set for the
 /// executor: `HOME`, `TMPDIR`, then the executor's `env`, rendered.
@@ -28,6 +37,7 @@ pub(crate) async fn prepare(
 ) -> Result<Env, String> {
     values.model = exec.model.clone().unwrap_or_default();
     values.base_url = exec.base_url.clone().unwrap_or_default();
+    values.torch = own_binary();
     let mut env: Env = Vec::new();
     let home = match exec.home {
         HomeMode::Agent => {

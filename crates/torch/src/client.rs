@@ -66,13 +66,12 @@ impl Client {
 
     /// A client for the task's own agent runtime at `url` (inside a task):
     /// through the agent's per-task socket when the task's network is `hub`.
-    pub(crate) fn for_agent(url: &str, token: Option<String>) -> Result<Client> {
-        Client::build(
-            url,
-            token,
-            Duration::from_secs(120),
-            torch_api::msg::ENV_AGENT_SOCKET,
-        )
+    pub(crate) fn for_agent(
+        url: &str,
+        token: Option<String>,
+        timeout: Duration,
+    ) -> Result<Client> {
+        Client::build(url, token, timeout, torch_api::msg::ENV_AGENT_SOCKET)
     }
 
     /// A client whose connections go through the Unix socket named by the
@@ -160,6 +159,11 @@ impl Client {
             }
         };
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = resp
             .bytes()
             .await
@@ -173,14 +177,25 @@ impl Client {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| exit(ERROR, format!("unexpected response from {url}: {e}")));
         }
-        let (code, message, details) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => (b.code, b.message, b.details),
+        let (code, mut message, details, limit) = match serde_json::from_slice::<ErrorBody>(&bytes)
+        {
+            Ok(b) => (b.code, b.message, b.details, b.limit),
             Err(_) => (
                 status.as_str().to_string(),
                 String::from_utf8_lossy(&bytes).into_owned(),
                 Vec::new(),
+                None,
             ),
         };
+        // A refusal by a limit names it, and when to retry.
+        if let Some(limit) = &limit
+            && !message.contains(limit.as_str())
+        {
+            message.push_str(&format!(" (limit: {limit})"));
+        }
+        if let Some(after) = &retry_after {
+            message.push_str(&format!(" (Retry-After: {after} s)"));
+        }
         let exit_code = match (status, code.as_str()) {
             (_, "deadlock") => DEADLOCK,
             (_, "wait_timeout") => WAIT_TIMEOUT,

@@ -64,6 +64,28 @@ fn age_until(t: u64) -> String {
     }
 }
 
+/// Acquires a lock (`POST /api/v1/locks`), waiting as the request says.
+pub(crate) async fn acquire_lock(client: &Client, req: &LockAcquire) -> Result<LockGrantView> {
+    client.post("/api/v1/locks", req).await
+}
+
+/// Releases a held lock; a stale fence or a lock not held is an error.
+pub(crate) async fn release_lock(client: &Client, req: &LockFence) -> Result<LockReleased> {
+    client.post("/api/v1/locks/release", req).await
+}
+
+/// Asks peers with the skill for help (`POST /api/v1/help`).
+pub(crate) async fn request_help(client: &Client, req: &HelpAsk) -> Result<HelpView> {
+    client.post("/api/v1/help", req).await
+}
+
+/// Accepts a help request: the first accept wins, the others get 409.
+pub(crate) async fn accept_help(client: &Client, id: &str) -> Result<HelpView> {
+    client
+        .post(&format!("/api/v1/help/{id}/accept"), &serde_json::json!({}))
+        .await
+}
+
 /// `torch lock …`.
 pub(crate) async fn lock(cmd: LockCmd) -> Result<()> {
     match cmd {
@@ -86,7 +108,7 @@ pub(crate) async fn lock(cmd: LockCmd) -> Result<()> {
                 ttl_ms: Some(ms(ttl)),
                 wait_ms: wait.map(ms),
             };
-            let g: LockGrantView = client.post("/api/v1/locks", &req).await?;
+            let g = acquire_lock(&client, &req).await?;
             print_grant(&g, out)
         }
         LockCmd::Renew {
@@ -118,7 +140,7 @@ pub(crate) async fn lock(cmd: LockCmd) -> Result<()> {
                 fence,
                 ttl_ms: None,
             };
-            let r: LockReleased = client.post("/api/v1/locks/release", &req).await?;
+            let r = release_lock(&client, &req).await?;
             if out.json {
                 return output::json(&r);
             }
@@ -215,7 +237,7 @@ pub(crate) async fn help(cmd: HelpCmd) -> Result<()> {
                 timeout_ms: Some(ms(timeout)),
                 wait,
             };
-            let h: HelpView = client.post("/api/v1/help", &req).await?;
+            let h = request_help(&client, &req).await?;
             if out.json {
                 return output::json(&h);
             }
@@ -239,9 +261,7 @@ pub(crate) async fn help(cmd: HelpCmd) -> Result<()> {
         }
         HelpCmd::Accept { hub, out, id } => {
             let client = client(&hub, Duration::ZERO)?;
-            let h: HelpView = client
-                .post(&format!("/api/v1/help/{id}/accept"), &serde_json::json!({}))
-                .await?;
+            let h = accept_help(&client, &id).await?;
             if out.json {
                 return output::json(&h);
             }

@@ -469,7 +469,7 @@ pub(crate) fn templates_list(cfg: &crate::config::Config, out: OutArgs) -> Resul
 }
 
 /// `torch templates check FILE…`: every file is checked; all errors are
-/// shown. With `run`, each template's program is looked up and run with
+/// shown, and a template's `torch mcp` wiring is printed as generated. With `run`, each template's program is looked up and run with
 /// `--version`; a missing one fails the check (exit 1).
 pub(crate) fn templates_check(files: &[std::path::PathBuf], run: bool) -> Result<()> {
     use torch_core::lifecycle::{parse_template_file, parse_templates};
@@ -501,6 +501,11 @@ pub(crate) fn templates_check(files: &[std::path::PathBuf], run: bool) -> Result
             Ok(ts) => {
                 let names: Vec<&str> = ts.iter().map(|t| t.name.as_str()).collect();
                 output::line(format!("{source}: ok ({})", names.join(", ")))?;
+                for t in &ts {
+                    for l in super::wiring::mcp_wiring(t) {
+                        output::line(format!("  {l}"))?;
+                    }
+                }
                 for t in ts.iter().filter(|_| run) {
                     let p = super::probe::probe(t);
                     for l in &p.lines {

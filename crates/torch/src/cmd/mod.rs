@@ -28,6 +28,7 @@ mod top;
 mod up;
 mod validate;
 mod watch;
+mod wiring;
 
 use anyhow::Result;
 

@@ -29,21 +29,28 @@ fn hub_client(hub: &TaskHubArgs) -> Result<Client> {
     Client::new(&hub.hub, token)
 }
 
-/// A client for the task's own agent runtime, when inside a task.
-fn agent_client() -> Result<Option<Client>> {
+/// A client for the task's own agent runtime, when inside a task; its
+/// requests may last `timeout`.
+pub(crate) fn agent_client_with(timeout: std::time::Duration) -> Result<Option<Client>> {
     match (
         std::env::var(ENV_AGENT_URL).ok(),
         std::env::var(ENV_TASK_TOKEN).ok(),
     ) {
         (Some(url), Some(token)) if !url.is_empty() => {
-            Ok(Some(Client::for_agent(&url, Some(token))?))
+            Ok(Some(Client::for_agent(&url, Some(token), timeout)?))
         }
         _ => Ok(None),
     }
 }
 
-fn inside_task() -> Result<Client> {
-    agent_client()?.ok_or_else(|| {
+fn agent_client() -> Result<Option<Client>> {
+    agent_client_with(std::time::Duration::from_secs(120))
+}
+
+/// The task's own agent runtime, or the error saying this is not a task
+/// whose agent listens for messages.
+pub(crate) fn inside_task_with(timeout: std::time::Duration) -> Result<Client> {
+    agent_client_with(timeout)?.ok_or_else(|| {
         exit(
             BAD_INPUT,
             format!(
@@ -53,17 +60,77 @@ fn inside_task() -> Result<Client> {
     })
 }
 
+fn inside_task() -> Result<Client> {
+    inside_task_with(std::time::Duration::from_secs(120))
+}
+
+/// The peers the hub shows this token, filtered (`GET /api/v1/peers`).
+pub(crate) async fn list_peers(
+    client: &Client,
+    skill: Option<&str>,
+    team: Option<&str>,
+    state: Option<&str>,
+) -> Result<PeerList> {
+    let mut q = Vec::new();
+    for (k, v) in [("skill", skill), ("team", team), ("state", state)] {
+        if let Some(v) = v {
+            q.push(format!("{k}={}", urlencode(v)));
+        }
+    }
+    client.get(&format!("/api/v1/peers?{}", q.join("&"))).await
+}
+
+/// Percent-encodes a query value.
+fn urlencode(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~:".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// Sends through the task's own agent runtime, which signs and delivers.
+pub(crate) async fn send_from_task(agent: &Client, req: &SendRequest) -> Result<SendResult> {
+    agent.post(&format!("{LOCAL_PREFIX}/msg/send"), req).await
+}
+
+/// The task's inbox, waiting up to `wait_ms` for a first message.
+pub(crate) async fn read_inbox(
+    agent: &Client,
+    wait_ms: Option<u64>,
+    thread: Option<&str>,
+) -> Result<Inbox> {
+    let mut q = Vec::new();
+    if let Some(w) = wait_ms {
+        q.push(format!("wait_ms={w}"));
+    }
+    if let Some(t) = thread {
+        q.push(format!("thread={}", urlencode(t)));
+    }
+    agent
+        .get(&format!("{LOCAL_PREFIX}/msg/inbox?{}", q.join("&")))
+        .await
+}
+
+/// Acks messages: they leave the inbox.
+pub(crate) async fn ack_messages(agent: &Client, req: &AckRequest) -> Result<AckResult> {
+    agent.post(&format!("{LOCAL_PREFIX}/msg/ack"), req).await
+}
+
 /// `torch peers`.
 pub(crate) async fn peers(a: PeersArgs) -> Result<()> {
     let client = hub_client(&a.hub)?;
-    let mut q = Vec::new();
-    for (k, v) in [("skill", &a.skill), ("team", &a.team), ("state", &a.state)] {
-        if let Some(v) = v {
-            q.push(format!("{k}={v}"));
-        }
-    }
-    let path = format!("/api/v1/peers?{}", q.join("&"));
-    let list: PeerList = client.get(&path).await?;
+    let list = list_peers(
+        &client,
+        a.skill.as_deref(),
+        a.team.as_deref(),
+        a.state.as_deref(),
+    )
+    .await?;
     if a.out.json {
         return output::json(&list);
     }
@@ -148,7 +215,7 @@ async fn send(a: MsgSendArgs) -> Result<()> {
         None => agent_client()?,
     };
     let res: SendResult = match local {
-        Some(c) => c.post(&format!("{LOCAL_PREFIX}/msg/send"), &req).await?,
+        Some(c) => send_from_task(&c, &req).await?,
         None => hub_client(&a.hub)?.post("/api/v1/messages", &req).await?,
     };
     if a.out.json {
@@ -158,17 +225,16 @@ async fn send(a: MsgSendArgs) -> Result<()> {
 }
 
 async fn inbox(a: MsgInboxArgs) -> Result<()> {
-    let client = inside_task()?;
-    let mut q = Vec::new();
-    if let Some(w) = &a.wait {
-        q.push(format!("wait_ms={}", duration_ms("--wait", w)?));
-    }
-    if let Some(t) = &a.thread {
-        q.push(format!("thread={t}"));
-    }
-    let inbox: Inbox = client
-        .get(&format!("{LOCAL_PREFIX}/msg/inbox?{}", q.join("&")))
-        .await?;
+    let wait_ms = a
+        .wait
+        .as_deref()
+        .map(|w| duration_ms("--wait", w))
+        .transpose()?;
+    let client = inside_task_with(
+        std::time::Duration::from_millis(wait_ms.unwrap_or(0))
+            + std::time::Duration::from_secs(120),
+    )?;
+    let inbox = read_inbox(&client, wait_ms, a.thread.as_deref()).await?;
     if a.out.json {
         return output::json(&inbox);
     }
@@ -197,9 +263,7 @@ async fn ack(a: MsgAckArgs) -> Result<()> {
         .iter()
         .map(|s| parse("message id", s))
         .collect::<Result<Vec<_>>>()?;
-    let res: AckResult = client
-        .post(&format!("{LOCAL_PREFIX}/msg/ack"), &AckRequest { ids })
-        .await?;
+    let res = ack_messages(&client, &AckRequest { ids }).await?;
     if a.out.json {
         return output::json(&res);
     }

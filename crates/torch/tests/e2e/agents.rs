@@ -22,7 +22,7 @@ use crate::harness::{Hub, TORCH, TestDir, secs};
 
 /// Where the CLIs are, or `None` (after saying why) when they are missing
 /// outside CI.
-fn agent_clis() -> Option<PathBuf> {
+pub(crate) fn agent_clis() -> Option<PathBuf> {
     let dir = match std::env::var_os("TORCH_AGENT_CLIS") {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
@@ -49,14 +49,14 @@ fn agent_clis() -> Option<PathBuf> {
 }
 
 /// The scripted model server, killed on drop.
-struct ModelServer {
+pub(crate) struct ModelServer {
     url: String,
     log: PathBuf,
     child: Child,
 }
 
 impl ModelServer {
-    fn start(dir: &TestDir, script: &Value) -> ModelServer {
+    pub(crate) fn start(dir: &TestDir, script: &Value) -> ModelServer {
         let script_path = dir.write("model-script.json", &script.to_string());
         let url_file = dir.join("model-server.url");
         let log = dir.join("model-requests.jsonl");
@@ -87,7 +87,7 @@ impl ModelServer {
     }
 
     /// Every request logged so far.
-    fn requests(&self) -> Vec<Value> {
+    pub(crate) fn requests(&self) -> Vec<Value> {
         fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -125,7 +125,7 @@ fn install_template(dir: &TestDir, name: &str, base_url: &str, min: u32) {
 
 /// A hub whose node runs the two templates against `server`, with the
 /// CLIs on its `PATH` and fake API keys in its environment.
-fn start_fleet(dir: &TestDir, clis: &Path, server: &ModelServer, min: u32) -> Hub {
+pub(crate) fn start_fleet(dir: &TestDir, clis: &Path, server: &ModelServer, min: u32) -> Hub {
     install_template(dir, "claude-code", &server.url, min);
     install_template(dir, "codex", &format!("{}/v1", server.url), min);
     dir.write(
@@ -397,6 +397,18 @@ fn templates_check_runs_the_clis_and_list_names_them() {
         "none of ANTHROPIC_API_KEY",
     ] {
         assert!(text.contains(want), "{want:?} in {text}");
+    }
+    // The generated `torch mcp` wiring, with this torch binary.
+    for want in [
+        format!("mcp: `torch mcp` wired in, started as {TORCH} mcp"),
+        "--mcp-config {home}/.torch/mcp.json".into(),
+        format!(
+            r#"mcp: file {{home}}/.torch/mcp.json: {{"mcpServers": {{"torch": {{"type": "stdio", "command": "{TORCH}", "args": ["mcp"]}}}}}}"#
+        ),
+        format!(r#"'mcp_servers.torch.command="{TORCH}"'"#),
+        r#"'mcp_servers.torch.default_tools_approval_mode="approve"'"#.into(),
+    ] {
+        assert!(text.contains(&want), "{want:?} in {text}");
     }
     let (code, text) = check_templates(&dir, "/usr/bin:/bin");
     assert_eq!(code, 1, "a missing CLI fails the check: {text}");

@@ -3,7 +3,9 @@
 //! Command arguments may contain `{prompt}`, `{workdir}`, `{task_file}` (the
 //! attempt's `task.json`: the assignment as JSON), `{task_id}`, `{task_name}`,
 //! `{home}` (the agent's home dir), `{model}` and `{base_url}` (the
-//! executor's model settings); `{{` and `}}` stand for literal braces. The
+//! executor's model settings) and `{torch}` (the agent's own `torch`
+//! binary, to wire `torch mcp` into an agent CLI); `{{` and `}}` stand for
+//! literal braces. The
 //! executor's `env` values and `files` contents take the same placeholders.
 //! Substitution happens inside each argument: arguments are never joined
 //! into a shell line, so a prompt full of quotes and `$` stays one argument.
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::TemplateError;
 
 /// The placeholder names an executor command may use.
-pub const PLACEHOLDERS: [&str; 8] = [
+pub const PLACEHOLDERS: [&str; 9] = [
     "prompt",
     "workdir",
     "task_file",
@@ -24,6 +26,7 @@ pub const PLACEHOLDERS: [&str; 8] = [
     "home",
     "model",
     "base_url",
+    "torch",
 ];
 
 /// Whose `HOME` (or `TMPDIR`) the executor runs with.
@@ -135,6 +138,9 @@ pub struct Placeholders {
     pub model: String,
     /// The executor's `base-url` setting (empty when unset).
     pub base_url: String,
+    /// Absolute path of the agent's own `torch` binary (the MCP server an
+    /// agent CLI starts as `{torch} mcp`).
+    pub torch: String,
 }
 
 impl Placeholders {
@@ -148,6 +154,7 @@ impl Placeholders {
             "home" => &self.home,
             "model" => &self.model,
             "base_url" => &self.base_url,
+            "torch" => &self.torch,
             _ => return None,
         })
     }
@@ -359,6 +366,15 @@ mod tests {
                 .contains("unknown placeholder {}")
         );
         assert!(check_arg("{{}}{{prompt}}").is_ok());
+        assert!(check_arg("{torch}").is_ok());
+        let v = Placeholders {
+            torch: "/opt/torch/bin/torch".into(),
+            ..Placeholders::default()
+        };
+        assert_eq!(
+            render_text(r#"{{"command": "{torch}"}}"#, &v).unwrap(),
+            r#"{"command": "/opt/torch/bin/torch"}"#
+        );
         assert!(exec(&[], PromptVia::Arg).render(&values()).is_err());
     }
 }

@@ -360,6 +360,7 @@ fn agent_cli_templates_set_home_model_endpoint_and_files() {
         home: "/a/home".into(),
         model: "m1".into(),
         base_url: "http://127.0.0.1:9/v1".into(),
+        torch: "/opt/torch/bin/torch".into(),
         ..Placeholders::default()
     };
 
@@ -376,6 +377,20 @@ fn agent_cli_templates_set_home_model_endpoint_and_files() {
     assert_eq!(
         render_text(&e.env["ANTHROPIC_BASE_URL"], &values).unwrap(),
         "http://127.0.0.1:9/v1"
+    );
+    // `torch mcp` wired in: a generated config in the agent's home, its
+    // tools allowed.
+    assert!(
+        argv.windows(2)
+            .any(|w| w == ["--mcp-config", "/a/home/.torch/mcp.json"]),
+        "{argv:?}"
+    );
+    assert!(argv.iter().any(|a| a.ends_with(",mcp__torch")), "{argv:?}");
+    let mcp: serde_json::Value =
+        serde_json::from_str(&render_text(&e.files[".torch/mcp.json"], &values).unwrap()).unwrap();
+    assert_eq!(
+        mcp["mcpServers"]["torch"],
+        serde_json::json!({"type": "stdio", "command": "/opt/torch/bin/torch", "args": ["mcp"]})
     );
     assert!(!claude.env_allowed("HOME") && !claude.env_allowed("TMPDIR"));
     assert!(claude.env_allowed("ANTHROPIC_API_KEY"));
@@ -403,6 +418,38 @@ fn agent_cli_templates_set_home_model_endpoint_and_files() {
         Some("http://127.0.0.1:9/v1")
     );
     assert_eq!(codex.limits.memory, None);
+    // `torch mcp` wired in with `-c` overrides, each a TOML `key=value`.
+    let argv = e.render(&values).unwrap();
+    let lines: Vec<&str> = argv
+        .windows(2)
+        .filter(|w| w[0] == "-c")
+        .map(|w| w[1].as_str())
+        .collect();
+    let overrides: toml::Table = lines
+        .join("\n")
+        .parse()
+        .unwrap_or_else(|e| panic!("{lines:?}: {e}"));
+    let torch = &overrides["mcp_servers"]["torch"];
+    assert_eq!(torch["command"].as_str(), Some("/opt/torch/bin/torch"));
+    assert_eq!(torch["args"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        torch["default_tools_approval_mode"].as_str(),
+        Some("approve")
+    );
+    let vars: Vec<&str> = torch["env_vars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for v in [
+        "TORCH_HUB",
+        "TORCH_TASK_ID",
+        "TORCH_TASK_TOKEN",
+        "TORCH_AGENT_URL",
+    ] {
+        assert!(vars.contains(&v), "{v} passes to torch mcp: {vars:?}");
+    }
 }
 
 #[test]

@@ -1,45 +1,18 @@
-//! `torch mcp`: a Model Context Protocol server over stdio for the agent CLI
-//! running inside a task (Claude Code, Codex, …), built on the official Rust
-//! SDK (`rmcp`). It acts with the task's own token from the environment
-//! (`TORCH_HUB`, `TORCH_TASK_ID`, `TORCH_TASK_TOKEN`), so the agent inside
-//! the task can do exactly what `torch` can from a task's shell: read its
-//! task, report progress, delegate subtasks, spawn a helper and wait for
-//! tasks. Every tool has an input and an output schema; stdout carries the
-//! protocol only (logs go to stderr).
+//! The task tools: `get_task`, `report_progress`, `delegate_task`,
+//! `spawn_helper`, `wait_task`.
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::{Json, Parameters};
-use rmcp::model::{ProgressNotificationParam, RequestMetaObject, ServerCapabilities, ServerConfig};
-use rmcp::{
-    ErrorData, Peer, RoleServer, ServerHandler, ServiceExt, schemars, tool, tool_handler,
-    tool_router,
-};
+use rmcp::model::{ProgressNotificationParam, RequestMetaObject};
+use rmcp::{Peer, RoleServer, schemars, tool, tool_router};
 use serde::{Deserialize, Serialize};
 use torch_api::rest::{
     ProgressRequest, SpawnRequest, SpawnResponse, SubmitRequest, SubmitResponse, TaskView,
 };
-use torch_api::{ENV_HUB, ENV_TASK_ID, ENV_TASK_TOKEN};
 use torch_core::spec::TaskSpec;
 
-use crate::client::Client;
-use crate::exit::{BAD_INPUT, exit};
-
-/// How often `wait_task` reports progress while it waits: well inside the
-/// 60 s idle watchdogs of MCP clients.
-const WAIT_PROGRESS_EVERY: Duration = Duration::from_secs(5);
-/// The longest `wait_task` waits.
-const WAIT_MAX_SECONDS: u64 = 3600;
-
-/// The server: a hub client acting with the task token.
-#[derive(Clone)]
-struct TorchMcp {
-    client: Client,
-    task_id: String,
-    tool_router: ToolRouter<TorchMcp>,
-}
+use super::{PROGRESS_EVERY, TorchMcp, WAIT_MAX_SECONDS, tool_error};
 
 /// `get_task` input.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -185,21 +158,9 @@ struct WaitOutput {
     tasks: Vec<TaskSummary>,
 }
 
-fn tool_error(e: anyhow::Error) -> ErrorData {
-    ErrorData::internal_error(format!("{e:#}"), None)
-}
-
-#[tool_router]
+#[tool_router(router = tasks_router, vis = "pub(super)")]
 impl TorchMcp {
-    fn new(client: Client, task_id: String) -> Self {
-        TorchMcp {
-            client,
-            task_id,
-            tool_router: Self::tool_router(),
-        }
-    }
-
-    async fn task(&self, id: &str) -> Result<TaskSummary, ErrorData> {
+    async fn task(&self, id: &str) -> Result<TaskSummary, String> {
         let v: TaskView = self
             .client
             .get(&format!("/api/v1/tasks/{id}"))
@@ -215,7 +176,7 @@ impl TorchMcp {
     async fn get_task(
         &self,
         Parameters(input): Parameters<GetTaskInput>,
-    ) -> Result<Json<TaskSummary>, ErrorData> {
+    ) -> Result<Json<TaskSummary>, String> {
         let id = input.task_id.unwrap_or_else(|| self.task_id.clone());
         Ok(Json(self.task(&id).await?))
     }
@@ -227,11 +188,11 @@ impl TorchMcp {
     async fn report_progress(
         &self,
         Parameters(input): Parameters<ProgressInput>,
-    ) -> Result<Json<ProgressOutput>, ErrorData> {
+    ) -> Result<Json<ProgressOutput>, String> {
         if !(0.0..=100.0).contains(&input.percent) {
-            return Err(ErrorData::invalid_params(
-                format!("percent {} must be between 0 and 100", input.percent),
-                None,
+            return Err(format!(
+                "percent {} must be between 0 and 100",
+                input.percent
             ));
         }
         let _: serde_json::Value = self
@@ -258,23 +219,24 @@ impl TorchMcp {
     async fn delegate_task(
         &self,
         Parameters(input): Parameters<DelegateInput>,
-    ) -> Result<Json<DelegateOutput>, ErrorData> {
+    ) -> Result<Json<DelegateOutput>, String> {
         if input.tasks.is_empty() {
-            return Err(ErrorData::invalid_params("tasks is empty", None));
+            return Err("tasks is empty".to_string());
         }
         let mut specs = Vec::with_capacity(input.tasks.len());
         for (i, t) in input.tasks.into_iter().enumerate() {
             if t.prompt.is_none() && t.command.is_none() {
-                return Err(ErrorData::invalid_params(
-                    format!("tasks[{i}] ({}) needs a prompt or a command", t.name),
-                    None,
+                return Err(format!(
+                    "tasks[{i}] ({}) needs a prompt or a command",
+                    t.name
                 ));
             }
             let mut skills = Vec::with_capacity(t.skills.len());
             for s in &t.skills {
-                skills.push(s.parse().map_err(|e| {
-                    ErrorData::invalid_params(format!("tasks[{i}].skills: {s:?}: {e}"), None)
-                })?);
+                skills.push(
+                    s.parse()
+                        .map_err(|e| format!("tasks[{i}].skills: {s:?}: {e}"))?,
+                );
             }
             specs.push(TaskSpec {
                 name: Some(t.name),
@@ -308,7 +270,7 @@ impl TorchMcp {
     async fn spawn_helper(
         &self,
         Parameters(input): Parameters<SpawnInput>,
-    ) -> Result<Json<SpawnOutput>, ErrorData> {
+    ) -> Result<Json<SpawnOutput>, String> {
         let resp: SpawnResponse = self
             .client
             .post(
@@ -339,9 +301,9 @@ impl TorchMcp {
         Parameters(input): Parameters<WaitInput>,
         meta: RequestMetaObject,
         peer: Peer<RoleServer>,
-    ) -> Result<Json<WaitOutput>, ErrorData> {
+    ) -> Result<Json<WaitOutput>, String> {
         if input.task_ids.is_empty() {
-            return Err(ErrorData::invalid_params("task_ids is empty", None));
+            return Err("task_ids is empty".to_string());
         }
         let limit = Duration::from_secs(input.timeout_seconds.unwrap_or(600).min(WAIT_MAX_SECONDS));
         let started = Instant::now();
@@ -364,7 +326,7 @@ impl TorchMcp {
                 }));
             }
             if let Some(tok) = &token
-                && last_note.elapsed() >= WAIT_PROGRESS_EVERY
+                && last_note.elapsed() >= PROGRESS_EVERY
             {
                 last_note = Instant::now();
                 let _ = peer
@@ -378,46 +340,4 @@ impl TorchMcp {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-}
-
-#[tool_handler(router = self.tool_router)]
-impl ServerHandler for TorchMcp {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
-            "Nova Torch tools for the agent running this task: read tasks, report progress, delegate subtasks, spawn helpers and wait for tasks.",
-        )
-    }
-}
-
-pub(crate) async fn run() -> Result<()> {
-    let var = |k: &str| {
-        std::env::var(k).map_err(|_| {
-            exit(
-                BAD_INPUT,
-                format!(
-                    "{k} is not set: `torch mcp` runs inside a task started by a torch agent (its MCP client starts it there)"
-                ),
-            )
-        })
-    };
-    let hub = var(ENV_HUB)?;
-    let task = var(ENV_TASK_ID)?;
-    let token = var(ENV_TASK_TOKEN)?;
-    let client = Client::new(&hub, Some(token))?;
-    let server = TorchMcp::new(client, task)
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| {
-            exit(
-                crate::exit::ERROR,
-                format!("MCP session did not start: {e}"),
-            )
-        })?;
-    server.waiting().await.map_err(|e| {
-        exit(
-            crate::exit::ERROR,
-            format!("MCP session ended with an error: {e}"),
-        )
-    })?;
-    Ok(())
 }
