@@ -126,12 +126,17 @@ pub(crate) async fn run_task(
     let (outcome, logs, ran) = loop {
         match attempt(&ctx, &a, &workdir, session.as_deref(), &mut stop, &events).await {
             Err((kind, reason)) => {
-                break (Outcome::failed(kind, reason, evidence_since(started)), None, Ran::default());
+                break (
+                    Outcome::failed(kind, reason, evidence_since(started)),
+                    None,
+                    Ran::default(),
+                );
             }
             Ok((outcome, logs, ran)) => {
-                let limited = ran.rate_limit.as_ref().filter(|_| {
-                    resumable && ran.session.is_some() && pauses < resume::MAX_PAUSES
-                });
+                let limited = ran
+                    .rate_limit
+                    .as_ref()
+                    .filter(|_| resumable && ran.session.is_some() && pauses < resume::MAX_PAUSES);
                 let Some(limit) = limited else {
                     break (outcome, logs, ran);
                 };
@@ -139,9 +144,12 @@ pub(crate) async fn run_task(
                     .retry_after
                     .or(ctx.executor.as_ref().and_then(|e| e.rate_limit_pause))
                     .unwrap_or(resume::DEFAULT_PAUSE);
-                if let Err(why) = resume::pause(wait, a.task_id, a.fence, &mut stop, &events).await {
+                if let Err(why) = resume::pause(wait, a.task_id, a.fence, &mut stop, &events).await
+                {
                     let (kind, reason) = match why {
-                        StopReason::Cancelled(w) => (OutcomeKind::Cancelled, format!("cancelled: {w}")),
+                        StopReason::Cancelled(w) => {
+                            (OutcomeKind::Cancelled, format!("cancelled: {w}"))
+                        }
                         StopReason::Shutdown => (OutcomeKind::Failed, "agent shutting down".into()),
                     };
                     break (Outcome::failed(kind, reason, outcome.evidence), logs, ran);
@@ -331,9 +339,9 @@ async fn attempt(
     events: &mpsc::Sender<RunnerEvent>,
 ) -> Result<(Outcome, Option<TaskLogs>, Ran), NotRun> {
     if session.is_none() {
-        fresh_dir(workdir).await.map_err(|e| {
-            not_run(format!("cannot create work dir {}: {e}", workdir.display()))
-        })?;
+        fresh_dir(workdir)
+            .await
+            .map_err(|e| not_run(format!("cannot create work dir {}: {e}", workdir.display())))?;
     }
     let launch = launch(ctx, a, workdir, session).await?;
     let stdout_log = workdir.join(STDOUT_LOG);

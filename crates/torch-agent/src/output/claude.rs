@@ -24,8 +24,8 @@ pub(super) fn verdict(stdout: &str) -> Option<Verdict> {
     let mut error = error(&result, text.as_deref(), retries);
     // A 429 at the end: the provider's rate limit, with the delay of the
     // last retry Claude announced for it (it honours `retry-after`).
-    let rate_limit = (result.get("api_error_status").and_then(Value::as_u64) == Some(429))
-        .then(|| RateLimit {
+    let rate_limit =
+        (result.get("api_error_status").and_then(Value::as_u64) == Some(429)).then(|| RateLimit {
             retry_after: objects(stdout)
                 .filter(|v| {
                     str_of(v, "subtype") == Some("api_retry")

@@ -68,8 +68,10 @@ pub(super) fn verdict(stdout: &str) -> Option<Verdict> {
     let rate_limit = match &state {
         Err(msg) => {
             let lower = msg.to_lowercase();
-            (lower.contains("429") || lower.contains("too many requests") || lower.contains("rate limit"))
-                .then_some(RateLimit { retry_after: None })
+            (lower.contains("429")
+                || lower.contains("too many requests")
+                || lower.contains("rate limit"))
+            .then_some(RateLimit { retry_after: None })
         }
         Ok(()) => None,
     };

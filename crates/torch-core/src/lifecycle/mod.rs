@@ -43,7 +43,7 @@ pub use spawn_policy::{
 };
 pub use template::{
     AgentTemplate, DEFAULT_RESUME_PROMPT, Executor, HomeMode, InheritPolicy, OutputFormat,
-    Placeholders, PromptVia, RESUME_MARK,
-    SandboxLimits, TemplateError, TemplateErrors, format_bytes, opt_bytes, parse_bytes,
-    parse_template_file, parse_templates, render_text, templates_from_map, validate_template,
+    Placeholders, PromptVia, RESUME_MARK, SandboxLimits, TemplateError, TemplateErrors,
+    format_bytes, opt_bytes, parse_bytes, parse_template_file, parse_templates, render_text,
+    templates_from_map, validate_template,
 };

@@ -22,7 +22,7 @@ use crate::harness::{Hub, TORCH, TestDir, secs};
 
 /// Where the CLIs are, or `None` (after saying why) when they are missing
 /// outside CI.
-fn agent_clis() -> Option<PathBuf> {
+pub(crate) fn agent_clis() -> Option<PathBuf> {
     let dir = match std::env::var_os("TORCH_AGENT_CLIS") {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
@@ -49,14 +49,14 @@ fn agent_clis() -> Option<PathBuf> {
 }
 
 /// The scripted model server, killed on drop.
-struct ModelServer {
-    url: String,
+pub(crate) struct ModelServer {
+    pub(crate) url: String,
     log: PathBuf,
     child: Child,
 }
 
 impl ModelServer {
-    fn start(dir: &TestDir, script: &Value) -> ModelServer {
+    pub(crate) fn start(dir: &TestDir, script: &Value) -> ModelServer {
         let script_path = dir.write("model-script.json", &script.to_string());
         let url_file = dir.join("model-server.url");
         let log = dir.join("model-requests.jsonl");
@@ -87,7 +87,7 @@ impl ModelServer {
     }
 
     /// Every request logged so far.
-    fn requests(&self) -> Vec<Value> {
+    pub(crate) fn requests(&self) -> Vec<Value> {
         fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -105,7 +105,7 @@ impl Drop for ModelServer {
 
 /// A shipped template with `base-url` pointed at `base_url` and `min` set,
 /// written to `templates/NAME.toml`.
-fn install_template(dir: &TestDir, name: &str, base_url: &str, min: u32) {
+pub(crate) fn install_template(dir: &TestDir, name: &str, base_url: &str, min: u32) {
     let src =
         Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../examples/templates/{name}.toml"));
     let text = fs::read_to_string(&src).expect("read a shipped template");
@@ -125,9 +125,15 @@ fn install_template(dir: &TestDir, name: &str, base_url: &str, min: u32) {
 
 /// A hub whose node runs the two templates against `server`, with the
 /// CLIs on its `PATH` and fake API keys in its environment.
-fn start_fleet(dir: &TestDir, clis: &Path, server: &ModelServer, min: u32) -> Hub {
+pub(crate) fn start_fleet(dir: &TestDir, clis: &Path, server: &ModelServer, min: u32) -> Hub {
     install_template(dir, "claude-code", &server.url, min);
     install_template(dir, "codex", &format!("{}/v1", server.url), min);
+    start_hub(dir, clis)
+}
+
+/// A hub whose node runs the templates already in `templates/`, with the
+/// CLIs on its `PATH` and fake API keys in its environment.
+pub(crate) fn start_hub(dir: &TestDir, clis: &Path) -> Hub {
     dir.write(
         "torch.toml",
         r#"
@@ -160,12 +166,12 @@ node-mem-max = 1.0
 }
 
 /// A Claude task (`review` is a skill only the claude-code template has).
-fn claude_task(name: &str, prompt: &str) -> Value {
+pub(crate) fn claude_task(name: &str, prompt: &str) -> Value {
     json!({"name": name, "prompt": prompt, "skills": ["review"], "max_retries": 0})
 }
 
 /// A Codex task (`go` is a skill only the codex template has).
-fn codex_task(name: &str, prompt: &str) -> Value {
+pub(crate) fn codex_task(name: &str, prompt: &str) -> Value {
     json!({"name": name, "prompt": prompt, "skills": ["go"], "max_retries": 0})
 }
 

@@ -298,8 +298,11 @@ impl Executor {
                 placed = true;
                 continue;
             }
-            let (one, prompt) =
-                render_args(std::slice::from_ref(arg), values, &format!("executor.command[{i}]"))?;
+            let (one, prompt) = render_args(
+                std::slice::from_ref(arg),
+                values,
+                &format!("executor.command[{i}]"),
+            )?;
             saw_prompt |= prompt;
             out.extend(one);
         }
@@ -397,7 +400,10 @@ mod tests {
 
     #[test]
     fn resume_arguments_go_at_the_mark_or_the_end() {
-        let mut e = exec(&["codex", "exec", "--json", "{resume}", "-"], PromptVia::Stdin);
+        let mut e = exec(
+            &["codex", "exec", "--json", "{resume}", "-"],
+            PromptVia::Stdin,
+        );
         e.resume = vec!["resume".into(), "{session}".into()];
         let mut v = Placeholders::default();
         assert_eq!(e.render(&v).unwrap(), ["codex", "exec", "--json", "-"]);
