@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use torch_api::ws::ProgressReport;
-use torch_core::TaskId;
+use torch_api::ws::{Assignment, ProgressReport};
+use torch_core::{Activity, Liveness, TaskId, Waiting};
 
 use crate::runner::{RunnerEvent, StopReason};
 
@@ -129,15 +129,17 @@ pub(crate) fn waiting_message(until_ms: u64) -> String {
     format!("waiting: rate_limited until {until_ms}")
 }
 
-/// Waits `pause`, reporting `waiting: rate_limited` for `(task_id, fence)`
-/// every [`PAUSE_KEEPALIVE`]. `Err` with the reason when stopped meanwhile.
+/// Waits `pause`, reporting `waiting: rate_limited` (with the run's last
+/// `activity`) for the assignment every [`PAUSE_KEEPALIVE`]. `Err` with the
+/// reason when stopped meanwhile.
 pub(crate) async fn pause(
     pause: Duration,
-    task_id: TaskId,
-    fence: u64,
+    a: &Assignment,
+    activity: Option<Activity>,
     stop: &mut oneshot::Receiver<StopReason>,
     events: &mpsc::Sender<RunnerEvent>,
 ) -> Result<(), StopReason> {
+    let (task_id, fence) = (a.task_id, a.fence);
     let until_ms = now_ms().saturating_add(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
     info!(%task_id, pause_ms = pause.as_millis() as u64, until_ms, "rate limited: pausing, then resuming the session");
     let deadline = tokio::time::Instant::now() + pause;
@@ -147,6 +149,14 @@ pub(crate) async fn pause(
             fence,
             percent: 0.0,
             message: waiting_message(until_ms),
+            live: Liveness {
+                activity: activity.clone(),
+                waiting: Some(Waiting {
+                    reason: "rate_limited".into(),
+                    until_ms: Some(until_ms),
+                    detail: None,
+                }),
+            },
         });
         if events.send(report).await.is_err() {
             return Err(StopReason::Shutdown);

@@ -144,7 +144,8 @@ pub(crate) async fn run_task(
                     .retry_after
                     .or(ctx.executor.as_ref().and_then(|e| e.rate_limit_pause))
                     .unwrap_or(resume::DEFAULT_PAUSE);
-                if let Err(why) = resume::pause(wait, a.task_id, a.fence, &mut stop, &events).await
+                if let Err(why) =
+                    resume::pause(wait, &a, ran.activity.clone(), &mut stop, &events).await
                 {
                     let (kind, reason) = match why {
                         StopReason::Cancelled(w) => {
@@ -199,6 +200,8 @@ struct Ran {
     session: Option<String>,
     /// It stopped on the provider's rate limit.
     rate_limit: Option<output::RateLimit>,
+    /// Its last activity, from its stream.
+    activity: Option<torch_core::Activity>,
 }
 
 fn evidence_since(started: Instant) -> Evidence {
@@ -436,10 +439,12 @@ async fn attempt(
     .await;
     let duration_ms = millis(started.elapsed());
     out.untap();
-    if let Some(f) = follower
-        && let Err(e) = f.await
-    {
-        warn!(error = %e, "the output follower failed");
+    let mut last_live = None;
+    if let Some(f) = follower {
+        match f.await {
+            Ok(live) => last_live = live.activity,
+            Err(e) => warn!(error = %e, "the output follower failed"),
+        }
     }
     let (exit, extras) = if ctx.supervised {
         supervised_exit(&status_file, leader_exit).await
@@ -463,7 +468,10 @@ async fn attempt(
     }
     // The session the CLI started, even when it was killed before its
     // result (its first events name it).
-    let mut ran = Ran::default();
+    let mut ran = Ran {
+        activity: last_live,
+        ..Ran::default()
+    };
     if launch.output != OutputFormat::Text {
         let head = read_head(&stdout_log).await;
         ran.session = output::session_of(launch.output, &head);

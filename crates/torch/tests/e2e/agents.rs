@@ -458,6 +458,12 @@ fn the_cli_stream_shows_activity_and_rate_limit_waits() {
     };
     let waiting = progress(&ids[0], "waiting: rate_limited");
     assert!(waiting.contains("retrying in"), "{waiting}");
+    // The same as fields: Claude's own retry of the 429, until its retry time.
+    let v = api.task(&ids[0]);
+    if v["state"] == "running" && v["waiting"].is_object() {
+        assert_eq!(v["waiting"]["reason"], "rate_limited", "{v:#}");
+        assert!(v["waiting"]["until_ms"].as_u64().is_some(), "{v:#}");
+    }
     let active = progress(&ids[1], "activity: ");
     assert!(
         active.contains("tool shell"),
@@ -472,6 +478,30 @@ fn the_cli_stream_shows_activity_and_rate_limit_waits() {
         shown.stdout.contains("activity: turn 2, last tool Write"),
         "the last activity stays on the task: {}",
         shown.stdout
+    );
+    assert!(
+        shown.stdout.contains("activity  turn 2, last tool Write, "),
+        "{}",
+        shown.stdout
+    );
+    let v = api.task(&ids[0]);
+    let a = &v["activity"];
+    assert_eq!(
+        (a["turns"].as_u64(), a["last_tool"].as_str()),
+        (Some(2), Some("Write")),
+        "{v:#}"
+    );
+    assert!(a["tokens_so_far"].as_u64().unwrap_or(0) > 0, "{v:#}");
+    assert!(a["at_ms"].as_u64().unwrap_or(0) > 0, "{v:#}");
+    let x = api.task(&ids[1]);
+    assert_eq!(x["activity"]["last_tool"], "shell", "{x:#}");
+    let events = api.task_events(&ids[0], "task.progress");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["data"]["waiting"]["reason"] == "rate_limited")
+            && events.iter().all(|e| e["data"]["activity"].is_object()),
+        "activity and waiting on the events: {events:#?}"
     );
     assert_eq!(
         server

@@ -72,22 +72,25 @@ fn a_rate_limited_run_pauses_then_resumes_its_session() {
     task["success"] = json!({"file_exists": ["hello.txt"]});
     let ids = api.submit(vec![task]);
 
-    // Paused: waiting on the rate limit, with the reset time.
+    // Paused: waiting on the rate limit, with the reset time, as fields of
+    // their own (and as the progress message); the last activity stays.
     let paused = dir.wait_for("the task to wait on the rate limit", secs(60), || {
         let v = api.task(&ids[0]);
-        let msg = v["progress"]["message"].as_str().unwrap_or("").to_string();
-        msg.starts_with("waiting: rate_limited until ").then_some(v)
+        // Claude's own retry waits too ("retrying in …"): this is torch's pause.
+        let msg = v["progress"]["message"].as_str().unwrap_or("");
+        (msg.starts_with("waiting: rate_limited until ")
+            && v["waiting"]["reason"] == "rate_limited")
+            .then_some(v)
     });
-    let until: u64 = paused["progress"]["message"]
-        .as_str()
-        .and_then(|m| m.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .expect("until_ms in the message");
+    let until = paused["waiting"]["until_ms"].as_u64().expect("until_ms");
+    let msg = paused["progress"]["message"].as_str().unwrap_or("");
+    assert_eq!(msg, format!("waiting: rate_limited until {until}"));
     assert!(
         until > paused["progress"]["updated_ms"].as_u64().unwrap_or(0),
         "the reset time is ahead: {paused:#}"
     );
     assert_eq!(paused["state"], "running", "paused, not failed: {paused:#}");
+    assert_eq!(paused["activity"]["last_tool"], "Write", "{paused:#}");
 
     let v = api.wait_state(&dir, &ids[0], "succeeded", secs(60));
     assert_eq!(v["attempt"], 1, "the pause burnt no attempt: {v:#}");
@@ -109,6 +112,16 @@ fn a_rate_limited_run_pauses_then_resumes_its_session() {
         .as_str()
         .unwrap_or("");
     assert_eq!(session.len(), 36, "{v:#}");
+    assert!(v["waiting"].is_null(), "no waiting once done: {v:#}");
+    // The pause is on the task's events too.
+    let events = api.task_events(&ids[0], "task.progress");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["data"]["waiting"]["reason"] == "rate_limited"
+                && e["data"]["waiting"]["until_ms"] == until),
+        "{events:#?}"
+    );
 }
 
 /// Pids of the CLI processes (`needle` in their command line) running in a
