@@ -27,11 +27,11 @@ pub(super) fn verdict(stdout: &str) -> Option<Verdict> {
     let rate_limit =
         (result.get("api_error_status").and_then(Value::as_u64) == Some(429)).then(|| RateLimit {
             retry_after: objects(stdout)
-                .filter(|v| {
+                .rev()
+                .find(|v| {
                     str_of(v, "subtype") == Some("api_retry")
                         && v.get("error_status").and_then(Value::as_u64) == Some(429)
                 })
-                .last()
                 .and_then(|v| v.get("retry_delay_ms").and_then(Value::as_u64))
                 .map(Duration::from_millis),
         });
