@@ -25,7 +25,7 @@ pub(crate) fn assign(
         let mut st = tx.conn.prepare_cached(
             "UPDATE tasks SET state = 'assigned', agent_id = ?2, fence = ?3, attempt = attempt + 1,
                  lease_expires_ms = ?4, not_before_ms = 0, progress_pct = NULL,
-                 progress_msg = NULL, progress_ms = NULL, updated_ms = ?5, explanation = NULL,
+                 progress_msg = NULL, progress_ms = NULL, progress_live = NULL, updated_ms = ?5, explanation = NULL,
                  explanation_event = NULL
              WHERE id = ?1 AND state = 'queued'
              RETURNING name, spec, attempt",
