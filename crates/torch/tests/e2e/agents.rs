@@ -134,9 +134,15 @@ pub(crate) fn start_fleet(dir: &TestDir, clis: &Path, server: &ModelServer, min:
 /// A hub whose node runs the templates already in `templates/`, with the
 /// CLIs on its `PATH` and fake API keys in its environment.
 pub(crate) fn start_hub(dir: &TestDir, clis: &Path) -> Hub {
+    start_hub_with(dir, clis, "")
+}
+
+/// [`start_hub`] with `extra` prepended to its `torch.toml`.
+pub(crate) fn start_hub_with(dir: &TestDir, clis: &Path, extra: &str) -> Hub {
     dir.write(
         "torch.toml",
-        r#"
+        &(extra.to_string()
+            + r#"
 [lifecycle]
 tick = "200ms"
 terminate-grace = "2s"
@@ -145,7 +151,7 @@ spawn-timeout = "30s"
 [spawn]
 node-cpu-max = 1.0
 node-mem-max = 1.0
-"#,
+"#),
     );
     let path = format!(
         "{}:{}",

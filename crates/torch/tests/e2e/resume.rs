@@ -12,7 +12,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::agents::{
-    ModelServer, agent_clis, claude_task, codex_task, install_template, start_hub,
+    ModelServer, agent_clis, claude_task, codex_task, install_template, start_hub, start_hub_with,
 };
 use crate::harness::{TestDir, secs};
 
@@ -219,4 +219,41 @@ fn a_killed_attempt_resumes_its_session_on_retry() {
             .count();
         assert_eq!(first, 1, "the conversation was never started over");
     }
+}
+
+#[test]
+fn a_long_tool_run_is_not_a_stall_but_a_silent_cli_is() {
+    let Some(clis) = agent_clis() else { return };
+    let dir = TestDir::new("resume-stall");
+    // Codex runs a 28 s shell command: its running tool is reported again
+    // every 20 s, inside the 25 s stall limit. Claude waits 30 s on a model
+    // that says nothing: no report, so it is stalled (event only).
+    let script = json!({
+        "x-long": [
+            {"tool": "exec_command", "input": {"cmd": "sleep 28 && echo done > long.txt",
+                                               "yield_time_ms": 40000}},
+            {"text": "Done."}
+        ],
+        "c-silent": [{"text": "Finally.", "delay_ms": 30000}]
+    });
+    let server = ModelServer::start(&dir, &script);
+    install_single(&dir, &server);
+    let hub = start_hub_with(&dir, &clis, "[hub]\nstall-after = \"25s\"\n");
+    let api = hub.api();
+    let mut x = codex_task("codex-long-tool", "[x-long] run the long job");
+    x["success"] = json!({"file_exists": ["long.txt"]});
+    let ids = api.submit(vec![
+        x,
+        claude_task("claude-silent", "[c-silent] think hard"),
+    ]);
+    let x = api.wait_state(&dir, &ids[0], "succeeded", secs(90));
+    let c = api.wait_state(&dir, &ids[1], "succeeded", secs(90));
+    assert!(
+        api.task_events(&ids[0], "task.stalled").is_empty(),
+        "a running tool is activity: {x:#}"
+    );
+    assert_eq!(x["activity"]["last_tool"], "shell", "{x:#}");
+    let stalled = api.task_events(&ids[1], "task.stalled");
+    assert_eq!(stalled.len(), 1, "a silent CLI is a stall: {c:#}");
+    assert_eq!(stalled[0]["data"]["requeue"], false);
 }
