@@ -175,6 +175,27 @@ pub(crate) async fn pause(
     }
 }
 
+/// What a run of the CLI said about its session.
+#[derive(Debug, Default)]
+pub(crate) struct Ran {
+    /// Its session id, from its verdict or its first events.
+    pub(crate) session: Option<String>,
+    /// It stopped on the provider's rate limit.
+    pub(crate) rate_limit: Option<crate::output::RateLimit>,
+    /// Its last activity, from its stream.
+    pub(crate) activity: Option<torch_core::Activity>,
+}
+
+/// The first 64 KiB of a log file (empty when unreadable).
+pub(crate) async fn read_head(path: &Path) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    if let Ok(f) = tokio::fs::File::open(path).await {
+        let _ = f.take(64 * 1024).read_to_end(&mut buf).await;
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

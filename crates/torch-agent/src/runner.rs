@@ -129,7 +129,7 @@ pub(crate) async fn run_task(
                 break (
                     Outcome::failed(kind, reason, evidence_since(started)),
                     None,
-                    Ran::default(),
+                    resume::Ran::default(),
                 );
             }
             Ok((outcome, logs, ran)) => {
@@ -191,17 +191,6 @@ pub(crate) async fn run_task(
     if events.send(finished).await.is_err() {
         warn!("the agent session is gone; dropping the report");
     }
-}
-
-/// What a run of the CLI said about its session.
-#[derive(Debug, Default)]
-struct Ran {
-    /// Its session id, from its verdict or its first events.
-    session: Option<String>,
-    /// It stopped on the provider's rate limit.
-    rate_limit: Option<output::RateLimit>,
-    /// Its last activity, from its stream.
-    activity: Option<torch_core::Activity>,
 }
 
 fn evidence_since(started: Instant) -> Evidence {
@@ -340,7 +329,7 @@ async fn attempt(
     session: Option<&str>,
     stop: &mut oneshot::Receiver<StopReason>,
     events: &mpsc::Sender<RunnerEvent>,
-) -> Result<(Outcome, Option<TaskLogs>, Ran), NotRun> {
+) -> Result<(Outcome, Option<TaskLogs>, resume::Ran), NotRun> {
     if session.is_none() {
         fresh_dir(workdir)
             .await
@@ -468,12 +457,12 @@ async fn attempt(
     }
     // The session the CLI started, even when it was killed before its
     // result (its first events name it).
-    let mut ran = Ran {
+    let mut ran = resume::Ran {
         activity: last_live,
-        ..Ran::default()
+        ..resume::Ran::default()
     };
     if launch.output != OutputFormat::Text {
-        let head = read_head(&stdout_log).await;
+        let head = resume::read_head(&stdout_log).await;
         ran.session = output::session_of(launch.output, &head);
     }
     let mut evidence = Evidence {
@@ -580,16 +569,6 @@ async fn attempt(
         ran.session = outcome.evidence.session_id.clone();
     }
     Ok((outcome, logs, ran))
-}
-
-/// The first 64 KiB of a log file (empty when unreadable).
-async fn read_head(path: &Path) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    if let Ok(f) = File::open(path).await {
-        let _ = f.take(64 * 1024).read_to_end(&mut buf).await;
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// The executor's verdict from the captured stdout tail or, when the tail
