@@ -45,7 +45,9 @@ test can add conversations that name things it learns after the server
 started (task ids, say); replace it atomically (write, then rename).
 
 Every request is logged as one JSON line (``--log FILE``): time, path, tag,
-turn, model, whether it streamed, the status answered, and the last user text.
+turn, model, whether it streamed, the status answered, the last user
+text, the first one holding a ``[tag]`` (the prompt that started the
+conversation) and the number of messages (input items) in the request.
 
 Usage: ``model_server.py --script SCRIPT.json [--port 0] [--port-file F]
 [--log F]``. It prints ``listening http://127.0.0.1:PORT`` on stdout once
@@ -279,6 +281,8 @@ class Handler(BaseHTTPRequestHandler):
             "stream": bool(body.get("stream")),
             "status": status,
             "last_user": users[-1][:500] if users else None,
+            "tagged_user": next((u[:500] for u in users if TAG.search(u)), None),
+            "messages": len(body.get("messages") or body.get("input") or []),
         })
         if error:
             self.send_error_reply(api, error, status)

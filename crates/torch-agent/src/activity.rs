@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use torch_api::ws::ProgressReport;
-use torch_core::TaskId;
 use torch_core::lifecycle::OutputFormat;
+use torch_core::{Liveness, TaskId, Waiting};
 
 use crate::runner::RunnerEvent;
 
@@ -42,6 +42,10 @@ pub(crate) struct Activity {
     waiting: Option<(String, Option<Duration>)>,
     /// Claude repeats an assistant message once per content block.
     last_message_id: Option<String>,
+    /// When the stream last changed any of the above (unix ms).
+    at_ms: u64,
+    /// When the wait ends (unix ms), if the CLI said.
+    until_ms: Option<u64>,
 }
 
 impl Activity {
@@ -56,7 +60,40 @@ impl Activity {
             OutputFormat::CodexJsonl => self.codex(&ev),
             OutputFormat::Text => {}
         }
-        *self != before
+        let changed = *self != before;
+        if changed {
+            self.at_ms = crate::resume::now_ms();
+            let delay = self.waiting.as_ref().and_then(|(_, d)| *d);
+            self.until_ms = delay.map(|d| {
+                self.at_ms
+                    .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            });
+        }
+        changed
+    }
+
+    /// The same as fields: activity, and what it waits on.
+    pub(crate) fn live(&self) -> Liveness {
+        let waiting = self.waiting.as_ref().map(|(reason, _)| {
+            let (reason, detail) = match reason.strip_prefix("api_retry (") {
+                Some(rest) => ("api_retry", Some(rest.trim_end_matches(')').to_string())),
+                None => (reason.as_str(), None),
+            };
+            Waiting {
+                reason: reason.to_string(),
+                until_ms: self.until_ms,
+                detail,
+            }
+        });
+        Liveness {
+            activity: Some(torch_core::Activity {
+                last_tool: self.last_tool.clone(),
+                turns: self.turns,
+                tokens_so_far: self.tokens,
+                at_ms: self.at_ms,
+            }),
+            waiting,
+        }
     }
 
     fn claude(&mut self, ev: &Value) {
@@ -192,14 +229,14 @@ impl Activity {
 }
 
 /// Reads tapped stdout chunks until the tap closes, reporting activity for
-/// `(task_id, fence)` to the session.
+/// `(task_id, fence)` to the session; returns the last activity.
 pub(crate) async fn follow(
     mut chunks: mpsc::Receiver<Vec<u8>>,
     format: OutputFormat,
     task_id: TaskId,
     fence: u64,
     events: mpsc::Sender<RunnerEvent>,
-) {
+) -> Liveness {
     let mut activity = Activity::default();
     let mut partial: Vec<u8> = Vec::new();
     let mut dirty = false;
@@ -212,6 +249,7 @@ pub(crate) async fn follow(
             fence,
             percent: 0.0,
             message: activity.message(),
+            live: activity.live(),
         })
     };
     loop {
@@ -251,6 +289,7 @@ pub(crate) async fn follow(
             }
         }
     }
+    activity.live()
 }
 
 #[cfg(test)]

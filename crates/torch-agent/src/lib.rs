@@ -55,6 +55,7 @@ mod msg;
 pub mod node;
 mod output;
 mod reconnect;
+mod resume;
 mod runner;
 mod sandbox;
 mod session;

@@ -10,6 +10,8 @@
 //! the exit code, and the CLI's token counts and cost become the attempt's
 //! [`Usage`].
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use torch_core::lifecycle::OutputFormat;
@@ -34,6 +36,31 @@ pub(crate) struct Verdict {
     pub(crate) usage: Option<Usage>,
     /// Its session (Claude's `session_id`, Codex's `thread_id`).
     pub(crate) session_id: Option<String>,
+    /// It stopped on the model provider's rate limit (then `error.kind` is
+    /// `rate_limited`).
+    pub(crate) rate_limit: Option<RateLimit>,
+}
+
+/// A run the provider's rate limit ended.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RateLimit {
+    /// How long the API said to wait (Claude's last `api_retry` delay), if
+    /// it said.
+    pub(crate) retry_after: Option<Duration>,
+}
+
+/// The session a run started (Claude's `system/init` `session_id`, Codex's
+/// `thread.started` `thread_id`), read from the first events of `stdout`:
+/// known even when the run was killed before its result.
+pub(crate) fn session_of(format: OutputFormat, stdout: &str) -> Option<String> {
+    let key = match format {
+        OutputFormat::Text => return None,
+        OutputFormat::ClaudeJson => "session_id",
+        OutputFormat::CodexJsonl => "thread_id",
+    };
+    objects(stdout)
+        .take(64)
+        .find_map(|v| str_of(&v, key).map(str::to_string))
 }
 
 /// Parses `stdout` in `format`. `None` for [`OutputFormat::Text`] (nothing

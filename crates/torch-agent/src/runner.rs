@@ -13,7 +13,9 @@ use tracing::{info, instrument, warn};
 use torch_api::ENV_HUB_SOCKET;
 use torch_api::msg::ENV_AGENT_SOCKET;
 use torch_api::ws::{Assignment, FinishReport, HeldTask, ProgressReport, TaskLogs};
-use torch_core::lifecycle::{Executor, OutputFormat, Placeholders, PromptVia, SandboxLimits};
+use torch_core::lifecycle::{
+    DEFAULT_RESUME_PROMPT, Executor, OutputFormat, Placeholders, PromptVia, SandboxLimits,
+};
 use torch_core::sandbox::{FilesPolicy, Requirement, SandboxPolicy};
 use torch_core::{Evidence, Outcome, OutcomeKind};
 
@@ -25,6 +27,7 @@ use crate::confine::verdict::{self, Seen};
 use crate::criteria::{self, Workspace};
 use crate::home;
 use crate::output;
+use crate::resume;
 use crate::sandbox::{Env, Exit, Sandbox};
 
 /// Stdout chunks the live reader may fall behind by before chunks are dropped.
@@ -101,14 +104,65 @@ pub(crate) struct RunnerCtx {
 pub(crate) async fn run_task(
     ctx: Arc<RunnerCtx>,
     a: Assignment,
-    stop: oneshot::Receiver<StopReason>,
+    mut stop: oneshot::Receiver<StopReason>,
     events: mpsc::Sender<RunnerEvent>,
 ) {
-    let workdir = ctx.work_root.join(format!("{}-{}", a.task_id, a.attempt));
+    // An executor that can resume, on a prompt task: the previous attempt's
+    // work dir and session, if this agent kept them.
+    let resumable = a.command.as_ref().is_none_or(|c| c.is_empty())
+        && ctx.executor.as_ref().is_some_and(|e| !e.resume.is_empty());
+    let kept = match resumable {
+        true => resume::take(&ctx.work_root, a.task_id).await,
+        false => None,
+    };
+    let (workdir, mut session) = match kept {
+        Some(k) => {
+            info!(session = %k.session, dir = %k.dir.display(), "resuming the previous attempt's session");
+            (k.dir, Some(k.session))
+        }
+        None => (
+            ctx.work_root.join(format!("{}-{}", a.task_id, a.attempt)),
+            None,
+        ),
+    };
     let started = Instant::now();
-    let (outcome, logs) = match attempt(&ctx, &a, &workdir, stop, &events).await {
-        Ok(done) => done,
-        Err((kind, reason)) => (Outcome::failed(kind, reason, evidence_since(started)), None),
+    let mut pauses = 0;
+    let (outcome, logs, ran) = loop {
+        match attempt(&ctx, &a, &workdir, session.as_deref(), &mut stop, &events).await {
+            Err((kind, reason)) => {
+                break (
+                    Outcome::failed(kind, reason, evidence_since(started)),
+                    None,
+                    resume::Ran::default(),
+                );
+            }
+            Ok((outcome, logs, ran)) => {
+                let limited = ran
+                    .rate_limit
+                    .as_ref()
+                    .filter(|_| resumable && ran.session.is_some() && pauses < resume::MAX_PAUSES);
+                let Some(limit) = limited else {
+                    break (outcome, logs, ran);
+                };
+                let wait = limit
+                    .retry_after
+                    .or(ctx.executor.as_ref().and_then(|e| e.rate_limit_pause))
+                    .unwrap_or(resume::DEFAULT_PAUSE);
+                if let Err(why) =
+                    resume::pause(wait, &a, ran.activity.clone(), &mut stop, &events).await
+                {
+                    let (kind, reason) = match why {
+                        StopReason::Cancelled(w) => {
+                            (OutcomeKind::Cancelled, format!("cancelled: {w}"))
+                        }
+                        StopReason::Shutdown => (OutcomeKind::Failed, "agent shutting down".into()),
+                    };
+                    break (Outcome::failed(kind, reason, outcome.evidence), logs, ran);
+                }
+                pauses += 1;
+                session = ran.session;
+            }
+        }
     };
     info!(
         outcome = outcome.kind.as_str(),
@@ -116,6 +170,17 @@ pub(crate) async fn run_task(
         reason = outcome.reason.as_deref().unwrap_or(""),
         "task finished"
     );
+    // Not done and the CLI named its session: keep the dir for a retry.
+    let keep = resumable
+        && matches!(outcome.kind, OutcomeKind::Failed | OutcomeKind::TimedOut)
+        && ran.session.is_some();
+    if keep && let Some(s) = &ran.session {
+        let kept = resume::Kept {
+            dir: workdir.clone(),
+            session: s.clone(),
+        };
+        resume::keep(&ctx.work_root, a.task_id, &kept).await;
+    }
     let report = FinishReport {
         task_id: a.task_id,
         fence: a.fence,
@@ -125,7 +190,7 @@ pub(crate) async fn run_task(
     };
     let finished = RunnerEvent::Finished {
         report: Box::new(report),
-        workdir: Some(workdir),
+        workdir: (!keep).then_some(workdir),
     };
     if events.send(finished).await.is_err() {
         warn!("the agent session is gone; dropping the report");
@@ -169,7 +234,12 @@ fn not_run(reason: String) -> NotRun {
 
 /// The task's own command, or the executor's rendered for its prompt (after
 /// writing [`TASK_FILE`] and [`PROMPT_FILE`] into the work dir).
-async fn launch(ctx: &RunnerCtx, a: &Assignment, workdir: &Path) -> Result<Launch, NotRun> {
+async fn launch(
+    ctx: &RunnerCtx,
+    a: &Assignment,
+    workdir: &Path,
+    session: Option<&str>,
+) -> Result<Launch, NotRun> {
     if let Some(argv) = a.command.as_ref().filter(|c| !c.is_empty()) {
         return Ok(Launch {
             argv: argv.clone(),
@@ -187,10 +257,19 @@ async fn launch(ctx: &RunnerCtx, a: &Assignment, workdir: &Path) -> Result<Launc
     let task_file = workdir.join(TASK_FILE);
     let prompt_file = workdir.join(PROMPT_FILE);
     let json = task_json(a).map_err(|e| not_run(format!("cannot encode the task: {e}")))?;
+    // A resumed session has the task's prompt already: it is told to go on.
+    let prompt = match session {
+        Some(_) => exec
+            .resume_prompt
+            .clone()
+            .unwrap_or_else(|| DEFAULT_RESUME_PROMPT.to_string()),
+        None => prompt.clone(),
+    };
     write(&task_file, json.as_bytes()).await?;
     write(&prompt_file, prompt.as_bytes()).await?;
     let mut values = Placeholders {
-        prompt: prompt.clone(),
+        session: session.map(str::to_string),
+        prompt,
         workdir: workdir.display().to_string(),
         task_file: task_file.display().to_string(),
         task_id: a.task_id.to_string(),
@@ -245,17 +324,22 @@ fn effective_timeout(spec_ms: Option<u64>, wall_time: Option<Duration>) -> Optio
     }
 }
 
+/// One run of the task's process. With `session`, the work dir is kept as
+/// it is and the executor resumes that session.
 async fn attempt(
     ctx: &RunnerCtx,
     a: &Assignment,
     workdir: &Path,
-    mut stop: oneshot::Receiver<StopReason>,
+    session: Option<&str>,
+    stop: &mut oneshot::Receiver<StopReason>,
     events: &mpsc::Sender<RunnerEvent>,
-) -> Result<(Outcome, Option<TaskLogs>), NotRun> {
-    fresh_dir(workdir)
-        .await
-        .map_err(|e| not_run(format!("cannot create work dir {}: {e}", workdir.display())))?;
-    let launch = launch(ctx, a, workdir).await?;
+) -> Result<(Outcome, Option<TaskLogs>, resume::Ran), NotRun> {
+    if session.is_none() {
+        fresh_dir(workdir)
+            .await
+            .map_err(|e| not_run(format!("cannot create work dir {}: {e}", workdir.display())))?;
+    }
+    let launch = launch(ctx, a, workdir, session).await?;
     let stdout_log = workdir.join(STDOUT_LOG);
     let out_file = create(&stdout_log).await.map_err(not_run)?;
     let err_file = create(&workdir.join(STDERR_LOG)).await.map_err(not_run)?;
@@ -333,7 +417,7 @@ async fn attempt(
                 warn!(timeout_ms, "task timed out; stopping its process group");
                 (proc.terminate(grace).await, Some(Stopped::TimedOut))
             }
-            Ok(reason) = &mut stop => {
+            Ok(reason) = &mut *stop, if !stop.is_terminated() => {
                 info!(?reason, "stopping task");
                 (proc.terminate(grace).await, Some(Stopped::By(reason)))
             }
@@ -348,10 +432,12 @@ async fn attempt(
     .await;
     let duration_ms = millis(started.elapsed());
     out.untap();
-    if let Some(f) = follower
-        && let Err(e) = f.await
-    {
-        warn!(error = %e, "the output follower failed");
+    let mut last_live = None;
+    if let Some(f) = follower {
+        match f.await {
+            Ok(live) => last_live = live.activity,
+            Err(e) => warn!(error = %e, "the output follower failed"),
+        }
     }
     let (exit, extras) = if ctx.supervised {
         supervised_exit(&status_file, leader_exit).await
@@ -373,6 +459,16 @@ async fn attempt(
             "task output exceeded the log cap; the log files hold only the beginning"
         );
     }
+    // The session the CLI started, even when it was killed before its
+    // result (its first events name it).
+    let mut ran = resume::Ran {
+        activity: last_live,
+        ..resume::Ran::default()
+    };
+    if launch.output != OutputFormat::Text {
+        let head = resume::read_head(&stdout_log).await;
+        ran.session = output::session_of(launch.output, &head);
+    }
     let mut evidence = Evidence {
         exit_code: match exit {
             Exit::Code(c) => Some(c),
@@ -387,6 +483,7 @@ async fn attempt(
         stdout_tail: out.tail_text(EVIDENCE_TAIL_BYTES),
         stderr_tail: err.tail_text(EVIDENCE_TAIL_BYTES),
         sandbox: Some(report.clone().unwrap_or_else(plan::unsupervised)),
+        session_id: ran.session.clone(),
         ..Evidence::default()
     };
     let outcome = match (stopped, exit) {
@@ -427,7 +524,10 @@ async fn attempt(
                 };
                 if let Some(v) = verdict {
                     evidence.usage = v.usage;
-                    evidence.session_id = v.session_id;
+                    if v.session_id.is_some() {
+                        evidence.session_id = v.session_id;
+                    }
+                    ran.rate_limit = v.rate_limit;
                 }
             }
             let reason = match &evidence.agent_error {
@@ -469,7 +569,10 @@ async fn attempt(
             || out.file_truncated()
             || err.file_truncated(),
     });
-    Ok((outcome, logs))
+    if ran.session.is_none() {
+        ran.session = outcome.evidence.session_id.clone();
+    }
+    Ok((outcome, logs, ran))
 }
 
 /// The executor's verdict from the captured stdout tail or, when the tail

@@ -147,6 +147,14 @@ pub struct TaskView {
     /// Last progress report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ProgressView>,
+    /// The agent CLI's activity (last tool, turns, tokens so far), from its
+    /// own event stream. Since v0.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<torch_core::Activity>,
+    /// What the agent CLI waits on (`rate_limited`, `permission`,
+    /// `api_retry`) and until when, while the task is leased. Since v0.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<torch_core::Waiting>,
     /// Outcome of the last finished attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,

@@ -95,6 +95,9 @@ pub struct ProgressReport {
     /// What it is doing, e.g. `activity: turn 3, last tool Write, 3000
     /// tokens` or `waiting: rate_limited until 2026-12-07T15:03:10Z`.
     pub message: String,
+    /// The same as fields: the CLI's activity and what it waits on. Since v0.3.
+    #[serde(default, skip_serializing_if = "torch_core::Liveness::is_empty")]
+    pub live: torch_core::Liveness,
 }
 
 /// Agent → hub.

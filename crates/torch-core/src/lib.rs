@@ -33,6 +33,7 @@ pub mod events;
 pub mod ids;
 pub mod lease;
 pub mod lifecycle;
+pub mod liveness;
 pub mod locks;
 pub mod outcome;
 pub mod routing;
@@ -47,6 +48,7 @@ pub mod waits;
 
 pub use events::{EventData, EventKind};
 pub use ids::{AgentId, TaskId};
+pub use liveness::{Activity, Liveness, Waiting};
 pub use outcome::{CliError, CriterionResult, Evidence, Outcome, OutcomeKind, Usage};
 pub use skill::{Skill, SkillReq};
 pub use spec::{Backoff, SpecFormat, SuccessCriteria, TaskContext, TaskSpec};

@@ -448,11 +448,12 @@ async fn record_progress<S: Store>(
     }
     match shared
         .store
-        .progress(
+        .progress_live(
             p.task_id,
             p.fence,
             p.percent,
             Some(message),
+            Some(p.live).filter(|l| !l.is_empty()),
             shared.now_ms(),
         )
         .await

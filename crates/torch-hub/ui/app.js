@@ -369,7 +369,12 @@ async function renderTask() {
   const t = await api(`/api/v1/tasks/${encodeURIComponent(id)}`);
   if (state.taskId !== id) return;
   $("task-title").textContent = `Task ${t.name}`;
-  $("task-state").textContent = `${t.state} · attempt ${t.attempt} of ${t.max_retries + 1} · priority ${t.priority}${t.reason ? ` · ${t.reason}` : ""}`;
+  // The agent CLI's own liveness (activity, waiting), when its stream gave it.
+  const w = t.waiting;
+  const waiting = w ? ` · waiting: ${w.reason}${w.detail ? ` (${w.detail})` : ""}${w.until_ms ? ` until ${new Date(w.until_ms).toLocaleTimeString()}` : ""}` : "";
+  const a = t.activity;
+  const activity = a ? ` · turn ${a.turns}${a.last_tool ? `, last tool ${a.last_tool}` : ""}, ${a.tokens_so_far} tokens` : "";
+  $("task-state").textContent = `${t.state} · attempt ${t.attempt} of ${t.max_retries + 1} · priority ${t.priority}${waiting}${activity}${t.reason ? ` · ${t.reason}` : ""}`;
   $("task-state").className = `summary s-${t.state}`;
   const p = t.progress ? t.progress.percent : t.state === "succeeded" ? 100 : 0;
   $("task-progress").firstElementChild.style.width = `${p}%`;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use torch_core::{AgentId, TaskId};
+use torch_core::{AgentId, Liveness, TaskId};
 use torch_store::{
     AgentEvent, Cancelled, ClaimRefused, EventLog, EventRecord, FenceCheck, Finish, FinishResult,
     Grant, Handoff, Leased, LogRecord, MemoryEntry, MemoryLimits, MemoryStore, MetaStore, NewEvent,
@@ -86,15 +86,16 @@ impl TaskStore for RedisStore {
         write::retry(self, task, now).await
     }
 
-    async fn progress(
+    async fn progress_live(
         &self,
         task: TaskId,
         fence: u64,
         percent: f64,
         message: Option<String>,
+        live: Option<Liveness>,
         now: u64,
     ) -> Result<FenceCheck, StoreError> {
-        write::progress(self, task, fence, percent, message, now).await
+        write::progress(self, task, fence, percent, message, live, now).await
     }
 
     async fn lease_holder(&self, task: TaskId) -> Result<Option<(AgentId, u64)>, StoreError> {

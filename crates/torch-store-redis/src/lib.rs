@@ -103,7 +103,7 @@
 //! used, fence, fence of the last recorded attempt end, agent holding the
 //! lease, last agent, not-before, pending dependencies; a missing count or
 //! fence is zero, so a new task is written without them; the lease expiry
-//! is the hub's and is not stored), `pp pm pt` (progress),
+//! is the hub's and is not stored), `pp pm pt` (progress), `pl` (the agent CLI's activity and waiting, JSON),
 //! `out why fa` (outcome JSON, reason, failed agents JSON), `c u` (created,
 //! updated), `hd` (set once another task depends on this one) and `xe` (id
 //! of the `task.assigned` event holding the current explanation: it is

@@ -113,6 +113,7 @@ fn record(v: Value) -> Result<Option<TaskRecord>, StoreError> {
         last_agent: codec::opt_agent(take("la"))?,
         not_before_ms: num(take("nb"), "not_before")?,
         progress,
+        liveness: codec::liveness(take("pl").as_deref())?,
         outcome: take("out")
             .as_deref()
             .map(|o| codec::json("outcome", o))

@@ -5,7 +5,9 @@
 
 use redis::Value;
 use torch_core::scheduler::QueuedTask;
-use torch_core::{AgentId, Backoff, EventKind, Evidence, Outcome, OutcomeKind, TaskId, TaskState};
+use torch_core::{
+    AgentId, Backoff, EventKind, Evidence, Liveness, Outcome, OutcomeKind, TaskId, TaskState,
+};
 use torch_store::{
     AgentEvent, Cancelled, ClaimRefused, Effect, FenceCheck, Finish, FinishResult, Grant, Leased,
     MemoryLimits, NewEvent, NewTask, Requeued, StoreError, Submitted, TASKS_FAILED, codec,
@@ -256,16 +258,19 @@ pub(super) async fn progress(
     fence: u64,
     percent: f64,
     message: Option<String>,
+    live: Option<Liveness>,
     now: u64,
 ) -> Result<FenceCheck, StoreError> {
     let percent = codec::progress_percent(percent);
-    let data = codec::progress_data(fence, percent, message.as_deref())?;
+    let data = codec::progress_data(fence, percent, message.as_deref(), live.as_ref())?;
+    let live = codec::liveness_text(live.as_ref())?;
     let args = [
         task.to_string(),
         fence.to_string(),
         percent.to_string(),
         opt_arg(message.as_deref()),
         data,
+        opt_arg(live.as_deref()),
     ];
     fence_check(s.eval(&SCRIPTS.progress, now, &args).await?)
 }

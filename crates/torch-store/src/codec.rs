@@ -9,7 +9,7 @@
 
 use torch_core::events::payload::{self, TaskProgress};
 use torch_core::scheduler::{DEFAULT_TENANT, QueuedTask};
-use torch_core::{AgentId, EventData, SkillReq, TaskId, TaskSpec, TaskState};
+use torch_core::{AgentId, EventData, Liveness, SkillReq, TaskId, TaskSpec, TaskState};
 
 use crate::{AgentEvent, NewEvent, NewTask, Routing, StoreError, Submitted};
 
@@ -226,12 +226,30 @@ pub fn progress_data(
     fence: u64,
     percent: f64,
     message: Option<&str>,
+    live: Option<&Liveness>,
 ) -> Result<String, StoreError> {
     event_data(&EventData::TaskProgress(TaskProgress {
         fence,
         message: message.map(str::to_owned),
         percent,
+        activity: live.and_then(|l| l.activity.clone()),
+        waiting: live.and_then(|l| l.waiting.clone()),
     }))
+}
+
+/// The agent CLI's activity and waiting as stored (JSON), `None` when empty.
+pub fn liveness_text(live: Option<&Liveness>) -> Result<Option<String>, StoreError> {
+    match live.filter(|l| !l.is_empty()) {
+        Some(l) => serde_json::to_string(l)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode liveness: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// Stored liveness back (`None` for none).
+pub fn liveness(text: Option<&str>) -> Result<Option<Liveness>, StoreError> {
+    text.map(|t| json("liveness", t)).transpose()
 }
 
 /// The event recording an agent session starting (`agent.joined`) or

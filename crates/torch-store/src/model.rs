@@ -279,6 +279,9 @@ pub struct TaskRecord {
     pub not_before_ms: u64,
     /// Last progress: (percent, message, at).
     pub progress: Option<(f64, Option<String>, u64)>,
+    /// The agent CLI's activity and waiting from the last progress report
+    /// that carried them.
+    pub liveness: Option<torch_core::Liveness>,
     /// Last finished attempt's outcome.
     pub outcome: Option<Outcome>,
     /// Why dead or cancelled.

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use torch_core::{AgentId, TaskId};
+use torch_core::{AgentId, Liveness, TaskId};
 
 use crate::{
     Cancelled, ClaimRefused, FenceCheck, Finish, FinishResult, Grant, Leased, LogRecord, NewTask,
@@ -122,6 +122,21 @@ pub trait TaskStore: Send + Sync {
         fence: u64,
         percent: f64,
         message: Option<String>,
+        now: u64,
+    ) -> impl Future<Output = Result<FenceCheck, StoreError>> + Send {
+        self.progress_live(task, fence, percent, message, None, now)
+    }
+
+    /// [`TaskStore::progress`] with the agent CLI's activity and waiting,
+    /// kept on the task (replacing the last ones; `None` clears them) and
+    /// carried by the `task.progress` event.
+    fn progress_live(
+        &self,
+        task: TaskId,
+        fence: u64,
+        percent: f64,
+        message: Option<String>,
+        live: Option<Liveness>,
         now: u64,
     ) -> impl Future<Output = Result<FenceCheck, StoreError>> + Send;
 

@@ -1,11 +1,13 @@
 //! Claude Code's `--output-format json` (one result object) or
 //! `stream-json` (events, the last one the result object).
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use torch_core::{CliError, Usage};
 
-use super::{Verdict, count, objects, str_of, value_text};
+use super::{RateLimit, Verdict, count, objects, str_of, value_text};
 
 /// The verdict of the last result object in `stdout`.
 pub(super) fn verdict(stdout: &str) -> Option<Verdict> {
@@ -19,11 +21,29 @@ pub(super) fn verdict(stdout: &str) -> Option<Verdict> {
         })
         .count();
     let text = str_of(&result, "result").map(str::to_string);
+    let mut error = error(&result, text.as_deref(), retries);
+    // A 429 at the end: the provider's rate limit, with the delay of the
+    // last retry Claude announced for it (it honours `retry-after`).
+    let rate_limit =
+        (result.get("api_error_status").and_then(Value::as_u64) == Some(429)).then(|| RateLimit {
+            retry_after: objects(stdout)
+                .rev()
+                .find(|v| {
+                    str_of(v, "subtype") == Some("api_retry")
+                        && v.get("error_status").and_then(Value::as_u64) == Some(429)
+                })
+                .and_then(|v| v.get("retry_delay_ms").and_then(Value::as_u64))
+                .map(Duration::from_millis),
+        });
+    if let (Some(_), Some(e)) = (&rate_limit, error.as_mut()) {
+        e.kind = "rate_limited".into();
+    }
     Some(Verdict {
-        error: error(&result, text.as_deref(), retries),
+        error,
         result: text,
         usage: usage(&result),
         session_id: str_of(&result, "session_id").map(str::to_string),
+        rate_limit,
     })
 }
 

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use torch_core::{CliError, Usage};
 
-use super::{Verdict, count, error_text, objects, str_of};
+use super::{RateLimit, Verdict, count, error_text, objects, str_of};
 
 /// The last terminal event decides: a `turn.completed` is success; a
 /// `turn.failed` or an `error` after the last completed turn is failure
@@ -64,9 +64,22 @@ pub(super) fn verdict(stdout: &str) -> Option<Verdict> {
         }
     }
     let state = state?;
+    // Codex says only "… last status: 429 Too Many Requests": no reset time.
+    let rate_limit = match &state {
+        Err(msg) => {
+            let lower = msg.to_lowercase();
+            (lower.contains("429")
+                || lower.contains("too many requests")
+                || lower.contains("rate limit"))
+            .then_some(RateLimit { retry_after: None })
+        }
+        Ok(()) => None,
+    };
     let error = match state {
         Err(msg) => Some(CliError {
-            kind: if reconnects > 0 {
+            kind: if rate_limit.is_some() {
+                "rate_limited"
+            } else if reconnects > 0 {
                 "retries_exhausted"
             } else {
                 "api_error"
@@ -89,6 +102,7 @@ pub(super) fn verdict(stdout: &str) -> Option<Verdict> {
         result: last_message,
         usage,
         session_id: thread,
+        rate_limit,
     })
 }
 

@@ -284,3 +284,36 @@ fn codex_events() {
     let long = "x".repeat(1000);
     assert_eq!(quote(&long).chars().count(), QUOTE_CHARS + 1);
 }
+
+#[test]
+fn rate_limits_and_sessions_from_recorded_runs() {
+    // Claude: a 429 with `retry-after: 2`, retried once, then given up.
+    let text = fixture("claude-rate-limited.jsonl");
+    let v = parse(OutputFormat::ClaudeJson, &text).unwrap();
+    assert_eq!(kind(&v), Some("rate_limited"));
+    let wait = v.rate_limit.and_then(|r| r.retry_after).unwrap();
+    assert!(
+        (2000..3000).contains(&wait.as_millis()),
+        "retry-after with jitter: {wait:?}"
+    );
+    let session = session_of(OutputFormat::ClaudeJson, &text).unwrap();
+    assert_eq!(v.session_id.as_deref(), Some(session.as_str()));
+
+    // Codex: no reset time, only the status.
+    let text = fixture("codex-rate-limited.jsonl");
+    let v = parse(OutputFormat::CodexJsonl, &text).unwrap();
+    assert_eq!(kind(&v), Some("rate_limited"));
+    assert_eq!(v.rate_limit.map(|r| r.retry_after), Some(None));
+    assert_eq!(
+        session_of(OutputFormat::CodexJsonl, &text).as_deref(),
+        Some("01a25193-c26b-7e11-b74f-a2cf5d879008")
+    );
+
+    // Other failures are not rate limits; a killed run still names its session.
+    let v = parse(OutputFormat::ClaudeJson, &fixture("claude-api-error.jsonl")).unwrap();
+    assert_eq!(v.rate_limit, None);
+    let head = fixture("claude-write.jsonl");
+    let first = head.lines().next().unwrap();
+    assert!(session_of(OutputFormat::ClaudeJson, first).is_some());
+    assert_eq!(session_of(OutputFormat::Text, first), None);
+}

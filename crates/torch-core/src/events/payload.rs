@@ -73,6 +73,12 @@ pub struct TaskProgress {
     pub message: Option<String>,
     /// 0 to 100.
     pub percent: f64,
+    /// The agent CLI's activity, when the report came from its stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<crate::liveness::Activity>,
+    /// What the agent CLI waits on, if it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<crate::liveness::Waiting>,
 }
 
 /// `task.stalled`.

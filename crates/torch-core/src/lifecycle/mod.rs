@@ -42,7 +42,8 @@ pub use spawn_policy::{
     SpawnRequest, TokenBucket,
 };
 pub use template::{
-    AgentTemplate, Executor, HomeMode, InheritPolicy, OutputFormat, Placeholders, PromptVia,
-    SandboxLimits, TemplateError, TemplateErrors, format_bytes, opt_bytes, parse_bytes,
-    parse_template_file, parse_templates, render_text, templates_from_map, validate_template,
+    AgentTemplate, DEFAULT_RESUME_PROMPT, Executor, HomeMode, InheritPolicy, OutputFormat,
+    Placeholders, PromptVia, RESUME_MARK, SandboxLimits, TemplateError, TemplateErrors,
+    format_bytes, opt_bytes, parse_bytes, parse_template_file, parse_templates, render_text,
+    templates_from_map, validate_template,
 };

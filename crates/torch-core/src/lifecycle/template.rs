@@ -33,7 +33,8 @@ mod tests;
 
 pub use bytes::{ByteSizeError, format_bytes, opt_bytes, parse_bytes};
 pub use executor::{
-    Executor, HomeMode, OutputFormat, PLACEHOLDERS, Placeholders, PromptVia, render_text,
+    DEFAULT_RESUME_PROMPT, Executor, HomeMode, OutputFormat, PLACEHOLDERS, Placeholders, PromptVia,
+    RESUME_MARK, render_text,
 };
 pub use inherit::InheritPolicy;
 pub use parse::{

@@ -11,7 +11,11 @@ pub(crate) fn task_view(r: TaskRecord) -> TaskView {
         }),
         _ => None,
     };
+    let live = r.liveness.unwrap_or_default();
     TaskView {
+        activity: live.activity,
+        // Waiting is about the running attempt only.
+        waiting: live.waiting.filter(|_| r.state.is_leased()),
         id: r.id,
         seq: r.seq,
         name: r.name,

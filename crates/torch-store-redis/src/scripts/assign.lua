@@ -22,7 +22,7 @@ for i = 1, n do
     if expl == '' then
       redis.call('HSET', k, 'st', 'assigned', 'ag', agent, 'f', int(fence), 'att', int(attempt), 'nb', '0', 'u', NOW)
       if r[6] or r[7] or r[8] or r[9] then
-        redis.call('HDEL', k, 'pp', 'pm', 'pt', 'xe')
+        redis.call('HDEL', k, 'pp', 'pm', 'pt', 'pl', 'xe')
       end
       emit(STREAM_ACTIVE, 'task.assigned', id, agent, data)
     else
@@ -31,7 +31,7 @@ for i = 1, n do
       redis.call('HSET', k, 'st', 'assigned', 'ag', agent, 'f', int(fence), 'att', int(attempt), 'nb', '0', 'u', NOW,
         'xe', int(event))
       if r[6] or r[7] or r[8] then
-        redis.call('HDEL', k, 'pp', 'pm', 'pt')
+        redis.call('HDEL', k, 'pp', 'pm', 'pt', 'pl')
       end
       emit_explained(event, STREAM_ACTIVE, 'task.assigned', id, agent, data, expl)
     end

@@ -171,7 +171,40 @@ pub async fn start_and_progress(h: &impl Harness) {
     assert_eq!(state(&s, 2).await, TaskState::Running);
     let rec = s.get_task(tid(2)).await.expect("get").expect("exists");
     assert_eq!(rec.progress, Some((0.0, None, NOW + 4)));
+    assert_eq!(rec.liveness, None);
     assert_eq!(events_of(&s, EventKind::TaskProgress, 1).await.len(), 1);
+
+    // The agent CLI's activity and waiting are kept with the task and carried
+    // by the event; a report without them clears them.
+    let live = torch_core::Liveness {
+        activity: Some(torch_core::Activity {
+            last_tool: Some("Write".into()),
+            turns: 3,
+            tokens_so_far: 3000,
+            at_ms: NOW + 4,
+        }),
+        waiting: Some(torch_core::Waiting {
+            reason: "rate_limited".into(),
+            until_ms: Some(NOW + 60_000),
+            detail: None,
+        }),
+    };
+    let ok = s
+        .progress_live(tid(2), l2.fence, 0.0, None, Some(live.clone()), NOW + 4)
+        .await
+        .expect("progress");
+    assert_eq!(ok, FenceCheck::Ok);
+    let rec = s.get_task(tid(2)).await.expect("get").expect("exists");
+    assert_eq!(rec.liveness, Some(live));
+    let evs = events_of(&s, EventKind::TaskProgress, 2).await;
+    let data: serde_json::Value = serde_json::from_str(&evs[evs.len() - 1].data).expect("JSON");
+    assert_eq!(data["waiting"]["reason"], "rate_limited");
+    assert_eq!(data["activity"]["last_tool"], "Write");
+    s.progress(tid(2), l2.fence, 1.0, None, NOW + 4)
+        .await
+        .expect("progress");
+    let rec = s.get_task(tid(2)).await.expect("get").expect("exists");
+    assert_eq!(rec.liveness, None);
 
     // After the attempt ends, its fence no longer reports progress.
     s.finish(vec![report(&l1, OutcomeKind::Succeeded)], NOW + 5)

@@ -40,7 +40,7 @@ mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
-use torch_core::{AgentId, TaskId};
+use torch_core::{AgentId, Liveness, TaskId};
 use tracing::info;
 
 use crate::{
@@ -190,16 +190,17 @@ impl TaskStore for SqliteStore {
             .await
     }
 
-    async fn progress(
+    async fn progress_live(
         &self,
         task: TaskId,
         fence: u64,
         percent: f64,
         message: Option<String>,
+        live: Option<Liveness>,
         now: u64,
     ) -> Result<FenceCheck, StoreError> {
         self.writer
-            .call(move |tx| ops::progress(tx, task, fence, percent, message, now))
+            .call(move |tx| ops::progress(tx, task, fence, percent, message, live, now))
             .await
     }
 

@@ -4,7 +4,7 @@
 
 use rusqlite::{OptionalExtension, params};
 use torch_core::events::payload;
-use torch_core::{AgentId, EventData, EventKind, TaskId, TaskSpec, TaskState};
+use torch_core::{AgentId, EventData, EventKind, Liveness, TaskId, TaskSpec, TaskState};
 
 use super::rows::{self, put_event, to_i64};
 use super::writer::Tx;
@@ -25,7 +25,7 @@ pub(crate) fn assign(
         let mut st = tx.conn.prepare_cached(
             "UPDATE tasks SET state = 'assigned', agent_id = ?2, fence = ?3, attempt = attempt + 1,
                  lease_expires_ms = ?4, not_before_ms = 0, progress_pct = NULL,
-                 progress_msg = NULL, progress_ms = NULL, updated_ms = ?5, explanation = NULL,
+                 progress_msg = NULL, progress_ms = NULL, progress_live = NULL, updated_ms = ?5, explanation = NULL,
                  explanation_event = NULL
              WHERE id = ?1 AND state = 'queued'
              RETURNING name, spec, attempt",
@@ -149,12 +149,14 @@ pub(crate) fn progress(
     fence: u64,
     percent: f64,
     message: Option<String>,
+    live: Option<Liveness>,
     now: u64,
 ) -> Result<FenceCheck, StoreError> {
     let percent = codec::progress_percent(percent);
+    let live_text = codec::liveness_text(live.as_ref())?;
     let mut st = tx.conn.prepare_cached(
         "UPDATE tasks SET state = 'running', progress_pct = ?3, progress_msg = ?4,
-             progress_ms = ?5, updated_ms = ?5
+             progress_ms = ?5, updated_ms = ?5, progress_live = ?6
          WHERE id = ?1 AND fence = ?2 AND state IN ('assigned', 'running')
          RETURNING agent_id",
     )?;
@@ -165,7 +167,8 @@ pub(crate) fn progress(
                 to_i64(fence),
                 percent,
                 message,
-                to_i64(now)
+                to_i64(now),
+                live_text
             ],
             |r| r.get(0),
         )
@@ -177,7 +180,7 @@ pub(crate) fn progress(
         kind: EventKind::TaskProgress,
         task: Some(task),
         agent: codec::opt_agent(agent)?,
-        data: codec::progress_data(fence, percent, message.as_deref())?,
+        data: codec::progress_data(fence, percent, message.as_deref(), live.as_ref())?,
     };
     put_event(tx.conn, ev, now)?;
     Ok(FenceCheck::Ok)

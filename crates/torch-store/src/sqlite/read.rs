@@ -72,7 +72,7 @@ const TASK_COLS: &str = "id, seq, name, state, spec, attempt, fence, agent_id, l
     updated_ms, analysis,
     coalesce(explanation, (SELECT json_extract(e.data, '$.explanation') FROM events e
         WHERE e.id = tasks.explanation_event)),
-    failed_agents, parent_id";
+    failed_agents, parent_id, progress_live";
 
 fn task_row(r: &Row<'_>) -> Result<TaskRecord, StoreError> {
     let pct: Option<f64> = r.get(10)?;
@@ -108,6 +108,7 @@ fn task_row(r: &Row<'_>) -> Result<TaskRecord, StoreError> {
         analysis: r.get(17)?,
         explanation: r.get(18)?,
         failed_agents: codec::failed_agents(r.get::<_, Option<String>>(19)?.as_deref())?,
+        liveness: codec::liveness(r.get::<_, Option<String>>(21)?.as_deref())?,
         parent: r
             .get::<_, Option<String>>(20)?
             .as_deref()

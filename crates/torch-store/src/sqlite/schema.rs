@@ -20,7 +20,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 96;
 
 /// Migration scripts; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// Version 1: tasks, their dependencies and labels, logs, events, tokens,
 /// metadata, counters and agents.
@@ -221,6 +221,12 @@ ALTER TABLE tokens ADD COLUMN tenant TEXT;
 ALTER TABLE tokens ADD COLUMN expires_ms INTEGER;
 ALTER TABLE tokens ADD COLUMN revoked_ms INTEGER;
 ALTER TABLE tokens ADD COLUMN last_used_ms INTEGER;
+";
+
+/// v8: the agent CLI's activity and waiting from the last progress report
+/// (JSON).
+const V8: &str = "
+ALTER TABLE tasks ADD COLUMN progress_live TEXT;
 ";
 
 /// Opens the writer connection: creates the file (and its directory), sets

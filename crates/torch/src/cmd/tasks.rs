@@ -152,6 +152,29 @@ pub(crate) async fn show(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
             age(p.updated_ms, now_ms())
         ));
     }
+    if let Some(a) = &v.activity {
+        lines.push(format!(
+            "activity  turn {}, {}{} tokens ({} ago)",
+            a.turns,
+            a.last_tool
+                .as_ref()
+                .map(|t| format!("last tool {t}, "))
+                .unwrap_or_default(),
+            a.tokens_so_far,
+            age(a.at_ms, now_ms())
+        ));
+    }
+    if let Some(w) = &v.waiting {
+        let mut line = format!("waiting   {}", w.reason);
+        if let Some(d) = &w.detail {
+            line.push_str(&format!(" ({d})"));
+        }
+        if let Some(until) = w.until_ms {
+            let left = until.saturating_sub(now_ms());
+            line.push_str(&format!(" until {until} (in {} ms)", left));
+        }
+        lines.push(line);
+    }
     if let Some(r) = &v.reason {
         lines.push(format!("reason    {r}"));
     }

@@ -50,7 +50,7 @@ pub(crate) fn agent_clis() -> Option<PathBuf> {
 
 /// The scripted model server, killed on drop.
 pub(crate) struct ModelServer {
-    url: String,
+    pub(crate) url: String,
     log: PathBuf,
     child: Child,
 }
@@ -105,7 +105,7 @@ impl Drop for ModelServer {
 
 /// A shipped template with `base-url` pointed at `base_url` and `min` set,
 /// written to `templates/NAME.toml`.
-fn install_template(dir: &TestDir, name: &str, base_url: &str, min: u32) {
+pub(crate) fn install_template(dir: &TestDir, name: &str, base_url: &str, min: u32) {
     let src =
         Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../examples/templates/{name}.toml"));
     let text = fs::read_to_string(&src).expect("read a shipped template");
@@ -128,9 +128,21 @@ fn install_template(dir: &TestDir, name: &str, base_url: &str, min: u32) {
 pub(crate) fn start_fleet(dir: &TestDir, clis: &Path, server: &ModelServer, min: u32) -> Hub {
     install_template(dir, "claude-code", &server.url, min);
     install_template(dir, "codex", &format!("{}/v1", server.url), min);
+    start_hub(dir, clis)
+}
+
+/// A hub whose node runs the templates already in `templates/`, with the
+/// CLIs on its `PATH` and fake API keys in its environment.
+pub(crate) fn start_hub(dir: &TestDir, clis: &Path) -> Hub {
+    start_hub_with(dir, clis, "")
+}
+
+/// [`start_hub`] with `extra` prepended to its `torch.toml`.
+pub(crate) fn start_hub_with(dir: &TestDir, clis: &Path, extra: &str) -> Hub {
     dir.write(
         "torch.toml",
-        r#"
+        &(extra.to_string()
+            + r#"
 [lifecycle]
 tick = "200ms"
 terminate-grace = "2s"
@@ -139,7 +151,7 @@ spawn-timeout = "30s"
 [spawn]
 node-cpu-max = 1.0
 node-mem-max = 1.0
-"#,
+"#),
     );
     let path = format!(
         "{}:{}",
@@ -160,12 +172,12 @@ node-mem-max = 1.0
 }
 
 /// A Claude task (`review` is a skill only the claude-code template has).
-fn claude_task(name: &str, prompt: &str) -> Value {
+pub(crate) fn claude_task(name: &str, prompt: &str) -> Value {
     json!({"name": name, "prompt": prompt, "skills": ["review"], "max_retries": 0})
 }
 
 /// A Codex task (`go` is a skill only the codex template has).
-fn codex_task(name: &str, prompt: &str) -> Value {
+pub(crate) fn codex_task(name: &str, prompt: &str) -> Value {
     json!({"name": name, "prompt": prompt, "skills": ["go"], "max_retries": 0})
 }
 
@@ -464,6 +476,12 @@ fn the_cli_stream_shows_activity_and_rate_limit_waits() {
     };
     let waiting = progress(&ids[0], "waiting: rate_limited");
     assert!(waiting.contains("retrying in"), "{waiting}");
+    // The same as fields: Claude's own retry of the 429, until its retry time.
+    let v = api.task(&ids[0]);
+    if v["state"] == "running" && v["waiting"].is_object() {
+        assert_eq!(v["waiting"]["reason"], "rate_limited", "{v:#}");
+        assert!(v["waiting"]["until_ms"].as_u64().is_some(), "{v:#}");
+    }
     let active = progress(&ids[1], "activity: ");
     assert!(
         active.contains("tool shell"),
@@ -478,6 +496,30 @@ fn the_cli_stream_shows_activity_and_rate_limit_waits() {
         shown.stdout.contains("activity: turn 2, last tool Write"),
         "the last activity stays on the task: {}",
         shown.stdout
+    );
+    assert!(
+        shown.stdout.contains("activity  turn 2, last tool Write, "),
+        "{}",
+        shown.stdout
+    );
+    let v = api.task(&ids[0]);
+    let a = &v["activity"];
+    assert_eq!(
+        (a["turns"].as_u64(), a["last_tool"].as_str()),
+        (Some(2), Some("Write")),
+        "{v:#}"
+    );
+    assert!(a["tokens_so_far"].as_u64().unwrap_or(0) > 0, "{v:#}");
+    assert!(a["at_ms"].as_u64().unwrap_or(0) > 0, "{v:#}");
+    let x = api.task(&ids[1]);
+    assert_eq!(x["activity"]["last_tool"], "shell", "{x:#}");
+    let events = api.task_events(&ids[0], "task.progress");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["data"]["waiting"]["reason"] == "rate_limited")
+            && events.iter().all(|e| e["data"]["activity"].is_object()),
+        "activity and waiting on the events: {events:#?}"
     );
     assert_eq!(
         server

@@ -22,6 +22,7 @@ mod mcp;
 mod messaging;
 mod observe;
 mod processes;
+mod resume;
 mod retention;
 mod routing;
 mod sandbox;

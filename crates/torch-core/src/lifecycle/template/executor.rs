@@ -7,6 +7,8 @@
 //! binary, to wire `torch mcp` into an agent CLI); `{{` and `}}` stand for
 //! literal braces. The
 //! executor's `env` values and `files` contents take the same placeholders.
+//! `{session}` (the session being resumed) is for the `resume` arguments, and
+//! an argument that is exactly `{resume}` marks where they go.
 //! Substitution happens inside each argument: arguments are never joined
 //! into a shell line, so a prompt full of quotes and `$` stays one argument.
 
@@ -17,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::TemplateError;
 
 /// The placeholder names an executor command may use.
-pub const PLACEHOLDERS: [&str; 9] = [
+pub const PLACEHOLDERS: [&str; 11] = [
     "prompt",
     "workdir",
     "task_file",
@@ -27,7 +29,13 @@ pub const PLACEHOLDERS: [&str; 9] = [
     "model",
     "base_url",
     "torch",
+    "session",
+    "resume",
 ];
+
+/// The prompt a resumed session gets when the template sets none.
+pub const DEFAULT_RESUME_PROMPT: &str = "Your previous run of this task was interrupted. \
+Continue where you left off and finish the task.";
 
 /// Whose `HOME` (or `TMPDIR`) the executor runs with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +124,26 @@ pub struct Executor {
     /// config file; needs `home = "agent"`. Since v0.2.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, String>,
+    /// Arguments that make the CLI resume a session instead of starting
+    /// one, with `{session}` (e.g. `["--resume", "{session}"]`). They go
+    /// where the command has the argument `{resume}`, else at its end; a
+    /// first run drops the `{resume}` argument. Empty: attempts never resume.
+    /// Needs an `output` that names the session (`claude-json`,
+    /// `codex-jsonl`). Since v0.3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resume: Vec<String>,
+    /// The prompt a resumed session gets (default
+    /// [`DEFAULT_RESUME_PROMPT`]), delivered as `prompt-via` says. Since v0.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_prompt: Option<String>,
+    /// How long to pause a rate-limited attempt when the CLI gives no reset
+    /// time (default 60s). Since v0.3.
+    #[serde(
+        default,
+        with = "crate::spec::opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rate_limit_pause: Option<std::time::Duration>,
 }
 
 /// Values substituted for the placeholders of an executor command.
@@ -141,6 +169,9 @@ pub struct Placeholders {
     /// Absolute path of the agent's own `torch` binary (the MCP server an
     /// agent CLI starts as `{torch} mcp`).
     pub torch: String,
+    /// The session to resume (`{session}`); `None` starts a new one and
+    /// leaves out the `resume` arguments.
+    pub session: Option<String>,
 }
 
 impl Placeholders {
@@ -155,6 +186,8 @@ impl Placeholders {
             "model" => &self.model,
             "base_url" => &self.base_url,
             "torch" => &self.torch,
+            "session" => self.session.as_deref().unwrap_or_default(),
+            "resume" => "",
             _ => return None,
         })
     }
@@ -259,29 +292,65 @@ impl Executor {
         if self.command.is_empty() {
             return Err(TemplateError::at("executor.command", "is empty"));
         }
-        let mut out = Vec::with_capacity(self.command.len() + 1);
+        let resume_args = match &values.session {
+            Some(_) => render_args(&self.resume, values, "executor.resume")?.0,
+            None => Vec::new(),
+        };
+        let mut out = Vec::with_capacity(self.command.len() + resume_args.len() + 1);
+        let mut placed = false;
         let mut saw_prompt = false;
         for (i, arg) in self.command.iter().enumerate() {
-            let pieces =
-                scan(arg).map_err(|m| TemplateError::at(&format!("executor.command[{i}]"), &m))?;
-            let mut s = String::with_capacity(arg.len());
-            for piece in pieces {
-                match piece {
-                    Piece::Text(t) => s.push_str(t),
-                    Piece::Brace(c) => s.push(c),
-                    Piece::Var(name) => {
-                        saw_prompt |= name == "prompt";
-                        s.push_str(values.value(name).unwrap_or_default());
-                    }
-                }
+            if arg == RESUME_MARK {
+                out.extend(resume_args.iter().cloned());
+                placed = true;
+                continue;
             }
-            out.push(s);
+            let (one, prompt) = render_args(
+                std::slice::from_ref(arg),
+                values,
+                &format!("executor.command[{i}]"),
+            )?;
+            saw_prompt |= prompt;
+            out.extend(one);
+        }
+        if !placed {
+            out.extend(resume_args);
         }
         if self.prompt_via == PromptVia::Arg && !saw_prompt {
             out.push(values.prompt.clone());
         }
         Ok(out)
     }
+}
+
+/// The argument that marks where the `resume` arguments go.
+pub const RESUME_MARK: &str = "{resume}";
+
+/// `args` with their placeholders substituted, and whether any used
+/// `{prompt}`. `at` names the field in errors.
+fn render_args(
+    args: &[String],
+    values: &Placeholders,
+    at: &str,
+) -> Result<(Vec<String>, bool), TemplateError> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut saw_prompt = false;
+    for arg in args {
+        let pieces = scan(arg).map_err(|m| TemplateError::at(at, &m))?;
+        let mut s = String::with_capacity(arg.len());
+        for piece in pieces {
+            match piece {
+                Piece::Text(t) => s.push_str(t),
+                Piece::Brace(c) => s.push(c),
+                Piece::Var(name) => {
+                    saw_prompt |= name == "prompt";
+                    s.push_str(values.value(name).unwrap_or_default());
+                }
+            }
+        }
+        out.push(s);
+    }
+    Ok((out, saw_prompt))
 }
 
 #[cfg(test)]
@@ -334,6 +403,27 @@ mod tests {
             ]
         );
         assert!(e.mentions_prompt());
+    }
+
+    #[test]
+    fn resume_arguments_go_at_the_mark_or_the_end() {
+        let mut e = exec(
+            &["codex", "exec", "--json", "{resume}", "-"],
+            PromptVia::Stdin,
+        );
+        e.resume = vec!["resume".into(), "{session}".into()];
+        let mut v = Placeholders::default();
+        assert_eq!(e.render(&v).unwrap(), ["codex", "exec", "--json", "-"]);
+        v.session = Some("s-1".into());
+        assert_eq!(
+            e.render(&v).unwrap(),
+            ["codex", "exec", "--json", "resume", "s-1", "-"]
+        );
+        let mut c = exec(&["claude", "-p"], PromptVia::Stdin);
+        c.resume = vec!["--resume".into(), "{session}".into()];
+        assert_eq!(c.render(&v).unwrap(), ["claude", "-p", "--resume", "s-1"]);
+        v.session = None;
+        assert_eq!(c.render(&v).unwrap(), ["claude", "-p"]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::AgentTemplate;
-use super::executor::{HomeMode, PromptVia, check_arg, used_placeholders};
+use super::executor::{HomeMode, PromptVia, RESUME_MARK, check_arg, used_placeholders};
 use super::{InheritPolicy, MAX_SLOTS};
 use crate::skill::Skill;
 
@@ -386,6 +386,7 @@ fn check_settings(t: &AgentTemplate, report: &mut dyn FnMut(&[Seg], String)) {
         }
         texts.push((vec![Key("executor"), Key("files")], path.clone(), body));
     }
+    check_resume(e, report);
     for (segs, what, text) in &texts {
         for var in used_placeholders(text) {
             let (missing, field) = match var {
@@ -421,6 +422,38 @@ fn check_settings(t: &AgentTemplate, report: &mut dyn FnMut(&[Seg], String)) {
         report(
             &[Key("executor"), Key("tmpdir")],
             "\"agent\" needs home = \"agent\" (the dir is <home>/tmp)".into(),
+        );
+    }
+}
+
+/// `{resume}` only as a whole command argument, `{session}` only in the
+/// `resume` arguments, and `resume` only for an output that names sessions.
+fn check_resume(e: &super::Executor, report: &mut dyn FnMut(&[Seg], String)) {
+    use Seg::{Index, Key};
+    for (i, arg) in e.command.iter().enumerate() {
+        let vars = used_placeholders(arg);
+        if vars.contains(&"session") || (vars.contains(&"resume") && arg != RESUME_MARK) {
+            report(
+                &[Key("executor"), Key("command"), Index(i)],
+                "{session} belongs in executor.resume, and {resume} must be a whole argument"
+                    .into(),
+            );
+        }
+    }
+    for (i, arg) in e.resume.iter().enumerate() {
+        if let Err(m) = check_arg(arg) {
+            report(&[Key("executor"), Key("resume"), Index(i)], m);
+        } else if used_placeholders(arg).contains(&"resume") {
+            report(
+                &[Key("executor"), Key("resume"), Index(i)],
+                "{resume} marks where these arguments go in executor.command".into(),
+            );
+        }
+    }
+    if !e.resume.is_empty() && e.output == super::OutputFormat::Text {
+        report(
+            &[Key("executor"), Key("resume")],
+            "needs output = \"claude-json\" or \"codex-jsonl\": the session id comes from the CLI's output".into(),
         );
     }
 }
