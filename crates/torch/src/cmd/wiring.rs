@@ -37,6 +37,7 @@ pub(crate) fn mcp_wiring(t: &AgentTemplate) -> Vec<String> {
         model: e.model.clone().unwrap_or_default(),
         base_url: e.base_url.clone().unwrap_or_default(),
         torch: own_binary(),
+        session: None,
     };
     let render = |s: &str| render_text(s, &values).unwrap_or_else(|m| format!("<{m}>"));
     let mut lines = vec![format!(
