@@ -202,6 +202,7 @@ pub(crate) fn build<S: Store>(shared: Arc<Shared<S>>) -> (Router, Vec<Route>) {
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(super::error::json_errors))
         .with_state(shared);
     (router, routes.table)
 }

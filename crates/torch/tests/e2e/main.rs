@@ -20,6 +20,7 @@ mod listing;
 mod mcp;
 mod messaging;
 mod observe;
+mod openapi;
 mod processes;
 mod retention;
 mod routing;

@@ -23,6 +23,8 @@ use crate::stats::StatsView;
 const SUBMIT: &str = "admin or submitter tokens";
 /// Admin tokens.
 const ADMIN: &str = "admin tokens";
+/// Admin, agent or node tokens.
+const AGENT: &str = "admin, agent or node tokens";
 /// Admin, submitter or task-scoped tokens.
 const SUBMIT_OR_TASK: &str = "admin or submitter tokens, or a task-scoped token";
 
@@ -107,13 +109,13 @@ pub(crate) static OPS: &[Op] = &[
     op!(Post "/api/v1/tokens", "createToken", "Creates an API token; its secret is shown once.",
         Auth::Bearer(ADMIN), created!(CreateTokenResponse), body = CreateTokenRequest),
     op!(Get "/api/v1/tokens", "listTokens", "API tokens (never their secrets).",
-        Auth::Bearer(SUBMIT), ok!(TokenList)),
+        Auth::Bearer(ADMIN), ok!(TokenList)),
     op!(Post "/api/v1/tokens/{id}/revoke", "revokeToken", "Revokes an API token.",
         Auth::Bearer(ADMIN), ok!(TokenView)),
     op!(Get "/api/v1/agent/ws", "agentSession", "An agent's WebSocket session.",
-        Auth::Bearer("agent or node tokens"), Reply::Upgrade),
+        Auth::Bearer(AGENT), Reply::Upgrade),
     op!(Post "/api/v1/agents/spawn", "spawnAgent", "Starts an agent from a template on a node.",
-        Auth::Bearer(SUBMIT_OR_TASK), created!(SpawnResponse), body = SpawnRequest),
+        Auth::Bearer("admin tokens or a task-scoped token"), created!(SpawnResponse), body = SpawnRequest),
     op!(Get "/api/v1/agents/scaling", "scalingDecisions", "The autoscaler's recent decisions.",
         Auth::Bearer(SUBMIT_OR_TASK), ok!(ScalingList), query = lifecycle::ScalingQuery),
     op!(Post "/api/v1/agents/{id}/drain", "drainAgent", "Gives an agent no new work; stops it once idle.",
@@ -121,7 +123,7 @@ pub(crate) static OPS: &[Op] = &[
     op!(Get "/api/v1/nodes", "listNodes", "Nodes and the agents they run.", Auth::Bearer(SUBMIT),
         ok!(NodeList)),
     op!(Get "/api/v1/node/ws", "nodeSession", "A node's WebSocket session.",
-        Auth::Bearer("node tokens"), Reply::Upgrade),
+        Auth::Bearer(AGENT), Reply::Upgrade),
     op!(Get "/api/v1/peers", "listPeers", "Peer cards of the agents, filtered.",
         Auth::Bearer("any token"), ok!(PeerList), query = messages::PeersQuery),
     op!(Post "/api/v1/messages", "sendMessage", "Sends a message from the hub to agents.",

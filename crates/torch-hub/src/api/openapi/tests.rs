@@ -127,3 +127,35 @@ async fn every_operation_has_an_id_security_and_error_body_and_every_ref_resolve
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn rejections_of_axum_extractors_answer_with_the_error_body() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    // A query string that does not parse.
+    let (s, j, _) = hub
+        .call(
+            "GET",
+            "/api/v1/tasks?limit=many",
+            Some(crate::testing::ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{j}");
+    assert_eq!(j["code"], "invalid_request", "{j}");
+    assert!(
+        j["message"].as_str().is_some_and(|m| m.contains("limit")),
+        "{j}"
+    );
+    // A body that is not the relay request (the route parses it with axum's `Json`).
+    let (s, j, _) = hub
+        .call(
+            "POST",
+            "/api/v1/messages/relay",
+            Some(crate::testing::ADMIN),
+            Some(serde_json::json!({"nothing": 1})),
+        )
+        .await;
+    assert!(s.is_client_error(), "{s} {j}");
+    assert!(j["code"].is_string() && j["message"].is_string(), "{s} {j}");
+    hub.stop().await;
+}
