@@ -195,30 +195,30 @@ async fn session(
         public_key: None,
         endpoint: None,
     });
-    let Ok(text) = serde_json::to_string(&hello) else {
+    let Ok(text) = serde_json::to_string(&[hello]) else {
         return fail("hello does not serialise".into()).await;
     };
     if let Err(e) = ws.send(Message::text(text)).await {
         return fail(format!("agent {n}: {e}")).await;
     }
-    let mut heartbeat = Duration::from_secs(5);
-    loop {
+    let heartbeat = loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => {
-                if let Ok(HubMessage::Welcome { heartbeat_ms, .. }) = serde_json::from_str(&t) {
-                    heartbeat = Duration::from_millis(heartbeat_ms.max(100));
-                    break;
+                // A frame is a JSON array of messages.
+                let msgs: Vec<HubMessage> = serde_json::from_str(&t).unwrap_or_default();
+                if let Some(HubMessage::Welcome { heartbeat_ms, .. }) = msgs.first() {
+                    break Duration::from_millis((*heartbeat_ms).max(100));
                 }
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => return fail(format!("agent {n}: {e}")).await,
             None => return fail(format!("agent {n}: closed before welcome")).await,
         }
-    }
+    };
     let _ = ready.send(Ok(())).await;
-    let beat = match serde_json::to_string(&AgentMessage::Heartbeat {
+    let beat = match serde_json::to_string(&[AgentMessage::Heartbeat {
         running: Vec::new(),
-    }) {
+    }]) {
         Ok(b) => b,
         Err(_) => return,
     };

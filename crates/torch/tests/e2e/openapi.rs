@@ -8,6 +8,11 @@
 //! (`/api/v1/agent/ws`, `/api/v1/node/ws`) and the server-sent event stream
 //! (`/api/v1/events/stream`), which never ends.
 //!
+//! Long polls are shortened to a second by `tests/openapi/st_hooks.py`, so
+//! every request answers within the run's request timeout; token
+//! revocation runs last, on its own, so the run does not revoke its own
+//! token halfway.
+//!
 //! `.ci/run` installs a pinned schemathesis into the test venv
 //! (`TORCH_TEST_PYTHON`). Under CI a missing schemathesis fails the test;
 //! elsewhere the test says it cannot run and passes.
@@ -26,6 +31,11 @@ const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_co
 /// Generated cases per operation: enough to reach every parameter and body
 /// field, few enough for the run to stay well under a minute.
 const MAX_EXAMPLES: &str = "25";
+
+/// Revokes tokens: the stateful phase would find the run's own token in
+/// `GET /api/v1/tokens` and revoke it, leaving the rest of the run with
+/// 401s. It gets a run of its own, last.
+const REVOKE: &str = "/api/v1/tokens/{id}/revoke";
 
 /// The routes schemathesis cannot exercise (see the module docs).
 const EXCLUDED: [&str; 3] = [
@@ -79,8 +89,29 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
         });
     }
 
-    let report = dir.join("schemathesis.xml");
-    let mut cmd = Command::new(&python);
+    let first = schemathesis(&python, &dir, &hub, "all", &["--exclude-path", REVOKE]);
+    let second = schemathesis(&python, &dir, &hub, "revoke", &["--include-path", REVOKE]);
+    for (report, stdout) in [first, second] {
+        assert!(
+            stdout.contains(" passed") && !stdout.contains("No operations"),
+            "schemathesis tested nothing:\n{stdout}"
+        );
+        assert!(report.exists(), "no report at {}", report.display());
+    }
+}
+
+/// Runs schemathesis against `hub` with `extra` arguments; panics with its
+/// output unless every check passed. Returns its JUnit report and stdout.
+fn schemathesis(
+    python: &str,
+    dir: &TestDir,
+    hub: &Hub,
+    name: &str,
+    extra: &[&str],
+) -> (std::path::PathBuf, String) {
+    let report = dir.join(&format!("schemathesis-{name}.xml"));
+    let hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openapi");
+    let mut cmd = Command::new(python);
     cmd.args(["-m", "schemathesis.cli", "run"])
         .arg(format!("{}/api/v1/openapi.json", hub.url))
         .args(["--checks", CHECKS])
@@ -89,7 +120,10 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
         .args(["--header", &format!("Authorization: Bearer {}", hub.admin)])
         .args(["--report", "junit", "--report-junit-path"])
         .arg(&report)
+        .args(extra)
         .env("NO_COLOR", "1")
+        .env("PYTHONPATH", hooks)
+        .env("SCHEMATHESIS_HOOKS", "st_hooks")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for path in EXCLUDED {
@@ -97,19 +131,16 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
     }
     let started = Instant::now();
     let out = cmd.output().expect("run schemathesis");
-    let took = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("schemathesis took {took:?}:\n{stdout}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "schemathesis ({name}) took {:?}:\n{stdout}",
+        started.elapsed()
+    );
     assert!(
         out.status.success(),
-        "schemathesis found problems:\n{stdout}\n{}{}",
+        "schemathesis ({name}) found problems:\n{stdout}\n{}{}",
         String::from_utf8_lossy(&out.stderr),
         dir.log_tails()
     );
-    // It really ran: every operation but the excluded ones was tested.
-    assert!(
-        !stdout.contains("No operations"),
-        "schemathesis tested nothing:\n{stdout}"
-    );
-    assert!(report.exists(), "no report at {}", report.display());
+    (report, stdout)
 }
