@@ -121,6 +121,8 @@ fn schemathesis(
         .args(["--report", "junit", "--report-junit-path"])
         .arg(&report)
         .args(extra)
+        // Its cache (`.schemathesis/`) goes in the test dir.
+        .current_dir(dir.path())
         .env("NO_COLOR", "1")
         .env("PYTHONPATH", hooks)
         .env("SCHEMATHESIS_HOOKS", "st_hooks")
