@@ -6,7 +6,7 @@ use torch_core::waits::WaitEdge;
 use torch_core::{AgentId, TaskId, TaskState};
 
 /// `POST /api/v1/locks`: acquire a named lock or a path reservation.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LockAcquire {
     /// The lock's name (or give `path`).
@@ -27,7 +27,7 @@ pub struct LockAcquire {
 }
 
 /// A lock held: the answer to an acquire or a renew.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LockGrantView {
     /// The lock's name (for a path reservation, its glob).
     pub name: String,
@@ -46,7 +46,7 @@ pub struct LockGrantView {
 }
 
 /// `POST /api/v1/locks/renew` and `POST /api/v1/locks/release`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LockFence {
     /// The lock's name (or glob).
@@ -59,7 +59,7 @@ pub struct LockFence {
 }
 
 /// The answer to a release.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LockReleased {
     /// The lock.
     pub name: String,
@@ -70,7 +70,7 @@ pub struct LockReleased {
 }
 
 /// One holder in `GET /api/v1/locks`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LockHolderView {
     /// Who.
     pub holder: String,
@@ -85,7 +85,7 @@ pub struct LockHolderView {
 }
 
 /// One waiter in `GET /api/v1/locks`, in queue order.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LockWaiterView {
     /// Who.
     pub waiter: String,
@@ -98,7 +98,7 @@ pub struct LockWaiterView {
 }
 
 /// One lock in `GET /api/v1/locks`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LockView {
     /// The name, or the glob of a path reservation.
     pub name: String,
@@ -112,7 +112,7 @@ pub struct LockView {
 
 /// `GET /api/v1/locks`: every lock held or waited for, and the whole
 /// wait-for graph (lock waits, task waits, help waits).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LockList {
     /// Locks, by name.
     pub locks: Vec<LockView>,
@@ -122,7 +122,7 @@ pub struct LockList {
 
 /// `POST /api/v1/waits`: wait for tasks to end (`torch wait`,
 /// `torch delegate --wait`), as one edge per task in the wait-for graph.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitRequest {
     /// The tasks.
@@ -132,7 +132,7 @@ pub struct WaitRequest {
 }
 
 /// One task at the end of a wait.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WaitedTask {
     /// The task.
     pub id: TaskId,
@@ -141,14 +141,14 @@ pub struct WaitedTask {
 }
 
 /// The answer of `POST /api/v1/waits`: every task ended.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WaitDone {
     /// The tasks, in the order asked.
     pub tasks: Vec<WaitedTask>,
 }
 
 /// `POST /api/v1/help`: ask capable peers for help.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HelpAsk {
     /// The skill wanted.
@@ -167,7 +167,7 @@ pub struct HelpAsk {
 }
 
 /// A help request.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HelpView {
     /// Its id.
     pub id: String,
@@ -205,7 +205,7 @@ pub struct HelpView {
 }
 
 /// `GET /api/v1/help`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HelpList {
     /// Requests, oldest first.
     pub requests: Vec<HelpView>,

@@ -41,9 +41,10 @@ pub const PEER_MESSAGES_PATH: &str = "/peer/v1/messages";
 pub const LOCAL_PREFIX: &str = "/local/v1";
 
 /// One message, as signed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Envelope {
     /// Unique id (UUIDv7); duplicates are dropped by it.
+    #[schemars(with = "torch_core::schema::UuidString")]
     pub id: Uuid,
     /// The sending agent's id, or [`HUB_SENDER`].
     pub from: String,
@@ -54,6 +55,7 @@ pub struct Envelope {
     pub thread: Option<String>,
     /// The message this one answers.
     #[serde(default)]
+    #[schemars(with = "Option<torch_core::schema::UuidString>")]
     pub reply_to: Option<Uuid>,
     /// What it is (`text`, `urgent`, `bounce`, or anything the agents agree on).
     pub kind: String,
@@ -109,7 +111,7 @@ impl Envelope {
 }
 
 /// An envelope with its signature: what travels.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SignedEnvelope {
     /// The signed fields.
     #[serde(flatten)]
@@ -195,7 +197,7 @@ pub fn verify_challenge(
 }
 
 /// A peer as the hub's registry shows it (`GET /api/v1/peers`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PeerCard {
     /// Its id.
     pub agent_id: AgentId,
@@ -223,7 +225,7 @@ pub struct PeerCard {
 }
 
 /// `GET /api/v1/peers`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PeerList {
     /// The peers that match, connected ones first.
     pub peers: Vec<PeerCard>,
@@ -233,7 +235,7 @@ pub struct PeerList {
 }
 
 /// Whom a message goes to: exactly one of the three.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Recipient {
     /// An agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,7 +250,7 @@ pub struct Recipient {
 
 /// `POST /api/v1/messages` (operators) and `POST /local/v1/msg/send` (a task
 /// through its agent runtime).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SendRequest {
     /// Whom to.
     #[serde(flatten)]
@@ -258,6 +260,7 @@ pub struct SendRequest {
     pub thread: Option<String>,
     /// The message this one answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<torch_core::schema::UuidString>")]
     pub reply_to: Option<Uuid>,
     /// Kind; `text` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -270,7 +273,7 @@ pub struct SendRequest {
 }
 
 /// How a message got to its recipient.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Delivery {
     /// Straight to the recipient agent's endpoint.
@@ -295,9 +298,10 @@ impl Delivery {
 
 /// Answer to a send: one message. With a team recipient, `sent` lists one
 /// per member.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SendResult {
     /// The message's id.
+    #[schemars(with = "torch_core::schema::UuidString")]
     pub id: Uuid,
     /// How it went.
     pub delivery: Delivery,
@@ -307,9 +311,10 @@ pub struct SendResult {
 }
 
 /// One message of a send to several agents.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SentOne {
     /// Its id.
+    #[schemars(with = "torch_core::schema::UuidString")]
     pub id: Uuid,
     /// The recipient.
     pub to: AgentId,
@@ -318,18 +323,20 @@ pub struct SentOne {
 }
 
 /// An agent's answer to a peer's POST of an envelope.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PeerAck {
     /// The envelope's id.
+    #[schemars(with = "torch_core::schema::UuidString")]
     pub id: Uuid,
     /// `stored`, or `duplicate` (already had it).
     pub status: String,
 }
 
 /// One message in an inbox (`GET /local/v1/msg/inbox`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InboxMessage {
     /// Its id.
+    #[schemars(with = "torch_core::schema::UuidString")]
     pub id: Uuid,
     /// Sender agent id, or `hub`.
     pub from: String,
@@ -343,6 +350,7 @@ pub struct InboxMessage {
     pub thread: Option<String>,
     /// The message it answers.
     #[serde(default)]
+    #[schemars(with = "Option<torch_core::schema::UuidString>")]
     pub reply_to: Option<Uuid>,
     /// Kind.
     pub kind: String,
@@ -357,21 +365,22 @@ pub struct InboxMessage {
 }
 
 /// `GET /local/v1/msg/inbox`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Inbox {
     /// Urgent first, then in arrival order.
     pub messages: Vec<InboxMessage>,
 }
 
 /// `POST /local/v1/msg/ack`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AckRequest {
     /// Messages read: they leave the inbox.
+    #[schemars(with = "Vec<torch_core::schema::UuidString>")]
     pub ids: Vec<Uuid>,
 }
 
 /// Answer to an ack.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AckResult {
     /// How many were in the inbox and left it.
     pub acked: usize,
@@ -379,9 +388,10 @@ pub struct AckResult {
 
 /// A message the hub keeps for an agent, without its body
 /// (`GET /api/v1/messages?agent=A`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MessageMeta {
     /// Its id.
+    #[schemars(with = "torch_core::schema::UuidString")]
     pub id: Uuid,
     /// Sender.
     pub from: String,
@@ -401,7 +411,7 @@ pub struct MessageMeta {
 }
 
 /// `GET /api/v1/messages?agent=A`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MessageList {
     /// Messages the hub keeps for the agent, urgent first.
     pub messages: Vec<MessageMeta>,
@@ -409,14 +419,14 @@ pub struct MessageList {
 
 /// `POST /api/v1/messages/relay` (an agent runtime): envelopes its
 /// recipients could not take directly.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RelayRequest {
     /// Signed by the calling agent.
     pub messages: Vec<SignedEnvelope>,
 }
 
 /// Answer to a relay, one per envelope in order.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RelayResult {
     /// `relayed`, `duplicate`, or `bounced: REASON`.
     pub results: Vec<String>,

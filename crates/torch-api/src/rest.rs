@@ -20,7 +20,7 @@ pub use events::{EventPage, EventPayload, EventView};
 pub use observe::{AlertList, AlertView, CapacityPool, CapacityReport, Headroom, PoolKey};
 
 /// Error body of every non-2xx response. `code` is stable; `message` is for people.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `task_not_found`.
     pub code: String,
@@ -39,7 +39,7 @@ pub struct ErrorBody {
 }
 
 /// `GET /api/v1/health`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Health {
     /// `ok` when the hub serves requests.
     pub status: String,
@@ -63,7 +63,7 @@ pub struct Health {
 }
 
 /// `POST /api/v1/tasks`: one or many specs, accepted all-or-nothing.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// The tasks; `depends_on` may name other tasks in this list.
@@ -74,7 +74,7 @@ pub struct SubmitRequest {
 }
 
 /// One accepted task.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubmittedTask {
     /// Its id.
     pub id: TaskId,
@@ -90,14 +90,14 @@ pub struct SubmittedTask {
 }
 
 /// Response to a submission, in request order.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubmitResponse {
     /// The accepted tasks.
     pub tasks: Vec<SubmittedTask>,
 }
 
 /// The current lease on a task.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeaseView {
     /// Agent holding the task.
     pub agent_id: AgentId,
@@ -106,7 +106,7 @@ pub struct LeaseView {
 }
 
 /// Last progress report from inside a task.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProgressView {
     /// 0 to 100.
     pub percent: f64,
@@ -118,7 +118,7 @@ pub struct ProgressView {
 }
 
 /// A task with its state, as `GET /api/v1/tasks/{id}` returns it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskView {
     /// Its id.
     pub id: TaskId,
@@ -197,7 +197,7 @@ pub struct TaskView {
 }
 
 /// `POST /api/v1/analyze`: analyse specs without submitting them.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AnalyzeResponse {
     /// One analysis per spec, in request order.
     #[serde(serialize_with = "sorted")]
@@ -205,7 +205,7 @@ pub struct AnalyzeResponse {
 }
 
 /// `GET /api/v1/tasks`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskList {
     /// Newest first.
     pub tasks: Vec<TaskView>,
@@ -214,7 +214,7 @@ pub struct TaskList {
 }
 
 /// Captured output of a task's last finished attempt.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogsView {
     /// The task.
     pub task_id: TaskId,
@@ -229,7 +229,7 @@ pub struct LogsView {
 }
 
 /// `POST /api/v1/tasks/{id}/progress` from inside a task (task-scoped token).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressRequest {
     /// 0 to 100.
@@ -240,7 +240,7 @@ pub struct ProgressRequest {
 }
 
 /// `POST /api/v1/tasks/{id}/cancel` body (optional).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CancelRequest {
     /// Why, recorded with the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,14 +248,14 @@ pub struct CancelRequest {
 }
 
 /// Result of a cancel.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CancelResponse {
     /// Every task cancelled: the target and dependents that can no longer run.
     pub cancelled: Vec<TaskId>,
 }
 
 /// An agent as the hub sees it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentView {
     /// Its id.
     pub id: AgentId,
@@ -291,7 +291,7 @@ pub struct AgentView {
 }
 
 /// What the hub knows of an agent it started from a template.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ManagedView {
     /// Template it was started from.
     pub template: String,
@@ -327,7 +327,7 @@ pub struct ManagedView {
 
 /// `POST /api/v1/agents/spawn`: start an agent from a template. From inside a
 /// task (task token) the new agent is a helper of that task's agent.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpawnRequest {
     /// Template name.
@@ -343,7 +343,7 @@ pub struct SpawnRequest {
 }
 
 /// Answer to a spawn: the agent is ordered; it is ready once it registers.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SpawnResponse {
     /// The new agent's id.
     pub agent_id: AgentId,
@@ -367,7 +367,7 @@ pub struct SpawnResponse {
 }
 
 /// `GET /api/v1/agents/scaling`: recent auto-scaling decisions, newest last.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScalingList {
     /// Decisions with their inputs.
     #[serde(serialize_with = "sorted")]
@@ -375,7 +375,7 @@ pub struct ScalingList {
 }
 
 /// One node.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeView {
     /// Name.
     pub name: String,
@@ -398,14 +398,14 @@ pub struct NodeView {
 }
 
 /// `GET /api/v1/nodes`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeList {
     /// Nodes.
     pub nodes: Vec<NodeView>,
 }
 
 /// `PUT /api/v1/memory/{key}`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryPut {
     /// The value.
@@ -413,7 +413,7 @@ pub struct MemoryPut {
 }
 
 /// One memory entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MemoryEntryView {
     /// Key.
     pub key: String,
@@ -427,7 +427,7 @@ pub struct MemoryEntryView {
 }
 
 /// `GET /api/v1/memory`: an agent's memory.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MemoryList {
     /// Whose.
     pub agent_id: AgentId,
@@ -436,14 +436,14 @@ pub struct MemoryList {
 }
 
 /// `GET /api/v1/agents`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentList {
     /// Agents, connected first.
     pub agents: Vec<AgentView>,
 }
 
 /// Token roles.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything.
@@ -480,7 +480,7 @@ impl Role {
 }
 
 /// `POST /api/v1/tokens` (admin only).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// Role of the new token.
@@ -497,7 +497,7 @@ pub struct CreateTokenRequest {
 }
 
 /// A newly created token. The secret is shown once and stored only hashed.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateTokenResponse {
     /// The bearer token.
     pub token: String,
@@ -517,7 +517,7 @@ pub struct CreateTokenResponse {
 }
 
 /// Whether a token works now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenState {
     /// It authenticates.
@@ -532,7 +532,7 @@ pub enum TokenState {
 }
 
 /// One token as `GET /api/v1/tokens` lists it; never the secret.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TokenView {
     /// Public id: the first 16 hex digits of the token's SHA-256.
     pub id: String,
@@ -555,7 +555,7 @@ pub struct TokenView {
 }
 
 /// `GET /api/v1/tokens`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TokenList {
     /// Every token, oldest first.
     pub tokens: Vec<TokenView>,

@@ -39,6 +39,7 @@ pub mod outcome;
 pub mod routing;
 pub mod sandbox;
 pub mod scheduler;
+pub mod schema;
 pub mod skill;
 pub mod spec;
 pub mod state;

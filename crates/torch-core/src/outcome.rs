@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How an attempt ended, with its retry meaning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeKind {
     /// Exited and met every success criterion.
@@ -45,7 +45,7 @@ impl OutcomeKind {
 }
 
 /// One success criterion and whether it held.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CriterionResult {
     /// Which criterion, e.g. `exit_code in [0]` or `file_exists out/report.txt`.
     pub criterion: String,
@@ -56,7 +56,7 @@ pub struct CriterionResult {
 }
 
 /// What the agent saw, so a result can be trusted and debugged.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Evidence {
     /// Process exit code, if it exited normally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,7 +94,7 @@ pub struct Evidence {
 }
 
 /// Why an agent CLI's run failed, in its own words.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CliError {
     /// What kind of failure: `api_error` (the model API answered with an
     /// error), `retries_exhausted` (it kept failing after the CLI's own
@@ -108,7 +108,7 @@ pub struct CliError {
 }
 
 /// Tokens and money one attempt used, from the agent CLI's own numbers.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Usage {
     /// Input tokens, cached ones included.
     pub tokens_in: u64,
@@ -126,7 +126,7 @@ pub struct Usage {
 }
 
 /// The result of one attempt.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Outcome {
     /// How it ended.
     pub kind: OutcomeKind,

@@ -62,7 +62,7 @@ struct State {
 /// until there is something to divide by; the team, message and help rates
 /// stay `null` until the hub forms teams, relays messages and takes help
 /// requests.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct AutonomyView {
     /// Helper spawns asked for from inside tasks (ordered or refused).
     self_spawn_events: u64,

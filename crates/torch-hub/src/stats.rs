@@ -22,7 +22,7 @@ pub(crate) struct Stats {
 }
 
 /// Snapshot returned by the stats endpoint.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct StatsView {
     assign_latency_ms: Percentiles,
     assigned: u64,
@@ -40,7 +40,7 @@ pub(crate) struct StatsView {
     autonomy: Option<AutonomyView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct Percentiles {
     count: u64,
     p50: f64,

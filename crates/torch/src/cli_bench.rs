@@ -14,6 +14,10 @@ pub(crate) enum BenchCmd {
     /// acquire/release round trips and deadlock detection latency at the
     /// closing wait (JSON key `locks`).
     Collab(crate::cli_msg::CollabBenchArgs),
+    /// `GET /metrics` with many agents connected: render latency (p50, p99)
+    /// and size, with N agents joined over real WebSocket sessions to an
+    /// embedded hub.
+    Metrics(MetricsBenchArgs),
     /// Routing quality: the real scorer against baselines on a simulated workload.
     Routing {
         /// Seed of the synthetic workload.
@@ -23,6 +27,20 @@ pub(crate) enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `torch bench metrics`.
+#[derive(Debug, Args)]
+pub(crate) struct MetricsBenchArgs {
+    /// Agents to connect.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) agents: usize,
+    /// Timed requests of `/metrics`.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) samples: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `torch bench spawn`.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use torch_core::{AgentId, EventData, TaskId};
 
 /// One event from a stream.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(from = "EventWire")]
 pub struct EventView {
     /// Position in the global event log (increasing).
@@ -26,6 +26,7 @@ pub struct EventView {
     /// When (unix ms).
     pub at_ms: u64,
     /// Kind-specific details.
+    #[schemars(with = "serde_json::Value")]
     pub data: EventPayload,
 }
 
@@ -81,7 +82,7 @@ impl fmt::Display for EventPayload {
 }
 
 /// An [`EventView`] as read, before its data is typed by its kind.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct EventWire {
     id: u64,
     stream: String,
@@ -110,7 +111,7 @@ impl From<EventWire> for EventView {
 }
 
 /// `GET /api/v1/events?after=N&stream=S&limit=L&wait_ms=W`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventPage {
     /// Events after the cursor, oldest first.
     pub events: Vec<EventView>,

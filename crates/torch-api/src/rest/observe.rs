@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One alert: firing now, or a recent firing or resolution.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AlertView {
     /// The rule's name.
     pub alert: String,
@@ -28,7 +28,7 @@ pub struct AlertView {
 }
 
 /// `GET /api/v1/alerts`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AlertList {
     /// Alerts firing now.
     pub firing: Vec<AlertView>,
@@ -40,7 +40,9 @@ pub struct AlertList {
 
 /// Which pool a capacity row is about: a template, or (for agents not
 /// started from a template) a skill.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PoolKey {
     /// Agents started from this template.
@@ -50,7 +52,7 @@ pub enum PoolKey {
 }
 
 /// One pool's measured load and recommended size.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CapacityPool {
     /// `{"template": name}` or `{"skill": name}`.
     #[serde(flatten)]
@@ -78,7 +80,7 @@ pub struct CapacityPool {
 
 /// Headroom before the resource limits: the limit minus the use now, as a
 /// fraction of the fleet's capacity (negative: over the limit).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Headroom {
     /// 0.8 minus the nodes' CPU use (weighted by their CPUs); `null`
     /// without node samples.
@@ -93,7 +95,7 @@ pub struct Headroom {
 }
 
 /// `GET /api/v1/capacity`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CapacityReport {
     /// Per pool.
     pub pools: Vec<CapacityPool>,

@@ -120,3 +120,49 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// Largest plain-text error body [`json_errors`] reads to rewrite.
+const MAX_PLAIN_ERROR: usize = 64 * 1024;
+
+/// Gives every error answer the error body: the rejections of axum's own
+/// extractors (a bad query string, a body that is not JSON, a missing
+/// WebSocket upgrade) answer in plain text; this layer rewrites them as
+/// `{code, message}` with the same status and headers.
+pub(crate) async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_PLAIN_ERROR)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_string();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    };
+    let message = if message.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        message
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in parts.headers.drain().filter_map(|(n, v)| Some((n?, v))) {
+        out.headers_mut().entry(name).or_insert(value);
+    }
+    out
+}

@@ -180,7 +180,7 @@ pub(crate) async fn ask<S: Store>(
 }
 
 /// Query of `GET /api/v1/help`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct ListQuery {
     /// Every request (the newest `limit`), not only open ones.
     #[serde(default)]

@@ -10,7 +10,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use torch_api::rest::{
     MemoryEntryView, MemoryList, MemoryPut, NodeList, ScalingList, SpawnRequest, SpawnResponse,
@@ -111,7 +111,7 @@ pub(crate) async fn spawn<S: Store>(
 }
 
 /// Query of `GET /api/v1/agents/scaling`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct ScalingQuery {
     #[serde(default)]
     limit: Option<usize>,
@@ -184,7 +184,7 @@ pub(crate) async fn managed<S: Store>(
 }
 
 /// Query naming whose memory (`?agent=ID`; implied inside a task).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct MemoryQuery {
     #[serde(default)]
     agent: Option<String>,
@@ -296,11 +296,23 @@ pub(crate) async fn memory_put<S: Store>(
 }
 
 /// Body of `POST /api/v1/agents/{id}/drain`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DrainRequest {
     #[serde(default)]
     reason: Option<String>,
+}
+
+/// Answer of `POST /api/v1/agents/{id}/drain`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct DrainResponse {
+    /// The agent.
+    agent_id: AgentId,
+    /// Always `true`: it takes no new work.
+    draining: bool,
+    /// Whether the hub will stop it once its tasks finish (an agent a node
+    /// runs); `false` for one started by hand.
+    terminates: bool,
 }
 
 /// `POST /api/v1/agents/{id}/drain` (admin): no new work; once its tasks
@@ -310,7 +322,7 @@ pub(crate) async fn drain<S: Store>(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DrainResponse>, ApiError> {
     authorize(&shared, &headers, Need::Admin).await?;
     let agent: AgentId = id.parse().map_err(|_| {
         ApiError::bad_request("invalid_agent_id", format!("{id:?} is not an agent id"))
@@ -333,9 +345,9 @@ pub(crate) async fn drain<S: Store>(
     })
     .await?
     .ok_or_else(|| ApiError::not_found("agent_not_found", format!("agent {agent} is not known")))?;
-    Ok(Json(serde_json::json!({
-        "agent_id": agent,
-        "draining": true,
-        "terminates": managed,
-    })))
+    Ok(Json(DrainResponse {
+        agent_id: agent,
+        draining: true,
+        terminates: managed,
+    }))
 }

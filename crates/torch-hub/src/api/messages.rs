@@ -27,7 +27,7 @@ use crate::messaging::RelayError;
 type St<S> = State<Arc<Shared<S>>>;
 
 /// Query of `GET /api/v1/peers`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub(crate) struct PeersQuery {
     skill: Option<String>,
     team: Option<String>,
@@ -226,7 +226,7 @@ pub(crate) async fn send<S: Store>(
 }
 
 /// Query of `GET /api/v1/messages`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct ListQuery {
     agent: AgentId,
     limit: Option<usize>,

@@ -75,7 +75,7 @@ pub(crate) async fn agents<S: Store>(
 }
 
 /// Query of `GET /api/v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct EventsQuery {
     #[serde(default)]
     after: u64,

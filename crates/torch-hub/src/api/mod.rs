@@ -7,6 +7,7 @@ mod locks;
 mod messages;
 mod misc;
 mod observe;
+pub(crate) mod openapi;
 pub(crate) mod routes;
 mod tasks;
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub(crate) async fn alerts<S: Store>(
 }
 
 /// Query of `GET /api/v1/capacity`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct CapacityQuery {
     /// Window of the measurement, e.g. `15m` (default `alerting.capacity-window`).
     window: Option<String>,

@@ -13,7 +13,7 @@ use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use torch_store::Store;
 
-use super::{help, lifecycle, locks, messages, misc, observe, tasks, tokens, ui};
+use super::{help, lifecycle, locks, messages, misc, observe, openapi, tasks, tokens, ui};
 use crate::hub::Shared;
 use crate::leader::{Leader, forward};
 
@@ -188,11 +188,21 @@ pub(crate) fn build<S: Store>(shared: Arc<Shared<S>>) -> (Router, Vec<Route>) {
         table: Vec::new(),
     };
     register(&mut routes);
+    // The OpenAPI document describes every route, itself included.
+    let mut described = routes.table.clone();
+    described.push(Route {
+        method: Verb::Get,
+        path: openapi::PATH,
+        leader: Leader::Any,
+    });
+    let doc = openapi::document(&described);
+    routes.add(Verb::Get, openapi::PATH, Leader::Any, openapi::serve(&doc));
     let router = routes
         .router
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(super::error::json_errors))
         .with_state(shared);
     (router, routes.table)
 }

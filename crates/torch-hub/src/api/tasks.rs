@@ -201,7 +201,7 @@ pub(crate) async fn analyze_specs<S: Store>(
 }
 
 /// Query of `GET /api/v1/tasks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct ListQuery {
     /// Comma-separated states.
     state: Option<String>,

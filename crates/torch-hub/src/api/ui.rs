@@ -72,7 +72,7 @@ fn asset_response(body: &'static str, content_type: &'static str) -> Response {
 }
 
 /// Query of the event stream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct StreamQuery {
     /// Start after this event id (a `Last-Event-ID` header wins); without
     /// either, the stream starts at the newest event.

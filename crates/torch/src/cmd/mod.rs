@@ -6,6 +6,7 @@ mod alerts;
 mod bench;
 mod bench_collab;
 mod bench_locks;
+mod bench_metrics;
 mod bench_msgs;
 mod bench_routing;
 mod bench_spawn;
@@ -124,6 +125,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             BenchCmd::Throughput(a) => bench::throughput(a).await,
             BenchCmd::Spawn(a) => bench_spawn::run(a).await,
             BenchCmd::Collab(a) => bench_collab::run(a).await,
+            BenchCmd::Metrics(a) => bench_metrics::run(a).await,
             BenchCmd::Routing { seed, json } => bench_routing::run(seed, json),
         },
         Command::Supervise { .. } => Ok(()),

@@ -21,6 +21,7 @@ mod listing;
 mod mcp;
 mod messaging;
 mod observe;
+mod openapi;
 mod processes;
 mod resume;
 mod retention;
