@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The CLI's activity so far in the current attempt.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Activity {
     /// The last tool it called (`Write`, `shell`, `mcp echo`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -20,7 +20,7 @@ pub struct Activity {
 }
 
 /// The CLI is waiting, not working.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Waiting {
     /// `rate_limited` (the provider's rate limit), `permission` (a
     /// permission request nobody can answer) or `api_retry` (the CLI retries
@@ -35,7 +35,7 @@ pub struct Waiting {
 }
 
 /// Both, as one progress report carries them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Liveness {
     /// What it did last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
