@@ -1,7 +1,7 @@
 //! The umbrella trait the hub is generic over.
 
 use crate::{
-    EventLog, HelpStore, LockStore, MemoryStore, MetaStore, RelayStore, Retention, SharedStore,
+    AuditStore, EventLog, HelpStore, LockStore, MemoryStore, MetaStore, RelayStore, Retention, SharedStore,
     TaskStore, TokenStore,
 };
 
@@ -17,6 +17,7 @@ pub trait Store:
     + HelpStore
     + RelayStore
     + Retention
+    + AuditStore
     + Send
     + Sync
     + 'static
