@@ -530,6 +530,16 @@ async fn record<S: Store>(
             match res {
                 Ok(checks) => {
                     for (h, c) in starts.iter().zip(checks) {
+                        crate::audit::agent_act(
+                            &shared.audit,
+                            now,
+                            agent,
+                            "task.started",
+                            h.task_id,
+                            h.fence,
+                            (c != torch_store::FenceCheck::Ok).then(|| format!("{c:?}")),
+                            "",
+                        );
                         if c != torch_store::FenceCheck::Ok {
                             debug!(task_id = %h.task_id, fence = h.fence, check = ?c, "start report refused");
                         }
@@ -586,6 +596,28 @@ async fn record<S: Store>(
         shared.bump();
         let mut acks = Vec::with_capacity(held.len());
         let mut lost = false;
+        for ((h, r), kind) in held.iter().zip(&results).zip(&kinds) {
+            let action = if *kind == OutcomeKind::SandboxDenied {
+                "sandbox.denied"
+            } else {
+                "task.finished"
+            };
+            let refused = match r {
+                Ok(FinishResult::Recorded(_)) | Ok(FinishResult::Duplicate) => None,
+                Ok(other) => Some(format!("{other:?}")),
+                Err(e) => Some(e.clone()),
+            };
+            crate::audit::agent_act(
+                &shared.audit,
+                now,
+                agent,
+                action,
+                h.task_id,
+                h.fence,
+                refused,
+                kind.as_str(),
+            );
+        }
         for ((h, r), killed) in held.iter().zip(&results).zip(killed) {
             let status = match r {
                 Ok(FinishResult::Recorded(effect)) => {

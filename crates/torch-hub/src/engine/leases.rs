@@ -70,6 +70,14 @@ impl<S: Store> Engine<S> {
         };
         let mut by_agent: HashMap<AgentId, Vec<Outbound>> = HashMap::new();
         for r in results {
+            if let Ok(l) = &r {
+                self.shared.audit.hub(
+                    now,
+                    "task.assigned",
+                    l.task.to_string(),
+                    format!("{{\"agent\":\"{}\",\"fence\":{}}}", l.agent, l.fence),
+                );
+            }
             match r {
                 Ok(leased) => match self.leases.confirm(leased.task, leased.fence, now) {
                     Confirm::Deliver(agent) => {
@@ -241,6 +249,12 @@ impl<S: Store> Engine<S> {
             Ok(res) => {
                 self.leases.expired(task);
                 if let FinishResult::Recorded(effect) = res {
+                    self.shared.audit.hub(
+                        now,
+                        "task.expired",
+                        task.to_string(),
+                        format!("{{\"agent\":\"{agent}\",\"state\":\"{}\"}}", effect.state),
+                    );
                     self.shared.metrics.counters.failed(
                         Failure::LeaseExpired,
                         effect.state == TaskState::Queued,
