@@ -7,6 +7,7 @@
 #![allow(clippy::print_stderr)]
 
 mod agents;
+mod audit;
 mod autonomy;
 mod coord;
 mod crash;
