@@ -31,8 +31,8 @@
 
 mod alerts;
 mod analysis;
-mod audit;
 mod api;
+mod audit;
 mod auth;
 mod autonomy;
 mod batch;

@@ -135,8 +135,12 @@ impl<S: Store> Shared<S> {
             .await?;
         self.bump();
         for t in &res.tasks {
-            self.audit
-                .hub(self.now_ms(), "task.cancelled", t.to_string(), String::new());
+            self.audit.hub(
+                self.now_ms(),
+                "task.cancelled",
+                t.to_string(),
+                String::new(),
+            );
         }
         self.add_backlog(-(res.tasks.len() as i64));
         self.metrics.counters.cancelled(res.tasks.len() as u64);

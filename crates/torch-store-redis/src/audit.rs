@@ -22,8 +22,19 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 
 fn parse_entry(seq: u64, json: &str) -> Result<AuditEntry, StoreError> {
     let f: Vec<String> = serde_json::from_str(json).map_err(|e| corrupt(format!("{seq}: {e}")))?;
-    let [at_ms, actor, role, tenant, action, target, outcome, reason, detail, prev, hash]: [String;
-        11] = f
+    let [
+        at_ms,
+        actor,
+        role,
+        tenant,
+        action,
+        target,
+        outcome,
+        reason,
+        detail,
+        prev,
+        hash,
+    ]: [String; 11] = f
         .try_into()
         .map_err(|_| corrupt(format!("{seq}: not 11 fields")))?;
     Ok(AuditEntry {
@@ -143,12 +154,7 @@ impl AuditStore for RedisStore {
 
     async fn audit_cut(&self, cp: AuditCheckpoint) -> Result<u64, StoreError> {
         let json = serde_json::to_string(&cp).map_err(|e| corrupt(e.to_string()))?;
-        let args = [
-            "cut".to_owned(),
-            cp.size.to_string(),
-            cp.head.clone(),
-            json,
-        ];
+        let args = ["cut".to_owned(), cp.size.to_string(), cp.head.clone(), json];
         match self.eval(&SCRIPTS.audit, cp.at_ms, &args).await? {
             Value::Int(n) => Ok(n.max(0) as u64),
             other => Err(StoreError::Invalid(format!(

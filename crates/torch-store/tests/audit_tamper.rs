@@ -85,7 +85,10 @@ async fn modified_entry_with_recomputed_hash_shows_at_the_next() {
         params![e.actor, hash],
     )
     .expect("edit");
-    assert_eq!(bad_at(&verify(&path, None).await), (8, "chain_broken".into()));
+    assert_eq!(
+        bad_at(&verify(&path, None).await),
+        (8, "chain_broken".into())
+    );
 }
 
 #[tokio::test]
@@ -155,7 +158,10 @@ async fn truncation_is_caught_against_an_exported_checkpoint() {
         .expect("truncate");
     // Without the export, a clean cut at the end looks like a shorter log.
     assert!(verify(&path, None).await.ok);
-    assert_eq!(bad_at(&verify(&path, Some(&cp)).await), (16, "truncated".into()));
+    assert_eq!(
+        bad_at(&verify(&path, Some(&cp)).await),
+        (16, "truncated".into())
+    );
 }
 
 #[tokio::test]

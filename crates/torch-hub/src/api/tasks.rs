@@ -133,7 +133,12 @@ pub(crate) async fn submit<S: Store>(
     if shared.audit.enabled() {
         let actor = crate::audit::actor_of(&caller);
         for r in results.iter().filter(|r| !r.duplicate) {
-            shared.audit.record(actor.entry(now, "task.submitted", r.id.to_string(), String::new()));
+            shared.audit.record(actor.entry(
+                now,
+                "task.submitted",
+                r.id.to_string(),
+                String::new(),
+            ));
         }
     }
     let fresh = results.iter().filter(|r| !r.duplicate).count();

@@ -158,8 +158,12 @@ pub(crate) struct AuditList {
 
 /// Whether `e` passes the filters of `q`.
 pub(crate) fn matches(e: &AuditEntry, q: &ListQuery) -> bool {
-    q.actor.as_deref().is_none_or(|a| e.entry.actor.starts_with(a))
-        && q.action.as_deref().is_none_or(|a| e.entry.action.starts_with(a))
+    q.actor
+        .as_deref()
+        .is_none_or(|a| e.entry.actor.starts_with(a))
+        && q.action
+            .as_deref()
+            .is_none_or(|a| e.entry.action.starts_with(a))
         && q.since.is_none_or(|s| e.entry.at_ms >= s)
 }
 

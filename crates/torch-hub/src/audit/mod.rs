@@ -117,7 +117,13 @@ pub(crate) struct Actor {
 
 impl Actor {
     /// An allowed act of this actor on `target`.
-    pub(crate) fn entry(&self, at_ms: u64, action: &str, target: String, detail: String) -> NewAudit {
+    pub(crate) fn entry(
+        &self,
+        at_ms: u64,
+        action: &str,
+        target: String,
+        detail: String,
+    ) -> NewAudit {
         NewAudit {
             at_ms,
             actor: self.actor.clone(),
@@ -177,7 +183,12 @@ pub(crate) fn agent_act(
         role: "agent".into(),
         action: action.into(),
         target: task.to_string(),
-        outcome: if refused.is_some() { "refused" } else { "allowed" }.into(),
+        outcome: if refused.is_some() {
+            "refused"
+        } else {
+            "allowed"
+        }
+        .into(),
         reason: refused.unwrap_or_default(),
         detail,
         ..NewAudit::default()

@@ -49,7 +49,12 @@ impl<S: Store> Writer<S> {
     /// Appends until `stop` fires, then appends what is queued, signs a
     /// last checkpoint and returns.
     pub(crate) async fn run(mut self, stop: CancellationToken) {
-        let every = self.shared.cfg.audit.checkpoint_interval.max(Duration::from_millis(10));
+        let every = self
+            .shared
+            .cfg
+            .audit
+            .checkpoint_interval
+            .max(Duration::from_millis(10));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -95,7 +100,9 @@ impl<S: Store> Writer<S> {
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                 }
-                Err(e) => error!(error = %e, entries = n, "audit entries lost: the store refused them"),
+                Err(e) => {
+                    error!(error = %e, entries = n, "audit entries lost: the store refused them")
+                }
             }
         }
     }
@@ -132,10 +139,7 @@ impl<S: Store> Writer<S> {
         if !self.shared.is_leader() {
             return;
         }
-        let cutoff = self
-            .shared
-            .now_ms()
-            .saturating_sub(keep.as_millis() as u64);
+        let cutoff = self.shared.now_ms().saturating_sub(keep.as_millis() as u64);
         if let Err(e) = self.try_cut(cutoff).await {
             warn!(error = %e, "audit retention cut failed");
         }

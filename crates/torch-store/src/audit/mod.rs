@@ -126,6 +126,8 @@ pub trait AuditStore: Send + Sync {
     /// step. Refused ([`StoreError::Invalid`]) when entry `cp.size` is not
     /// stored with hash `cp.head`, or is the newest entry (the head always
     /// stays). Returns how many entries were deleted.
-    fn audit_cut(&self, cp: AuditCheckpoint)
-    -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn audit_cut(
+        &self,
+        cp: AuditCheckpoint,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

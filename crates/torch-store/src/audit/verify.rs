@@ -213,7 +213,11 @@ pub async fn verify_store<S: AuditStore>(
     }
     if problems.is_empty() {
         let last = report.head.size;
-        if let Some(cp) = all.iter().filter(|cp| cp.size > last).max_by_key(|cp| cp.size) {
+        if let Some(cp) = all
+            .iter()
+            .filter(|cp| cp.size > last)
+            .max_by_key(|cp| cp.size)
+        {
             problems.push(AuditProblem::new(
                 last + 1,
                 "truncated",

@@ -14,7 +14,11 @@ pub fn entry(n: u64, actor: &str) -> NewAudit {
         at_ms: NOW + n,
         actor: actor.into(),
         role: "admin".into(),
-        tenant: if n % 2 == 0 { "acme".into() } else { String::new() },
+        tenant: if n % 2 == 0 {
+            "acme".into()
+        } else {
+            String::new()
+        },
         action: "api.post /api/v1/tasks".into(),
         target: format!("/api/v1/tasks/{n}"),
         outcome: if n % 3 == 0 { "refused" } else { "allowed" }.into(),
@@ -46,12 +50,20 @@ pub async fn audit_chain_and_checkpoints<H: Harness>(h: &H) {
     assert_eq!(head.size, 5);
     assert_eq!(s.audit_head().await.expect("head"), head);
     let all = s.audit_range(0, 100).await.expect("range");
-    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
     let mut prev = GENESIS.to_owned();
     for (i, e) in all.iter().enumerate() {
         assert_eq!(e.entry, entry(i as u64 + 1, &e.entry.actor));
         assert_eq!(e.prev, prev, "entry {} chains on the one before", e.seq);
-        assert_eq!(e.hash, entry_hash(e.seq, &e.entry, &e.prev), "entry {}", e.seq);
+        assert_eq!(
+            e.hash,
+            entry_hash(e.seq, &e.entry, &e.prev),
+            "entry {}",
+            e.seq
+        );
         prev.clone_from(&e.hash);
     }
     assert_eq!(head.hash, prev);
@@ -59,7 +71,9 @@ pub async fn audit_chain_and_checkpoints<H: Harness>(h: &H) {
 
     let key = SigningKey::from_bytes(&[9u8; 32]);
     let cp = sign_checkpoint(&key, 3, &all[2].hash, NOW + 10);
-    s.audit_put_checkpoint(cp.clone()).await.expect("checkpoint");
+    s.audit_put_checkpoint(cp.clone())
+        .await
+        .expect("checkpoint");
     assert_eq!(s.audit_checkpoints().await.expect("cps"), vec![cp.clone()]);
     let report = verify_store(&s, None).await.expect("verify");
     assert!(report.ok, "{report:?}");
@@ -95,10 +109,15 @@ pub async fn audit_chain_and_checkpoints<H: Harness>(h: &H) {
 pub async fn audit_concurrent_appends<H: Harness>(h: &H) {
     let (a, b) = (std::sync::Arc::new(h.open()), std::sync::Arc::new(h.open()));
     let mut jobs = Vec::new();
-    for (i, s) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+    for (i, s) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
         jobs.push(tokio::spawn(async move {
             for round in 0..25u64 {
-                let batch = (0..4).map(|k| entry(round * 4 + k, &format!("hub:{i}"))).collect();
+                let batch = (0..4)
+                    .map(|k| entry(round * 4 + k, &format!("hub:{i}")))
+                    .collect();
                 s.audit_append(batch).await.expect("append");
             }
         }));

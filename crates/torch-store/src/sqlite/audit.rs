@@ -10,7 +10,8 @@ use super::writer::Tx;
 use crate::audit::{GENESIS, chain::entry_hash};
 use crate::{AuditCheckpoint, AuditEntry, AuditHead, AuditStore, NewAudit, StoreError};
 
-const COLS: &str = "seq, at_ms, actor, role, tenant, action, target, outcome, reason, detail, prev, hash";
+const COLS: &str =
+    "seq, at_ms, actor, role, tenant, action, target, outcome, reason, detail, prev, hash";
 
 fn entry(r: &Row<'_>) -> Result<AuditEntry, StoreError> {
     Ok(AuditEntry {
@@ -112,8 +113,9 @@ fn put_checkpoint(tx: &mut Tx<'_>, cp: &AuditCheckpoint) -> Result<(), StoreErro
 }
 
 fn checkpoints(conn: &Connection) -> Result<Vec<AuditCheckpoint>, StoreError> {
-    let mut st = conn
-        .prepare_cached("SELECT size, head, at_ms, key, sig FROM audit_checkpoints ORDER BY size")?;
+    let mut st = conn.prepare_cached(
+        "SELECT size, head, at_ms, key, sig FROM audit_checkpoints ORDER BY size",
+    )?;
     let mut rows = st.query([])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {

@@ -80,9 +80,7 @@ fn encode(v: &str) -> String {
 fn query(pairs: &[(&str, Option<String>)]) -> String {
     let q: Vec<String> = pairs
         .iter()
-        .filter_map(|(k, v)| {
-            v.as_ref().map(|v| format!("{k}={}", encode(v)))
-        })
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
         .collect();
     q.join("&")
 }
@@ -108,7 +106,9 @@ async fn list(
         return output::json(&list);
     }
     let now = output::now_ms();
-    let mut t = output::table(&["SEQ", "WHEN", "ACTOR", "ROLE", "ACTION", "TARGET", "OUTCOME", "REASON"]);
+    let mut t = output::table(&[
+        "SEQ", "WHEN", "ACTOR", "ROLE", "ACTION", "TARGET", "OUTCOME", "REASON",
+    ]);
     for e in &list.entries {
         let a = &e.entry;
         t.add_row(vec![
@@ -139,7 +139,10 @@ fn read_checkpoint(path: &Path) -> Result<AuditCheckpoint> {
 fn db_path(p: PathBuf) -> Result<PathBuf> {
     let p = if p.is_dir() { p.join("torch.db") } else { p };
     if !p.exists() {
-        return Err(exit(BAD_INPUT, format!("--store {}: no such file", p.display())));
+        return Err(exit(
+            BAD_INPUT,
+            format!("--store {}: no such file", p.display()),
+        ));
     }
     Ok(p)
 }

@@ -42,13 +42,19 @@ fn api_calls_and_refusals_are_audited_and_the_chain_verifies() {
         .find(|e| e["action"] == "token.create" && e["outcome"] == "allowed")
         .expect("the admin's token create is audited");
     assert_eq!(create["role"], "admin");
-    assert!(create["actor"].as_str().unwrap_or("").starts_with("token:"), "{create}");
+    assert!(
+        create["actor"].as_str().unwrap_or("").starts_with("token:"),
+        "{create}"
+    );
     let no = all
         .iter()
         .find(|e| e["action"] == "token.create" && e["outcome"] == "refused")
         .expect("refusal");
     assert_eq!(no["role"], "submitter");
-    assert!(no["reason"].as_str().unwrap_or("").contains("forbidden"), "{no}");
+    assert!(
+        no["reason"].as_str().unwrap_or("").contains("forbidden"),
+        "{no}"
+    );
     assert_eq!(no["target"], "/api/v1/tokens");
     let submit = all
         .iter()
@@ -82,7 +88,12 @@ fn api_calls_and_refusals_are_audited_and_the_chain_verifies() {
         std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
         0o600
     );
-    let with = cli.json(&["audit", "verify", "--checkpoint", saved.to_str().unwrap_or("")]);
+    let with = cli.json(&[
+        "audit",
+        "verify",
+        "--checkpoint",
+        saved.to_str().unwrap_or(""),
+    ]);
     assert_eq!(with["ok"], true, "{with}");
 
     // Offline, on the SQLite file: cut the newest entries behind the hub's
@@ -93,7 +104,8 @@ fn api_calls_and_refusals_are_audited_and_the_chain_verifies() {
     let size = cp["size"].as_u64().unwrap_or(0);
     {
         let conn = rusqlite::Connection::open(&db).expect("open db");
-        conn.execute("DELETE FROM audit_checkpoints", []).expect("drop cps");
+        conn.execute("DELETE FROM audit_checkpoints", [])
+            .expect("drop cps");
         conn.execute("DELETE FROM audit_log WHERE seq >= ?1", [size as i64])
             .expect("truncate");
     }
