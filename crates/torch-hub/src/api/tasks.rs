@@ -132,14 +132,13 @@ pub(crate) async fn submit<S: Store>(
     );
     if shared.audit.enabled() {
         let actor = crate::audit::actor_of(&caller);
-        for r in results.iter().filter(|r| !r.duplicate) {
-            shared.audit.record(actor.entry(
-                now,
-                "task.submitted",
-                r.id.to_string(),
-                String::new(),
-            ));
-        }
+        let fresh: Vec<serde_json::Value> = results
+            .iter()
+            .filter(|r| !r.duplicate)
+            .map(|r| serde_json::json!({ "task": r.id }))
+            .collect();
+        let entry = actor.entry(now, "task.submitted", String::new(), String::new());
+        crate::audit::batch(&shared.audit, entry, fresh);
     }
     let fresh = results.iter().filter(|r| !r.duplicate).count();
     shared.add_backlog(fresh as i64);

@@ -194,3 +194,36 @@ pub(crate) fn agent_act(
         ..NewAudit::default()
     });
 }
+
+/// The target of an entry about `tasks`: the task's id when there is one,
+/// else `<n> tasks` (their ids are in the detail).
+pub(crate) fn tasks_target(tasks: &[serde_json::Value]) -> String {
+    match tasks {
+        [one] => one["task"].as_str().unwrap_or_default().to_owned(),
+        many => format!("{} tasks", many.len()),
+    }
+}
+
+/// Records one entry for a batch of tasks that went through the same
+/// transition together (`detail` is `{"tasks": [...]}`): one entry per
+/// store write, not per task, keeps the audit log's cost off the hot path.
+pub(crate) fn batch(audit: &Audit, mut entry: NewAudit, tasks: Vec<serde_json::Value>) {
+    if tasks.is_empty() || !audit.enabled() {
+        return;
+    }
+    entry.target = tasks_target(&tasks);
+    entry.detail = serde_json::json!({ "tasks": tasks }).to_string();
+    audit.record(entry);
+}
+
+/// An allowed act of `agent` (its target and detail set by [`batch`]).
+pub(crate) fn agent_entry(at_ms: u64, agent: torch_core::AgentId, action: &str) -> NewAudit {
+    NewAudit {
+        at_ms,
+        actor: format!("agent:{agent}"),
+        role: "agent".into(),
+        action: action.into(),
+        outcome: "allowed".into(),
+        ..NewAudit::default()
+    }
+}
