@@ -14,15 +14,15 @@ pub fn entry(n: u64, actor: &str) -> NewAudit {
         at_ms: NOW + n,
         actor: actor.into(),
         role: "admin".into(),
-        tenant: if n % 2 == 0 {
+        tenant: if n.is_multiple_of(2) {
             "acme".into()
         } else {
             String::new()
         },
         action: "api.post /api/v1/tasks".into(),
         target: format!("/api/v1/tasks/{n}"),
-        outcome: if n % 3 == 0 { "refused" } else { "allowed" }.into(),
-        reason: if n % 3 == 0 {
+        outcome: if n.is_multiple_of(3) { "refused" } else { "allowed" }.into(),
+        reason: if n.is_multiple_of(3) {
             "a submitter token cannot do this; it needs admin — \"quoted\"\n".into()
         } else {
             String::new()
