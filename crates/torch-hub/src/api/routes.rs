@@ -179,7 +179,7 @@ fn register<S: Store>(r: &mut Routes<S>) {
     r.add(Get, "/api/v1/help/{id}", Any, help::get::<S>);
     r.add(Post, "/api/v1/help/{id}/accept", Forward, help::accept::<S>);
     r.add(Get, "/api/v1/audit", Any, audit::list::<S>);
-    r.add(Post, "/api/v1/audit/verify", Any, audit::verify::<S>);
+    r.add(Post, "/api/v1/audit/verify", Forward, audit::verify::<S>);
     r.add(Get, "/api/v1/audit/checkpoint", Any, audit::checkpoint::<S>);
 }
 

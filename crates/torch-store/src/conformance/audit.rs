@@ -21,7 +21,12 @@ pub fn entry(n: u64, actor: &str) -> NewAudit {
         },
         action: "api.post /api/v1/tasks".into(),
         target: format!("/api/v1/tasks/{n}"),
-        outcome: if n.is_multiple_of(3) { "refused" } else { "allowed" }.into(),
+        outcome: if n.is_multiple_of(3) {
+            "refused"
+        } else {
+            "allowed"
+        }
+        .into(),
         reason: if n.is_multiple_of(3) {
             "a submitter token cannot do this; it needs admin — \"quoted\"\n".into()
         } else {
