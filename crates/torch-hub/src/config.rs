@@ -73,6 +73,10 @@ pub struct HubConfig {
     /// the `[metrics]`, `[alerting]` and `[[alerts]]` sections).
     #[serde(skip)]
     pub observe: ObserveConfig,
+    /// The audit log: checkpoints, retention, the signing key (set by the
+    /// binary from `[audit]`).
+    #[serde(skip)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// Metrics, alerting and capacity settings.
@@ -145,6 +149,7 @@ impl Default for HubConfig {
             retention: None,
             messages: Default::default(),
             observe: ObserveConfig::default(),
+            audit: crate::audit::AuditConfig::default(),
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct Hub<S: Store> {
     coord: Coord<S>,
     alerts: Alerts<S>,
     batcher: Option<crate::batch::BatchRunner<S>>,
+    /// The audit writer, when the audit log is on.
+    audit: Option<crate::audit::Writer<S>>,
     /// Set on first start: the admin token, shown once.
     pub admin_token: Option<String>,
 }
@@ -117,6 +119,8 @@ impl<S: Store> Hub<S> {
         let (coord, coord_rx) = CoordHandle::channel();
         let msg = crate::messaging::Messaging::start(&*store, cfg.messages.clone()).await?;
         let (alerts, alerts_rx) = AlertsHandle::channel();
+        let audit_key = crate::audit::load_key(cfg.audit.key_path.as_deref())?;
+        let (audit, audit_rx) = crate::audit::Audit::new(cfg.audit.enabled);
         let shared = Arc::new(Shared {
             store: store.clone(),
             engine: engine_handle,
@@ -136,6 +140,7 @@ impl<S: Store> Hub<S> {
             started: Instant::now(),
             shutdown: CancellationToken::new(),
             msg,
+            audit,
             clock,
             cfg,
         });
@@ -149,7 +154,9 @@ impl<S: Store> Hub<S> {
         let lifecycle = Lifecycle::new(shared.clone(), life_rx);
         let coord = Coord::new(shared.clone(), coord_rx);
         let alerts = Alerts::new(shared.clone(), alerts_rx);
+        let audit = audit_rx.map(|rx| crate::audit::Writer::new(shared.clone(), rx, audit_key));
         Ok(Hub {
+            audit,
             shared,
             engine,
             lifecycle,
@@ -216,8 +223,13 @@ impl<S: Store> Hub<S> {
             coord,
             alerts,
             batcher,
+            audit,
             ..
         } = self;
+        // The audit writer stops after every other service, so what they
+        // record while stopping is appended too.
+        let audit_stop = CancellationToken::new();
+        let audit = audit.map(|w| tokio::spawn(w.run(audit_stop.clone())));
         let stop = shared.shutdown.clone();
         let services = TaskTracker::new();
         services.spawn(engine.run(stop.clone()));
@@ -273,6 +285,12 @@ impl<S: Store> Hub<S> {
         };
         stop.cancel();
         services.wait().await;
+        audit_stop.cancel();
+        if let Some(w) = audit
+            && let Err(e) = w.await
+        {
+            tracing::error!(error = %e, "the audit writer failed");
+        }
         info!("hub services stopped");
         result.map_err(HubError::Io)
     }

@@ -32,6 +32,7 @@
 mod alerts;
 mod analysis;
 mod api;
+mod audit;
 mod auth;
 mod autonomy;
 mod batch;
@@ -55,6 +56,7 @@ mod stats;
 mod testing;
 mod tls;
 
+pub use audit::AuditConfig;
 pub use auth::{generate_token, hash_token};
 pub use config::{HubConfig, LifecycleConfig, ObserveConfig};
 pub use error::HubError;

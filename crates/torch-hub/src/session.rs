@@ -530,6 +530,29 @@ async fn record<S: Store>(
             };
             match res {
                 Ok(checks) => {
+                    let mut started = Vec::new();
+                    for (h, c) in starts.iter().zip(&checks) {
+                        if *c == torch_store::FenceCheck::Ok {
+                            started
+                                .push(serde_json::json!({ "task": h.task_id, "fence": h.fence }));
+                        } else {
+                            crate::audit::agent_act(
+                                &shared.audit,
+                                now,
+                                agent,
+                                "task.started",
+                                h.task_id,
+                                h.fence,
+                                Some(format!("{c:?}")),
+                                "",
+                            );
+                        }
+                    }
+                    crate::audit::batch(
+                        &shared.audit,
+                        crate::audit::agent_entry(now, agent, "task.started"),
+                        started,
+                    );
                     for (h, c) in starts.iter().zip(checks) {
                         if c != torch_store::FenceCheck::Ok {
                             debug!(task_id = %h.task_id, fence = h.fence, check = ?c, "start report refused");
@@ -587,6 +610,42 @@ async fn record<S: Store>(
         shared.bump();
         let mut acks = Vec::with_capacity(held.len());
         let mut lost = false;
+        let mut finished = Vec::new();
+        for ((h, r), kind) in held.iter().zip(&results).zip(&kinds) {
+            let action = if *kind == OutcomeKind::SandboxDenied {
+                "sandbox.denied"
+            } else {
+                "task.finished"
+            };
+            let refused = match r {
+                Ok(FinishResult::Recorded(_)) | Ok(FinishResult::Duplicate) => None,
+                Ok(other) => Some(format!("{other:?}")),
+                Err(e) => Some(e.clone()),
+            };
+            if refused.is_none() && *kind != OutcomeKind::SandboxDenied {
+                if shared.audit.enabled() {
+                    finished.push(serde_json::json!({
+                        "task": h.task_id, "fence": h.fence, "outcome": kind.as_str()
+                    }));
+                }
+                continue;
+            }
+            crate::audit::agent_act(
+                &shared.audit,
+                now,
+                agent,
+                action,
+                h.task_id,
+                h.fence,
+                refused,
+                kind.as_str(),
+            );
+        }
+        crate::audit::batch(
+            &shared.audit,
+            crate::audit::agent_entry(now, agent, "task.finished"),
+            finished,
+        );
         for ((h, r), killed) in held.iter().zip(&results).zip(killed) {
             let status = match r {
                 Ok(FinishResult::Recorded(effect)) => {

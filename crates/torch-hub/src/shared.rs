@@ -64,6 +64,8 @@ pub(crate) struct Shared<S> {
     pub(crate) started: Instant,
     /// Direct messages: the directory of endpoints and keys, relaying.
     pub(crate) msg: crate::messaging::Messaging,
+    /// Records audit entries (see `audit`).
+    pub(crate) audit: crate::audit::Audit,
     /// Fires when the hub stops: sessions, long polls and services end.
     pub(crate) shutdown: CancellationToken,
 }
@@ -132,6 +134,14 @@ impl<S: Store> Shared<S> {
             .cancel(task, reason.clone(), self.now_ms())
             .await?;
         self.bump();
+        for t in &res.tasks {
+            self.audit.hub(
+                self.now_ms(),
+                "task.cancelled",
+                t.to_string(),
+                String::new(),
+            );
+        }
         self.add_backlog(-(res.tasks.len() as i64));
         self.metrics.counters.cancelled(res.tasks.len() as u64);
         self.engine

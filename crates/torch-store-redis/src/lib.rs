@@ -227,6 +227,7 @@
 //! [`Retention::purge_finished`]: torch_store::Retention::purge_finished
 //! [`StoreError::Unavailable`]: torch_store::StoreError::Unavailable
 
+mod audit;
 mod consumer;
 mod coord;
 mod handoff;

@@ -37,6 +37,7 @@ pub(crate) struct Scripts {
     pub(crate) locks: Script,
     pub(crate) help: Script,
     pub(crate) relay: Script,
+    pub(crate) audit: Script,
     pub(crate) purge: Script,
     pub(crate) read: Script,
     pub(crate) leader: Script,
@@ -57,6 +58,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     locks: Script::new(writing!("scripts/locks.lua")),
     help: Script::new(writing!("scripts/help.lua")),
     relay: Script::new(writing!("scripts/relay.lua")),
+    audit: Script::new(writing!("scripts/audit.lua")),
     purge: Script::new(writing!("scripts/purge.lua")),
     read: Script::new(include_str!("scripts/read.lua")),
     leader: Script::new(include_str!("scripts/leader.lua")),
@@ -66,7 +68,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 mod tests;
 
 /// The script sources, for loading them up front.
-pub(crate) fn sources() -> [&'static str; 16] {
+pub(crate) fn sources() -> [&'static str; 17] {
     [
         writing!("scripts/submit.lua"),
         writing!("scripts/assign.lua"),
@@ -81,6 +83,7 @@ pub(crate) fn sources() -> [&'static str; 16] {
         writing!("scripts/locks.lua"),
         writing!("scripts/help.lua"),
         writing!("scripts/relay.lua"),
+        writing!("scripts/audit.lua"),
         writing!("scripts/purge.lua"),
         include_str!("scripts/read.lua"),
         include_str!("scripts/leader.lua"),

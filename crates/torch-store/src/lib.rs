@@ -13,6 +13,7 @@
 //! | [`LockStore`] | lock grants with fences (locks, path reservations) |
 //! | [`HelpStore`] | help requests; the first accept wins |
 //! | [`Retention`] | deleting finished tasks |
+//! | [`AuditStore`] | the hash-chained audit log and its signed checkpoints |
 //! | [`SharedStore`] | leadership and hand-offs among hubs sharing one store; only a shared backend has it ([`Store::shared`]) |
 //!
 //! Each mutating operation is atomic, checks fence tokens itself (the store,
@@ -35,6 +36,7 @@
 //! `torch-store-redis`'s `tests/conformance.rs` on Redis, so both pass the
 //! same cases.
 
+pub mod audit;
 pub mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -53,6 +55,7 @@ mod store;
 mod tasks;
 mod tokens;
 
+pub use audit::{AuditCheckpoint, AuditEntry, AuditHead, AuditStore, NewAudit};
 pub use error::StoreError;
 pub use events::EventLog;
 pub use help::{HelpAccept, HelpRecord, HelpStore, help_state};

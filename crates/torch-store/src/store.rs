@@ -1,8 +1,8 @@
 //! The umbrella trait the hub is generic over.
 
 use crate::{
-    EventLog, HelpStore, LockStore, MemoryStore, MetaStore, RelayStore, Retention, SharedStore,
-    TaskStore, TokenStore,
+    AuditStore, EventLog, HelpStore, LockStore, MemoryStore, MetaStore, RelayStore, Retention,
+    SharedStore, TaskStore, TokenStore,
 };
 
 /// Every durable operation of the hub: the capability traits together, plus
@@ -17,6 +17,7 @@ pub trait Store:
     + HelpStore
     + RelayStore
     + Retention
+    + AuditStore
     + Send
     + Sync
     + 'static

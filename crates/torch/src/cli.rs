@@ -90,6 +90,12 @@ pub(crate) enum Command {
         #[command(flatten)]
         out: OutArgs,
     },
+    /// The tamper-evident audit log: list entries, verify the hash chain,
+    /// export a signed checkpoint.
+    Audit {
+        #[command(subcommand)]
+        cmd: crate::cli_audit::AuditCmd,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]

@@ -107,4 +107,8 @@ pub(crate) struct ThroughputArgs {
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Run the hub without its audit log (`[audit] enabled = false`), to
+    /// measure what auditing costs.
+    #[arg(long)]
+    pub(crate) no_audit: bool,
 }

@@ -42,6 +42,8 @@ pub(crate) struct Config {
     /// `[[alerts]]`: alert rules, added to the defaults (a rule named like a
     /// default replaces it).
     pub(crate) alerts: Vec<torch_core::alerts::AlertRule>,
+    /// `[audit]`: the audit log's checkpoints and retention.
+    pub(crate) audit: torch_hub::AuditConfig,
     /// TLS of `torch serve` (from its flags, never from the file).
     #[serde(skip)]
     pub(crate) tls: ServeTls,
@@ -360,6 +362,7 @@ pub(crate) fn load(explicit: Option<&Path>) -> Result<Config> {
     let mut cfg = cfg;
     cfg.hub.routing = cfg.routing.clone();
     cfg.hub.retention = cfg.store.retention;
+    cfg.hub.audit = cfg.audit.clone();
     cfg.hub.messages = cfg.collaboration.hub_limits();
     cfg.hub.lifecycle = lifecycle(&cfg, file.as_deref())?;
     cfg.hub.observe = observe(&cfg);

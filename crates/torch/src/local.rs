@@ -75,6 +75,9 @@ pub(crate) async fn start_hub(
     data_dir: &Path,
     mint: &[&str],
 ) -> Result<LocalHub> {
+    let mut hub_cfg = hub_cfg;
+    // The audit signing key lives in the data dir the hub really uses.
+    hub_cfg.audit.key_path = Some(data_dir.join("audit.key"));
     match cfg.store.url.as_deref() {
         #[cfg(feature = "redis")]
         Some(url) if is_redis_url(url) => {

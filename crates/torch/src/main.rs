@@ -5,6 +5,7 @@
 
 mod bars;
 mod cli;
+mod cli_audit;
 mod cli_bench;
 mod cli_coord;
 mod cli_msg;

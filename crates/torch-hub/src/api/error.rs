@@ -104,6 +104,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let why = crate::audit::api::Refusal(format!("{}: {}", self.code, self.message));
         let body = ErrorBody {
             code: self.code.to_string(),
             message: self.message,
@@ -112,6 +113,7 @@ impl IntoResponse for ApiError {
             cycle: self.cycle.map(|d| d.cycle).unwrap_or_default(),
         };
         let mut resp = (self.status, Json(body)).into_response();
+        resp.extensions_mut().insert(why);
         if let Some(s) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {

@@ -74,6 +74,7 @@ pub(crate) async fn authorize<S: Store>(
     } else {
         api_token(shared, token).await?
     };
+    crate::audit::api::note_caller(&caller);
     let allowed = matches!(
         (&caller, need),
         (

@@ -14,6 +14,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use torch_store::Store;
 
 use super::{help, lifecycle, locks, messages, misc, observe, openapi, tasks, tokens, ui};
+use crate::audit::api as audit;
 use crate::hub::Shared;
 use crate::leader::{Leader, forward};
 
@@ -177,6 +178,9 @@ fn register<S: Store>(r: &mut Routes<S>) {
     r.add(Get, "/api/v1/help", Any, help::list::<S>);
     r.add(Get, "/api/v1/help/{id}", Any, help::get::<S>);
     r.add(Post, "/api/v1/help/{id}/accept", Forward, help::accept::<S>);
+    r.add(Get, "/api/v1/audit", Any, audit::list::<S>);
+    r.add(Post, "/api/v1/audit/verify", Forward, audit::verify::<S>);
+    r.add(Get, "/api/v1/audit/checkpoint", Any, audit::checkpoint::<S>);
 }
 
 /// Builds the router and the route table.
@@ -199,6 +203,10 @@ pub(crate) fn build<S: Store>(shared: Arc<Shared<S>>) -> (Router, Vec<Route>) {
     routes.add(Verb::Get, openapi::PATH, Leader::Any, openapi::serve(&doc));
     let router = routes
         .router
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            audit::record::<S>,
+        ))
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -57,10 +57,10 @@ pub(crate) async fn submit<S: Store>(
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
     let caller = authorize(&shared, &headers, Need::SubmitOrTask).await?;
     // From inside a task (`torch delegate`), the new tasks are its children.
-    let parent = match caller {
+    let parent = match &caller {
         Caller::Task { task, fence } => {
-            super::task_agent(&shared, task, fence).await?;
-            Some(task)
+            super::task_agent(&shared, *task, *fence).await?;
+            Some(*task)
         }
         Caller::Token { .. } => None,
     };
@@ -130,6 +130,16 @@ pub(crate) async fn submit<S: Store>(
             .filter(|(_, r)| !r.duplicate)
             .map(|(k, _)| k),
     );
+    if shared.audit.enabled() {
+        let actor = crate::audit::actor_of(&caller);
+        let fresh: Vec<serde_json::Value> = results
+            .iter()
+            .filter(|r| !r.duplicate)
+            .map(|r| serde_json::json!({ "task": r.id }))
+            .collect();
+        let entry = actor.entry(now, "task.submitted", String::new(), String::new());
+        crate::audit::batch(&shared.audit, entry, fresh);
+    }
     let fresh = results.iter().filter(|r| !r.duplicate).count();
     shared.add_backlog(fresh as i64);
     shared.metrics.counters.submitted(fresh as u64);

@@ -69,6 +69,22 @@ impl<S: Store> Engine<S> {
             }
         };
         let mut by_agent: HashMap<AgentId, Vec<Outbound>> = HashMap::new();
+        if self.shared.audit.enabled() {
+            let leased: Vec<serde_json::Value> = results
+                .iter()
+                .flatten()
+                .map(|l| serde_json::json!({ "task": l.task, "agent": l.agent, "fence": l.fence }))
+                .collect();
+            let entry = torch_store::NewAudit {
+                at_ms: now,
+                actor: "hub".into(),
+                role: "hub".into(),
+                action: "task.assigned".into(),
+                outcome: "allowed".into(),
+                ..Default::default()
+            };
+            crate::audit::batch(&self.shared.audit, entry, leased);
+        }
         for r in results {
             match r {
                 Ok(leased) => match self.leases.confirm(leased.task, leased.fence, now) {
@@ -241,6 +257,12 @@ impl<S: Store> Engine<S> {
             Ok(res) => {
                 self.leases.expired(task);
                 if let FinishResult::Recorded(effect) = res {
+                    self.shared.audit.hub(
+                        now,
+                        "task.expired",
+                        task.to_string(),
+                        format!("{{\"agent\":\"{agent}\",\"state\":\"{}\"}}", effect.state),
+                    );
                     self.shared.metrics.counters.failed(
                         Failure::LeaseExpired,
                         effect.state == TaskState::Queued,

@@ -1,5 +1,6 @@
 //! Redis-only cases: what the trait cannot say but a Redis deployment needs.
 
+mod audit;
 mod consumer;
 mod handoff;
 mod leader;

@@ -39,6 +39,7 @@
 //!
 //! The cases panic on the first broken expectation, as tests do.
 
+pub mod audit;
 pub mod coord;
 pub mod durability;
 pub mod ends;
@@ -99,6 +100,8 @@ macro_rules! every_case {
             coord::help_first_accept_wins,
             coord::help_concurrent_accepts,
             relay::relay_keeps_orders_and_expires,
+            audit::audit_chain_and_checkpoints,
+            audit::audit_concurrent_appends,
         );
     };
 }

@@ -25,6 +25,7 @@
 //! `list_tasks` returns at most 1000 tasks (100 when the filter's limit is 0);
 //! `events` returns at most 10,000 events (1000 when `limit` is 0).
 
+mod audit;
 mod cancel;
 mod coord;
 mod finish;

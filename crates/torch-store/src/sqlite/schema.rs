@@ -20,7 +20,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 96;
 
 /// Migration scripts; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Version 1: tasks, their dependencies and labels, logs, events, tokens,
 /// metadata, counters and agents.
@@ -227,6 +227,33 @@ ALTER TABLE tokens ADD COLUMN last_used_ms INTEGER;
 /// (JSON).
 const V8: &str = "
 ALTER TABLE tasks ADD COLUMN progress_live TEXT;
+";
+
+/// v9: the audit log (hash-chained, kept apart from `events`, which
+/// retention deletes) and its signed checkpoints.
+const V9: &str = "
+CREATE TABLE audit_log (
+    seq     INTEGER PRIMARY KEY,
+    at_ms   INTEGER NOT NULL,
+    actor   TEXT    NOT NULL,
+    role    TEXT    NOT NULL,
+    tenant  TEXT    NOT NULL,
+    action  TEXT    NOT NULL,
+    target  TEXT    NOT NULL,
+    outcome TEXT    NOT NULL,
+    reason  TEXT    NOT NULL,
+    detail  TEXT    NOT NULL,
+    prev    TEXT    NOT NULL,
+    hash    TEXT    NOT NULL
+);
+
+CREATE TABLE audit_checkpoints (
+    size  INTEGER PRIMARY KEY,
+    head  TEXT    NOT NULL,
+    at_ms INTEGER NOT NULL,
+    key   TEXT    NOT NULL,
+    sig   TEXT    NOT NULL
+);
 ";
 
 /// Opens the writer connection: creates the file (and its directory), sets

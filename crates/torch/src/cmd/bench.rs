@@ -222,6 +222,7 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<()> {
     let mut hub_cfg = cfg.hub.clone();
     hub_cfg.queue_high_water = u64::MAX;
     hub_cfg.max_body_bytes = 64 << 20;
+    hub_cfg.audit.enabled = !args.no_audit;
     let hub = start_hub(
         &cfg,
         hub_cfg.clone(),

@@ -3,6 +3,7 @@
 mod agent;
 mod agents;
 mod alerts;
+mod audit;
 mod bench;
 mod bench_collab;
 mod bench_locks;
@@ -47,6 +48,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Agent(a) => agent::run(load()?, a, ca_file).await,
         Command::Up(a) => up::run(load()?, a, cfg_path.clone()).await,
         Command::Submit(a) => submit::run(a).await,
+        Command::Audit { cmd } => audit::run(cmd).await,
         Command::Tasks { cmd } => match cmd {
             TasksCmd::List {
                 hub,

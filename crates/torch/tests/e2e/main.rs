@@ -8,6 +8,7 @@
 
 mod agents;
 mod agents_mcp;
+mod audit;
 mod autonomy;
 mod coord;
 mod crash;

@@ -17,7 +17,10 @@ use super::{Auth, Op, Reply, schema};
 use crate::api::routes::Verb::{self, Get, Post, Put};
 use crate::api::{help, lifecycle, messages, misc, observe, tasks, ui};
 use crate::metrics::{CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT};
+use crate::audit::api as audit;
 use crate::stats::StatsView;
+use torch_store::AuditCheckpoint;
+use torch_store::audit::AuditReport;
 
 /// Admin and submitter tokens.
 const SUBMIT: &str = "admin or submitter tokens";
@@ -157,6 +160,13 @@ pub(crate) static OPS: &[Op] = &[
         ok!(HelpView)),
     op!(Post "/api/v1/help/{id}/accept", "acceptHelp", "Accepts a help request.",
         Auth::Bearer(SUBMIT_OR_TASK), ok!(HelpView)),
+    op!(Get "/api/v1/audit", "listAudit", "Audit log entries, oldest first, filtered and paged.",
+        Auth::Bearer(ADMIN), ok!(audit::AuditList), query = audit::ListQuery),
+    op!(Post "/api/v1/audit/verify", "verifyAudit",
+        "Walks the audit chain (and checks it against an exported checkpoint).",
+        Auth::Bearer(ADMIN), ok!(AuditReport), optional_body = audit::VerifyRequest),
+    op!(Get "/api/v1/audit/checkpoint", "auditCheckpoint", "The latest signed audit checkpoint.",
+        Auth::Bearer(ADMIN), ok!(AuditCheckpoint)),
     op!(Get "/api/v1/openapi.json", "openapi", "This document.", Auth::Public,
         Reply::Json(&[200], schema::<serde_json::Map<String, serde_json::Value>>)),
 ];
