@@ -63,7 +63,8 @@ fn unrecorded(route: &str) -> bool {
     matches!(route, "/" | "/ui/{file}" | "/api/v1/health")
 }
 
-/// The middleware on every route: serves the request, then records it.
+/// The middleware on every route: serves the request, then records it
+/// (before answering, for every method but `GET`).
 pub(crate) async fn record<S: Store>(
     State(shared): State<Arc<Shared<S>>>,
     req: Request,
@@ -121,7 +122,13 @@ pub(crate) async fn record<S: Store>(
             };
         }
     }
-    shared.audit.record(entry);
+    // A call that may have changed something is answered only once its
+    // entry is stored (see the module docs of `audit`).
+    if method == axum::http::Method::GET {
+        shared.audit.record(entry);
+    } else if !shared.audit.record_durable(entry).await {
+        tracing::warn!(route, "answering a call whose audit entry was not stored");
+    }
     res
 }
 

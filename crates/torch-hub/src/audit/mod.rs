@@ -4,7 +4,12 @@
 //! transition, a spawn, a lock grant — is handed to [`Audit::record`], which
 //! never waits: entries go through a channel to one writer task that
 //! appends them in batches (one store write per batch, the chain extended
-//! atomically by the store). The writer also signs checkpoints every
+//! atomically by the store). The API middleware uses
+//! [`Audit::record_durable`] for every call that may change something (any
+//! method but `GET`): the caller hears the answer only once its entry is in
+//! the store, so no acknowledged change goes unaudited, even across a
+//! `kill -9`. Entries the engine records (transitions) may lose the last
+//! batch to a `kill -9`; the store's task state and events still show them. The writer also signs checkpoints every
 //! [`AuditConfig::checkpoint_every`] entries or
 //! [`AuditConfig::checkpoint_interval`], and cuts the log when
 //! [`AuditConfig::retention`] is set. Only the leader signs and cuts.
@@ -17,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use torch_store::NewAudit;
 
 pub(crate) use key::load_key;
@@ -60,15 +65,19 @@ impl Default for AuditConfig {
     }
 }
 
-/// Records audit entries without waiting (see the module docs).
+/// An entry on its way to the writer, with whom to tell once it is stored
+/// (`true`) or given up on (`false`).
+pub(crate) type Queued = (NewAudit, Option<oneshot::Sender<bool>>);
+
+/// Records audit entries (see the module docs).
 #[derive(Clone, Debug)]
 pub(crate) struct Audit {
-    tx: Option<mpsc::UnboundedSender<NewAudit>>,
+    tx: Option<mpsc::UnboundedSender<Queued>>,
 }
 
 impl Audit {
     /// A recorder and, when enabled, the writer's end of its channel.
-    pub(crate) fn new(enabled: bool) -> (Audit, Option<mpsc::UnboundedReceiver<NewAudit>>) {
+    pub(crate) fn new(enabled: bool) -> (Audit, Option<mpsc::UnboundedReceiver<Queued>>) {
         if !enabled {
             return (Audit { tx: None }, None);
         }
@@ -84,10 +93,22 @@ impl Audit {
     /// Queues `entry` for the writer.
     pub(crate) fn record(&self, entry: NewAudit) {
         if let Some(tx) = &self.tx
-            && tx.send(entry).is_err()
+            && tx.send((entry, None)).is_err()
         {
             tracing::warn!("audit writer stopped: an entry was not recorded");
         }
+    }
+
+    /// Queues `entry` and waits until the writer has stored it; `false`
+    /// when it could not (the store refused it, or the writer stopped).
+    pub(crate) async fn record_durable(&self, entry: NewAudit) -> bool {
+        let Some(tx) = &self.tx else { return true };
+        let (done, stored) = oneshot::channel();
+        if tx.send((entry, Some(done))).is_err() {
+            tracing::warn!("audit writer stopped: an entry was not recorded");
+            return false;
+        }
+        stored.await.unwrap_or(false)
     }
 
     /// Records an act of the hub itself (`actor` `hub`) on `target`.

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use torch_store::audit::chain::sign_checkpoint;
 use torch_store::{AuditCheckpoint, NewAudit, Store, StoreError};
 use tracing::{debug, error, warn};
 
+use super::Queued;
 use crate::shared::Shared;
 
 /// Entries appended in one store write, at most.
@@ -22,7 +23,7 @@ const CUT_SCAN: usize = 10_000;
 /// The writer's state (see [`Writer::run`]).
 pub(crate) struct Writer<S> {
     shared: Arc<Shared<S>>,
-    rx: mpsc::UnboundedReceiver<NewAudit>,
+    rx: mpsc::UnboundedReceiver<Queued>,
     key: SigningKey,
     /// Entries appended since the last checkpoint this hub signed.
     since_checkpoint: u64,
@@ -34,7 +35,7 @@ impl<S: Store> Writer<S> {
     /// A writer appending what `rx` receives, signing with `key`.
     pub(crate) fn new(
         shared: Arc<Shared<S>>,
-        rx: mpsc::UnboundedReceiver<NewAudit>,
+        rx: mpsc::UnboundedReceiver<Queued>,
         key: SigningKey,
     ) -> Self {
         Writer {
@@ -80,19 +81,28 @@ impl<S: Store> Writer<S> {
         self.checkpoint().await;
     }
 
-    async fn append(&mut self, first: NewAudit) {
-        let mut batch = vec![first];
+    async fn append(&mut self, first: Queued) {
+        let (entry, done) = first;
+        let mut batch = vec![entry];
+        let mut waiting: Vec<oneshot::Sender<bool>> = done.into_iter().collect();
         while batch.len() < MAX_BATCH
-            && let Ok(e) = self.rx.try_recv()
+            && let Ok((entry, done)) = self.rx.try_recv()
         {
-            batch.push(e);
+            batch.push(entry);
+            waiting.extend(done);
         }
         let n = batch.len() as u64;
         let mut wait = Duration::from_millis(50);
+        let tell = |waiting: Vec<oneshot::Sender<bool>>, stored: bool| {
+            for w in waiting {
+                let _ = w.send(stored);
+            }
+        };
         for attempt in 1..=5 {
             match self.shared.store.audit_append(batch.clone()).await {
                 Ok(_) => {
                     self.since_checkpoint += n;
+                    tell(waiting, true);
                     return;
                 }
                 Err(e) if attempt < 5 => {
@@ -101,7 +111,9 @@ impl<S: Store> Writer<S> {
                     wait *= 2;
                 }
                 Err(e) => {
-                    error!(error = %e, entries = n, "audit entries lost: the store refused them")
+                    error!(error = %e, entries = n, "audit entries lost: the store refused them");
+                    tell(waiting, false);
+                    return;
                 }
             }
         }

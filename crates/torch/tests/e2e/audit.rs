@@ -124,3 +124,44 @@ fn api_calls_and_refusals_are_audited_and_the_chain_verifies() {
     assert_eq!(bad["problem"]["kind"], "truncated", "{bad}");
     assert_eq!(bad["problem"]["seq"], size, "{bad}");
 }
+
+/// A change the API acknowledged is in the audit log even when the hub is
+/// `kill -9`ed the moment after: the middleware answers a `POST` only once
+/// its entry is stored.
+#[test]
+fn an_acknowledged_change_is_audited_across_a_kill_9() {
+    let dir = TestDir::new("audit_kill9");
+    let mut hub = Hub::start_fixed_port(&dir, &[]);
+    let api = hub.api();
+    let mut names = Vec::new();
+    for i in 0..20 {
+        let name = format!("k9-{i}");
+        let r = api.post(
+            "/api/v1/tokens",
+            &json!({"role": "submitter", "name": name}),
+        );
+        assert_eq!(r.status, 201, "token create {i}");
+        names.push(name);
+    }
+    hub.kill9();
+    hub.restart(&dir);
+    let list = hub.cli(&dir).json(&[
+        "audit",
+        "list",
+        "--action",
+        "token.create",
+        "--limit",
+        "1000",
+    ]);
+    let allowed = entries(&list)
+        .iter()
+        .filter(|e| e["outcome"] == "allowed")
+        .count();
+    assert!(
+        allowed >= names.len(),
+        "{allowed} token creates audited of {} acknowledged: {list}",
+        names.len()
+    );
+    let verify = hub.cli(&dir).json(&["audit", "verify"]);
+    assert_eq!(verify["ok"], true, "{verify}");
+}

@@ -16,8 +16,8 @@ use torch_api::rest::{
 use super::{Auth, Op, Reply, schema};
 use crate::api::routes::Verb::{self, Get, Post, Put};
 use crate::api::{help, lifecycle, messages, misc, observe, tasks, ui};
-use crate::metrics::{CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT};
 use crate::audit::api as audit;
+use crate::metrics::{CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT};
 use crate::stats::StatsView;
 use torch_store::AuditCheckpoint;
 use torch_store::audit::AuditReport;
