@@ -8,7 +8,7 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use torch_store::audit::chain::sign_checkpoint;
-use torch_store::{AuditCheckpoint, NewAudit, Store, StoreError};
+use torch_store::{AuditCheckpoint, Store, StoreError};
 use tracing::{debug, error, warn};
 
 use super::Queued;
