@@ -204,7 +204,7 @@ function route() {
   const [, view, arg] = h.split("/");
   for (const v of document.querySelectorAll(".view")) v.hidden = true;
   for (const a of document.querySelectorAll("nav a")) a.classList.remove("active");
-  state.view = view === "task" ? "task" : ["fleet", "tasks", "stats"].includes(view) ? view : "fleet";
+  state.view = view === "task" ? "task" : ["fleet", "tasks", "stats", "collab", "alerts", "capacity"].includes(view) ? view : "fleet";
   if (state.view === "task") {
     state.taskId = arg;
     state.timeline = [];
@@ -229,6 +229,9 @@ async function refresh() {
   if (state.view === "tasks") return renderTasks();
   if (state.view === "task") return renderTask();
   if (state.view === "stats") return renderStats();
+  if (state.view === "collab") return renderCollab();
+  if (state.view === "alerts") return renderAlerts();
+  if (state.view === "capacity") return renderCapacity();
 }
 
 async function renderFleet() {
@@ -420,6 +423,101 @@ async function renderStats() {
     ["Assignment latency p50 / p99", `${l.p50} / ${l.p99} ms`]]) {
     hb.append(el("tr", {}, el("th", {}, k), el("td", {}, v)));
   }
+}
+
+function fill(id, rows) {
+  const tb = $(id).tBodies[0];
+  tb.replaceChildren(...rows.map((cells) => el("tr", {}, ...cells.map((c) => el("td", {}, c)))));
+}
+
+async function renderCollab() {
+  const [locks, help, tail] = await Promise.all([
+    api("/api/v1/locks"),
+    api("/api/v1/help?all=true"),
+    api("/api/v1/events?tail=true"),
+  ]);
+  fill("locks", locks.locks.map((l) => [
+    `${l.name}${l.path ? " (path)" : ""}`,
+    l.holders.map((h) => `${h.holder} (${h.mode}, ${h.fence})`).join(", ") || "-",
+    l.waiters.map((w) => `${w.waiter} (${w.mode}, ${w.priority})`).join(", ") || "-",
+    l.holders.length ? ago(Math.min(...l.holders.map((h) => h.expires_ms))).replace(" ago", "") : "-",
+  ]));
+  renderWaits(locks.waits || []);
+  fill("help", help.requests.map((h) => [
+    h.id.slice(0, 8), h.state, `${h.skill}:${h.level}`, h.requester,
+    String((h.offered_to || []).length), h.text, ago(h.created_ms),
+  ]));
+  const after = Math.max(0, (tail.last_id || 0) - 2000);
+  const page = await api(`/api/v1/events?stream=nova.torch.collaboration.&after=${after}&limit=2000`);
+  const recent = page.events.slice(-50).reverse();
+  fill("peer-events", recent.map((e) => {
+    const d = e.data || {};
+    return [e.kind, d.from || "-", d.to || "-", d.kind || "-", d.delivery || "-", d.reason || "", ago(e.at_ms)];
+  }));
+}
+
+// The wait-for graph as an SVG: every waiter and holder a node on a circle,
+// an arrow from who waits to whom it waits for, labelled with the lock.
+function renderWaits(edges) {
+  const box = $("waits-graph");
+  $("waits-summary").textContent = edges.length
+    ? `${edges.length} wait${edges.length === 1 ? "" : "s"}: an arrow points from who waits to whom it waits for.`
+    : "Nobody waits.";
+  if (!edges.length) { box.replaceChildren(); return; }
+  const names = [...new Set(edges.flatMap((e) => [e.from, e.to]))];
+  const n = names.length, r = 40 + 22 * n, size = 2 * r + 240;
+  const pos = new Map(names.map((name, i) => {
+    const a = (2 * Math.PI * i) / n - Math.PI / 2;
+    return [name, [size / 2 + r * Math.cos(a), size / 2 + r * Math.sin(a)]];
+  }));
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  const mk = (tag, attrs, text) => {
+    const e = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  svg.setAttribute("viewBox", `0 0 ${size} ${size}`);
+  svg.setAttribute("width", String(Math.min(size, 900)));
+  svg.setAttribute("class", "waits");
+  const defs = mk("defs", {});
+  const marker = mk("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "8", markerHeight: "8", orient: "auto-start-reverse" });
+  marker.append(mk("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#ff7a18" }));
+  defs.append(marker);
+  svg.append(defs);
+  for (const e of edges) {
+    const [x1, y1] = pos.get(e.from), [x2, y2] = pos.get(e.to);
+    const len = Math.hypot(x2 - x1, y2 - y1) || 1, k = 10 / len;
+    svg.append(mk("line", { x1, y1, x2: x2 - (x2 - x1) * k, y2: y2 - (y2 - y1) * k, stroke: "#ff7a18", "marker-end": "url(#arrow)", class: "edge" }));
+    svg.append(mk("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, fill: "#9aa0a6", "font-size": "11", "text-anchor": "middle" }, e.lock || e.kind));
+  }
+  for (const [name, [x, y]] of pos) {
+    svg.append(mk("circle", { cx: x, cy: y, r: 6, fill: "#e6e6e6", class: "node" }));
+    const short = name.length > 22 ? `${name.slice(0, 13)}…${name.slice(-6)}` : name;
+    svg.append(mk("text", { x, y: y + 20, fill: "#e6e6e6", "font-size": "11", "text-anchor": "middle" }, short));
+  }
+  box.replaceChildren(svg);
+}
+
+async function renderAlerts() {
+  const a = await api("/api/v1/alerts");
+  $("alerts-summary").textContent = `${a.firing.length} firing, ${a.rules} rule${a.rules === 1 ? "" : "s"} evaluated.`;
+  fill("alerts-firing", a.firing.map((x) => [x.alert, x.severity, `${x.value.toFixed(2)} / ${x.threshold}`, x.summary, ago(x.fired_ms)]));
+  fill("alerts-recent", a.recent.map((x) => [x.alert, x.state, x.severity, x.summary, ago(x.fired_ms), x.resolved_ms ? ago(x.resolved_ms) : "-"]));
+}
+
+async function renderCapacity() {
+  const c = await api("/api/v1/capacity");
+  const h = c.headroom || {};
+  $("capacity-summary").textContent = `Model ${c.model}; window ${(c.window_ms / 1000).toFixed(0)} s; target schedule-to-start ${c.target_ms} ms. ` +
+    `Headroom before the limits: CPU ${pct(h.cpu)}, memory ${pct(h.memory)}.`;
+  fill("capacity", c.pools.map((p) => [
+    p.skill ? `skill ${p.skill}` : `template ${p.template}`,
+    p.arrival_per_s.toFixed(2), `${p.service_s.toFixed(2)} s`, pct(p.utilisation),
+    `${p.schedule_to_start_p95_ms.toFixed(0)} ms`, String(p.agents), String(p.recommended_agents),
+    p.forecast === undefined || p.forecast === null ? "-" : p.forecast.toFixed(2),
+  ]));
 }
 
 // ---- wiring ---------------------------------------------------------------

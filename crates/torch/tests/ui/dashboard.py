@@ -67,6 +67,34 @@ def main() -> int:
         page.screenshot(path=args.screenshot.replace(".png", "-task.png"), full_page=True)
         page.click("#nav-stats")
         expect(page.locator("#autonomy")).to_contain_text("Tasks without intervention", timeout=10_000)
+
+        # Collaboration: a lock held by the admin, a second operator queued
+        # behind it (an edge in the wait-for graph), a help request.
+        page.evaluate(
+            """async (token) => {
+              const h = { Authorization: `Bearer ${token}`, "Content-Type": "application/json" };
+              const post = (path, body, auth) => fetch(path, { method: "POST", headers: auth || h, body: JSON.stringify(body) });
+              let r = await post("/api/v1/locks", { name: "ui-lock", ttl_ms: 60000 });
+              if (!r.ok) throw new Error(`lock: ${r.status}`);
+              r = await post("/api/v1/tokens", { role: "submitter", name: "ui-second" });
+              const second = (await r.json()).token;
+              const h2 = { Authorization: `Bearer ${second}`, "Content-Type": "application/json" };
+              post("/api/v1/locks", { name: "ui-lock", wait_ms: 30000 }, h2);  // waits; not awaited
+              r = await post("/api/v1/help", { skill: "sh", text: "ui help wanted", timeout_ms: 60000 });
+              if (!r.ok) throw new Error(`help: ${r.status}`);
+            }""",
+            token,
+        )
+        page.click("#nav-collab")
+        expect(page.locator("#locks")).to_contain_text("ui-lock", timeout=10_000)
+        expect(page.locator("#help")).to_contain_text("ui help wanted", timeout=10_000)
+        expect(page.locator("#waits-graph svg line.edge")).to_have_count(1, timeout=10_000)
+        expect(page.locator("#waits-graph")).to_contain_text("ui-lock", timeout=10_000)
+        page.screenshot(path=args.screenshot.replace(".png", "-collab.png"), full_page=True)
+        page.click("#nav-alerts")
+        expect(page.locator("#alerts-summary")).to_contain_text("rules evaluated", timeout=10_000)
+        page.click("#nav-capacity")
+        expect(page.locator("#capacity-summary")).to_contain_text("Headroom", timeout=10_000)
         page.click("#nav-tasks")
         expect(page.locator('#tasks tr[data-name="from-the-page"] .state')).to_have_text("succeeded", timeout=10_000)
 
