@@ -440,7 +440,7 @@ async function renderCollab() {
     `${l.name}${l.path ? " (path)" : ""}`,
     l.holders.map((h) => `${h.holder} (${h.mode}, ${h.fence})`).join(", ") || "-",
     l.waiters.map((w) => `${w.waiter} (${w.mode}, ${w.priority})`).join(", ") || "-",
-    l.holders.length ? ago(Math.min(...l.holders.map((h) => h.expires_ms))).replace(" ago", "") : "-",
+    l.holders.length ? `in ${Math.max(0, (Math.min(...l.holders.map((h) => h.expires_ms)) - Date.now()) / 1000).toFixed(0)}s` : "-",
   ]));
   renderWaits(locks.waits || []);
   fill("help", help.requests.map((h) => [
@@ -452,7 +452,8 @@ async function renderCollab() {
   const recent = page.events.slice(-50).reverse();
   fill("peer-events", recent.map((e) => {
     const d = e.data || {};
-    return [e.kind, d.from || "-", d.to || "-", d.kind || "-", d.delivery || "-", d.reason || "", ago(e.at_ms)];
+    const subject = d.name || d.lock || d.skill || "";
+    return [subject ? `${e.kind} ${subject}` : e.kind, d.from || d.holder || d.requester || "-", d.to || "-", d.kind || "-", d.delivery || "-", d.reason || "", ago(e.at_ms)];
   }));
 }
 
