@@ -21,6 +21,8 @@ pub(crate) struct ApiError {
     pub(crate) retry_after: Option<u64>,
     /// For a refused spawn: the limit that refused it.
     pub(crate) limit: Option<String>,
+    /// For a submission shed by priority: the floor it was below.
+    pub(crate) floor: Option<i32>,
     /// For a refused wait: the cycle it would have closed (boxed: errors
     /// stay small).
     pub(crate) cycle: Option<Box<torch_core::waits::Deadlock>>,
@@ -35,6 +37,7 @@ impl ApiError {
             details: Vec::new(),
             retry_after: None,
             limit: None,
+            floor: None,
             cycle: None,
         }
     }
@@ -109,6 +112,7 @@ impl IntoResponse for ApiError {
             message: self.message,
             details: self.details,
             limit: self.limit,
+            floor: self.floor,
             cycle: self.cycle.map(|d| d.cycle).unwrap_or_default(),
         };
         let mut resp = (self.status, Json(body)).into_response();
