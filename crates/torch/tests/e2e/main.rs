@@ -28,6 +28,7 @@ mod retention;
 mod routing;
 mod sandbox;
 mod scheduling;
+mod shed;
 mod tls;
 mod tokens;
 mod top;
