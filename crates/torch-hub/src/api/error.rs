@@ -9,7 +9,7 @@ use tracing::error;
 
 /// `Retry-After` of a write refused because the store is full: freeing
 /// memory takes an operator or draining, so clients should not hammer it.
-const STORE_FULL_RETRY_AFTER_SECS: u64 = 5;
+const STORE_FULL_RETRY_AFTER_SECS: u32 = 5;
 
 /// An error answer of the API.
 #[derive(Debug)]
@@ -18,7 +18,7 @@ pub(crate) struct ApiError {
     pub(crate) code: &'static str,
     pub(crate) message: String,
     pub(crate) details: Vec<String>,
-    pub(crate) retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u32>,
     /// For a refused spawn: the limit that refused it.
     pub(crate) limit: Option<String>,
     /// For a submission shed by priority: the floor it was below.

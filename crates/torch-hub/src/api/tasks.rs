@@ -9,7 +9,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
-use tracing::debug;
 use torch_api::rest::{
     AnalyzeResponse, CancelRequest, CancelResponse, LogsView, ProgressRequest, SubmitRequest,
     SubmitResponse, SubmittedTask, TaskList, TaskView,
@@ -18,6 +17,7 @@ use torch_core::scheduler::QueuedTask;
 use torch_core::validate::{ValidTask, validate_batch};
 use torch_core::{Skill, TaskId, TaskState};
 use torch_store::{FenceCheck, NewTask, Routing, SharedStore, Store, TaskFilter};
+use tracing::debug;
 
 use super::views::task_view;
 use super::{ApiError, Need, ask_engine, authorize, task_or_404};
@@ -175,7 +175,13 @@ fn admit<S: Store>(shared: &Shared<S>, valid: &[ValidTask]) -> Result<(), ApiErr
         }
         Admission::Shed { floor } => {
             shared.metrics.counters.shed(Shed::Floor, lowest, n);
-            debug!(backlog, floor, priority = lowest, tasks = n, "submission shed");
+            debug!(
+                backlog,
+                floor,
+                priority = lowest,
+                tasks = n,
+                "submission shed"
+            );
             let what = if n > 1 {
                 format!("the lowest priority of this batch of {n} tasks ({lowest})")
             } else {
@@ -195,7 +201,7 @@ fn admit<S: Store>(shared: &Shared<S>, valid: &[ValidTask]) -> Result<(), ApiErr
             e
         }
     };
-    e.retry_after = Some(shared.cfg.retry_after_secs);
+    e.retry_after = Some(u32::try_from(shared.cfg.retry_after_secs).unwrap_or(u32::MAX));
     Err(e)
 }
 

@@ -52,7 +52,8 @@ fn shed_count(samples: &[(String, f64)], reason: &str, band: &str) -> f64 {
     samples
         .iter()
         .filter(|(l, _)| {
-            l.contains(&format!("reason=\"{reason}\"")) && l.contains(&format!("priority=\"{band}\""))
+            l.contains(&format!("reason=\"{reason}\""))
+                && l.contains(&format!("priority=\"{band}\""))
         })
         .map(|(_, v)| *v)
         .sum()
@@ -87,7 +88,11 @@ fn low_priorities_are_shed_first_and_the_limit_refuses_all() {
     assert_eq!(api.get("/api/v1/stats")["shed"]["floor"], -1000);
     // 5 unfinished: floor -1000; 6: -600; 7: -200.
     assert_eq!(submit(&api, &[("p0-a", 0)]).status, 201);
-    assert_shed(&submit(&api, &[("p-700", -700)]), -600, "priority -700 at 6");
+    assert_shed(
+        &submit(&api, &[("p-700", -700)]),
+        -600,
+        "priority -700 at 6",
+    );
     assert_eq!(submit(&api, &[("p0-b", 0)]).status, 201);
     assert_eq!(submit(&api, &[("p0-c", 0)]).status, 201);
 
@@ -131,7 +136,10 @@ fn low_priorities_are_shed_first_and_the_limit_refuses_all() {
         .filter_map(|t| t["name"].as_str().map(str::to_string))
         .collect();
     for refused in ["p-700", "p0-d", "b-high", "b-low", "p1000"] {
-        assert!(!names.iter().any(|n| n == refused), "{refused} stored: {names:?}");
+        assert!(
+            !names.iter().any(|n| n == refused),
+            "{refused} stored: {names:?}"
+        );
     }
 
     // The counter counts refused tasks by reason and priority band.

@@ -170,7 +170,9 @@ async fn submit_describes_its_429_with_retry_after_and_the_shed_floor() {
         "{r429}"
     );
     assert!(
-        r429["description"].as_str().is_some_and(|d| d.contains("`shed`")),
+        r429["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("`shed`")),
         "{r429}"
     );
     assert_eq!(
@@ -178,7 +180,10 @@ async fn submit_describes_its_429_with_retry_after_and_the_shed_floor() {
         "{r429}"
     );
     let error = &doc["components"]["schemas"]["ErrorBody"]["properties"];
-    assert!(error["floor"].is_object(), "ErrorBody has no floor: {error}");
+    assert!(
+        error["floor"].is_object(),
+        "ErrorBody has no floor: {error}"
+    );
     let stats = &doc["components"]["schemas"]["StatsView"]["properties"];
     assert!(stats["shed"].is_object(), "StatsView has no shed: {stats}");
     hub.stop().await;
