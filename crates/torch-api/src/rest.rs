@@ -32,6 +32,9 @@ pub struct ErrorBody {
     /// For a refused spawn: which limit refused it (`pool-max`, `children`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// For `shed`: the priority floor now (the lowest priority accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<i32>,
     /// For `deadlock`: every edge of the cycle the refused wait would have
     /// closed, the refused wait's own first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -20,6 +20,15 @@ pub struct HubConfig {
     pub max_body_bytes: usize,
     /// Past this many unfinished tasks, submissions get 429 with Retry-After.
     pub queue_high_water: u64,
+    /// Load shedding starts at this fraction of `queue-high-water`: from
+    /// there a priority floor rises linearly from `shed-lowest` to
+    /// `shed-highest` (at the high-water mark), and submissions below it get
+    /// 429 `shed` (1 turns shedding off). Since v0.1.
+    pub shed_from: f64,
+    /// The priority floor where shedding starts. Since v0.1.
+    pub shed_lowest: i32,
+    /// The priority floor as the backlog reaches `queue-high-water`. Since v0.1.
+    pub shed_highest: i32,
     /// Seconds suggested in Retry-After when shedding load.
     pub retry_after_secs: u64,
     /// Requests a second each API token may make (0: no limit); past it a
@@ -135,6 +144,9 @@ impl Default for HubConfig {
             heartbeat: Duration::from_secs(5),
             max_body_bytes: 8 << 20,
             queue_high_water: 1_000_000,
+            shed_from: 0.8,
+            shed_lowest: -1000,
+            shed_highest: 1000,
             retry_after_secs: 5,
             token_rate_limit: 2_000,
             token_rate_burst: 10_000,
@@ -177,6 +189,9 @@ impl HubConfig {
         }
         if self.stall_after.is_some_and(|d| d < Duration::from_secs(1)) {
             return Err("hub.stall-after must be at least 1s".into());
+        }
+        if let Some((field, m)) = crate::shed::problems(self).into_iter().next() {
+            return Err(format!("hub.{field}: {m}"));
         }
         let w = &self.routing.weights;
         let weights = [w.skill, w.load, w.performance, w.affinity, w.cost];

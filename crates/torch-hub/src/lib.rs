@@ -23,6 +23,7 @@
 //! - [`config`]: `HubConfig`, the hub's section of the configuration.
 //! - `metrics`: the Prometheus metrics (a recorder per hub, sampled gauges).
 //! - `alerts`: the alert evaluator (rules, events, webhooks) and capacity planning.
+//! - `shed`: load shedding by priority as the backlog nears `queue-high-water`.
 //! - `batch`, `retention`, `stats`, `clock`: report batching for a networked
 //!   store, deletion of old tasks, counters, the clock.
 //!
@@ -51,6 +52,7 @@ mod metrics;
 mod retention;
 mod session;
 mod shared;
+mod shed;
 mod stats;
 #[cfg(test)]
 mod testing;

@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::autonomy::AutonomyView;
+use crate::shed::ShedView;
 
 /// Latency and throughput counters shared by the engine and the API.
 pub(crate) struct Stats {
@@ -38,6 +39,9 @@ pub(crate) struct StatsView {
     store_round_trips: Option<u64>,
     /// The sprint plan's autonomy metrics.
     autonomy: Option<AutonomyView>,
+    /// Load shedding now: the backlog, where shedding starts, the hard
+    /// limit and the current priority floor.
+    shed: ShedView,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -88,6 +92,7 @@ impl Stats {
         store: &'static str,
         store_round_trips: Option<u64>,
         autonomy: Option<AutonomyView>,
+        shed: ShedView,
     ) -> StatsView {
         let p = match self.assign_latency_us.lock() {
             Ok(h) => Percentiles {
@@ -117,6 +122,7 @@ impl Stats {
             store,
             store_round_trips,
             autonomy,
+            shed,
         }
     }
 }

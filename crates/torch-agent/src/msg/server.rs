@@ -97,6 +97,7 @@ impl IntoResponse for Fail {
             message: self.message,
             details: Vec::new(),
             limit: self.limit,
+            floor: None,
             cycle: Vec::new(),
         };
         let mut resp = (self.status, Json(body)).into_response();

@@ -9,7 +9,7 @@ use tracing::error;
 
 /// `Retry-After` of a write refused because the store is full: freeing
 /// memory takes an operator or draining, so clients should not hammer it.
-const STORE_FULL_RETRY_AFTER_SECS: u64 = 5;
+const STORE_FULL_RETRY_AFTER_SECS: u32 = 5;
 
 /// An error answer of the API.
 #[derive(Debug)]
@@ -18,9 +18,11 @@ pub(crate) struct ApiError {
     pub(crate) code: &'static str,
     pub(crate) message: String,
     pub(crate) details: Vec<String>,
-    pub(crate) retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u32>,
     /// For a refused spawn: the limit that refused it.
     pub(crate) limit: Option<String>,
+    /// For a submission shed by priority: the floor it was below.
+    pub(crate) floor: Option<i32>,
     /// For a refused wait: the cycle it would have closed (boxed: errors
     /// stay small).
     pub(crate) cycle: Option<Box<torch_core::waits::Deadlock>>,
@@ -35,6 +37,7 @@ impl ApiError {
             details: Vec::new(),
             retry_after: None,
             limit: None,
+            floor: None,
             cycle: None,
         }
     }
@@ -110,6 +113,7 @@ impl IntoResponse for ApiError {
             message: self.message,
             details: self.details,
             limit: self.limit,
+            floor: self.floor,
             cycle: self.cycle.map(|d| d.cycle).unwrap_or_default(),
         };
         let mut resp = (self.status, Json(body)).into_response();

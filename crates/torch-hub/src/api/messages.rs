@@ -103,7 +103,7 @@ fn relay_error(e: RelayError) -> ApiError {
                 format!("refused by the {limit} limit; retry later"),
             );
             err.limit = Some(limit.to_string());
-            err.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
+            err.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u32);
             err
         }
         RelayError::Store(e) => e.into(),

@@ -47,6 +47,7 @@ pub(crate) async fn stats<S: Store>(
         shared.store.kind(),
         shared.store.round_trips(),
         shared.autonomy.view(shared.now_ms()),
+        crate::shed::ShedPolicy::of(&shared.cfg).view(shared.backlog()),
     )))
 }
 

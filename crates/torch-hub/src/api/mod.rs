@@ -160,7 +160,7 @@ async fn api_token<S: Store>(shared: &Shared<S>, token: &str) -> Result<Caller, 
                 wait.as_millis()
             ),
         );
-        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u32);
         return Err(e);
     }
     if shared.auth.tokens.due_touch(&hash, now)

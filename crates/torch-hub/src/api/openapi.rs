@@ -75,6 +75,9 @@ pub(crate) struct Op {
     pub(crate) body: Option<(SchemaFn, bool)>,
     /// Its answer on success.
     pub(crate) reply: Reply,
+    /// Error answers worth describing on their own (besides 401, 403 and
+    /// `default`): status, description, and whether it carries `Retry-After`.
+    pub(crate) errors: &'static [(u16, &'static str, bool)],
 }
 
 /// Where the document is served.
@@ -192,6 +195,16 @@ fn operation(op: &Op, g: &mut SchemaGenerator, error: &Value) -> Value {
             err("No token, or an unknown, expired or revoked one."),
         );
         responses.insert("403".into(), err("The token's role may not call this."));
+    }
+    for &(status, description, retry_after) in op.errors {
+        let mut answer = err(description);
+        if retry_after {
+            answer["headers"] = json!({"Retry-After": {
+                "description": "Seconds to wait before retrying.",
+                "schema": {"type": "integer", "minimum": 0},
+            }});
+        }
+        responses.insert(status.to_string(), answer);
     }
     responses.insert(
         "default".into(),

@@ -17,6 +17,7 @@ use torch_core::scheduler::QueuedTask;
 use torch_core::validate::{ValidTask, validate_batch};
 use torch_core::{Skill, TaskId, TaskState};
 use torch_store::{FenceCheck, NewTask, Routing, SharedStore, Store, TaskFilter};
+use tracing::debug;
 
 use super::views::task_view;
 use super::{ApiError, Need, ask_engine, authorize, task_or_404};
@@ -24,6 +25,8 @@ use crate::auth::Caller;
 use crate::engine::Command;
 use crate::hub::Shared;
 use crate::lifecycle::LifeCmd;
+use crate::metrics::Shed;
+use crate::shed::{Admission, ShedPolicy};
 
 type St<S> = State<Arc<Shared<S>>>;
 
@@ -65,20 +68,8 @@ pub(crate) async fn submit<S: Store>(
         Caller::Token { .. } => None,
     };
     let body = body.map_err(body_error)?;
-    let backlog = shared.backlog();
-    if backlog >= shared.cfg.queue_high_water {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "queue_full",
-            format!(
-                "{backlog} unfinished tasks is past the high-water mark ({}); retry later",
-                shared.cfg.queue_high_water
-            ),
-        );
-        e.retry_after = Some(shared.cfg.retry_after_secs);
-        return Err(e);
-    }
     let valid = parse_specs(&body)?;
+    admit(&shared, &valid)?;
     let ids: Vec<TaskId> = valid
         .iter()
         .map(|_| TaskId::from_uuid(uuid::Uuid::now_v7()))
@@ -164,6 +155,64 @@ pub(crate) async fn submit<S: Store>(
         })
         .collect();
     Ok((StatusCode::CREATED, Json(SubmitResponse { tasks })))
+}
+
+/// Load shedding (see `crate::shed`): refuses the whole submission with
+/// `429 queue_full` at the hard limit, or `429 shed` (naming the floor) when
+/// its least important task is below the priority floor. A batch is judged
+/// by its lowest priority and accepted or refused as a whole.
+fn admit<S: Store>(shared: &Shared<S>, valid: &[ValidTask]) -> Result<(), ApiError> {
+    let policy = ShedPolicy::of(&shared.cfg);
+    let backlog = shared.backlog();
+    let lowest = valid
+        .iter()
+        .map(|v| v.spec.priority)
+        .min()
+        .unwrap_or(policy.highest);
+    let n = valid.len() as u64;
+    let mut e = match policy.admit(backlog, lowest) {
+        Admission::Accept => return Ok(()),
+        Admission::Full => {
+            shared.metrics.counters.shed(Shed::Limit, lowest, n);
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "queue_full",
+                format!(
+                    "{backlog} unfinished tasks is past the high-water mark ({}); retry later",
+                    policy.limit
+                ),
+            )
+        }
+        Admission::Shed { floor } => {
+            shared.metrics.counters.shed(Shed::Floor, lowest, n);
+            debug!(
+                backlog,
+                floor,
+                priority = lowest,
+                tasks = n,
+                "submission shed"
+            );
+            let what = if n > 1 {
+                format!("the lowest priority of this batch of {n} tasks ({lowest})")
+            } else {
+                format!("priority {lowest}")
+            };
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "shed",
+                format!(
+                    "load shedding: {what} is below the priority floor {floor} \
+                     ({backlog} unfinished tasks, shedding from {} up to the limit {}); \
+                     nothing was stored; retry later or submit at priority {floor} or above",
+                    policy.from, policy.limit
+                ),
+            );
+            e.floor = Some(floor);
+            e
+        }
+    };
+    e.retry_after = Some(u32::try_from(shared.cfg.retry_after_secs).unwrap_or(u32::MAX));
+    Err(e)
 }
 
 /// The skills of the connected agents, from the engine.

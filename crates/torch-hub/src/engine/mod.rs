@@ -51,7 +51,7 @@ pub(crate) use capacity::{ANY_SKILL, PoolWindow};
 pub(crate) use fleet::{FleetSnapshot, TemplateMatcher};
 #[cfg(test)]
 pub(crate) use gauges::AgentGauge;
-pub(crate) use gauges::{BANDS, EngineGauges};
+pub(crate) use gauges::{BANDS, EngineGauges, band};
 pub(crate) use handle::{Command, EndReport, EngineHandle, Query, RecordedReport, Registration};
 use jobs::{JobDone, Jobs};
 

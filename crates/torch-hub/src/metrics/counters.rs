@@ -79,6 +79,28 @@ impl StoreOp {
     }
 }
 
+/// Why a submission was refused by load shedding (the `reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shed {
+    /// Its priority was below the floor (`429 shed`).
+    Floor,
+    /// The backlog was at `hub.queue-high-water` (`429 queue_full`).
+    Limit,
+}
+
+impl Shed {
+    /// Every reason, in label order.
+    pub(crate) const ALL: [Shed; 2] = [Shed::Floor, Shed::Limit];
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Shed::Floor => "floor",
+            Shed::Limit => "limit",
+        }
+    }
+}
+
 /// The counters (see the module docs). Assignments, lease expiries and
 /// stale reports are counted by [`crate::stats::Stats`] already and read
 /// from there.
@@ -94,6 +116,8 @@ pub(crate) struct Counters {
     retries: [AtomicU64; 4],
     dead: [AtomicU64; 4],
     store_errors: [AtomicU64; 5],
+    /// Tasks refused by shedding, by reason then priority band.
+    shed: [[AtomicU64; 3]; 2],
 }
 
 /// The counters' values at one moment.
@@ -110,6 +134,9 @@ pub(crate) struct CounterSnapshot {
     pub(crate) retries: [u64; 4],
     pub(crate) dead: [u64; 4],
     pub(crate) store_errors: [u64; 5],
+    /// Tasks refused by shedding, by [`Shed`] then priority band
+    /// (`crate::engine::BANDS`).
+    pub(crate) shed: [[u64; 3]; 2],
     pub(crate) leases_expired: u64,
     pub(crate) stale_refused: u64,
 }
@@ -173,6 +200,12 @@ impl Counters {
         self.store_errors[op as usize].fetch_add(1, Relaxed);
     }
 
+    /// `n` tasks of a submission whose lowest priority is `priority` were
+    /// refused for `why`.
+    pub(crate) fn shed(&self, why: Shed, priority: i32, n: u64) {
+        self.shed[why as usize][crate::engine::band(priority)].fetch_add(n, Relaxed);
+    }
+
     /// The values now; `stats` supplies the counts it keeps.
     pub(crate) fn snapshot(&self, stats: &crate::stats::Stats) -> CounterSnapshot {
         CounterSnapshot {
@@ -187,6 +220,7 @@ impl Counters {
             retries: load(&self.retries),
             dead: load(&self.dead),
             store_errors: load(&self.store_errors),
+            shed: [load(&self.shed[0]), load(&self.shed[1])],
             leases_expired: stats.expired.load(Relaxed),
             stale_refused: stats.stale_refused.load(Relaxed),
         }

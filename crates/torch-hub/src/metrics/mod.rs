@@ -35,7 +35,7 @@ use metrics_exporter_prometheus::{
 use metrics_util::MetricKindMask;
 use torch_core::OutcomeKind;
 
-pub(crate) use counters::{CounterSnapshot, Counters, Failure, StoreOp};
+pub(crate) use counters::{CounterSnapshot, Counters, Failure, Shed, StoreOp};
 pub(crate) use openmetrics::{CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT, to_openmetrics};
 pub(crate) use sample::{Sample, take as sample};
 

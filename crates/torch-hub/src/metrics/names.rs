@@ -75,6 +75,10 @@ pub(crate) const LEADER_KNOWN: &str = "torch_hub_leader_known";
 pub(crate) const STORE_ROUND_TRIPS: &str = "torch_store_round_trips_total";
 /// Store calls that failed, by `op`.
 pub(crate) const STORE_ERRORS: &str = "torch_store_errors_total";
+/// Tasks refused by load shedding, by `reason` (`floor`: below the
+/// priority floor, `429 shed`; `limit`: at `hub.queue-high-water`, `429
+/// queue_full`) and `priority` band (`high`, `normal`, `low`).
+pub(crate) const SHED: &str = "torch_shed_total";
 /// Alerts firing now, by `alert` and `severity` (1 firing, 0 not).
 pub(crate) const ALERTS_FIRING: &str = "torch_alerts_firing";
 /// Seconds since the hub started.
@@ -265,6 +269,12 @@ pub(crate) fn describe(r: &impl Recorder) {
             STORE_ERRORS,
             Some(Count),
             "Store calls that failed, by operation.",
+            Kind::Counter,
+        ),
+        (
+            SHED,
+            Some(Count),
+            "Tasks refused by load shedding, by reason and priority band.",
             Kind::Counter,
         ),
         (

@@ -9,7 +9,7 @@ use torch_api::rest::{ManagedView, NodeView};
 use torch_core::AgentId;
 use torch_store::Store;
 
-use super::counters::{CounterSnapshot, Failure, StoreOp};
+use super::counters::{CounterSnapshot, Failure, Shed, StoreOp};
 use super::names::*;
 use crate::engine::{BANDS, EngineGauges, Query};
 use crate::hub::Shared;
@@ -236,6 +236,15 @@ pub(super) fn counters(s: &Sample, abs: impl Fn(&'static str, Vec<Label>, u64)) 
     }
     for (i, op) in StoreOp::ALL.iter().enumerate() {
         abs(STORE_ERRORS, vec![l("op", op.as_str())], c.store_errors[i]);
+    }
+    for (i, why) in Shed::ALL.iter().enumerate() {
+        for (j, band) in BANDS.iter().enumerate() {
+            abs(
+                SHED,
+                vec![l("reason", why.as_str()), l("priority", *band)],
+                c.shed[i][j],
+            );
+        }
     }
     if let Some(rt) = s.round_trips {
         abs(STORE_ROUND_TRIPS, Vec::new(), rt);

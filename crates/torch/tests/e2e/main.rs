@@ -29,6 +29,7 @@ mod retention;
 mod routing;
 mod sandbox;
 mod scheduling;
+mod shed;
 mod tls;
 mod tokens;
 mod top;

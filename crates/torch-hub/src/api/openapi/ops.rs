@@ -34,7 +34,7 @@ const SUBMIT_OR_TASK: &str = "admin or submitter tokens, or a task-scoped token"
 /// Declares an operation with the fields left out defaulting to none.
 macro_rules! op {
     ($m:ident $path:literal, $id:literal, $summary:literal, $auth:expr, $reply:expr
-     $(, query = $q:ty)? $(, body = $b:ty)? $(, optional_body = $ob:ty)?) => {
+     $(, query = $q:ty)? $(, body = $b:ty)? $(, optional_body = $ob:ty)? $(, errors = $e:expr)?) => {
         Op {
             method: $m,
             path: $path,
@@ -44,8 +44,11 @@ macro_rules! op {
             query: op!(@opt $($q)?),
             body: op!(@body $($b, false)? $($ob, true)?),
             reply: $reply,
+            errors: op!(@errors $($e)?),
         }
     };
+    (@errors $e:expr) => { $e };
+    (@errors) => { &[] };
     (@opt $t:ty) => { Some(schema::<$t>) };
     (@opt) => { None };
     (@body $t:ty, $optional:expr) => { Some((schema::<$t>, $optional)) };
@@ -69,10 +72,19 @@ macro_rules! created {
 /// The Prometheus text format and OpenMetrics.
 const METRICS_TYPES: &[&str] = &[CONTENT_TYPE_TEXT, CONTENT_TYPE_OPENMETRICS];
 
+/// The error answers of a submission described on their own.
+const SUBMIT_ERRORS: &[(u16, &str, bool)] = &[(
+    429,
+    "Refused, nothing stored (the whole batch): `shed` when the batch's lowest \
+     priority is below the load-shedding floor (`floor` in the body), `queue_full` at \
+     `hub.queue-high-water`, `rate_limited` past the token's request rate.",
+    true,
+)];
+
 /// Every operation.
 pub(crate) static OPS: &[Op] = &[
     op!(Get "/api/v1/health", "health", "The hub is up: version, store, role.", Auth::Public, ok!(Health)),
-    op!(Get "/api/v1/stats", "stats", "Assignment latency, counters and the autonomy metrics.",
+    op!(Get "/api/v1/stats", "stats", "Assignment latency, counters, the autonomy metrics and load shedding.",
         Auth::Bearer(SUBMIT), ok!(StatsView)),
     op!(Post "/api/v1/stats/reset", "resetStats", "Resets the stats counters.", Auth::Bearer(ADMIN),
         Reply::NoContent),
@@ -84,7 +96,8 @@ pub(crate) static OPS: &[Op] = &[
     op!(Get "/api/v1/capacity", "capacity", "Per pool load and the recommended size; headroom.",
         Auth::Bearer(SUBMIT), ok!(CapacityReport), query = observe::CapacityQuery),
     op!(Post "/api/v1/tasks", "submitTasks", "Submits one or many task specs, all or nothing.",
-        Auth::Bearer(SUBMIT_OR_TASK), created!(SubmitResponse), body = SubmitRequest),
+        Auth::Bearer(SUBMIT_OR_TASK), created!(SubmitResponse), body = SubmitRequest,
+        errors = SUBMIT_ERRORS),
     op!(Get "/api/v1/tasks", "listTasks", "Tasks, newest first, filtered and paged.",
         Auth::Bearer(SUBMIT_OR_TASK), ok!(TaskList), query = tasks::ListQuery),
     op!(Get "/api/v1/tasks/{id}", "getTask", "One task with its spec, analysis and routing.",

@@ -159,3 +159,32 @@ async fn rejections_of_axum_extractors_answer_with_the_error_body() {
     assert!(j["code"].is_string() && j["message"].is_string(), "{s} {j}");
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn submit_describes_its_429_with_retry_after_and_the_shed_floor() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let (_, doc, _) = hub.call("GET", "/api/v1/openapi.json", None, None).await;
+    let r429 = &doc["paths"]["/api/v1/tasks"]["post"]["responses"]["429"];
+    assert_eq!(
+        r429["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",
+        "{r429}"
+    );
+    assert!(
+        r429["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("`shed`")),
+        "{r429}"
+    );
+    assert_eq!(
+        r429["headers"]["Retry-After"]["schema"]["type"], "integer",
+        "{r429}"
+    );
+    let error = &doc["components"]["schemas"]["ErrorBody"]["properties"];
+    assert!(
+        error["floor"].is_object(),
+        "ErrorBody has no floor: {error}"
+    );
+    let stats = &doc["components"]["schemas"]["StatsView"]["properties"];
+    assert!(stats["shed"].is_object(), "StatsView has no shed: {stats}");
+    hub.stop().await;
+}
