@@ -54,6 +54,7 @@ mod stats;
 #[cfg(test)]
 mod testing;
 mod tls;
+mod usage;
 
 pub use auth::{generate_token, hash_token};
 pub use config::{HubConfig, LifecycleConfig, ObserveConfig};

@@ -553,6 +553,9 @@ async fn record<S: Store>(
                 fence: f.fence,
             })
             .collect();
+        for f in &mut finishes {
+            shared.usage.settle(f.task_id, f.fence, &mut f.outcome);
+        }
         let killed: Vec<bool> = finishes
             .iter()
             .map(|f| f.outcome.kind == OutcomeKind::Cancelled)
@@ -680,7 +683,7 @@ fn count_finishes(
             OutcomeKind::Cancelled => continue,
             OutcomeKind::Failed => Failure::Failed,
             OutcomeKind::TimedOut => Failure::TimedOut,
-            OutcomeKind::Fatal => Failure::Fatal,
+            OutcomeKind::Fatal | OutcomeKind::BudgetExceeded => Failure::Fatal,
             // Limits the sandbox enforced count as failures of the attempt.
             OutcomeKind::Oom
             | OutcomeKind::PidsExceeded

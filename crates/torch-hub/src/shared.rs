@@ -64,6 +64,8 @@ pub(crate) struct Shared<S> {
     pub(crate) started: Instant,
     /// Direct messages: the directory of endpoints and keys, relaying.
     pub(crate) msg: crate::messaging::Messaging,
+    /// Usage reported from inside running tasks, until their finish.
+    pub(crate) usage: crate::usage::UsageBook,
     /// Fires when the hub stops: sessions, long polls and services end.
     pub(crate) shutdown: CancellationToken,
 }

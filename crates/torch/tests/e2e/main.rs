@@ -9,6 +9,7 @@
 mod agents;
 mod agents_mcp;
 mod autonomy;
+mod budget;
 mod coord;
 mod crash;
 mod dashboard;
