@@ -446,6 +446,7 @@ async fn record_progress<S: Store>(
         }
         message.truncate(cut);
     }
+    let stream = p.live.activity.as_ref().map_or(0, |a| a.tokens_so_far);
     match shared
         .store
         .progress_live(
@@ -460,6 +461,8 @@ async fn record_progress<S: Store>(
     {
         Ok(FenceCheck::Ok) => {
             shared.bump();
+            let held = (p.task_id, p.fence, agent);
+            crate::usage::enforce_stream(shared, held, stream).await;
             shared
                 .engine
                 .send(Command::Progress { task: p.task_id })

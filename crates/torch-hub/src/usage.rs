@@ -5,7 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use torch_core::{Outcome, OutcomeKind, TaskId, Usage};
+use torch_core::budget::Resources;
+use torch_core::{AgentId, Outcome, OutcomeKind, TaskId, Usage};
+use torch_store::Store;
+use tracing::{info, warn};
+
+use crate::engine::Command;
+use crate::hub::Shared;
 
 /// What the source of reported usage is called in `evidence.usage.source`.
 pub(crate) const REPORTED: &str = "torch usage report";
@@ -25,22 +31,14 @@ pub(crate) struct UsageBook {
     running: Mutex<HashMap<TaskId, Running>>,
 }
 
-/// What adding a report found.
-pub(crate) struct Added {
-    /// The attempt's reported usage so far.
-    pub(crate) total: Usage,
-    /// Whether the attempt was already marked as over its budget.
-    pub(crate) already_exceeded: bool,
-}
-
 impl UsageBook {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Running>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Adds `delta` to the attempt `(task, fence)`; a newer fence starts
-    /// over.
-    pub(crate) fn add(&self, task: TaskId, fence: u64, delta: &Usage) -> Added {
+    /// over. Returns the attempt's reported usage so far.
+    pub(crate) fn add(&self, task: TaskId, fence: u64, delta: &Usage) -> Usage {
         let mut map = self.lock();
         let r = map.entry(task).or_default();
         if r.fence != fence {
@@ -50,19 +48,7 @@ impl UsageBook {
             };
         }
         r.usage.add(delta);
-        Added {
-            total: r.usage.clone(),
-            already_exceeded: r.exceeded.is_some(),
-        }
-    }
-
-    /// Marks the attempt as stopped on its budget, with why.
-    pub(crate) fn exceed(&self, task: TaskId, fence: u64, why: String) {
-        if let Some(r) = self.lock().get_mut(&task)
-            && r.fence == fence
-        {
-            r.exceeded = Some(why);
-        }
+        r.usage.clone()
     }
 
     /// The attempt's reported usage so far, if any.
@@ -83,9 +69,13 @@ impl UsageBook {
         if r.fence != fence {
             return;
         }
-        match &mut outcome.evidence.usage {
-            Some(u) => u.add(&r.usage),
-            None => outcome.evidence.usage = Some(r.usage),
+        // Nothing reported (a stop on the CLI's stream tokens alone): the
+        // outcome keeps the CLI's own numbers, if it gave any.
+        if !r.usage.source.is_empty() {
+            match &mut outcome.evidence.usage {
+                Some(u) => u.add(&r.usage),
+                None => outcome.evidence.usage = Some(r.usage),
+            }
         }
         if let Some(why) = r.exceeded
             && outcome.kind != OutcomeKind::Succeeded
@@ -94,4 +84,71 @@ impl UsageBook {
             outcome.reason = Some(format!("budget exceeded: {why}"));
         }
     }
+}
+
+/// Checks the attempt's `usage` plus `stream` tokens (the agent CLI's
+/// output so far) against the spec's `resources`. On reaching a limit the
+/// first time, marks the attempt and tells `agent` to stop it. Returns the
+/// limit reached, if any.
+pub(crate) async fn enforce<S: Store>(
+    shared: &Shared<S>,
+    held: (TaskId, u64, AgentId),
+    resources: Option<&Resources>,
+    usage: &Usage,
+    stream: u64,
+) -> Option<String> {
+    let (task, fence, agent) = held;
+    let mut check = usage.clone();
+    check.tokens_out = check.tokens_out.saturating_add(stream);
+    let why = resources?.exceeded(&check)?;
+    let first = {
+        let mut map = shared.usage.lock();
+        let r = map.entry(task).or_default();
+        if r.fence != fence {
+            *r = Running {
+                fence,
+                ..Running::default()
+            };
+        }
+        r.exceeded.replace(why.clone()).is_none()
+    };
+    if first {
+        info!(task_id = %task, fence, why = %why, "task reached its budget: stopping it");
+        shared
+            .engine
+            .send(Command::Cancelled {
+                tasks: Vec::new(),
+                revoked: vec![(task, agent, fence)],
+                reason: format!("budget_exceeded: {why}"),
+            })
+            .await;
+    }
+    Some(why)
+}
+
+/// After an agent's progress report carrying `stream` tokens of its CLI's
+/// output: stops the attempt if they (plus what was reported) reach the
+/// spec's `resources.max_tokens`.
+pub(crate) async fn enforce_stream<S: Store>(
+    shared: &Shared<S>,
+    held: (TaskId, u64, AgentId),
+    stream: u64,
+) {
+    let (task, fence, _) = held;
+    if stream == 0 {
+        return;
+    }
+    let spec = match shared.store.get_task(task).await {
+        Ok(Some(r)) => r.spec,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(task_id = %task, error = %e, "cannot read the task to check its budget");
+            return;
+        }
+    };
+    if spec.resources.is_none() {
+        return;
+    }
+    let usage = shared.usage.get(task, fence).unwrap_or_default();
+    enforce(shared, held, spec.resources.as_ref(), &usage, stream).await;
 }

@@ -13,14 +13,12 @@ use serde::Deserialize;
 use torch_api::rest::{UsageGroup, UsageReport, UsageReported, UsageSummary, UsageTotals};
 use torch_core::{TaskState, Usage};
 use torch_store::{Store, TaskFilter};
-use tracing::info;
 
 use super::tasks::parse_id;
 use super::{ApiError, Need, authorize, task_or_404};
 use crate::auth::Caller;
-use crate::engine::Command;
 use crate::hub::Shared;
-use crate::usage::REPORTED;
+use crate::usage::{REPORTED, enforce};
 
 type St<S> = State<Arc<Shared<S>>>;
 
@@ -75,31 +73,11 @@ pub(crate) async fn report<S: Store>(
         source: REPORTED.into(),
         ..Usage::default()
     };
-    let added = shared.usage.add(id, fence, &delta);
+    let mut usage = shared.usage.add(id, fence, &delta);
     // The agent CLI's stream tokens so far count against max_tokens too.
-    let mut usage = added.total;
     let stream = view.activity.as_ref().map_or(0, |a| a.tokens_so_far);
-    let mut check = usage.clone();
-    check.tokens_out = check.tokens_out.saturating_add(stream);
-    let exceeded = view
-        .spec
-        .resources
-        .as_ref()
-        .and_then(|r| r.exceeded(&check));
-    if let Some(why) = &exceeded
-        && !added.already_exceeded
-    {
-        info!(task_id = %id, fence, why = %why, "task reached its budget: stopping it");
-        shared.usage.exceed(id, fence, why.clone());
-        shared
-            .engine
-            .send(Command::Cancelled {
-                tasks: Vec::new(),
-                revoked: vec![(id, lease.agent_id, fence)],
-                reason: format!("budget_exceeded: {why}"),
-            })
-            .await;
-    }
+    let held = (id, fence, lease.agent_id);
+    let exceeded = enforce(&shared, held, view.spec.resources.as_ref(), &usage, stream).await;
     if stream > 0 {
         usage.source = format!("{} + agent stream ({stream} tokens)", usage.source);
     }

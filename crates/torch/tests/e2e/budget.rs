@@ -1,10 +1,12 @@
 //! Per-task budgets and usage: `torch usage report` from inside a plain
 //! shell task until it crosses `resources.budget_usd`; the hub stops it and
 //! it ends `budget_exceeded` without a retry; `torch usage --json` totals
-//! what was reported.
+//! what was reported. With the real Claude CLI (through the scripted model
+//! server), the tokens of its stream reach `resources.max_tokens`.
 
 use serde_json::json;
 
+use crate::agents::{ModelServer, agent_clis, claude_task, start_fleet};
 use crate::harness::{Agent, Hub, TestDir, secs};
 
 /// Reports 100 tokens in, 50 out and $0.25 at a time until the hub answers
@@ -94,4 +96,33 @@ fn invalid_budget_is_refused() {
         out.stdout,
         out.stderr
     );
+}
+
+#[test]
+fn claude_over_max_tokens_is_stopped_from_its_stream() {
+    let Some(clis) = agent_clis() else { return };
+    let dir = TestDir::new("budget-claude");
+    // A first turn of 1,030 tokens, then a model that takes 20 s to answer:
+    // the stream's tokens reach max_tokens 500 well before the answer.
+    let script = json!({
+        "c-spend": [
+            {"tool": "Write", "input": {"file_path": "hello.txt", "content": "hi\n"},
+             "usage": {"input_tokens": 1000, "output_tokens": 30}},
+            {"text": "Wrote hello.txt.", "delay_ms": 20000,
+             "usage": {"input_tokens": 1200, "output_tokens": 20}}
+        ]
+    });
+    let server = ModelServer::start(&dir, &script);
+    let hub = start_fleet(&dir, &clis, &server, 0);
+    let api = hub.api();
+    let mut task = claude_task("claude-spend", "[c-spend] write hello.txt");
+    task["resources"] = json!({"max_tokens": 500});
+    task["max_retries"] = json!(2);
+    let id = api.submit(vec![task]).remove(0);
+    api.wait_state(&dir, &id, "dead", secs(90));
+    let v = api.task(&id);
+    assert_eq!(v["outcome"]["kind"], "budget_exceeded", "{v:#}");
+    let reason = v["outcome"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("max_tokens 500 reached"), "{reason}");
+    assert_eq!(v["attempt"], 1, "not retried: {v:#}");
 }
