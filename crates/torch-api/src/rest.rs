@@ -161,6 +161,10 @@ pub struct TaskView {
     /// Outcome of the last finished attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// Tokens and cost: the running attempt's so far (reported from inside
+    /// it), else the last attempt's as stored with its outcome. Since v0.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<torch_core::Usage>,
     /// Why the task is dead or cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -240,6 +244,70 @@ pub struct ProgressRequest {
     /// Optional message (at most 1 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// `POST /api/v1/tasks/{id}/usage` from inside a task (task-scoped
+/// token): usage to add to the running attempt's. Since v0.3.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageReport {
+    /// Input tokens used since the last report.
+    #[serde(default)]
+    pub tokens_in: u64,
+    /// Output tokens used since the last report.
+    #[serde(default)]
+    pub tokens_out: u64,
+    /// US dollars spent since the last report.
+    #[serde(default)]
+    pub cost_usd: f64,
+}
+
+/// The answer to a [`UsageReport`]: the attempt's usage so far and whether
+/// it reached its budget (the hub then stops it). Since v0.3.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UsageReported {
+    /// The attempt's usage so far (reported from inside the task, plus the
+    /// agent CLI's stream tokens when it has them).
+    pub usage: torch_core::Usage,
+    /// The limit reached, naming it and the usage; `null` while within.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_exceeded: Option<String>,
+}
+
+/// Totals of one group in a [`UsageSummary`]. Since v0.3.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UsageTotals {
+    /// Input tokens.
+    pub tokens_in: u64,
+    /// Output tokens.
+    pub tokens_out: u64,
+    /// US dollars.
+    pub cost_usd: f64,
+    /// Tasks counted.
+    pub tasks: u64,
+}
+
+/// One group of a [`UsageSummary`]: a tenant or a template. Since v0.3.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UsageGroup {
+    /// The tenant or template (`default` when the task names none).
+    pub name: String,
+    /// Its totals.
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+/// `GET /api/v1/usage`: usage stored with attempts, totalled. Since v0.3.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UsageSummary {
+    /// Over every task counted.
+    pub totals: UsageTotals,
+    /// By the spec's `tenant` (`default` when none; tenants are not built
+    /// yet).
+    pub by_tenant: Vec<UsageGroup>,
+    /// By the agent template that ran the task's last attempt (`default`
+    /// when its agent came from none).
+    pub by_template: Vec<UsageGroup>,
 }
 
 /// `POST /api/v1/tasks/{id}/cancel` body (optional).

@@ -28,6 +28,7 @@
 //!   circuit breakers and the routing simulation.
 
 pub mod alerts;
+pub mod budget;
 pub mod capacity;
 pub mod events;
 pub mod ids;

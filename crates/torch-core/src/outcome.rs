@@ -25,6 +25,9 @@ pub enum OutcomeKind {
     /// Failed on something its sandbox refuses (a file, the network, a
     /// system call); retryable.
     SandboxDenied,
+    /// Stopped on reaching its `resources.budget_usd` or
+    /// `resources.max_tokens`; not retried. Since v0.3.
+    BudgetExceeded,
 }
 
 impl OutcomeKind {
@@ -40,7 +43,13 @@ impl OutcomeKind {
             OutcomeKind::PidsExceeded => "pids_exceeded",
             OutcomeKind::CpuTime => "cpu_time",
             OutcomeKind::SandboxDenied => "sandbox_denied",
+            OutcomeKind::BudgetExceeded => "budget_exceeded",
         }
+    }
+
+    /// Whether this ending is never retried (`fatal`, `budget_exceeded`).
+    pub fn is_final(self) -> bool {
+        matches!(self, OutcomeKind::Fatal | OutcomeKind::BudgetExceeded)
     }
 }
 
@@ -123,6 +132,29 @@ pub struct Usage {
     /// Where the numbers come from, e.g. `claude-code result` or
     /// `codex turn.completed`.
     pub source: String,
+}
+
+impl Usage {
+    /// Adds `other`'s numbers to these (costs add when either has one).
+    pub fn add(&mut self, other: &Usage) {
+        self.tokens_in = self.tokens_in.saturating_add(other.tokens_in);
+        self.tokens_out = self.tokens_out.saturating_add(other.tokens_out);
+        self.tokens_cached = self.tokens_cached.saturating_add(other.tokens_cached);
+        self.cost_usd = match (self.cost_usd, other.cost_usd) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+        };
+        if self.source.is_empty() {
+            self.source = other.source.clone();
+        } else if !other.source.is_empty() && !self.source.contains(&other.source) {
+            self.source = format!("{} + {}", self.source, other.source);
+        }
+    }
+
+    /// Input plus output tokens.
+    pub fn tokens(&self) -> u64 {
+        self.tokens_in.saturating_add(self.tokens_out)
+    }
 }
 
 /// The result of one attempt.

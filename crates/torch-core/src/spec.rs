@@ -75,6 +75,9 @@ pub struct TaskSpec {
     /// template (see [`crate::sandbox`]). Since v0.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<crate::sandbox::TaskSandbox>,
+    /// Per-task budgets (`budget_usd`, `max_tokens`). Since v0.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<crate::budget::Resources>,
 }
 
 /// Default number of retries when a spec does not say.

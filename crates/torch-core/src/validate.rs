@@ -310,6 +310,9 @@ fn check_fields(spec: &TaskSpec, _path: &str, report: &mut dyn FnMut(&str, Strin
     if let Some(problem) = spec.sandbox.as_ref().and_then(|s| s.problem()) {
         report("sandbox", problem);
     }
+    if let Some(problem) = spec.resources.as_ref().and_then(|r| r.problem()) {
+        report("resources", problem);
+    }
     if let Some(team) = &spec.team {
         for (field, message) in team.problems() {
             report(&field, message);

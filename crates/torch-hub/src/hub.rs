@@ -138,6 +138,7 @@ impl<S: Store> Hub<S> {
             backlog: AtomicI64::new(snapshot.backlog as i64),
             session_seq: AtomicU64::new(1),
             started: Instant::now(),
+            usage: crate::usage::UsageBook::default(),
             shutdown: CancellationToken::new(),
             msg,
             audit,

@@ -57,6 +57,7 @@ mod stats;
 #[cfg(test)]
 mod testing;
 mod tls;
+mod usage;
 
 pub use audit::AuditConfig;
 pub use auth::{generate_token, hash_token};

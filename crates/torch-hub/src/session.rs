@@ -446,6 +446,7 @@ async fn record_progress<S: Store>(
         }
         message.truncate(cut);
     }
+    let stream = p.live.activity.as_ref().map_or(0, |a| a.tokens_so_far);
     match shared
         .store
         .progress_live(
@@ -460,6 +461,8 @@ async fn record_progress<S: Store>(
     {
         Ok(FenceCheck::Ok) => {
             shared.bump();
+            let held = (p.task_id, p.fence, agent);
+            crate::usage::enforce_stream(shared, held, stream).await;
             shared
                 .engine
                 .send(Command::Progress { task: p.task_id })
@@ -576,6 +579,9 @@ async fn record<S: Store>(
                 fence: f.fence,
             })
             .collect();
+        for f in &mut finishes {
+            shared.usage.settle(f.task_id, f.fence, &mut f.outcome);
+        }
         let killed: Vec<bool> = finishes
             .iter()
             .map(|f| f.outcome.kind == OutcomeKind::Cancelled)
@@ -739,7 +745,7 @@ fn count_finishes(
             OutcomeKind::Cancelled => continue,
             OutcomeKind::Failed => Failure::Failed,
             OutcomeKind::TimedOut => Failure::TimedOut,
-            OutcomeKind::Fatal => Failure::Fatal,
+            OutcomeKind::Fatal | OutcomeKind::BudgetExceeded => Failure::Fatal,
             // Limits the sandbox enforced count as failures of the attempt.
             OutcomeKind::Oom
             | OutcomeKind::PidsExceeded

@@ -66,6 +66,8 @@ pub(crate) struct Shared<S> {
     pub(crate) msg: crate::messaging::Messaging,
     /// Records audit entries (see `audit`).
     pub(crate) audit: crate::audit::Audit,
+    /// Usage reported from inside running tasks, until their finish.
+    pub(crate) usage: crate::usage::UsageBook,
     /// Fires when the hub stops: sessions, long polls and services end.
     pub(crate) shutdown: CancellationToken,
 }

@@ -310,7 +310,7 @@ impl End<'_> {
         if failed {
             args.push(opt_arg(self.reason));
             args.push(self.outcome.kind.as_str().into());
-            let fatal = self.outcome.kind == OutcomeKind::Fatal;
+            let fatal = self.outcome.kind.is_final();
             args.push(if fatal { "1" } else { "0" }.into());
             debug_assert_eq!(self.kind.stream(), TASKS_FAILED, "finish.lua's stream");
             args.push(self.kind.name().into());

@@ -103,6 +103,9 @@ pub(crate) enum Command {
     },
     /// From inside a task: report progress (uses TORCH_TASK_TOKEN).
     Progress(ProgressArgs),
+    /// Tokens and dollars used, from the usage stored with attempts; `usage
+    /// report` adds to the running attempt's from inside a task.
+    Usage(UsageArgs),
     /// Agent templates: list the configured ones, or check template files.
     Templates {
         #[command(subcommand)]
@@ -693,6 +696,42 @@ pub(crate) struct ProgressArgs {
     pub(crate) percent: f64,
     /// Message.
     pub(crate) message: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct UsageArgs {
+    #[command(subcommand)]
+    pub(crate) cmd: Option<UsageCmd>,
+    #[command(flatten)]
+    pub(crate) hub: HubArgs,
+    #[command(flatten)]
+    pub(crate) out: OutArgs,
+    /// Only tasks created since then: a duration ago (`24h`, `7days`) or an
+    /// RFC 3339 time (`2026-12-01T00:00:00Z`, `2026-12-01`).
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UsageCmd {
+    /// From inside a task: add tokens and cost to the running attempt's
+    /// usage (uses TORCH_TASK_TOKEN). The hub stops the task once it
+    /// reaches its `resources.budget_usd` or `resources.max_tokens`.
+    Report {
+        /// Input tokens used since the last report.
+        #[arg(long, default_value_t = 0)]
+        tokens_in: u64,
+        /// Output tokens used since the last report.
+        #[arg(long, default_value_t = 0)]
+        tokens_out: u64,
+        /// US dollars spent since the last report.
+        #[arg(long, default_value_t = 0.0)]
+        cost_usd: f64,
+        /// Print the attempt's usage so far as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ mod tests;
 mod tests_tokens;
 mod tokens;
 mod ui;
+mod usage;
 mod views;
 
 use std::sync::Arc;

@@ -13,7 +13,7 @@ use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use torch_store::Store;
 
-use super::{help, lifecycle, locks, messages, misc, observe, openapi, tasks, tokens, ui};
+use super::{help, lifecycle, locks, messages, misc, observe, openapi, tasks, tokens, ui, usage};
 use crate::audit::api as audit;
 use crate::hub::Shared;
 use crate::leader::{Leader, forward};
@@ -116,6 +116,13 @@ fn register<S: Store>(r: &mut Routes<S>) {
         Forward,
         tasks::progress::<S>,
     );
+    r.add(
+        Post,
+        "/api/v1/tasks/{id}/usage",
+        Forward,
+        usage::report::<S>,
+    );
+    r.add(Get, "/api/v1/usage", Forward, usage::summary::<S>);
     r.add(Post, "/api/v1/analyze", Forward, tasks::analyze_specs::<S>);
     r.add(Get, "/api/v1/agents", Forward, misc::agents::<S>);
     r.add(Get, "/api/v1/events", Any, misc::events::<S>);

@@ -43,7 +43,7 @@ fn body_error(e: BytesRejection) -> ApiError {
     }
 }
 
-fn parse_id(id: &str) -> Result<TaskId, ApiError> {
+pub(super) fn parse_id(id: &str) -> Result<TaskId, ApiError> {
     id.parse()
         .map_err(|_| ApiError::bad_request("invalid_task_id", format!("{id:?} is not a task id")))
 }
@@ -333,7 +333,14 @@ pub(crate) async fn get<S: Store>(
 ) -> Result<Json<TaskView>, ApiError> {
     authorize(&shared, &headers, Need::SubmitOrTask).await?;
     let id = parse_id(&id)?;
-    task_or_404(&shared, id).await
+    let Json(mut view) = task_or_404(&shared, id).await?;
+    if view.state == TaskState::Running
+        && let Some(lease) = &view.lease
+        && let Some(live) = shared.usage.get(id, lease.fence)
+    {
+        view.usage = Some(live);
+    }
+    Ok(Json(view))
 }
 
 /// `POST /api/v1/tasks/{id}/cancel`.

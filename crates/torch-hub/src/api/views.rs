@@ -34,6 +34,7 @@ pub(crate) fn task_view(r: TaskRecord) -> TaskView {
                 message,
                 updated_ms,
             }),
+        usage: r.outcome.as_ref().and_then(|o| o.evidence.usage.clone()),
         outcome: r.outcome,
         reason: r.reason,
         last_agent_id: r.last_agent,

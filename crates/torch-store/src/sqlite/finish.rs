@@ -138,7 +138,7 @@ fn finish_one(conn: &Connection, r: Finish, now: u64) -> Result<FinishResult, St
                 .reason
                 .clone()
                 .unwrap_or_else(|| format!("attempt {} {}", a.attempt, kind.as_str())),
-            fatal: kind == OutcomeKind::Fatal,
+            fatal: kind.is_final(),
             requeued: EventData::TaskFailed,
             cause: kind.as_str(),
         },

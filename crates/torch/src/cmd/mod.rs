@@ -28,6 +28,7 @@ mod tasks;
 mod token;
 mod top;
 mod up;
+mod usage;
 mod validate;
 mod watch;
 mod wiring;
@@ -116,6 +117,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             TokenCmd::Revoke { hub, out, id } => token::revoke(hub, out, id).await,
         },
         Command::Progress(a) => progress::run(a).await,
+        Command::Usage(a) => usage::run(a).await,
         Command::Validate(a) => validate::run(a),
         Command::Explain { hub, out, id } => explain::explain(hub, out, id).await,
         Command::Analyze { hub, out, file } => explain::analyze(hub, out, file).await,

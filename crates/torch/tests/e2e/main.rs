@@ -10,6 +10,7 @@ mod agents;
 mod agents_mcp;
 mod audit;
 mod autonomy;
+mod budget;
 mod coord;
 mod crash;
 mod dashboard;

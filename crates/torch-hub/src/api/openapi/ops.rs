@@ -10,12 +10,13 @@ use torch_api::rest::{
     AgentList, AlertList, AnalyzeResponse, CancelRequest, CancelResponse, CapacityReport,
     CreateTokenRequest, CreateTokenResponse, EventPage, Health, LogsView, MemoryEntryView,
     MemoryList, MemoryPut, NodeList, ProgressRequest, ScalingList, SpawnRequest, SpawnResponse,
-    SubmitRequest, SubmitResponse, TaskList, TaskView, TokenList, TokenView,
+    SubmitRequest, SubmitResponse, TaskList, TaskView, TokenList, TokenView, UsageReport,
+    UsageReported, UsageSummary,
 };
 
 use super::{Auth, Op, Reply, schema};
 use crate::api::routes::Verb::{self, Get, Post, Put};
-use crate::api::{help, lifecycle, messages, misc, observe, tasks, ui};
+use crate::api::{help, lifecycle, messages, misc, observe, tasks, ui, usage};
 use crate::audit::api as audit;
 use crate::metrics::{CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT};
 use crate::stats::StatsView;
@@ -110,6 +111,10 @@ pub(crate) static OPS: &[Op] = &[
         Auth::Bearer(SUBMIT), ok!(LogsView)),
     op!(Post "/api/v1/tasks/{id}/progress", "reportProgress", "Reports progress from inside a task.",
         Auth::Bearer("the task's own task-scoped token"), Reply::NoContent, body = ProgressRequest),
+    op!(Post "/api/v1/tasks/{id}/usage", "reportUsage", "Adds tokens and cost to the running attempt's usage from inside a task; the hub stops the attempt at its budget.",
+        Auth::Bearer("the task's own task-scoped token"), ok!(UsageReported), body = UsageReport),
+    op!(Get "/api/v1/usage", "usageSummary", "Usage stored with attempts: totals, by tenant and by template.",
+        Auth::Bearer(SUBMIT_OR_TASK), ok!(UsageSummary), query = usage::UsageQuery),
     op!(Post "/api/v1/analyze", "analyzeTasks", "Analyses task specs without submitting them.",
         Auth::Bearer(SUBMIT), ok!(AnalyzeResponse), body = SubmitRequest),
     op!(Get "/api/v1/agents", "listAgents", "Connected agents with their skills, load and routing state.",
