@@ -66,11 +66,7 @@ impl Client {
 
     /// A client for the task's own agent runtime at `url` (inside a task):
     /// through the agent's per-task socket when the task's network is `hub`.
-    pub(crate) fn for_agent(
-        url: &str,
-        token: Option<String>,
-        timeout: Duration,
-    ) -> Result<Client> {
+    pub(crate) fn for_agent(url: &str, token: Option<String>, timeout: Duration) -> Result<Client> {
         Client::build(url, token, timeout, torch_api::msg::ENV_AGENT_SOCKET)
     }
 
