@@ -22,13 +22,15 @@ use tracing::{error, trace};
 
 use serde::Serialize;
 
-use torch_api::ws::AgentMessage;
+use torch_api::ws::{AgentMessage, PeerEvent};
 
 /// The agent's side of a hub connection.
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 struct Pending<M> {
     msgs: Vec<M>,
+    /// Peer events among `msgs` (see [`Outq::push_peer_event`]).
+    events: usize,
     ping: bool,
     close: bool,
 }
@@ -45,6 +47,7 @@ impl<M> Default for Outq<M> {
         Outq {
             pending: Mutex::new(Pending {
                 msgs: Vec::new(),
+                events: 0,
                 ping: false,
                 close: false,
             }),
@@ -75,14 +78,29 @@ impl<M> Outq<M> {
         self.lock().close
     }
 
-    /// Messages waiting.
-    pub(crate) fn len(&self) -> usize {
-        self.lock().msgs.len()
-    }
-
     /// Asks the writer to send what is queued, close the socket and stop.
     pub(crate) fn close(&self) {
         self.lock().close = true;
+        self.wake.notify_one();
+    }
+}
+
+impl Outq<AgentMessage> {
+    /// Queues a peer event, in the `PeerEvents` message already waiting for
+    /// the next frame when there is one (one message, one store write on
+    /// the hub for many events). Past `cap` events waiting (a hub that
+    /// stopped reading), the event is dropped.
+    pub(crate) fn push_peer_event(&self, ev: PeerEvent, cap: usize) {
+        let mut p = self.lock();
+        if p.events >= cap {
+            return;
+        }
+        p.events += 1;
+        match p.msgs.last_mut() {
+            Some(AgentMessage::PeerEvents { events }) => events.push(ev),
+            _ => p.msgs.push(AgentMessage::PeerEvents { events: vec![ev] }),
+        }
+        drop(p);
         self.wake.notify_one();
     }
 }
@@ -98,6 +116,7 @@ pub(crate) async fn write_loop<M: Serialize>(
         let (ping, close) = {
             let mut p = q.lock();
             mem::swap(&mut p.msgs, &mut batch);
+            p.events = 0;
             (mem::take(&mut p.ping), p.close)
         };
         if !batch.is_empty() {

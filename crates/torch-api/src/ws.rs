@@ -275,6 +275,9 @@ pub struct PeerEvent {
     /// Why it was refused or bounced.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The envelope's `sent_ms`, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_ms: Option<u64>,
     /// When (unix ms).
     pub at_ms: u64,
 }

@@ -156,6 +156,35 @@ impl<S: Store> Shared<S> {
         Ok(res.tasks)
     }
 
+    /// Appends events of one agent in one store write and wakes followers
+    /// once; a failure is logged, not returned.
+    pub(crate) async fn events(&self, agent: Option<AgentId>, data: Vec<EventData>) {
+        let now = self.now_ms();
+        let mut batch = Vec::with_capacity(data.len());
+        for d in &data {
+            self.autonomy.observe(agent, d, now);
+            match NewEvent::of(d, None, agent) {
+                Ok(ev) => batch.push(ev),
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = %d.kind(), "could not encode an event")
+                }
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len();
+        match self.store.append_events(batch, now).await {
+            Ok(()) => self.bump(),
+            Err(e) => {
+                self.metrics
+                    .counters
+                    .store_error(crate::metrics::StoreOp::Event);
+                tracing::warn!(error = %e, events = n, "could not record events")
+            }
+        }
+    }
+
     /// Appends an event (of `data`'s kind, on its stream) and wakes
     /// followers; a failure is logged, not returned.
     pub(crate) async fn event(

@@ -14,6 +14,21 @@ pub trait EventLog: Send + Sync {
         now: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Appends many free-form events at once (one write where the store
+    /// can; by default one after another, stopping at the first failure).
+    fn append_events(
+        &self,
+        events: Vec<NewEvent>,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            for event in events {
+                self.append_event(event, now).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Records an agent session starting (`joined`) or ending.
     fn agent_event(
         &self,

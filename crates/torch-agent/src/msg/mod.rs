@@ -128,9 +128,8 @@ impl Messenger {
         {
             // A hub that stopped reading (paused) must not grow the queue
             // without end: past the cap, events are dropped.
-            if q.len() < MAX_PENDING_EVENTS {
-                q.push(AgentMessage::PeerEvents { events: vec![ev] });
-            }
+            // Events share one `PeerEvents` message per frame.
+            q.push_peer_event(ev, MAX_PENDING_EVENTS);
             return;
         }
         link.q = None;
@@ -180,6 +179,7 @@ pub(crate) fn event_of(
         msg_kind: env.map(|e| e.kind.clone()),
         delivery: delivery.map(|d| d.as_str().to_string()),
         reason,
+        sent_ms: env.map(|e| e.sent_ms),
         at_ms: now_ms(),
     }
 }

@@ -14,6 +14,7 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +52,12 @@ pub(crate) fn router(m: Arc<Messenger>) -> Router {
 pub(crate) async fn serve(listener: TcpListener, m: Arc<Messenger>, shutdown: CancellationToken) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     let app = router(m);
+    // Answers are small: no Nagle delay behind a peer's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

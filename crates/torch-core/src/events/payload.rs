@@ -315,6 +315,13 @@ pub struct MessageEvent {
     pub reason: Option<String>,
     /// Recipient agent.
     pub to: Option<String>,
+    /// The envelope's `sent_ms` (the sender's clock when it signed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_ms: Option<u64>,
+    /// When the reporting agent saw it happen (its clock, unix ms); the
+    /// event's own time is when the hub recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
 }
 
 /// `identity.refused`: a session that claimed an agent id it could not

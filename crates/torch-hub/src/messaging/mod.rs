@@ -211,7 +211,7 @@ pub(crate) async fn record_events<S: Store>(
 ) {
     use torch_core::EventData;
     use torch_core::events::payload::MessageEvent;
-    let writes = events.into_iter().filter_map(|e| {
+    let data = events.into_iter().filter_map(|e| {
         let data = MessageEvent {
             delivery: e.delivery,
             from: e.from,
@@ -219,6 +219,8 @@ pub(crate) async fn record_events<S: Store>(
             kind: e.msg_kind,
             reason: e.reason,
             to: e.to,
+            sent_ms: e.sent_ms,
+            at_ms: Some(e.at_ms),
         };
         let data = match e.kind.as_str() {
             "message.sent" => EventData::MessageSent(data),
@@ -227,7 +229,7 @@ pub(crate) async fn record_events<S: Store>(
             "message.bounced" => EventData::MessageBounced(data),
             _ => return None,
         };
-        Some(shared.event(Some(agent), None, data))
+        Some(data)
     });
-    futures_util::future::join_all(writes).await;
+    shared.events(Some(agent), data.collect()).await;
 }

@@ -59,6 +59,8 @@ fn data(env: &Envelope, delivery: Option<Delivery>, reason: Option<String>) -> M
         kind: Some(env.kind.clone()),
         reason,
         to: Some(env.to.to_string()),
+        sent_ms: Some(env.sent_ms),
+        at_ms: None,
     }
 }
 

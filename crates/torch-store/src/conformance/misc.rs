@@ -104,6 +104,27 @@ pub async fn events_filter_and_order(h: &impl Harness) {
         paged.extend(page);
     }
     assert_eq!(paged, all);
+
+    // Many at once: appended in the order given, after the others.
+    let batch = (0..3)
+        .map(|i| NewEvent {
+            kind: EventKind::ScalingDecision,
+            task: None,
+            agent: Some(aid(1)),
+            data: format!(r#"{{"n":{i}}}"#),
+        })
+        .collect();
+    s.append_events(batch, NOW + 3).await.expect("append many");
+    let more = s.events(all[5].id, vec![], 0).await.expect("events");
+    let got: Vec<_> = more.iter().map(|e| (e.data.as_str(), e.at_ms)).collect();
+    assert_eq!(
+        got,
+        [
+            (r#"{"n":0}"#, NOW + 3),
+            (r#"{"n":1}"#, NOW + 3),
+            (r#"{"n":2}"#, NOW + 3)
+        ]
+    );
 }
 
 /// Listing filters by state, label, parent and page, newest first, with counts per state.

@@ -217,6 +217,17 @@ impl EventLog for SqliteStore {
             .await
     }
 
+    async fn append_events(&self, events: Vec<NewEvent>, now: u64) -> Result<(), StoreError> {
+        self.writer
+            .call(move |tx| {
+                for event in events {
+                    ops::append_event(tx, event, now)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
     async fn agent_event(&self, event: AgentEvent, now: u64) -> Result<(), StoreError> {
         self.writer
             .call(move |tx| ops::agent_event(tx, event, now))

@@ -8,10 +8,12 @@
 //! it to the recipient, which verifies and stores it before answering. So
 //! the **send latency** (client side, µs) is the whole round trip until the
 //! recipient has the message in its inbox (direct), or until the hub has it
-//! durably (relayed). The **delivery latency** (ms) pairs each message's
-//! `message.sent` and `message.delivered` events: for relayed messages it
-//! covers the hub keeping it and pushing it to a recipient that listens on
-//! no endpoint (reachable through its hub session only).
+//! durably (relayed). The **delivery latency** (ms) is, per
+//! `message.delivered` event, the recipient's clock when it stored the
+//! message (`at_ms` of the event data) minus the envelope's `sent_ms` (set
+//! by the sender just before signing): for relayed messages it covers the
+//! hub keeping it and pushing it to a recipient that listens on no endpoint
+//! (reachable through its hub session only).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -326,7 +328,15 @@ async fn delivery_latency(admin: &Client) -> Result<(Histogram<u64>, Histogram<u
                 }
                 "message.delivered" => {
                     let how = data["delivery"].as_str().unwrap_or_default().to_string();
-                    delivered.push((id, e.at_ms, how));
+                    // The recipient's clock when it stored the message
+                    // minus the envelope's `sent_ms` (the sender's clock,
+                    // the same machine's); the hub's own event times
+                    // only say when the events reached it.
+                    let span = data["at_ms"]
+                        .as_u64()
+                        .zip(data["sent_ms"].as_u64())
+                        .map(|(at, sent)| at.saturating_sub(sent));
+                    delivered.push((id, e.at_ms, how, span));
                 }
                 _ => {}
             }
@@ -334,15 +344,16 @@ async fn delivery_latency(admin: &Client) -> Result<(Histogram<u64>, Histogram<u
     }
     let mut direct = Histogram::<u64>::new(3).map_err(|e| exit(ERROR, e.to_string()))?;
     let mut relayed = Histogram::<u64>::new(3).map_err(|e| exit(ERROR, e.to_string()))?;
-    for (id, at, how) in delivered {
-        if let Some(s) = sent.get(&id) {
-            let h = if how == "relayed" {
-                &mut relayed
-            } else {
-                &mut direct
-            };
-            let _ = h.record(at.saturating_sub(*s));
-        }
+    for (id, at, how, span) in delivered {
+        let Some(ms) = span.or_else(|| sent.get(&id).map(|s| at.saturating_sub(*s))) else {
+            continue;
+        };
+        let h = if how == "relayed" {
+            &mut relayed
+        } else {
+            &mut direct
+        };
+        let _ = h.record(ms);
     }
     Ok((direct, relayed))
 }
