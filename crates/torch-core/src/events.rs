@@ -22,6 +22,7 @@ pub mod coord;
 mod kind;
 pub mod payload;
 pub mod streams;
+pub mod team;
 #[cfg(test)]
 mod tests;
 

@@ -207,6 +207,10 @@ pub struct TaskContext {
     /// The task that created this one, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// With `repository`: the branch (or commit) each attempt's git
+    /// worktree starts from; the repository's `HEAD` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 /// The format of a spec document.

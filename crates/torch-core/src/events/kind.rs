@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::coord::*;
 use super::payload::*;
 use super::streams::*;
+use super::team::*;
 use crate::lifecycle::ScaleDecision;
 
 /// Declares [`EventKind`] and [`EventData`] from rows of
@@ -154,6 +155,27 @@ events! {
     HelpExpired = "help.expired" on COLLAB_HELP carries HelpExpired;
     /// A help request found no taker in time: a helper was spawned for it (hub).
     HelpEscalated = "help.escalated" on COLLAB_HELP carries HelpEscalated;
+    /// A team was formed for a task (hub).
+    TeamFormed = "team.formed" on COLLAB_TEAM carries TeamFormed;
+    /// A team could not be formed: which role, and why (hub).
+    TeamFormationFailed = "team.formation_failed" on COLLAB_TEAM carries TeamFormationFailed;
+    /// A team's leader left; another member leads under a new term (hub).
+    TeamLeaderChanged = "team.leader_changed" on COLLAB_TEAM carries TeamLeaderChanged;
+    /// A team member left and its role was filled again (hub).
+    TeamMemberReplaced = "team.member_replaced" on COLLAB_TEAM carries TeamMemberReplaced;
+    /// A team member left and nobody could take its role (hub).
+    TeamMemberLost = "team.member_lost" on COLLAB_TEAM carries TeamMemberLost;
+    /// A team's aggregate progress changed (hub).
+    TeamProgress = "team.progress" on COLLAB_TEAM carries TeamProgress;
+    /// A team's task ended: the team disbanded (hub).
+    TeamDisbanded = "team.disbanded" on COLLAB_TEAM carries TeamDisbanded;
+    /// A finished branch entered a team's merge queue (hub).
+    MergeQueued = "merge.queued" on COLLAB_TEAM carries MergeEvent;
+    /// A branch merged cleanly onto the team's integration branch (hub).
+    MergeLanded = "merge.landed" on COLLAB_TEAM carries MergeEvent;
+    /// A branch conflicts with the integration branch: a follow-up task
+    /// went to the member that produced it (hub).
+    MergeConflict = "merge.conflict" on COLLAB_TEAM carries MergeEvent;
 }
 
 impl EventData {

@@ -27,6 +27,7 @@ pub fn scale_fixture(
             format!("src/m{}/g.rs", rng.below(5)),
         ],
         parent: None,
+        branch: None,
     };
     for i in 0..agents {
         let mut skills: Vec<crate::skill::Skill> = Vec::new();

@@ -152,6 +152,7 @@ fn simulate<P: Placer>(w: &Workload, placer: P, config: RoutingConfig, seed: u64
             repository: Some(workload::repo_url(t.repo)),
             paths: t.paths.clone(),
             parent: None,
+            branch: None,
         })
     };
     let queued = |i: usize, avoid: &[crate::ids::AgentId], not_before: u64| {

@@ -31,6 +31,11 @@ pub struct RoleSpec {
     /// Members in this role (default 1).
     #[serde(default = "one")]
     pub count: u32,
+    /// The subtask each member of this role gets when the team forms
+    /// (routed to that member; its `team` must be empty). Without one, the
+    /// leader hands the member work with `torch delegate --team ROLE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Box<crate::spec::TaskSpec>>,
 }
 
 fn one() -> u32 {
@@ -48,6 +53,7 @@ impl TeamSpec {
                     name: s.name.clone(),
                     skills: vec![s.clone()],
                     count: 1,
+                    task: None,
                 })
                 .collect(),
             leader: None,
@@ -78,6 +84,14 @@ impl TeamSpec {
             }
             if r.skills.is_empty() {
                 out.push((format!("{at}.skills"), "needs at least one skill".into()));
+            }
+            if let Some(t) = &r.task
+                && t.team.is_some()
+            {
+                out.push((
+                    format!("{at}.task.team"),
+                    "a member's subtask cannot ask for a team of its own".into(),
+                ));
             }
             if r.count == 0 || r.count > 100 {
                 out.push((

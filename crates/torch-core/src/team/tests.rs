@@ -35,6 +35,7 @@ pub(super) fn role(name: &str, skills: &[&str], count: u32) -> RoleSpec {
             .map(|s| s.parse::<SkillReq>().expect("skill"))
             .collect(),
         count,
+        task: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn routing(n: u64) -> Routing {
             repository: Some("git@example.com:nova/torch.git".into()),
             paths: vec!["crates/torch-store".into()],
             parent: None,
+            branch: None,
         }),
         tenant: "team-a".into(),
     }
