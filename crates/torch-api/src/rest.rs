@@ -15,9 +15,11 @@ use crate::json::sorted;
 
 mod events;
 mod observe;
+mod teams;
 
 pub use events::{EventPage, EventPayload, EventView};
 pub use observe::{AlertList, AlertView, CapacityPool, CapacityReport, Headroom, PoolKey};
+pub use teams::{MergeView, TeamHistoryItem, TeamList, TeamMemberView, TeamSubtaskView, TeamView};
 
 /// Error body of every non-2xx response. `code` is stable; `message` is for people.
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]

@@ -267,6 +267,11 @@ impl<P: Placer> Scheduler<P> {
         }
     }
 
+    /// The queued task `id`, if it is waiting in this scheduler.
+    pub fn queued(&self, id: TaskId) -> Option<&QueuedTask> {
+        self.tasks.get(&id)
+    }
+
     /// True when the task is waiting in this scheduler.
     pub fn is_queued(&self, id: TaskId) -> bool {
         self.tasks.contains_key(&id)

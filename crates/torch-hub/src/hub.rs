@@ -139,6 +139,7 @@ impl<S: Store> Hub<S> {
             session_seq: AtomicU64::new(1),
             started: Instant::now(),
             usage: crate::usage::UsageBook::default(),
+            teams: crate::teams::TeamBook::default(),
             shutdown: CancellationToken::new(),
             msg,
             audit,
@@ -237,6 +238,7 @@ impl<S: Store> Hub<S> {
         services.spawn(lifecycle.run(stop.clone()));
         services.spawn(coord.run(stop.clone()));
         services.spawn(crate::coord::help::run(shared.clone(), stop.clone()));
+        services.spawn(crate::teams::run(shared.clone(), stop.clone()));
         services.spawn(alerts.run(services.clone(), stop.clone()));
         if let Some(b) = batcher {
             b.spawn_into(&services, stop.clone());

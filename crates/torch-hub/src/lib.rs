@@ -54,6 +54,7 @@ mod session;
 mod shared;
 mod shed;
 mod stats;
+mod teams;
 #[cfg(test)]
 mod testing;
 mod tls;

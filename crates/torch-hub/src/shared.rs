@@ -68,6 +68,8 @@ pub(crate) struct Shared<S> {
     pub(crate) audit: crate::audit::Audit,
     /// Usage reported from inside running tasks, until their finish.
     pub(crate) usage: crate::usage::UsageBook,
+    /// Teams, folded from the team events.
+    pub(crate) teams: crate::teams::TeamBook,
     /// Fires when the hub stops: sessions, long polls and services end.
     pub(crate) shutdown: CancellationToken,
 }

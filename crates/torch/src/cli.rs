@@ -144,6 +144,16 @@ pub(crate) enum Command {
     },
     /// Peers from the hub's registry: skills, state, team, endpoint, key, tasks.
     Peers(crate::cli_msg::PeersArgs),
+    /// Teams formed for tasks: members, leader and term, progress, merge queue.
+    Teams {
+        #[command(subcommand)]
+        cmd: crate::cli_teams::TeamsCmd,
+    },
+    /// From inside a task of a team: the team's status and members.
+    Team {
+        #[command(subcommand)]
+        cmd: crate::cli_teams::TeamCmd,
+    },
     /// Signed direct messages between agents (send, inbox, ack; list for operators).
     Msg {
         #[command(subcommand)]
@@ -558,8 +568,12 @@ pub(crate) struct DelegateArgs {
     /// Spec file (TOML or JSON) or `-` for stdin.
     pub(crate) file: String,
     /// Run the child tasks on a new helper started from this template.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "team")]
     pub(crate) helper: Option<String>,
+    /// From inside a team's task: route the child tasks to the team's
+    /// member in this role (its subtasks count in the team's progress).
+    #[arg(long, value_name = "ROLE")]
+    pub(crate) team: Option<String>,
     /// With --helper: memory keys (glob) the helper inherits.
     #[arg(long, requires = "helper")]
     pub(crate) inherit: Option<String>,

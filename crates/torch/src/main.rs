@@ -9,6 +9,7 @@ mod cli_audit;
 mod cli_bench;
 mod cli_coord;
 mod cli_msg;
+mod cli_teams;
 mod client;
 mod cmd;
 mod config;

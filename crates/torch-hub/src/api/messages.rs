@@ -37,12 +37,18 @@ pub(crate) struct PeersQuery {
 /// Every peer card, filtered.
 async fn cards<S: Store>(shared: &Shared<S>, q: &PeersQuery) -> Result<Vec<PeerCard>, ApiError> {
     let views = ask_engine(shared, crate::engine::Query::Peers).await?;
+    // A member of a formed team is on that team's channel (the team's id);
+    // others on the team their `team` label names.
+    let formed = crate::teams::team_of_agent(shared).await;
     let mut out = Vec::new();
     for (v, task_ids) in views {
         let (endpoint, public_key) = shared.msg.contact(v.id).unwrap_or((None, None));
         let card = PeerCard {
             agent_id: v.id,
-            team: v.labels.get("team").cloned(),
+            team: formed
+                .get(&v.id)
+                .map(|t| t.to_string())
+                .or_else(|| v.labels.get("team").cloned()),
             name: v.name,
             skills: v.skills,
             labels: v.labels,

@@ -10,6 +10,7 @@ mod observe;
 pub(crate) mod openapi;
 pub(crate) mod routes;
 mod tasks;
+mod teams;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -13,7 +13,9 @@ use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use torch_store::Store;
 
-use super::{help, lifecycle, locks, messages, misc, observe, openapi, tasks, tokens, ui, usage};
+use super::{
+    help, lifecycle, locks, messages, misc, observe, openapi, tasks, teams, tokens, ui, usage,
+};
 use crate::audit::api as audit;
 use crate::hub::Shared;
 use crate::leader::{Leader, forward};
@@ -154,6 +156,8 @@ fn register<S: Store>(r: &mut Routes<S>) {
     r.add(Get, "/api/v1/nodes", Forward, lifecycle::nodes::<S>);
     r.add(Get, "/api/v1/node/ws", Redirect, lifecycle::node_ws::<S>);
     r.add(Get, "/api/v1/peers", Forward, messages::peers::<S>);
+    r.add(Get, "/api/v1/teams", Any, teams::list::<S>);
+    r.add(Get, "/api/v1/teams/{id}", Any, teams::get::<S>);
     r.add(Post, "/api/v1/messages", Forward, messages::send::<S>);
     r.add(Get, "/api/v1/messages", Any, messages::list::<S>);
     r.add(

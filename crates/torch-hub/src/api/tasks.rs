@@ -80,7 +80,7 @@ pub(crate) async fn submit<S: Store>(
         .analyze(valid.iter().map(|v| &v.spec), &agents);
     let mut warnings = Vec::with_capacity(valid.len());
     let mut keys = Vec::with_capacity(valid.len());
-    let batch: Vec<NewTask> = valid
+    let mut batch: Vec<NewTask> = valid
         .into_iter()
         .zip(analyses)
         .enumerate()
@@ -101,6 +101,18 @@ pub(crate) async fn submit<S: Store>(
             }
         })
         .collect();
+    // Teams are formed now: a team task is pinned to its leader and its
+    // members' subtasks join the batch.
+    let formed = crate::teams::form::form_teams(&shared, &mut batch, parent.is_none())
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "team_unformable",
+                e.to_string(),
+            )
+        })?;
+    warnings.extend((0..formed.subtasks).map(|_| Vec::new()));
     // A follower gets here only when the leader could not be reached (see
     // `leader::forward`): the store hands the tasks off to the leader.
     let handoff = (!shared.is_leader())
@@ -113,6 +125,9 @@ pub(crate) async fn submit<S: Store>(
     };
     shared.bump();
     if let Some(task) = parent {
+        shared.life.send(LifeCmd::Parent { task }).await;
+    }
+    for task in formed.teams {
         shared.life.send(LifeCmd::Parent { task }).await;
     }
     shared.analysis.track(

@@ -143,6 +143,11 @@ impl<S: Store> Engine<S> {
         let mut slots = AgentSlots::new(id, skills, a.slots);
         slots.used = self.leases.register(id, a.slots);
         slots.labels = a.labels.clone();
+        // Every agent carries its own id (whatever its Hello claimed), so a
+        // task labelled `agent.torch.id` goes to that agent alone.
+        slots
+            .labels
+            .insert(super::PIN_LABEL.to_string(), id.to_string());
         slots.cost = a.cost;
         let draining = a.drain || a.silent;
         self.sched.upsert_agent(slots);

@@ -70,6 +70,14 @@ pub(crate) struct Registration {
 pub(crate) enum Command {
     /// Tasks that became ready (submitted, released, requeued, retried).
     Ready(Vec<QueuedTask>),
+    /// Route `task` only to `agent` from now on, overriding its spec's
+    /// `agent.torch.id` label (a team's task follows its leader), or drop
+    /// the override (`None`). Held in memory: the team manager sends it
+    /// again after a restart or a change of leader hub.
+    Pin {
+        task: TaskId,
+        agent: Option<AgentId>,
+    },
     /// Tasks cancelled in the store: drop them from the queue and revoke
     /// their leases (task, agent, fence).
     Cancelled {

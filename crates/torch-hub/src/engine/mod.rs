@@ -62,6 +62,9 @@ use crate::hub::Shared;
 const PASS_LIMIT: usize = 8192;
 /// Items applied per wake before scheduling.
 const DRAIN_LIMIT: usize = 4096;
+/// The agent label every agent has (its id): a task's `agent.torch.id`
+/// label routes it to one agent.
+pub(crate) const PIN_LABEL: &str = "torch.id";
 
 /// Something for an agent's session to send.
 // `Message` is by far the common case: boxing it would add an allocation per message.
@@ -149,6 +152,9 @@ pub(crate) struct Engine<S> {
     arrivals: HashMap<String, u64>,
     /// Per-pool load for capacity planning.
     capacity: capacity::Capacity,
+    /// Tasks routed to one agent whatever their spec says (see
+    /// [`Command::Pin`]).
+    pins: HashMap<TaskId, AgentId>,
 }
 
 impl<S: Store> Engine<S> {
@@ -174,6 +180,7 @@ impl<S: Store> Engine<S> {
             matchers: Vec::new(),
             arrivals: HashMap::new(),
             capacity: capacity::Capacity::default(),
+            pins: HashMap::new(),
         };
         let now = e.now();
         e.activate(snapshot, now);
@@ -252,6 +259,7 @@ impl<S: Store> Engine<S> {
         let now = self.now();
         match cmd {
             Command::Ready(tasks) => self.enqueue(tasks, now),
+            Command::Pin { task, agent } => self.pin(task, agent),
             Command::Cancelled {
                 tasks,
                 revoked,
@@ -392,10 +400,34 @@ impl<S: Store> Engine<S> {
         self.adopt(untracked, now);
     }
 
+    /// Sets or drops `task`'s pin; a queued task is placed under it from
+    /// the next pass.
+    fn pin(&mut self, task: TaskId, agent: Option<AgentId>) {
+        match agent {
+            Some(a) => self.pins.insert(task, a),
+            None => self.pins.remove(&task),
+        };
+        let queued = self.sched.queued(task).cloned();
+        if let Some(mut q) = queued {
+            Self::apply_pin(&self.pins, &mut q);
+            self.sched.enqueue(q);
+        }
+    }
+
+    /// Routes `t` to its pinned agent, if it has one.
+    fn apply_pin(pins: &HashMap<TaskId, AgentId>, t: &mut QueuedTask) {
+        if let Some(a) = pins.get(&t.id) {
+            t.agent_labels.insert(PIN_LABEL.into(), a.to_string());
+        }
+    }
+
     fn enqueue(&mut self, tasks: Vec<QueuedTask>, now: u64) {
         let mono = std::time::Instant::now();
         self.shared.metrics.counters.enqueued(tasks.len() as u64);
-        for t in tasks {
+        for mut t in tasks {
+            if !self.pins.is_empty() {
+                Self::apply_pin(&self.pins, &mut t);
+            }
             let templates = if self.matchers.is_empty() {
                 0
             } else {
@@ -441,6 +473,7 @@ impl<S: Store> Engine<S> {
     fn forget(&mut self, tasks: &[TaskId]) {
         for t in tasks {
             self.info.remove(t);
+            self.pins.remove(t);
         }
         self.shared.analysis.forget(tasks);
     }

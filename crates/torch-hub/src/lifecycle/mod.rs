@@ -55,6 +55,9 @@ pub(crate) enum Origin {
         agent: AgentId,
         tenant: String,
     },
+    /// The team formed for `task`: the member is stopped when the task
+    /// ends (like a helper of it).
+    Team { task: TaskId, tenant: String },
 }
 
 /// Why a spawn did not happen.

@@ -81,6 +81,16 @@ impl<S: Store> Lifecycle<S> {
                     autoscale: false,
                 }
             }
+            Origin::Team { task, tenant } => SpawnWhy {
+                reason: format!("team member for task {task}"),
+                parent_agent: None,
+                parent_task: Some(task),
+                depth: 1,
+                tenant,
+                inherit: None,
+                outlive_parent: None,
+                autoscale: false,
+            },
         };
         self.spawn_one(&req.template, why, now).await
     }

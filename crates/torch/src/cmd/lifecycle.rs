@@ -123,6 +123,9 @@ pub(crate) async fn delegate(args: DelegateArgs) -> Result<()> {
         }
         None => None,
     };
+    if let Some(role) = &args.team {
+        route_to_role(&client, role, &mut specs).await?;
+    }
     let after = client
         .get::<EventPage>("/api/v1/events?tail=true")
         .await?
@@ -160,6 +163,45 @@ pub(crate) async fn delegate(args: DelegateArgs) -> Result<()> {
             wait_for(&client, &order, after, args.out.json)
         )?;
         return finish_wait(&finals, args.out);
+    }
+    Ok(())
+}
+
+/// Routes `specs` to the member in `role` of this task's team (the least
+/// busy one when the role has several), labelled with the team and role.
+async fn route_to_role(
+    client: &Client,
+    role: &str,
+    specs: &mut [torch_core::TaskSpec],
+) -> Result<()> {
+    let task = std::env::var(ENV_TASK_ID).map_err(|_| {
+        exit(
+            BAD_INPUT,
+            format!("`torch delegate --team` runs inside a team's task ({ENV_TASK_ID})"),
+        )
+    })?;
+    let team: torch_api::rest::TeamView = client.get(&format!("/api/v1/teams/{task}")).await?;
+    let members: Vec<_> = team.members.iter().filter(|m| m.role == role).collect();
+    let Some(member) = members
+        .iter()
+        .min_by_key(|m| (m.state != "idle", m.agent_id))
+        .copied()
+    else {
+        let roles: Vec<&str> = team.members.iter().map(|m| m.role.as_str()).collect();
+        return Err(exit(
+            BAD_INPUT,
+            format!(
+                "team {} has no member in role {role:?} (roles: {})",
+                team.id,
+                roles.join(", ")
+            ),
+        ));
+    };
+    for s in specs.iter_mut() {
+        s.labels
+            .insert("agent.torch.id".into(), member.agent_id.to_string());
+        s.labels.insert("torch.team".into(), team.id.to_string());
+        s.labels.insert("torch.role".into(), role.to_string());
     }
     Ok(())
 }

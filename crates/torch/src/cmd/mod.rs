@@ -25,6 +25,7 @@ mod serve;
 mod stats;
 mod submit;
 mod tasks;
+mod teams;
 mod token;
 mod top;
 mod up;
@@ -95,6 +96,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Stats { hub, out } => stats::run(hub, out).await,
         Command::Mcp => mcp::run().await,
         Command::Peers(a) => msg::peers(a).await,
+        Command::Teams { cmd } => teams::teams(cmd).await,
+        Command::Team { cmd } => teams::team(cmd).await,
         Command::Msg { cmd } => msg::run(cmd).await,
         Command::Token { cmd } => match cmd {
             TokenCmd::Create {

@@ -31,6 +31,7 @@ mod routing;
 mod sandbox;
 mod scheduling;
 mod shed;
+mod teams;
 mod tls;
 mod tokens;
 mod top;

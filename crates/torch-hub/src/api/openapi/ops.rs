@@ -10,8 +10,8 @@ use torch_api::rest::{
     AgentList, AlertList, AnalyzeResponse, CancelRequest, CancelResponse, CapacityReport,
     CreateTokenRequest, CreateTokenResponse, EventPage, Health, LogsView, MemoryEntryView,
     MemoryList, MemoryPut, NodeList, ProgressRequest, ScalingList, SpawnRequest, SpawnResponse,
-    SubmitRequest, SubmitResponse, TaskList, TaskView, TokenList, TokenView, UsageReport,
-    UsageReported, UsageSummary,
+    SubmitRequest, SubmitResponse, TaskList, TaskView, TeamList, TeamView, TokenList, TokenView,
+    UsageReport, UsageReported, UsageSummary,
 };
 
 use super::{Auth, Op, Reply, schema};
@@ -147,6 +147,10 @@ pub(crate) static OPS: &[Op] = &[
         Auth::Bearer(AGENT), Reply::Upgrade),
     op!(Get "/api/v1/peers", "listPeers", "Peer cards of the agents, filtered.",
         Auth::Bearer("any token"), ok!(PeerList), query = messages::PeersQuery),
+    op!(Get "/api/v1/teams", "listTeams", "Teams: active ones, then recently disbanded ones (a task token: its own team).",
+        Auth::Bearer(SUBMIT_OR_TASK), ok!(TeamList)),
+    op!(Get "/api/v1/teams/{id}", "getTeam", "The team of a task, or of the task a subtask belongs to: members, leader and term, progress, subtasks, merge queue, explanation, history.",
+        Auth::Bearer(SUBMIT_OR_TASK), ok!(TeamView)),
     op!(Post "/api/v1/messages", "sendMessage", "Sends a message from the hub to agents.",
         Auth::Bearer(ADMIN), ok!(SendResult), body = SendRequest),
     op!(Get "/api/v1/messages", "listMessages", "What the hub keeps for an agent's inbox.",

@@ -1,0 +1,372 @@
+//! Teams with real processes: a three-role team whose subtasks run on three
+//! distinct members and which disbands when its task ends; the leader
+//! `kill -9`ed mid-way (a new leader under a new term finishes the task,
+//! no subtask runs twice); a member `kill -9`ed (its role formed again,
+//! its subtask moved); a team nobody can form (refused, the role named);
+//! a task no single agent covers getting a team of its own.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Agent, Cli, Hub, TestDir, fast_backoff, secs};
+
+/// Short leases, so a killed member is noticed in seconds.
+const QUICK: &[(&str, &str)] = &[
+    ("TORCH_HUB__LEASE", "2s"),
+    ("TORCH_HUB__HEARTBEAT", "400ms"),
+];
+
+/// The team task's script: waits until `$N` subtasks of its team ended.
+const LEAD: &str = r#"
+i=0
+while [ $i -lt 1200 ]; do
+  if torch team status --json > "$OUT/status-$$.json" 2>> "$OUT/lead.err" \
+     && grep -q "\"done\": $N," "$OUT/status-$$.json"; then
+    exit 0
+  fi
+  sleep 0.1; i=$((i+1))
+done
+exit 9
+"#;
+
+/// A member's subtask: reports half-way, marks that it ran, (the first run
+/// of a role listed in `$SLOW`) sleeps so a test can kill its agent, and
+/// waits for the file `$GATE` when one is named.
+const WORK: &str = r#"
+torch progress 50 half way || exit 11
+n=$(ls "$OUT" | grep -c "^start-$ROLE-" || true)
+touch "$OUT/start-$ROLE-$TORCH_TASK_ID"
+if [ "$n" -eq 0 ] && [ "$SLOW" = "$ROLE" ]; then sleep 120; fi
+if [ -n "$GATE" ]; then while [ ! -e "$GATE" ]; do sleep 0.1; done; fi
+echo "$TORCH_TASK_ID" >> "$OUT/done-$ROLE"
+"#;
+
+fn role(name: &str, skill: &str, out: &str, slow: &str) -> Value {
+    json!({
+        "name": name,
+        "skills": [skill],
+        "task": {
+            "name": format!("work as {name}"),
+            "command": ["sh", "-c", WORK],
+            "env": {"OUT": out, "ROLE": name, "SLOW": slow},
+            "max_retries": 0,
+            "timeout": "5m",
+        },
+    })
+}
+
+fn team_task(out: &str, roles: Vec<Value>, leader: &str, subtasks: usize) -> Value {
+    json!({
+        "name": "build the feature",
+        "command": ["sh", "-c", LEAD],
+        "env": {"OUT": out, "N": subtasks.to_string()},
+        "max_retries": 3,
+        "backoff": fast_backoff(),
+        "timeout": "5m",
+        "team": {"roles": roles, "leader": leader},
+    })
+}
+
+fn events_of(hub: &Hub, task: &str, kind: &str) -> Vec<Value> {
+    hub.api()
+        .events("nova.torch.collaboration.team")
+        .into_iter()
+        .filter(|e| e["kind"] == kind && e["data"]["task"] == task)
+        .collect()
+}
+
+#[test]
+fn a_three_role_team_runs_each_subtask_on_its_own_member_and_disbands() {
+    let dir = TestDir::new("team-three");
+    let hub = Hub::start(&dir, QUICK);
+    let api = hub.api();
+    let token = hub.token(&dir, "agent");
+    let _be = Agent::start(&dir, &hub.url, &token, "be", "rust:0.9,coordination:0.8", 2);
+    let _fe = Agent::start(&dir, &hub.url, &token, "fe", "typescript:0.9", 1);
+    let _db = Agent::start(&dir, &hub.url, &token, "db", "sql:0.9", 1);
+    let ids: Vec<String> = ["be", "fe", "db"]
+        .iter()
+        .map(|n| api.agent_id(&dir, n))
+        .collect();
+    let out = dir.subdir("out").to_string_lossy().into_owned();
+    let spec = team_task(
+        &out,
+        vec![
+            role("backend", "rust:0.7", &out, ""),
+            role("frontend", "typescript:0.7", &out, ""),
+            role("data", "sql:0.7", &out, ""),
+        ],
+        "backend",
+        3,
+    );
+    let submitted = api.submit(vec![spec]);
+    assert_eq!(
+        submitted.len(),
+        4,
+        "the team's task and one subtask per member"
+    );
+    let team = &submitted[0];
+    let formed = events_of(&hub, team, "team.formed");
+    assert_eq!(formed.len(), 1, "one team.formed: {formed:?}");
+    assert_eq!(
+        formed[0]["data"]["leader"],
+        ids[0].as_str(),
+        "the spec's leader role"
+    );
+    assert_eq!(formed[0]["data"]["term"], 1);
+
+    let done = api.wait_state(&dir, team, "succeeded", secs(90));
+    assert_eq!(
+        done["last_agent_id"].as_str(),
+        Some(ids[0].as_str()),
+        "the team's task ran on its leader: {done:#}"
+    );
+    // Each subtask ran once, on the member of its role.
+    let view = dir.wait_for("the team to disband", secs(20), || {
+        let v = api.get(&format!("/api/v1/teams/{team}"));
+        (v["state"] == "disbanded").then_some(v)
+    });
+    let mut agents = BTreeSet::new();
+    for s in view["subtasks"].as_array().expect("subtasks") {
+        assert_eq!(s["state"], "succeeded", "{s}");
+        let member = view["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["role"] == s["role"]))
+            .unwrap_or_else(|| panic!("no member for {s}"));
+        assert_eq!(
+            s["agent"], member["agent_id"],
+            "subtask on its role's member: {s}"
+        );
+        agents.insert(s["agent"].as_str().unwrap_or_default().to_string());
+        let started = api.task_events(s["id"].as_str().unwrap_or_default(), "task.started");
+        assert_eq!(started.len(), 1, "ran exactly once: {s}");
+    }
+    assert_eq!(agents.len(), 3, "three distinct members: {view:#}");
+    assert_eq!(view["done"], 3);
+    assert_eq!(view["progress"], 1.0);
+    assert!(
+        !events_of(&hub, team, "team.progress").is_empty(),
+        "progress was recorded as team.progress events"
+    );
+    assert_eq!(events_of(&hub, team, "team.disbanded").len(), 1);
+    // The CLI shows it.
+    let cli = Cli::new(&dir, &hub.url, Some(&hub.token(&dir, "admin")));
+    let shown = cli.run(&["teams", "show", team]);
+    shown.assert_code(0, "torch teams show");
+    assert!(
+        shown.stdout.contains("leader:") && shown.stdout.contains("backend"),
+        "{}",
+        shown.stdout
+    );
+    let list = cli.json(&["teams", "list", "--json"]);
+    assert!(
+        list["teams"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["id"] == team.as_str())),
+        "{list}"
+    );
+}
+
+#[test]
+fn the_leader_killed_mid_way_hands_on_to_the_next_member_under_a_new_term() {
+    let dir = TestDir::new("team-leader");
+    let hub = Hub::start(&dir, QUICK);
+    let api = hub.api();
+    let token = hub.token(&dir, "agent");
+    let mut lead = Agent::start(&dir, &hub.url, &token, "lead", "coordination:0.9", 1);
+    let _w1 = Agent::start(&dir, &hub.url, &token, "w1", "rust:0.9", 1);
+    let _w2 = Agent::start(&dir, &hub.url, &token, "w2", "sql:0.9", 1);
+    let lead_id = api.agent_id(&dir, "lead");
+    let w1 = api.agent_id(&dir, "w1");
+    api.agent_id(&dir, "w2");
+    let out = dir.subdir("out").to_string_lossy().into_owned();
+    // The workers wait for the leader to be gone before they finish.
+    let gate = format!("{out}/gate");
+    let mut spec = team_task(
+        &out,
+        vec![
+            json!({"name": "lead", "skills": ["coordination:0.5"]}),
+            role("rust", "rust:0.5", &out, ""),
+            role("sql", "sql:0.5", &out, ""),
+        ],
+        "lead",
+        2,
+    );
+    for r in [1, 2] {
+        spec["team"]["roles"][r]["task"]["env"]["GATE"] = json!(gate);
+    }
+    let team = api.submit(vec![spec])[0].clone();
+    // A spare coordinator joins after formation: it takes the lead role.
+    let _spare = Agent::start(&dir, &hub.url, &token, "spare", "coordination:0.9", 1);
+    let spare = api.agent_id(&dir, "spare");
+    api.wait_state(&dir, &team, "running", secs(30));
+    lead.kill9();
+    let changed = dir.wait_for("a new leader", secs(30), || {
+        events_of(&hub, &team, "team.leader_changed").pop()
+    });
+    assert_eq!(changed["data"]["previous"], lead_id.as_str());
+    assert_eq!(changed["data"]["term"], 2, "{changed}");
+    assert_eq!(
+        changed["data"]["leader"],
+        w1.as_str(),
+        "the next member leads: {changed}"
+    );
+    let replaced = dir.wait_for("the lead role formed again", secs(30), || {
+        events_of(&hub, &team, "team.member_replaced").pop()
+    });
+    assert_eq!(
+        replaced["data"]["member"]["agent_id"],
+        spare.as_str(),
+        "{replaced}"
+    );
+    std::fs::write(&gate, "open").expect("open the gate");
+    let done = api.wait_state(&dir, &team, "succeeded", secs(90));
+    assert_eq!(
+        done["last_agent_id"].as_str(),
+        Some(w1.as_str()),
+        "finished by the new leader: {done:#}"
+    );
+    let view = api.get(&format!("/api/v1/teams/{team}"));
+    assert_eq!(view["term"], 2, "{view:#}");
+    for s in view["subtasks"].as_array().expect("subtasks") {
+        let id = s["id"].as_str().unwrap_or_default();
+        assert_eq!(
+            api.task_events(id, "task.started").len(),
+            1,
+            "no subtask ran twice: {s}"
+        );
+    }
+}
+
+#[test]
+fn a_member_killed_is_replaced_and_its_subtask_moves_to_the_new_member() {
+    let dir = TestDir::new("team-member");
+    let hub = Hub::start(&dir, QUICK);
+    let api = hub.api();
+    let token = hub.token(&dir, "agent");
+    let _lead = Agent::start(&dir, &hub.url, &token, "lead", "rust:0.9", 1);
+    let mut db = Agent::start(&dir, &hub.url, &token, "db", "sql:0.9", 1);
+    api.agent_id(&dir, "lead");
+    let db_id = api.agent_id(&dir, "db");
+    let out = dir.subdir("out").to_string_lossy().into_owned();
+    let spec = team_task(
+        &out,
+        vec![
+            role("backend", "rust:0.5", &out, ""),
+            role("data", "sql:0.5", &out, "data"),
+        ],
+        "backend",
+        2,
+    );
+    let ids = api.submit(vec![spec]);
+    let team = ids[0].clone();
+    let _db2 = Agent::start(&dir, &hub.url, &token, "db2", "sql:0.9", 1);
+    let db2 = api.agent_id(&dir, "db2");
+    dir.wait_for("the data subtask to start", secs(30), || {
+        std::fs::read_dir(dir.join("out"))
+            .ok()?
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("start-data-"))
+            .then_some(())
+    });
+    db.kill9();
+    let replaced = dir.wait_for("the data role formed again", secs(30), || {
+        events_of(&hub, &team, "team.member_replaced").pop()
+    });
+    let d = &replaced["data"];
+    assert_eq!(d["previous"], db_id.as_str(), "{replaced}");
+    assert_eq!(d["member"]["agent_id"], db2.as_str(), "{replaced}");
+    assert_eq!(d["member"]["role"], "data");
+    let old = d["replaced_subtask"]
+        .as_str()
+        .expect("the unfinished subtask")
+        .to_string();
+    let copy = d["member"]["subtask"]
+        .as_str()
+        .expect("its copy")
+        .to_string();
+    api.wait_state(&dir, &team, "succeeded", secs(90));
+    assert_eq!(
+        api.task(&old)["state"],
+        "cancelled",
+        "the old subtask will not run again"
+    );
+    let c = api.task(&copy);
+    assert_eq!(c["state"], "succeeded", "{c:#}");
+    assert_eq!(c["last_agent_id"].as_str(), Some(db2.as_str()));
+    let done = std::fs::read_to_string(dir.join("out/done-data")).unwrap_or_default();
+    assert_eq!(
+        done.lines().collect::<Vec<_>>(),
+        [copy.as_str()],
+        "only the copy finished"
+    );
+}
+
+#[test]
+fn a_team_nobody_can_form_is_refused_naming_the_role() {
+    let dir = TestDir::new("team-refused");
+    let hub = Hub::start(&dir, &[]);
+    let api = hub.api();
+    let token = hub.token(&dir, "agent");
+    let _a = Agent::start(&dir, &hub.url, &token, "a", "rust:0.9", 1);
+    api.agent_id(&dir, "a");
+    let spec = json!({
+        "name": "needs a designer",
+        "command": ["true"],
+        "team": {"roles": [
+            {"name": "backend", "skills": ["rust:0.5"]},
+            {"name": "design", "skills": ["figma:0.8"]},
+        ]},
+    });
+    let r = api.post("/api/v1/tasks", &json!({"tasks": [spec]}));
+    assert_eq!(r.status, 422, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["code"], "team_unformable", "{body}");
+    let msg = body["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("\"design\"") && msg.contains("figma"),
+        "names the role and skill: {msg}"
+    );
+    let failed: Vec<Value> = api
+        .events("nova.torch.collaboration.team")
+        .into_iter()
+        .filter(|e| e["kind"] == "team.formation_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["data"]["role"], "design");
+    assert_eq!(api.counts().values().sum::<u64>(), 0, "nothing was stored");
+}
+
+#[test]
+fn a_task_no_single_agent_covers_gets_a_team_of_its_own() {
+    let dir = TestDir::new("team-auto");
+    let hub = Hub::start(&dir, &[]);
+    let api = hub.api();
+    let token = hub.token(&dir, "agent");
+    let _a = Agent::start(&dir, &hub.url, &token, "a", "rust:0.9", 1);
+    let _b = Agent::start(&dir, &hub.url, &token, "b", "sql:0.9", 1);
+    let both = BTreeSet::from([api.agent_id(&dir, "a"), api.agent_id(&dir, "b")]);
+    let spec = json!({
+        "name": "rust and sql",
+        "command": ["sh", "-c", "torch team members --json"],
+        "skills": ["rust:0.5", "sql:0.5"],
+    });
+    let team = api.submit(vec![spec])[0].clone();
+    let formed = events_of(&hub, &team, "team.formed");
+    assert_eq!(formed.len(), 1, "a team was formed: {formed:?}");
+    let members = formed[0]["data"]["members"].as_array().expect("members");
+    let roles: BTreeSet<&str> = members.iter().filter_map(|m| m["role"].as_str()).collect();
+    assert_eq!(roles.len(), 2, "one role per required skill: {members:?}");
+    let agents: BTreeSet<String> = members
+        .iter()
+        .filter_map(|m| m["agent_id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(agents, both, "each agent covers one of the skills");
+    let done = api.wait_state(&dir, &team, "succeeded", secs(60));
+    assert_eq!(
+        done["last_agent_id"].as_str(),
+        formed[0]["data"]["leader"].as_str(),
+        "it ran on the team's leader"
+    );
+}
