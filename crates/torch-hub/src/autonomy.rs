@@ -30,9 +30,10 @@ const MAX_TOUCHED: usize = 100_000;
 /// within seconds, not a hundred thousand messages later).
 const MAX_DELIVERED_IDS: usize = 100_000;
 
-/// The autonomy counters. Each method takes the lock briefly; nothing here
-/// is on the per-task hot path except [`Autonomy::task_succeeded`], one
-/// hash-set lookup.
+/// The autonomy counters. Each method takes the lock briefly; on the hot
+/// paths are [`Autonomy::task_succeeded`] (one hash-set lookup per task) and
+/// [`Autonomy::observe`] of message events (a counter, or one id looked up
+/// and remembered per delivery).
 pub(crate) struct Autonomy {
     state: Mutex<State>,
 }
