@@ -2,16 +2,21 @@
 //! (the leader) as things happen, for `GET /api/v1/stats` (`"autonomy"`)
 //! and `torch stats`.
 //!
-//! What feeds it: the events the hub writes itself ([`Autonomy::observe`]:
-//! spawns, readiness, exits, scaling decisions), agent sessions (joined,
-//! left), recorded task outcomes, and the operator actions that count as an
-//! intervention (a retry or cancel with an operator's token, a drain). The
-//! numbers cover this hub's uptime; a new leader starts from zero.
+//! What feeds it: every event recorded through the hub's usual path
+//! (`Shared::event`/`Shared::events` call [`Autonomy::observe`]): spawns,
+//! readiness, exits and scaling decisions; the collaboration events agents
+//! report (`message.*`) and the hub writes (`help.*`, `team.*`); agent
+//! sessions (joined, left), recorded task outcomes, and the operator actions
+//! that count as an intervention (a retry or cancel with an operator's
+//! token, a drain). The numbers cover this hub's uptime; a new leader starts
+//! from zero. `/metrics` exports the same view (`torch_autonomy_*`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use serde::Serialize;
+use torch_api::msg::KIND_BOUNCE;
+use torch_core::events::payload::MessageEvent;
 use torch_core::lifecycle::ScaleAction;
 use torch_core::{AgentId, EventData, TaskId};
 
@@ -20,9 +25,15 @@ use torch_core::{AgentId, EventData, TaskId};
 /// good never succeeds, so nothing else would remove it).
 const MAX_TOUCHED: usize = 100_000;
 
-/// The autonomy counters. Each method takes the lock briefly; nothing here
-/// is on the per-task hot path except [`Autonomy::task_succeeded`], one
-/// hash-set lookup.
+/// Message ids remembered as delivered, so that a delivery reported twice
+/// counts once; past this the oldest is forgotten (a repeat report comes
+/// within seconds, not a hundred thousand messages later).
+const MAX_DELIVERED_IDS: usize = 100_000;
+
+/// The autonomy counters. Each method takes the lock briefly; on the hot
+/// paths are [`Autonomy::task_succeeded`] (one hash-set lookup per task) and
+/// [`Autonomy::observe`] of message events (a counter, or one id looked up
+/// and remembered per delivery).
 pub(crate) struct Autonomy {
     state: Mutex<State>,
 }
@@ -56,34 +67,58 @@ struct State {
     /// Seconds from a change of target to the pool reaching it.
     adapt_sum_s: f64,
     adapt_count: u64,
+    /// `message.sent` events (bounces excluded).
+    messages_sent: u64,
+    /// Distinct messages reported `message.delivered` (bounces excluded).
+    messages_delivered: u64,
+    /// Ids counted in `messages_delivered`, oldest first (bounded).
+    delivered_ids: HashSet<String>,
+    delivered_order: VecDeque<String>,
+    /// `help.requested` events.
+    help_requested: u64,
+    /// `help.accepted` events (the store lets one accept win per request).
+    help_accepted: u64,
+    /// `team.formed` events.
+    teams_formed: u64,
+    /// `team.formation_failed` events.
+    team_formations_failed: u64,
 }
 
-/// The `"autonomy"` object of `/api/v1/stats`. Rates are `0..=1`, `null`
-/// until there is something to divide by; the team, message and help rates
-/// stay `null` until the hub forms teams, relays messages and takes help
-/// requests.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
+/// The `"autonomy"` object of `/api/v1/stats` (and the `torch_autonomy_*`
+/// series of `/metrics`). Rates are `0..=1`, `null` until there is something
+/// to divide by.
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub(crate) struct AutonomyView {
     /// Helper spawns asked for from inside tasks (ordered or refused).
-    self_spawn_events: u64,
+    pub(crate) self_spawn_events: u64,
     /// Share of those whose helper registered and could take work.
-    self_spawn_success_rate: Option<f64>,
+    pub(crate) self_spawn_success_rate: Option<f64>,
     /// Share of succeeded tasks (percent) that no operator retried,
     /// cancelled or drained the agent of.
-    tasks_without_intervention_pct: Option<f64>,
+    pub(crate) tasks_without_intervention_pct: Option<f64>,
     /// Tasks succeeded per hour of connected agent time.
-    tasks_per_agent_hour: Option<f64>,
+    pub(crate) tasks_per_agent_hour: Option<f64>,
     /// Mean seconds from an autoscaler's change of target (the workload
     /// changed) to the pool reaching it.
-    adapt_seconds: Option<f64>,
+    pub(crate) adapt_seconds: Option<f64>,
     /// How many adaptations `adapt_seconds` averages.
-    adapt_samples: u64,
-    /// Teams formed / formations tried.
-    team_formation_success_rate: Option<f64>,
-    /// Messages delivered / sent.
-    messages_delivered_rate: Option<f64>,
-    /// Help requests accepted / made.
-    help_accept_rate: Option<f64>,
+    pub(crate) adapt_samples: u64,
+    /// `team.formed` / (`team.formed` + `team.formation_failed`).
+    pub(crate) team_formation_success_rate: Option<f64>,
+    /// Distinct messages delivered / messages sent (bounces excluded; at
+    /// most 1: a recipient may report a delivery before its sender reports
+    /// the send).
+    pub(crate) messages_delivered_rate: Option<f64>,
+    /// Help requests accepted by a peer / made (an escalated or expired
+    /// request is not accepted).
+    pub(crate) help_accept_rate: Option<f64>,
+}
+
+/// A bounce is the system's notice about a message, not a message between
+/// collaborators: the hub's bounces have no `message.sent`, so counting
+/// their deliveries would push the rate past what was sent.
+fn is_bounce(m: &MessageEvent) -> bool {
+    m.kind.as_deref() == Some(KIND_BOUNCE)
 }
 
 fn ratio(part: u64, whole: u64) -> Option<f64> {
@@ -102,7 +137,10 @@ impl Autonomy {
         self.state.lock().ok().map(|mut s| f(&mut s))
     }
 
-    /// An event the hub wrote (about `agent`, at `now` unix ms).
+    /// An event the hub recorded (about `agent`, at `now` unix ms), its own
+    /// or an agent's report. `Shared::event` and `Shared::events` call this
+    /// for every event they append, so an event appended that way is
+    /// counted; other kinds are ignored after one `match`.
     pub(crate) fn observe(&self, agent: Option<AgentId>, data: &EventData, now: u64) {
         let wanted = matches!(
             data,
@@ -113,6 +151,12 @@ impl Autonomy {
                 | EventData::AgentTerminated(_)
                 | EventData::AgentExited(_)
                 | EventData::ScalingDecision(_)
+                | EventData::MessageSent(_)
+                | EventData::MessageDelivered(_)
+                | EventData::HelpRequested(_)
+                | EventData::HelpAccepted(_)
+                | EventData::TeamFormed(_)
+                | EventData::TeamFormationFailed(_)
         );
         if !wanted {
             return;
@@ -188,9 +232,15 @@ impl Autonomy {
                 tasks_per_agent_hour: (agent_hours > 0.0).then(|| s.succeeded as f64 / agent_hours),
                 adapt_seconds: (s.adapt_count > 0).then(|| s.adapt_sum_s / s.adapt_count as f64),
                 adapt_samples: s.adapt_count,
-                team_formation_success_rate: None,
-                messages_delivered_rate: None,
-                help_accept_rate: None,
+                team_formation_success_rate: ratio(
+                    s.teams_formed,
+                    s.teams_formed + s.team_formations_failed,
+                ),
+                messages_delivered_rate: ratio(
+                    s.messages_delivered.min(s.messages_sent),
+                    s.messages_sent,
+                ),
+                help_accept_rate: ratio(s.help_accepted, s.help_requested),
             }
         })
     }
@@ -246,8 +296,34 @@ impl State {
                 self.adapting.insert(d.template.clone(), (since, d.desired));
                 self.check_adapted(&d.template, now);
             }
+            EventData::MessageSent(m) if !is_bounce(m) => self.messages_sent += 1,
+            EventData::MessageDelivered(m) if !is_bounce(m) => self.delivered(m),
+            EventData::HelpRequested(_) => self.help_requested += 1,
+            EventData::HelpAccepted(_) => self.help_accepted += 1,
+            EventData::TeamFormed(_) => self.teams_formed += 1,
+            EventData::TeamFormationFailed(_) => self.team_formations_failed += 1,
             _ => {}
         }
+    }
+
+    /// Counts a delivery once per message id (an event without an id, which
+    /// recipients never send for a stored message, counts as it comes).
+    fn delivered(&mut self, m: &MessageEvent) {
+        let Some(id) = &m.id else {
+            self.messages_delivered += 1;
+            return;
+        };
+        if self.delivered_ids.contains(id) {
+            return;
+        }
+        if self.delivered_order.len() >= MAX_DELIVERED_IDS
+            && let Some(old) = self.delivered_order.pop_front()
+        {
+            self.delivered_ids.remove(&old);
+        }
+        self.delivered_ids.insert(id.clone());
+        self.delivered_order.push_back(id.clone());
+        self.messages_delivered += 1;
     }
 
     /// Closes an adaptation once the pool of `template` is at its target.
@@ -367,5 +443,144 @@ mod tests {
             Some(3.0),
             "from 1.0 s to the second agent at 4.0 s"
         );
+    }
+
+    fn message(id: &str, kind: &str) -> MessageEvent {
+        MessageEvent {
+            delivery: Some("relayed".into()),
+            from: Some(agent(1).to_string()),
+            id: Some(id.into()),
+            kind: Some(kind.into()),
+            reason: None,
+            to: Some(agent(2).to_string()),
+            sent_ms: Some(0),
+            at_ms: Some(1),
+        }
+    }
+
+    #[test]
+    fn a_message_delivered_counts_once_and_bounces_and_refusals_do_not() {
+        let a = Autonomy::new();
+        let ev = |d: EventData| a.observe(Some(agent(1)), &d, 0);
+        assert_eq!(a.view(0).expect("a view").messages_delivered_rate, None);
+        // m1 relayed, then delivered (reported twice): one delivery.
+        ev(EventData::MessageSent(message("m1", "text")));
+        ev(EventData::MessageRelayed(message("m1", "text")));
+        ev(EventData::MessageDelivered(message("m1", "text")));
+        ev(EventData::MessageDelivered(message("m1", "text")));
+        // m2 direct and delivered.
+        ev(EventData::MessageSent(message("m2", "text")));
+        ev(EventData::MessageDelivered(message("m2", "text")));
+        // m3 bounced (gone recipient), m4 refused by its recipient.
+        ev(EventData::MessageSent(message("m3", "text")));
+        ev(EventData::MessageBounced(message("m3", "text")));
+        ev(EventData::MessageSent(message("m4", "text")));
+        ev(EventData::MessageRefused(message("m4", "text")));
+        // The hub's bounce of m3 reaches its sender: not a message sent.
+        ev(EventData::MessageDelivered(message("b3", KIND_BOUNCE)));
+        let v = a.view(0).expect("a view");
+        assert_eq!(v.messages_delivered_rate, Some(0.5), "2 of 4 delivered");
+
+        // A delivery reported before its send never lifts the rate past 1.
+        let b = Autonomy::new();
+        b.observe(None, &EventData::MessageDelivered(message("x", "t")), 0);
+        assert_eq!(b.view(0).expect("a view").messages_delivered_rate, None);
+        b.observe(None, &EventData::MessageDelivered(message("y", "t")), 0);
+        b.observe(None, &EventData::MessageSent(message("x", "t")), 0);
+        assert_eq!(
+            b.view(0).expect("a view").messages_delivered_rate,
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn help_accept_rate_counts_accepts_over_requests() {
+        use torch_core::events::coord::{HelpAccepted, HelpEscalated, HelpExpired, HelpRequested};
+        use torch_core::waits::Node;
+        let a = Autonomy::new();
+        let requester = Node::Task(task(1));
+        let requested = |id: &str| {
+            EventData::HelpRequested(HelpRequested {
+                id: id.into(),
+                level: 0.5,
+                offered: vec![agent(2)],
+                requester: requester.clone(),
+                skill: "rust".into(),
+                timeout_ms: 1_000,
+            })
+        };
+        for id in ["h1", "h2", "h3", "h4"] {
+            a.observe(Some(agent(1)), &requested(id), 0);
+        }
+        a.observe(
+            Some(agent(2)),
+            &EventData::HelpAccepted(HelpAccepted {
+                accepted_agent: Some(agent(2)),
+                accepted_by: Node::Task(task(2)),
+                id: "h1".into(),
+                requester: requester.clone(),
+            }),
+            1,
+        );
+        a.observe(
+            Some(agent(3)),
+            &EventData::HelpEscalated(HelpEscalated {
+                helper: agent(3),
+                id: "h2".into(),
+                requester: requester.clone(),
+                skill: "rust".into(),
+                template: "rust".into(),
+            }),
+            1,
+        );
+        a.observe(
+            None,
+            &EventData::HelpExpired(HelpExpired {
+                id: "h3".into(),
+                reason: "no template".into(),
+                requester,
+                skill: "rust".into(),
+            }),
+            1,
+        );
+        let v = a.view(2).expect("a view");
+        assert_eq!(
+            v.help_accept_rate,
+            Some(0.25),
+            "one of four accepted; escalated, expired and open ones are not"
+        );
+    }
+
+    #[test]
+    fn team_formation_success_rate_is_formed_over_tried() {
+        use torch_core::events::team::{TeamFormationFailed, TeamFormed};
+        let a = Autonomy::new();
+        assert_eq!(a.view(0).expect("a view").team_formation_success_rate, None);
+        let formed = |t| {
+            EventData::TeamFormed(TeamFormed {
+                integration_branch: None,
+                leader: agent(1),
+                leader_reason: "highest score".into(),
+                members: Vec::new(),
+                repository: None,
+                explanation: serde_json::Value::Null,
+                task: task(t),
+                term: 1,
+            })
+        };
+        for t in 0..3 {
+            a.observe(None, &formed(t), 0);
+        }
+        a.observe(
+            None,
+            &EventData::TeamFormationFailed(TeamFormationFailed {
+                reason: "no agent covers role db".into(),
+                role: Some("db".into()),
+                task: Some(task(9)),
+            }),
+            0,
+        );
+        let v = a.view(0).expect("a view");
+        assert_eq!(v.team_formation_success_rate, Some(0.75));
     }
 }

@@ -289,6 +289,45 @@ mod tests {
         );
     }
 
+    #[test]
+    fn autonomy_metrics_are_exported_and_a_rate_without_a_divisor_is_left_out() {
+        let m = Metrics::new();
+        let s = Sample {
+            autonomy: Some(crate::autonomy::AutonomyView {
+                self_spawn_events: 4,
+                self_spawn_success_rate: Some(0.75),
+                tasks_without_intervention_pct: Some(80.0),
+                tasks_per_agent_hour: Some(12.5),
+                adapt_seconds: Some(2.5),
+                adapt_samples: 2,
+                team_formation_success_rate: None,
+                messages_delivered_rate: Some(1.0),
+                help_accept_rate: Some(0.5),
+            }),
+            ..Sample::default()
+        };
+        m.export(&s);
+        let text = m.render();
+        for line in [
+            "torch_autonomy_self_spawn_events_total 4",
+            "torch_autonomy_self_spawn_success_ratio 0.75",
+            "torch_autonomy_tasks_without_intervention_ratio 0.8",
+            "torch_autonomy_tasks_per_agent_hour 12.5",
+            "torch_autonomy_adapt_seconds 2.5",
+            "torch_autonomy_adapt_samples_total 2",
+            "torch_autonomy_messages_delivered_ratio 1",
+            "torch_autonomy_help_accept_ratio 0.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("torch_autonomy_team_formation_success_ratio")),
+            "nothing to divide by: no sample\n{text}"
+        );
+    }
+
     /// A fleet of 1,000 managed agents on 10 nodes: every agent's series is
     /// rendered. (Prints the export + render time; `torch bench throughput
     /// --scale-agents 1000` measures the whole route.)

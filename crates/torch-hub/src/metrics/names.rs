@@ -83,6 +83,27 @@ pub(crate) const SHED: &str = "torch_shed_total";
 pub(crate) const ALERTS_FIRING: &str = "torch_alerts_firing";
 /// Seconds since the hub started.
 pub(crate) const UPTIME: &str = "torch_hub_uptime_seconds";
+/// Helper spawns asked for from inside tasks, ordered or refused
+/// (autonomy `self_spawn_events`).
+pub(crate) const AUTONOMY_SELF_SPAWNS: &str = "torch_autonomy_self_spawn_events_total";
+/// Share of those whose helper registered and could take work, 0..1.
+pub(crate) const AUTONOMY_SELF_SPAWN_SUCCESS: &str = "torch_autonomy_self_spawn_success_ratio";
+/// Share of succeeded tasks no operator touched, 0..1 (autonomy
+/// `tasks_without_intervention_pct` / 100).
+pub(crate) const AUTONOMY_WITHOUT_INTERVENTION: &str =
+    "torch_autonomy_tasks_without_intervention_ratio";
+/// Tasks succeeded per hour of connected agent time.
+pub(crate) const AUTONOMY_TASKS_PER_AGENT_HOUR: &str = "torch_autonomy_tasks_per_agent_hour";
+/// Mean seconds from an autoscaler's change of target to the pool reaching it.
+pub(crate) const AUTONOMY_ADAPT: &str = "torch_autonomy_adapt_seconds";
+/// Adaptations `torch_autonomy_adapt_seconds` averages.
+pub(crate) const AUTONOMY_ADAPT_SAMPLES: &str = "torch_autonomy_adapt_samples_total";
+/// `team.formed` / (`team.formed` + `team.formation_failed`), 0..1.
+pub(crate) const AUTONOMY_TEAM_FORMATION: &str = "torch_autonomy_team_formation_success_ratio";
+/// Distinct messages delivered / sent (bounces excluded), 0..1.
+pub(crate) const AUTONOMY_MESSAGES_DELIVERED: &str = "torch_autonomy_messages_delivered_ratio";
+/// Help requests accepted by a peer / made, 0..1.
+pub(crate) const AUTONOMY_HELP_ACCEPT: &str = "torch_autonomy_help_accept_ratio";
 
 /// Registers help text and units with `r`.
 pub(crate) fn describe(r: &impl Recorder) {
@@ -287,6 +308,60 @@ pub(crate) fn describe(r: &impl Recorder) {
             UPTIME,
             Some(Seconds),
             "Seconds since the hub started.",
+            Kind::Gauge,
+        ),
+        (
+            AUTONOMY_SELF_SPAWNS,
+            Some(Count),
+            "Helper spawns asked for from inside tasks, ordered or refused.",
+            Kind::Counter,
+        ),
+        (
+            AUTONOMY_SELF_SPAWN_SUCCESS,
+            None,
+            "Share of self-spawned helpers that registered, 0 to 1.",
+            Kind::Gauge,
+        ),
+        (
+            AUTONOMY_WITHOUT_INTERVENTION,
+            None,
+            "Share of succeeded tasks no operator retried, cancelled or drained, 0 to 1.",
+            Kind::Gauge,
+        ),
+        (
+            AUTONOMY_TASKS_PER_AGENT_HOUR,
+            None,
+            "Tasks succeeded per hour of connected agent time.",
+            Kind::Gauge,
+        ),
+        (
+            AUTONOMY_ADAPT,
+            Some(Seconds),
+            "Mean seconds from an autoscaler's change of target to the pool reaching it.",
+            Kind::Gauge,
+        ),
+        (
+            AUTONOMY_ADAPT_SAMPLES,
+            Some(Count),
+            "Adaptations the mean time to adapt is taken over.",
+            Kind::Counter,
+        ),
+        (
+            AUTONOMY_TEAM_FORMATION,
+            None,
+            "Teams formed over formations tried, 0 to 1.",
+            Kind::Gauge,
+        ),
+        (
+            AUTONOMY_MESSAGES_DELIVERED,
+            None,
+            "Messages delivered over messages sent, 0 to 1.",
+            Kind::Gauge,
+        ),
+        (
+            AUTONOMY_HELP_ACCEPT,
+            None,
+            "Help requests accepted over requests made, 0 to 1.",
             Kind::Gauge,
         ),
     ];

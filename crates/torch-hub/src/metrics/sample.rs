@@ -1,6 +1,7 @@
 //! A sample of the hub's state for the metrics and the alert rules: the
 //! engine's gauges, the lifecycle manager's agents and nodes, the cluster
-//! role and the counters, read once and exported as Prometheus series.
+//! role, the counters and the autonomy metrics, read once and exported as
+//! Prometheus series.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,6 +12,7 @@ use torch_store::Store;
 
 use super::counters::{CounterSnapshot, Failure, Shed, StoreOp};
 use super::names::*;
+use crate::autonomy::AutonomyView;
 use crate::engine::{BANDS, EngineGauges, Query};
 use crate::hub::Shared;
 use crate::lifecycle::LifeCmd;
@@ -38,6 +40,8 @@ pub(crate) struct Sample {
     pub(crate) round_trips: Option<u64>,
     /// Seconds since the hub started.
     pub(crate) uptime_s: f64,
+    /// The autonomy metrics (`None` if they could not be read).
+    pub(crate) autonomy: Option<AutonomyView>,
 }
 
 impl Sample {
@@ -91,8 +95,9 @@ pub(crate) async fn take<S: Store>(shared: &Shared<S>) -> Sample {
     let nodes = shared.life.ask(LifeCmd::Nodes).await.unwrap_or_default();
     let leader = shared.is_leader();
     let leader_known = leader || matches!(shared.cluster.follower_of(), Some(Some(_)));
+    let at_ms = shared.now_ms();
     Sample {
-        at_ms: shared.now_ms(),
+        at_ms,
         counters: shared.metrics.counters.snapshot(&shared.stats),
         engine,
         backlog: shared.backlog(),
@@ -102,6 +107,7 @@ pub(crate) async fn take<S: Store>(shared: &Shared<S>) -> Sample {
         leader_known,
         round_trips: shared.store.round_trips(),
         uptime_s: shared.started.elapsed().as_secs_f64(),
+        autonomy: shared.autonomy.view(at_ms),
     }
 }
 
@@ -212,6 +218,30 @@ pub(super) fn gauges(s: &Sample, set: &mut impl FnMut(&'static str, Vec<Label>, 
         if s.leader_known { 1.0 } else { 0.0 },
     );
     set(UPTIME, Vec::new(), s.uptime_s);
+    if let Some(a) = &s.autonomy {
+        autonomy_gauges(a, set);
+    }
+}
+
+/// The autonomy rates and means; one with nothing to divide by yet (`null`
+/// in `/api/v1/stats`) is left out rather than written as 0.
+fn autonomy_gauges(a: &AutonomyView, set: &mut impl FnMut(&'static str, Vec<Label>, f64)) {
+    for (name, v) in [
+        (AUTONOMY_SELF_SPAWN_SUCCESS, a.self_spawn_success_rate),
+        (
+            AUTONOMY_WITHOUT_INTERVENTION,
+            a.tasks_without_intervention_pct.map(|p| p / 100.0),
+        ),
+        (AUTONOMY_TASKS_PER_AGENT_HOUR, a.tasks_per_agent_hour),
+        (AUTONOMY_ADAPT, a.adapt_seconds),
+        (AUTONOMY_TEAM_FORMATION, a.team_formation_success_rate),
+        (AUTONOMY_MESSAGES_DELIVERED, a.messages_delivered_rate),
+        (AUTONOMY_HELP_ACCEPT, a.help_accept_rate),
+    ] {
+        if let Some(v) = v {
+            set(name, Vec::new(), v);
+        }
+    }
 }
 
 /// Calls `abs(name, labels, value)` for every counter of `s`.
@@ -248,5 +278,9 @@ pub(super) fn counters(s: &Sample, abs: impl Fn(&'static str, Vec<Label>, u64)) 
     }
     if let Some(rt) = s.round_trips {
         abs(STORE_ROUND_TRIPS, Vec::new(), rt);
+    }
+    if let Some(a) = &s.autonomy {
+        abs(AUTONOMY_SELF_SPAWNS, Vec::new(), a.self_spawn_events);
+        abs(AUTONOMY_ADAPT_SAMPLES, Vec::new(), a.adapt_samples);
     }
 }

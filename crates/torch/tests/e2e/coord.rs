@@ -278,6 +278,11 @@ echo $? > "$OUT/req-rc"; mv "$OUT/req.tmp" "$OUT/req.json"
     let events = api.events("nova.torch.collaboration.help");
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
     assert_eq!(kinds, ["help.requested", "help.accepted"], "{events:?}");
+    let autonomy = &api.get("/api/v1/stats")["autonomy"];
+    assert_eq!(
+        autonomy["help_accept_rate"], 1.0,
+        "one request, accepted once though five raced: {autonomy}"
+    );
 }
 
 #[test]
@@ -358,6 +363,11 @@ executor = { command = ["sh", "-c", "{prompt}"] }
     );
     out.assert_code(5, "an expired help request under --wait");
     assert!(out.stderr.contains("expired"), "{}", out.stderr);
+    let autonomy = &api.get("/api/v1/stats")["autonomy"];
+    assert_eq!(
+        autonomy["help_accept_rate"], 0.0,
+        "neither an escalated nor an expired request is accepted: {autonomy}"
+    );
 }
 
 #[test]

@@ -226,6 +226,12 @@ mv {out}.tmp {out}"#,
     let count = |k: &str| kinds.iter().filter(|e| e["kind"] == k).count();
     assert_eq!(count("message.relayed"), 50);
     assert!(count("message.delivered") >= 50);
+    // Each relayed message counts once as delivered, when b stored it (the
+    // sender's `message.sent` reports may still be on their way).
+    dir.wait_for("messages_delivered_rate to reach 1", secs(20), || {
+        let a = &api.get("/api/v1/stats")["autonomy"];
+        (a["messages_delivered_rate"] == 1.0).then_some(())
+    });
     assert!(
         kinds.iter().all(|e| e["data"].get("body").is_none()),
         "metadata only"

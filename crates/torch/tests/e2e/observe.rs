@@ -162,9 +162,30 @@ fn metrics_pass_promtool_and_count_the_work_without_task_labels() {
         ("torch_pool_slots_used{pool=\"none\"}", 0.0),
         ("torch_breaker_agents{state=\"closed\"}", 1.0),
         ("torch_hub_leader", 1.0),
+        // Autonomy: nobody touched the two successes, nothing spawned.
+        ("torch_autonomy_tasks_without_intervention_ratio", 1.0),
+        ("torch_autonomy_self_spawn_events_total", 0.0),
+        ("torch_autonomy_adapt_samples_total", 0.0),
     ];
     for (series, v) in want {
         assert_eq!(sample(&text, series), Some(v), "{series} in:\n{text}");
+    }
+    assert!(
+        sample(&text, "torch_autonomy_tasks_per_agent_hour").is_some_and(|r| r > 0.0),
+        "tasks per agent-hour in:\n{text}"
+    );
+    for nothing_to_divide in [
+        "torch_autonomy_self_spawn_success_ratio",
+        "torch_autonomy_adapt_seconds",
+        "torch_autonomy_team_formation_success_ratio",
+        "torch_autonomy_messages_delivered_ratio",
+        "torch_autonomy_help_accept_ratio",
+    ] {
+        assert_eq!(
+            sample(&text, nothing_to_divide),
+            None,
+            "{nothing_to_divide} has no sample yet:\n{text}"
+        );
     }
     assert!(text.contains("# TYPE torch_task_schedule_to_start_seconds histogram"));
     if let Some(p) = promtool() {
