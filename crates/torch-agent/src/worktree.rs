@@ -428,8 +428,44 @@ impl Git<'_> {
         let stderr = String::from_utf8_lossy(stderr).trim().to_string();
         WorktreeError::Git {
             repo: self.repo.to_string(),
-            command: args.iter().take(3).copied().collect::<Vec<_>>().join(" "),
+            command: subcommand(args),
             stderr,
         }
+    }
+}
+
+/// The git subcommand and its first two arguments, after any `-c` options:
+/// enough to say what failed without repeating a commit message.
+fn subcommand(args: &[&str]) -> String {
+    let mut rest = args;
+    while let ["-c", _, tail @ ..] = rest {
+        rest = tail;
+    }
+    rest.iter().take(3).copied().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_messages() {
+        let id: TaskId = "01890000-0000-7000-8000-000000000007".parse().unwrap();
+        assert_eq!(
+            branch_name(id, 2),
+            "torch/01890000-0000-7000-8000-000000000007/2"
+        );
+        let commit = [
+            "-c",
+            "user.name=x",
+            "-c",
+            "a=b",
+            "commit",
+            "--quiet",
+            "-m",
+            "msg",
+        ];
+        assert_eq!(subcommand(&commit), "commit --quiet -m");
+        assert_eq!(subcommand(&["worktree", "add"]), "worktree add");
     }
 }
