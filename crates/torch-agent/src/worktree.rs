@@ -468,4 +468,56 @@ mod tests {
         assert_eq!(subcommand(&commit), "commit --quiet -m");
         assert_eq!(subcommand(&["worktree", "add"]), "worktree add");
     }
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A resumed session's attempt takes over the kept checkout on its own
+    /// branch, with the earlier attempt's changes.
+    #[tokio::test]
+    async fn a_resumed_attempt_adopts_the_kept_checkout() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+        git(&repo, &["commit", "--quiet", "--allow-empty", "-m", "init"]);
+        let c = Checkout {
+            repository: repo.display().to_string(),
+            base: None,
+        };
+        let id: TaskId = "01890000-0000-7000-8000-000000000009".parse().unwrap();
+        let dir = tmp.path().join("work");
+        let first = Worktree::create(&c, id, 1, &dir).await.unwrap();
+        assert_eq!(first.read_paths(), [repo.join(".git")]);
+        std::fs::write(dir.join("half"), "1").unwrap();
+        std::fs::write(dir.join("stdout.log"), "runtime's").unwrap();
+        drop(first);
+        let second = Worktree::adopt(&c, id, 2, &dir).await.unwrap();
+        std::fs::write(dir.join("rest"), "2").unwrap();
+        second.commit("done").await.unwrap();
+        second.remove().await;
+        let b2 = branch_name(id, 2);
+        let files = git(&repo, &["show", "--name-only", "--format=", &b2]);
+        assert_eq!(files, "half\nrest");
+        assert_eq!(
+            git(&repo, &["rev-parse", &branch_name(id, 1)]),
+            git(&repo, &["rev-parse", "main"])
+        );
+        assert!(!dir.exists());
+        let listed = git(&repo, &["worktree", "list", "--porcelain"]);
+        assert_eq!(listed.matches("worktree ").count(), 1, "{listed}");
+    }
 }

@@ -72,7 +72,7 @@ impl MergeQueue {
 
     /// Makes `into` exist (from `base`, default the repository's `HEAD`) if
     /// it does not; returns its commit. For a URL the new branch is pushed.
-    #[instrument(skip_all, fields(repository = repo, into))]
+    #[instrument(skip_all, fields(repository = repo, into = into))]
     pub(crate) async fn ensure_branch(
         &self,
         repo: &str,
@@ -132,7 +132,7 @@ impl MergeQueue {
     /// conflict returns the conflicting paths and changes nothing. A branch
     /// already contained in `into` is [`MergeOutcome::UpToDate`]. A missing
     /// `branch` or `into` is [`MergeError::NoBranch`].
-    #[instrument(skip_all, fields(repository = repo, branch, into))]
+    #[instrument(skip_all, fields(repository = repo, branch = branch, into = into))]
     pub(crate) async fn merge(
         &self,
         repo: &str,
