@@ -31,6 +31,10 @@
 //! - `confine`: the task sandbox: the machine probe, each attempt's layers
 //!   (Landlock, network namespace, cgroup, seccomp), the hub socket, and
 //!   naming the limit that ended an attempt.
+//! - `status`: the task's exit status as the supervisor records it.
+//! - `worktree`: each attempt of a task with a repository in its own git
+//!   worktree (or clone) on the branch `torch/<task>/<attempt>`, committed
+//!   by the runtime and cleaned up at the end.
 //! - `supervise`: the per-task supervisor that applies rlimits and kills the
 //!   task group when the agent dies.
 //! - `identity`: the agent's ed25519 key pair and id, kept in its data dir.
@@ -59,7 +63,9 @@ mod resume;
 mod runner;
 mod sandbox;
 mod session;
+mod status;
 mod supervise;
+mod worktree;
 mod writer;
 
 pub use config::{AgentConfig, Listen, MessageLimits};

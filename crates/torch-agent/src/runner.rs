@@ -29,6 +29,8 @@ use crate::home;
 use crate::output;
 use crate::resume;
 use crate::sandbox::{Env, Exit, Sandbox};
+use crate::status::{StatusExtras, supervised_exit};
+use crate::worktree::{self, Worktree};
 
 /// Stdout chunks the live reader may fall behind by before chunks are dropped.
 const TAP_CHUNKS: usize = 256;
@@ -126,9 +128,33 @@ pub(crate) async fn run_task(
         ),
     };
     let started = Instant::now();
+    let (checkout, mut unprepared) = match prepare(&a, &workdir, session.is_some()).await {
+        Ok(w) => (w, None),
+        Err(reason) => {
+            warn!(reason = %reason, "cannot prepare the attempt's work dir");
+            (None, Some(reason))
+        }
+    };
+    let read = checkout
+        .as_ref()
+        .map(Worktree::read_paths)
+        .unwrap_or_default();
     let mut pauses = 0;
     let (outcome, logs, ran) = loop {
-        match attempt(&ctx, &a, &workdir, session.as_deref(), &mut stop, &events).await {
+        if let Some(reason) = unprepared.take() {
+            let outcome = Outcome::failed(OutcomeKind::Failed, reason, evidence_since(started));
+            break (outcome, None, resume::Ran::default());
+        }
+        let run = attempt(
+            &ctx,
+            &a,
+            &workdir,
+            session.as_deref(),
+            &read,
+            &mut stop,
+            &events,
+        );
+        match run.await {
             Err((kind, reason)) => {
                 break (
                     Outcome::failed(kind, reason, evidence_since(started)),
@@ -170,6 +196,10 @@ pub(crate) async fn run_task(
         reason = outcome.reason.as_deref().unwrap_or(""),
         "task finished"
     );
+    let outcome = match &checkout {
+        Some(w) => w.record(&a, outcome).await,
+        None => outcome,
+    };
     // Not done and the CLI named its session: keep the dir for a retry.
     let keep = resumable
         && matches!(outcome.kind, OutcomeKind::Failed | OutcomeKind::TimedOut)
@@ -180,6 +210,9 @@ pub(crate) async fn run_task(
             session: s.clone(),
         };
         resume::keep(&ctx.work_root, a.task_id, &kept).await;
+    }
+    if let Some(w) = checkout.filter(|_| !keep) {
+        w.remove().await;
     }
     let report = FinishReport {
         task_id: a.task_id,
@@ -195,6 +228,29 @@ pub(crate) async fn run_task(
     if events.send(finished).await.is_err() {
         warn!("the agent session is gone; dropping the report");
     }
+}
+
+/// A fresh work dir (unless a resumed session keeps its own) and, for a
+/// task with a repository, the attempt's checkout there. `Err`: why the
+/// attempt cannot run.
+async fn prepare(
+    a: &Assignment,
+    workdir: &Path,
+    resumed: bool,
+) -> Result<Option<Worktree>, String> {
+    if !resumed {
+        fresh_dir(workdir)
+            .await
+            .map_err(|e| format!("cannot create work dir {}: {e}", workdir.display()))?;
+    }
+    let Some(c) = &a.checkout else {
+        return Ok(None);
+    };
+    let made = match resumed {
+        false => Worktree::create(c, a.task_id, a.attempt, workdir).await,
+        true => Worktree::adopt(c, a.task_id, a.attempt, workdir).await,
+    };
+    made.map(Some).map_err(|e| e.to_string())
 }
 
 fn evidence_since(started: Instant) -> Evidence {
@@ -324,21 +380,18 @@ fn effective_timeout(spec_ms: Option<u64>, wall_time: Option<Duration>) -> Optio
     }
 }
 
-/// One run of the task's process. With `session`, the work dir is kept as
-/// it is and the executor resumes that session.
+/// One run of the task's process in the prepared work dir (see
+/// [`prepare`]); with `session`, the executor resumes that session. `read`:
+/// more paths the sandbox lets the task read.
 async fn attempt(
     ctx: &RunnerCtx,
     a: &Assignment,
     workdir: &Path,
     session: Option<&str>,
+    read: &[PathBuf],
     stop: &mut oneshot::Receiver<StopReason>,
     events: &mpsc::Sender<RunnerEvent>,
 ) -> Result<(Outcome, Option<TaskLogs>, resume::Ran), NotRun> {
-    if session.is_none() {
-        fresh_dir(workdir)
-            .await
-            .map_err(|e| not_run(format!("cannot create work dir {}: {e}", workdir.display())))?;
-    }
     let launch = launch(ctx, a, workdir, session).await?;
     let stdout_log = workdir.join(STDOUT_LOG);
     let out_file = create(&stdout_log).await.map_err(not_run)?;
@@ -350,7 +403,7 @@ async fn attempt(
     let timeout_ms = effective_timeout(a.timeout_ms, ctx.wall_time);
 
     let started = Instant::now();
-    let confined = confine(ctx, a, workdir, &mut env).await?;
+    let confined = confine(ctx, a, workdir, read, &mut env).await?;
     // An executor that gives its CLI a temp dir of its own (Claude Code's,
     // under the agent's home) keeps it over the sandbox's `.tmp`.
     if let Some(own) = launch.env.iter().find(|(k, _)| k == "TMPDIR") {
@@ -360,6 +413,9 @@ async fn attempt(
         Some((plan, sockets)) => (Some(plan), sockets),
         None => (None, Vec::new()),
     };
+    if let Some(p) = &plan {
+        env.extend(worktree::confined_env(a, &p.report.layers.files));
+    }
     let no_args = Vec::new();
     let sandbox_args = plan.as_ref().map_or(&no_args, |p| &p.args);
     let spawned = ctx.sandbox.spawn_task(
@@ -617,9 +673,11 @@ async fn confine(
     ctx: &RunnerCtx,
     a: &Assignment,
     workdir: &Path,
+    read: &[PathBuf],
     env: &mut crate::sandbox::Env,
 ) -> Result<Option<(Plan, Vec<HubSocket>)>, NotRun> {
-    let policy = ctx.policy.for_task(a.sandbox.as_ref());
+    let mut policy = ctx.policy.for_task(a.sandbox.as_ref());
+    policy.read.extend(read.iter().cloned());
     if !ctx.supervised {
         if policy.requirement() == Requirement::Strict {
             return Err((
@@ -666,93 +724,12 @@ async fn confine(
     Ok(Some((plan, sockets)))
 }
 
-/// What the supervisor reports besides the exit.
-#[derive(Debug, Default, PartialEq)]
-struct StatusExtras {
-    /// CPU time of the task's waited-for processes.
-    cpu_ms: Option<u64>,
-    /// Layers it could not apply.
-    degraded: Vec<String>,
-}
-
-fn parse_extras(text: &str) -> StatusExtras {
-    let mut x = StatusExtras::default();
-    for line in text.lines().skip(1) {
-        if let Some(ms) = line.strip_prefix("cpu_ms ") {
-            x.cpu_ms = ms.trim().parse().ok();
-        } else if let Some(rest) = line.strip_prefix("degraded ") {
-            let layer = rest.split(' ').next().unwrap_or_default();
-            x.degraded.push(layer.to_string());
-        }
-    }
-    x
-}
-
-/// The task's own exit as the supervisor recorded it. The supervisor itself
-/// always ends by SIGKILL (it kills its whole group last), so its own status
-/// only matters when it wrote none.
-async fn supervised_exit(status_file: &Path, leader: Exit) -> (Exit, StatusExtras) {
-    let mut extras = StatusExtras::default();
-    let exit = match tokio::fs::read_to_string(status_file).await {
-        Ok(text) if !text.is_empty() => {
-            extras = parse_extras(&text);
-            parse_status(&text).unwrap_or_else(|| {
-                Exit::Unknown(format!(
-                    "the supervisor wrote an unreadable status {text:?}"
-                ))
-            })
-        }
-        // Killed together with the task before it could write (timeout/cancel).
-        _ if leader == Exit::Signal(9) => leader,
-        _ => Exit::Unknown(format!(
-            "the supervisor ended ({leader:?}) without reporting the task's exit status"
-        )),
-    };
-    if let Err(e) = tokio::fs::remove_file(status_file).await
-        && e.kind() != io::ErrorKind::NotFound
-    {
-        warn!(error = %e, "cannot remove the supervisor status file");
-    }
-    (exit, extras)
-}
-
-/// Parses the first line: `exit N`, `signal N` or `error MESSAGE` (see
-/// `supervise`).
-pub(crate) fn parse_status(text: &str) -> Option<Exit> {
-    let first = text.lines().next().unwrap_or_default();
-    let (word, rest) = first.trim_end().split_once(' ')?;
-    match word {
-        "exit" => rest.parse().ok().map(Exit::Code),
-        "signal" => rest.parse().ok().map(Exit::Signal),
-        "error" => Some(Exit::Unknown(rest.to_string())),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn status_lines() {
-        assert_eq!(parse_status("exit 3\n"), Some(Exit::Code(3)));
-        assert_eq!(parse_status("signal 15"), Some(Exit::Signal(15)));
-        assert_eq!(
-            parse_status("error cannot start `x`: not found\n"),
-            Some(Exit::Unknown("cannot start `x`: not found".into()))
-        );
-        assert_eq!(parse_status("garbage"), None);
-        let text = "signal 9\ncpu_ms 1234\ndegraded network unshare failed\n";
-        assert_eq!(parse_status(text), Some(Exit::Signal(9)));
-        assert_eq!(
-            parse_extras(text),
-            StatusExtras {
-                cpu_ms: Some(1234),
-                degraded: vec!["network".into()],
-            }
-        );
-        assert_eq!(parse_status("exit x"), None);
-
+    fn timeouts() {
         let wall = Some(Duration::from_secs(2));
         assert_eq!(effective_timeout(Some(500), wall), Some(500));
         assert_eq!(effective_timeout(Some(5000), wall), Some(2000));

@@ -32,7 +32,7 @@ fn main() {
         return;
     }
     let filter = args.iter().find(|a| !a.to_string_lossy().starts_with('-'));
-    let tests: [(&str, fn()); 5] = [
+    let tests: [(&str, fn()); 6] = [
         (
             "supervisor_kills_its_group_when_stdin_closes",
             supervisor_kills_its_group_when_stdin_closes,
@@ -52,6 +52,10 @@ fn main() {
         (
             "limits_and_stdin_through_the_supervisor",
             limits_and_stdin_through_the_supervisor,
+        ),
+        (
+            "git_works_in_a_sandboxed_worktree",
+            git_works_in_a_sandboxed_worktree,
         ),
     ];
     let mut ran = 0;
@@ -391,4 +395,50 @@ fn limits_and_stdin_through_the_supervisor() {
         );
         assert!(r[0].logs.as_ref().unwrap().stdout.ends_with("opened\n"));
     });
+}
+
+/// A task in a worktree of a local repository, under the sandbox: git reads
+/// the repository's git dir (allowed read-only), the runtime commits.
+fn git_works_in_a_sandboxed_worktree() {
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(repo.join("README"), "hello\n").unwrap();
+    git(&repo, &["add", "README"]);
+    git(&repo, &["commit", "--quiet", "-m", "init"]);
+    let mut task = sh("git log -1 --format=%s && echo x > f && git status --short f");
+    task.checkout = Some(torch_api::ws::Checkout {
+        repository: repo.display().to_string(),
+        base: None,
+    });
+    block_on(async {
+        let (r, _root) = run_all(|cfg| cfg.supervisor = Some(exe()), &[task.clone()]).await;
+        let o = &r[0].outcome;
+        assert_eq!(o.kind, OutcomeKind::Succeeded, "{o:?}");
+        assert_eq!(r[0].logs.as_ref().unwrap().stdout, "init\n?? f\n");
+        println!("sandbox: {}", o.evidence.sandbox.as_ref().unwrap());
+    });
+    let branch = format!("torch/{}/{}", task.task_id, task.attempt);
+    assert_eq!(
+        git(&repo, &["show", "--name-only", "--format=", &branch]),
+        "f"
+    );
+    let listed = git(&repo, &["worktree", "list", "--porcelain"]);
+    assert_eq!(listed.matches("worktree ").count(), 1, "{listed}");
 }

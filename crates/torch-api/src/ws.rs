@@ -172,6 +172,23 @@ pub struct Assignment {
     /// its agent's. Since v0.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<torch_core::sandbox::TaskSandbox>,
+    /// The spec's `context.repository` (and `context.branch`): the attempt
+    /// runs in its own git checkout of it. Since v0.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<Checkout>,
+}
+
+/// The git repository an attempt works in: the agent gives the attempt its
+/// own worktree (a local path) or clone (a URL) on the branch
+/// `torch/<task-id>/<attempt>`. Since v0.3.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkout {
+    /// A local path (bare or not) or anything `git clone` takes.
+    pub repository: String,
+    /// The branch or commit the attempt starts from; the repository's
+    /// `HEAD` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 /// How the hub took a finished report.

@@ -23,6 +23,8 @@
 //! - [`config`]: `HubConfig`, the hub's section of the configuration.
 //! - `metrics`: the Prometheus metrics (a recorder per hub, sampled gauges).
 //! - `alerts`: the alert evaluator (rules, events, webhooks) and capacity planning.
+//! - `merge`: the merge queue's git engine — lands attempt branches on an
+//!   integration branch after a `git merge-tree` conflict check.
 //! - `shed`: load shedding by priority as the backlog nears `queue-high-water`.
 //! - `batch`, `retention`, `stats`, `clock`: report batching for a networked
 //!   store, deletion of old tasks, counters, the clock.
@@ -47,6 +49,9 @@ mod hub;
 mod identity;
 mod leader;
 mod lifecycle;
+// The team runtime (issue 15) is its caller; until it lands only tests are.
+#[cfg_attr(not(test), allow(dead_code, unused_imports))]
+mod merge;
 mod messaging;
 mod metrics;
 mod retention;

@@ -248,6 +248,7 @@ pub(crate) fn assign(argv: &[&str]) -> Assignment {
         success: SuccessCriteria::default(),
         task_token: "task-token".into(),
         sandbox: None,
+        checkout: None,
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use torch_api::ws::{Assignment, HubMessage};
+use torch_api::ws::{Assignment, Checkout, HubMessage};
 use torch_core::lease::{Confirm, Due, Ended};
 use torch_core::scheduler::Placement;
 use torch_core::{AgentId, TaskId, TaskState};
@@ -139,6 +139,12 @@ impl<S: Store> Engine<S> {
             env: spec.env,
             task_token: token,
             sandbox: spec.sandbox,
+            checkout: spec.context.and_then(|c| {
+                c.repository.map(|repository| Checkout {
+                    repository,
+                    base: c.branch,
+                })
+            }),
         })
     }
 

@@ -234,3 +234,27 @@ async fn the_breaker_counts_a_failure_before_its_slot_is_offered_again() {
     }
     hub.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_assignment_names_the_repository_to_check_out() {
+    let hub = TestHub::start(cfg()).await;
+    let mut a = FakeAgent::join(&hub, agent_id(1), 1, &["sh"], 2)
+        .await
+        .unwrap();
+    hub.submit(json!([
+        {"command": ["true"], "skills": ["sh"],
+         "context": {"repository": "/srv/repo", "branch": "team/x", "paths": ["src"]}},
+        {"command": ["true"], "skills": ["sh"], "context": {"paths": ["src"]}},
+    ]))
+    .await;
+    let mut got = [a.next_assign().await, a.next_assign().await];
+    got.sort_by_key(|g| g.checkout.is_none());
+    assert_eq!(
+        got[0].checkout,
+        Some(torch_api::ws::Checkout {
+            repository: "/srv/repo".into(),
+            base: Some("team/x".into()),
+        })
+    );
+    assert_eq!(got[1].checkout, None, "no repository, no checkout");
+}
