@@ -86,6 +86,11 @@ pub struct HubConfig {
     /// binary from `[audit]`).
     #[serde(skip)]
     pub audit: crate::audit::AuditConfig,
+    /// Where the hub keeps files besides the store (the merge queue's
+    /// mirrors of remote repositories); set by the binary to its data dir.
+    /// `None`: a `torch-hub` dir under the system's temporary dir.
+    #[serde(skip)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Metrics, alerting and capacity settings.
@@ -162,6 +167,7 @@ impl Default for HubConfig {
             messages: Default::default(),
             observe: ObserveConfig::default(),
             audit: crate::audit::AuditConfig::default(),
+            data_dir: None,
         }
     }
 }

@@ -140,6 +140,11 @@ impl<S: Store> Hub<S> {
             started: Instant::now(),
             usage: crate::usage::UsageBook::default(),
             teams: crate::teams::TeamBook::default(),
+            merges: crate::merge::MergeQueue::new(
+                cfg.data_dir
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join("torch-hub")),
+            ),
             shutdown: CancellationToken::new(),
             msg,
             audit,

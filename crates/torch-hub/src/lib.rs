@@ -49,8 +49,6 @@ mod hub;
 mod identity;
 mod leader;
 mod lifecycle;
-// The team runtime (issue 15) is its caller; until it lands only tests are.
-#[cfg_attr(not(test), allow(dead_code, unused_imports))]
 mod merge;
 mod messaging;
 mod metrics;

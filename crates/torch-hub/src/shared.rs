@@ -70,6 +70,8 @@ pub(crate) struct Shared<S> {
     pub(crate) usage: crate::usage::UsageBook,
     /// Teams, folded from the team events.
     pub(crate) teams: crate::teams::TeamBook,
+    /// The teams' merge queue (git).
+    pub(crate) merges: crate::merge::MergeQueue,
     /// Fires when the hub stops: sessions, long polls and services end.
     pub(crate) shutdown: CancellationToken,
 }

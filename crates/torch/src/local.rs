@@ -78,6 +78,7 @@ pub(crate) async fn start_hub(
     let mut hub_cfg = hub_cfg;
     // The audit signing key lives in the data dir the hub really uses.
     hub_cfg.audit.key_path = Some(data_dir.join("audit.key"));
+    hub_cfg.data_dir = Some(data_dir.to_path_buf());
     match cfg.store.url.as_deref() {
         #[cfg(feature = "redis")]
         Some(url) if is_redis_url(url) => {

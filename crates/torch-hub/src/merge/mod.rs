@@ -17,5 +17,4 @@ mod repo;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use git::MergeError;
 pub(crate) use queue::{MergeOutcome, MergeQueue};

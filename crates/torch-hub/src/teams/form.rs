@@ -31,6 +31,11 @@ use crate::lifecycle::{LifeCmd, Origin};
 pub(crate) const TEAM_LABEL: &str = "torch.team";
 /// The spec label naming the role a team subtask was given to.
 pub(crate) const ROLE_LABEL: &str = "torch.role";
+/// In a team's task and its members' subtasks: the team's id (for
+/// `torch msg send --team "$TORCH_TEAM"`).
+pub(crate) const ENV_TEAM: &str = "TORCH_TEAM";
+/// In a member's subtask: its role.
+pub(crate) const ENV_ROLE: &str = "TORCH_TEAM_ROLE";
 
 /// Why a submission's team could not be formed.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +147,22 @@ pub(crate) async fn form_teams<S: Store>(
             .as_ref()
             .and_then(|c| c.repository.clone());
         let branch = repository.as_ref().map(|_| integration_branch(task));
+        if let (Some(repo), Some(into)) = (&repository, &branch) {
+            let base = batch[index]
+                .spec
+                .context
+                .as_ref()
+                .and_then(|c| c.branch.clone());
+            if let Err(e) = shared
+                .merges
+                .ensure_branch(repo, into, base.as_deref())
+                .await
+            {
+                let reason = format!("its integration branch could not be made: {e}");
+                failed(shared, None, reason.clone()).await;
+                return Err(refuse(reason));
+            }
+        }
         let (subtasks, members) =
             subtasks_of(shared, &batch[index], &spec, members, branch.as_deref());
         pin_team_task(&mut batch[index], spec.clone(), leader);
@@ -325,6 +346,8 @@ pub(crate) fn member_subtask<S: Store>(
         .insert(format!("agent.{PIN_LABEL}"), m.agent_id.to_string());
     spec.labels.insert(TEAM_LABEL.into(), team.to_string());
     spec.labels.insert(ROLE_LABEL.into(), m.role.clone());
+    spec.env.insert(ENV_TEAM.into(), team.to_string());
+    spec.env.insert(ENV_ROLE.into(), m.role.clone());
     if spec.tenant.is_none() {
         spec.tenant = team_spec.tenant.clone();
     }
@@ -372,6 +395,7 @@ fn pin_team_task(t: &mut NewTask, spec: TeamSpec, leader: AgentId) {
         .labels
         .insert(format!("agent.{PIN_LABEL}"), leader.to_string());
     t.spec.labels.insert(TEAM_LABEL.into(), t.id.to_string());
+    t.spec.env.insert(ENV_TEAM.into(), t.id.to_string());
     if let Some(a) = t
         .analysis
         .as_deref()

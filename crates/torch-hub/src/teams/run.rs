@@ -15,7 +15,7 @@
 //! refused) before its copy goes to the new member: no subtask runs twice
 //! at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,10 +51,6 @@ pub(super) struct Manager {
     gone_since: HashMap<AgentId, u64>,
     /// The pin last sent for each team task.
     pinned: HashMap<TaskId, AgentId>,
-    /// Whether this hub led at the last tick.
-    leading: bool,
-    /// Subtasks whose branch is being merged now.
-    pub(super) merging: HashSet<TaskId>,
 }
 
 /// Runs the manager until `stop`.
@@ -70,7 +66,6 @@ pub(crate) async fn run<S: Store>(shared: Arc<Shared<S>>, stop: CancellationToke
                     m = Manager::default();
                     continue;
                 }
-                m.leading = true;
                 m.tick(&shared).await;
             }
         }
@@ -305,6 +300,8 @@ impl Manager {
         spec.labels.remove(&format!("agent.{PIN_LABEL}"));
         spec.labels.remove(TEAM_LABEL);
         spec.labels.remove(ROLE_LABEL);
+        spec.env.remove(super::form::ENV_TEAM);
+        spec.env.remove(super::form::ENV_ROLE);
         let copy = member_subtask(
             shared,
             team.task,

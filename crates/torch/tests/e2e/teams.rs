@@ -159,7 +159,7 @@ fn a_three_role_team_runs_each_subtask_on_its_own_member_and_disbands() {
         "{}",
         shown.stdout
     );
-    let list = cli.json(&["teams", "list", "--json"]);
+    let list = cli.json(&["teams", "list"]);
     assert!(
         list["teams"]
             .as_array()
@@ -369,4 +369,179 @@ fn a_task_no_single_agent_covers_gets_a_team_of_its_own() {
         formed[0]["data"]["leader"].as_str(),
         "it ran on the team's leader"
     );
+}
+
+/// A git repository at `path` with `shared.txt` committed on `main`.
+fn repo(path: &std::path::Path) {
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(path)
+            .args(args)
+            .output()
+            .expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(path.join("shared.txt"), "base\n").expect("write");
+    git(&["add", "."]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-qm",
+        "base",
+    ]);
+}
+
+fn show(path: &std::path::Path, rev: &str) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(path)
+        .args(["show", rev])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A two-member team on a repository; each member's subtask runs `left`
+/// and `right` in its worktree. The team's task holds until `$GATE`.
+fn merge_team(
+    dir: &TestDir,
+    hub: &Hub,
+    left: &str,
+    right: &str,
+) -> (String, std::path::PathBuf, String, [Agent; 2]) {
+    let api = hub.api();
+    let token = hub.token(dir, "agent");
+    let repo_dir = dir.subdir("repo");
+    repo(&repo_dir);
+    let gate = dir.join("out/gate").to_string_lossy().into_owned();
+    let hold = r#"while [ ! -e "$GATE" ]; do sleep 0.1; done"#;
+    let task =
+        |script: &str| json!({"command": ["sh", "-c", script], "max_retries": 0, "timeout": "2m"});
+    let spec = json!({
+        "name": "two edits",
+        "command": ["sh", "-c", hold],
+        "env": {"GATE": gate},
+        "context": {"repository": repo_dir.to_string_lossy()},
+        "team": {"roles": [
+            {"name": "left", "skills": ["rust:0.5"], "task": task(left)},
+            {"name": "right", "skills": ["sql:0.5"], "task": task(right)},
+        ], "leader": "left"},
+    });
+    let agents = [
+        Agent::start(dir, &hub.url, &token, "l", "rust:0.9", 2),
+        Agent::start(dir, &hub.url, &token, "r", "sql:0.9", 1),
+    ];
+    api.agent_id(dir, "l");
+    api.agent_id(dir, "r");
+    let team = api.submit(vec![spec])[0].clone();
+    (team, repo_dir, gate, agents)
+}
+
+#[test]
+fn two_members_editing_one_file_merge_once_and_the_other_gets_a_follow_up_naming_it() {
+    let dir = TestDir::new("team-merge-conflict");
+    let hub = Hub::start(&dir, &[]);
+    let api = hub.api();
+    let (team, repo_dir, gate, _agents) = merge_team(
+        &dir,
+        &hub,
+        "printf 'left\\n' > shared.txt",
+        "printf 'right\\n' > shared.txt",
+    );
+    let conflict = dir.wait_for("a merge conflict", secs(60), || {
+        events_of(&hub, &team, "merge.conflict").pop()
+    });
+    assert_eq!(
+        conflict["data"]["paths"],
+        json!(["shared.txt"]),
+        "{conflict}"
+    );
+    let follow_up = conflict["data"]["follow_up"]
+        .as_str()
+        .expect("a follow-up task")
+        .to_string();
+    let landed_first = events_of(&hub, &team, "merge.landed");
+    assert_eq!(
+        landed_first.len(),
+        1,
+        "the other branch landed: {landed_first:?}"
+    );
+    // The follow-up went to the member whose branch conflicted, and
+    // starting from the integration branch its change merges cleanly.
+    let f = api.wait_state(&dir, &follow_up, "succeeded", secs(60));
+    let conflicted = api.task(conflict["data"]["subtask"].as_str().unwrap_or_default());
+    assert_eq!(
+        f["last_agent_id"], conflicted["last_agent_id"],
+        "to the same member"
+    );
+    let into = format!("torch/team/{team}");
+    dir.wait_for("the follow-up's branch to land", secs(30), || {
+        events_of(&hub, &team, "merge.landed")
+            .into_iter()
+            .find(|e| e["data"]["subtask"] == follow_up.as_str())
+    });
+    let role = conflicted["name"].as_str().unwrap_or_default();
+    let expect = if role.contains("(left)") {
+        "left\n"
+    } else {
+        "right\n"
+    };
+    assert_eq!(
+        show(&repo_dir, &format!("{into}:shared.txt")).as_deref(),
+        Some(expect)
+    );
+    let view = api.get(&format!("/api/v1/teams/{team}"));
+    let states: Vec<&str> = view["merges"]
+        .as_array()
+        .expect("merge queue")
+        .iter()
+        .filter_map(|m| m["state"].as_str())
+        .collect();
+    assert_eq!(states, ["landed", "conflict", "landed"], "{view:#}");
+    std::fs::write(&gate, "go").expect("gate");
+    api.wait_state(&dir, &team, "succeeded", secs(60));
+}
+
+#[test]
+fn two_members_editing_different_files_both_merge() {
+    let dir = TestDir::new("team-merge-clean");
+    let hub = Hub::start(&dir, &[]);
+    let api = hub.api();
+    let (team, repo_dir, gate, _agents) =
+        merge_team(&dir, &hub, "printf 'a\\n' > a.txt", "printf 'b\\n' > b.txt");
+    dir.wait_for("both branches to land", secs(60), || {
+        (events_of(&hub, &team, "merge.landed").len() == 2).then_some(())
+    });
+    assert!(events_of(&hub, &team, "merge.conflict").is_empty());
+    let into = format!("torch/team/{team}");
+    assert_eq!(
+        show(&repo_dir, &format!("{into}:a.txt")).as_deref(),
+        Some("a\n")
+    );
+    assert_eq!(
+        show(&repo_dir, &format!("{into}:b.txt")).as_deref(),
+        Some("b\n")
+    );
+    assert_eq!(
+        show(&repo_dir, &format!("{into}:shared.txt")).as_deref(),
+        Some("base\n")
+    );
+    // The repository's own branch is untouched.
+    assert_eq!(
+        show(&repo_dir, "main:shared.txt").as_deref(),
+        Some("base\n")
+    );
+    std::fs::write(&gate, "go").expect("gate");
+    api.wait_state(&dir, &team, "succeeded", secs(60));
 }
