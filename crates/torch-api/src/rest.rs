@@ -19,7 +19,9 @@ mod teams;
 
 pub use events::{EventPage, EventPayload, EventView};
 pub use observe::{AlertList, AlertView, CapacityPool, CapacityReport, Headroom, PoolKey};
-pub use teams::{MergeView, TeamHistoryItem, TeamList, TeamMemberView, TeamSubtaskView, TeamView};
+pub use teams::{
+    MergeView, TaskTeam, TeamHistoryItem, TeamList, TeamMemberView, TeamSubtaskView, TeamView,
+};
 
 /// Error body of every non-2xx response. `code` is stable; `message` is for people.
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -167,6 +169,10 @@ pub struct TaskView {
     /// it), else the last attempt's as stored with its outcome. Since v0.3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<torch_core::Usage>,
+    /// The team this task is the task of, or a subtask of (in `GET
+    /// /api/v1/tasks/{id}` only): its progress, leader and term live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<TaskTeam>,
     /// Why the task is dead or cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -52,7 +52,8 @@ struct State {
     succeeded_touched: u64,
     /// Tasks an operator touched, with when, until they succeed.
     touched: HashMap<TaskId, u64>,
-    /// Agents an operator drained: their tasks count as touched.
+    /// Agents an operator drained or started by hand: their tasks count as
+    /// touched.
     drained: HashSet<AgentId>,
     /// Connected agents and since when (unix ms).
     live_agents: HashMap<AgentId, u64>,
@@ -199,6 +200,12 @@ impl Autonomy {
         self.with(|s| {
             s.drained.insert(agent);
         });
+    }
+
+    /// An operator started `agent` by hand (`torch spawn` with an admin
+    /// token): what it runs counts as touched, like a drained agent's.
+    pub(crate) fn spawned_by_operator(&self, agent: AgentId) {
+        self.drained(agent);
     }
 
     /// `task` succeeded on `agent`.

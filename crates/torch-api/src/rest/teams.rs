@@ -129,6 +129,31 @@ pub struct TeamHistoryItem {
     pub text: String,
 }
 
+/// A task's team, as `GET /api/v1/tasks/{id}` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TaskTeam {
+    /// The team's id (its task's id).
+    pub id: TaskId,
+    /// This task's role: `team` for the team's own task, else the role of
+    /// the member it was given to (if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// `active` or `disbanded`.
+    pub state: String,
+    /// The leading member and the leader's term.
+    pub leader: AgentId,
+    /// The leader's term.
+    pub term: u64,
+    /// Members in all.
+    pub members: u32,
+    /// The team's progress in `0..=1`, subtasks ended, subtasks in all.
+    pub progress: f64,
+    /// Subtasks that ended.
+    pub done: u32,
+    /// Subtasks in all.
+    pub total: u32,
+}
+
 /// `GET /api/v1/teams`.
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TeamList {

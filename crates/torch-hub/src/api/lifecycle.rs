@@ -106,7 +106,11 @@ pub(crate) async fn spawn<S: Store>(
         }
     };
     let req: SpawnRequest = json_body(body, "spawn")?;
+    let manual = matches!(origin, Origin::Operator);
     let resp = ask_life(&shared, |reply| LifeCmd::Spawn { req, origin, reply }).await??;
+    if manual {
+        shared.autonomy.spawned_by_operator(resp.agent_id);
+    }
     Ok((StatusCode::CREATED, Json(resp)))
 }
 

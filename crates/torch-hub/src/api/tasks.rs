@@ -355,6 +355,29 @@ pub(crate) async fn get<S: Store>(
     {
         view.usage = Some(live);
     }
+    if view.labels.contains_key(crate::teams::form::TEAM_LABEL)
+        && let Some(team) = crate::teams::team_view(&shared, id).await?
+    {
+        let role = if team.id == id {
+            Some("team".to_string())
+        } else {
+            team.subtasks
+                .iter()
+                .find(|s| s.id == id)
+                .and_then(|s| s.role.clone())
+        };
+        view.team = Some(torch_api::rest::TaskTeam {
+            id: team.id,
+            role,
+            state: team.state,
+            leader: team.leader,
+            term: team.term,
+            members: team.members.len() as u32,
+            progress: team.progress,
+            done: team.done,
+            total: team.total,
+        });
+    }
     Ok(Json(view))
 }
 
@@ -369,7 +392,7 @@ pub(crate) async fn cancel<S: Store>(
     let id = parse_id(&id)?;
     let who = match caller {
         Caller::Token { name, .. } => {
-            shared.autonomy.touched(id, shared.now_ms());
+            crate::teams::touched(&shared, id).await;
             name
         }
         Caller::Task { task, .. } => format!("task {task}"),
@@ -396,7 +419,7 @@ pub(crate) async fn retry<S: Store>(
     let id = parse_id(&id)?;
     let res = shared.store.retry(id, shared.now_ms()).await?;
     if matches!(caller, Caller::Token { .. }) {
-        shared.autonomy.touched(id, shared.now_ms());
+        crate::teams::touched(&shared, id).await;
     }
     shared.bump();
     shared.add_backlog(1);

@@ -35,6 +35,7 @@ pub(crate) fn task_view(r: TaskRecord) -> TaskView {
                 updated_ms,
             }),
         usage: r.outcome.as_ref().and_then(|o| o.evidence.usage.clone()),
+        team: None,
         outcome: r.outcome,
         reason: r.reason,
         last_agent_id: r.last_agent,

@@ -37,6 +37,8 @@ pub(crate) struct Team {
     pub(crate) members: Vec<TeamMember>,
     /// Every agent spawned for the team (stopped when it disbands).
     pub(crate) spawned: Vec<AgentId>,
+    /// Subtasks moved to a new member (their copies count instead).
+    pub(crate) replaced: Vec<TaskId>,
     /// The repository, if any.
     pub(crate) repository: Option<String>,
     /// The integration branch, with a repository.
@@ -172,6 +174,7 @@ fn apply(teams: &mut BTreeMap<TaskId, Team>, ev: &EventRecord) {
                 leader_reason: d.leader_reason.clone(),
                 members: d.members,
                 spawned,
+                replaced: Vec::new(),
                 repository: d.repository,
                 integration_branch: d.integration_branch,
                 explanation: d.explanation,
@@ -214,6 +217,7 @@ fn apply(teams: &mut BTreeMap<TaskId, Team>, ev: &EventRecord) {
                 if d.member.template.is_some() {
                     t.spawned.push(d.member.agent_id);
                 }
+                t.replaced.extend(d.replaced_subtask);
                 let text = format!(
                     "{} replaced {} as {} ({})",
                     d.member.name, d.previous, d.member.role, d.reason

@@ -27,6 +27,20 @@ use tracing::warn;
 use crate::engine::Command;
 use crate::hub::Shared;
 
+/// An operator touched `task` (retry, cancel): for the autonomy metrics
+/// that task, and when it belongs to a team every task of that team, did
+/// not complete without intervention.
+pub(crate) async fn touched<S: Store>(shared: &Shared<S>, task: TaskId) {
+    let now = shared.now_ms();
+    shared.autonomy.touched(task, now);
+    if let Ok(Some(team)) = view::team_view(shared, task).await {
+        shared.autonomy.touched(team.id, now);
+        for s in team.subtasks {
+            shared.autonomy.touched(s.id, now);
+        }
+    }
+}
+
 /// Stores tasks the hub creates itself (a moved subtask, a merge
 /// follow-up) and hands the ready ones to the engine; returns their ids.
 pub(crate) async fn submit_internal<S: Store>(

@@ -9,8 +9,9 @@
 //!
 //! A member has left when its agent has been disconnected (or, for a
 //! member spawned for the team, never registered and no longer starting)
-//! for longer than the grace period — the hub's lease, so a member that
-//! reconnects within it keeps its place. The replaced member's unfinished
+//! for longer than the grace period — half the hub's lease, so the member's
+//! subtask is moved while its lease still holds (a member that reconnects
+//! within it keeps its place). The replaced member's unfinished
 //! subtask is cancelled (its lease revoked, so a late report of it is
 //! refused) before its copy goes to the new member: no subtask runs twice
 //! at once.
@@ -125,12 +126,13 @@ impl Manager {
                     .await;
                 self.pinned.insert(team.task, team.leader);
             }
-            let subtasks = subtasks(shared, team.task).await;
+            let mut subtasks = subtasks(shared, team.task).await;
+            subtasks.retain(|t| !team.replaced.contains(&t.id));
             self.progress(shared, &team, &subtasks).await;
             let gone: Vec<TeamMember> = team
                 .members
                 .iter()
-                .filter(|m| self.gone(m, &agents, &managed, now, shared.cfg.lease))
+                .filter(|m| self.gone(m, &agents, &managed, now, shared.cfg.lease / 2))
                 .cloned()
                 .collect();
             if !gone.is_empty() {
@@ -227,9 +229,10 @@ impl Manager {
                 Ok(f) => members_of(shared, &f, team.task, &tenant).await,
                 Err(e) => Err(e),
             };
-            // The unfinished subtask of the member that left.
+            // The unfinished subtask of the member that left (or one that
+            // died with it: its lease expired with no retry left).
             let open = subtasks.iter().find(|t| {
-                !t.state.is_terminal()
+                !matches!(t.state, TaskState::Succeeded | TaskState::Cancelled)
                     && t.spec.labels.get(&format!("agent.{PIN_LABEL}"))
                         == Some(&old.agent_id.to_string())
             });
@@ -292,7 +295,9 @@ impl Manager {
             "team {}: its member left; moved to {}",
             team.task, member.name
         );
-        if let Err(e) = shared.cancel_task(open.id, reason).await {
+        if !open.state.is_terminal()
+            && let Err(e) = shared.cancel_task(open.id, reason).await
+        {
             warn!(task_id = %open.id, error = %e, "teams: could not cancel a departed member's subtask");
             return None;
         }

@@ -112,7 +112,10 @@ async fn view<S: Store>(
             ..TaskFilter::default()
         })
         .await?
-        .tasks;
+        .tasks
+        .into_iter()
+        .filter(|t| !team.replaced.contains(&t.id))
+        .collect::<Vec<_>>();
     let (progress, done, total) = if team.disbanded.is_some() && subtasks.is_empty() {
         (team.progress, team.done, team.total)
     } else {

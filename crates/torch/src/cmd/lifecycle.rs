@@ -124,7 +124,13 @@ pub(crate) async fn delegate(args: DelegateArgs) -> Result<()> {
         None => None,
     };
     if let Some(role) = &args.team {
-        route_to_role(&client, role, &mut specs).await?;
+        let task = std::env::var(ENV_TASK_ID).map_err(|_| {
+            exit(
+                BAD_INPUT,
+                format!("`torch delegate --team` runs inside a team's task ({ENV_TASK_ID})"),
+            )
+        })?;
+        route_to_role(&client, &task, role, &mut specs).await?;
     }
     let after = client
         .get::<EventPage>("/api/v1/events?tail=true")
@@ -167,19 +173,14 @@ pub(crate) async fn delegate(args: DelegateArgs) -> Result<()> {
     Ok(())
 }
 
-/// Routes `specs` to the member in `role` of this task's team (the least
-/// busy one when the role has several), labelled with the team and role.
-async fn route_to_role(
+/// Routes `specs` to the member in `role` of the team of `task` (an idle
+/// one first when the role has several), labelled with the team and role.
+pub(crate) async fn route_to_role(
     client: &Client,
+    task: &str,
     role: &str,
     specs: &mut [torch_core::TaskSpec],
 ) -> Result<()> {
-    let task = std::env::var(ENV_TASK_ID).map_err(|_| {
-        exit(
-            BAD_INPUT,
-            format!("`torch delegate --team` runs inside a team's task ({ENV_TASK_ID})"),
-        )
-    })?;
     let team: torch_api::rest::TeamView = client.get(&format!("/api/v1/teams/{task}")).await?;
     let members: Vec<_> = team.members.iter().filter(|m| m.role == role).collect();
     let Some(member) = members

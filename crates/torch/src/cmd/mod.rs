@@ -15,7 +15,7 @@ mod capacity;
 mod coord;
 mod demo;
 mod explain;
-mod lifecycle;
+pub(crate) mod lifecycle;
 mod mcp;
 mod msg;
 mod node;

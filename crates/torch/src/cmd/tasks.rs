@@ -144,6 +144,20 @@ pub(crate) async fn show(hub: HubArgs, out: OutArgs, id: String) -> Result<()> {
     if let Some(l) = &v.lease {
         lines.push(format!("lease     agent {} fence {}", l.agent_id, l.fence));
     }
+    if let Some(t) = &v.team {
+        lines.push(format!(
+            "team      {} ({}, {}): {:.0}% ({}/{} subtasks ended), {} members, leader {} (term {})",
+            t.id,
+            t.role.as_deref().unwrap_or("delegated"),
+            t.state,
+            t.progress * 100.0,
+            t.done,
+            t.total,
+            t.members,
+            t.leader,
+            t.term
+        ));
+    }
     if let Some(p) = &v.progress {
         lines.push(format!(
             "progress  {:.0}% {} ({} ago)",

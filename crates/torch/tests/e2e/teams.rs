@@ -150,6 +150,11 @@ fn a_three_role_team_runs_each_subtask_on_its_own_member_and_disbands() {
         "progress was recorded as team.progress events"
     );
     assert_eq!(events_of(&hub, team, "team.disbanded").len(), 1);
+    // `tasks show` of the team's task carries the team's live state.
+    let t = api.task(team);
+    assert_eq!(t["team"]["role"], "team", "{t:#}");
+    assert_eq!(t["team"]["progress"], 1.0);
+    assert_eq!(t["team"]["leader"], ids[0].as_str());
     // The CLI shows it.
     let cli = Cli::new(&dir, &hub.url, Some(&hub.token(&dir, "admin")));
     let shown = cli.run(&["teams", "show", team]);
@@ -245,7 +250,7 @@ fn a_member_killed_is_replaced_and_its_subtask_moves_to_the_new_member() {
     let hub = Hub::start(&dir, QUICK);
     let api = hub.api();
     let token = hub.token(&dir, "agent");
-    let _lead = Agent::start(&dir, &hub.url, &token, "lead", "rust:0.9", 1);
+    let _lead = Agent::start(&dir, &hub.url, &token, "lead", "rust:0.9", 2);
     let mut db = Agent::start(&dir, &hub.url, &token, "db", "sql:0.9", 1);
     api.agent_id(&dir, "lead");
     let db_id = api.agent_id(&dir, "db");

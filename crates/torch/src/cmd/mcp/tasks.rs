@@ -103,6 +103,10 @@ struct SubtaskInput {
 struct DelegateInput {
     /// The subtasks; they become this task's children.
     tasks: Vec<SubtaskInput>,
+    /// Inside a team's task: route the subtasks to the team's member in
+    /// this role (they count in the team's progress).
+    #[serde(default)]
+    team_role: Option<String>,
 }
 
 /// `delegate_task` output.
@@ -214,7 +218,7 @@ impl TorchMcp {
 
     /// Submits subtasks as this task's children.
     #[tool(
-        description = "Delegate subtasks: submit them as children of this task (cancelled if this task ends first). Each needs a prompt or a command."
+        description = "Delegate subtasks: submit them as children of this task (cancelled if this task ends first). Each needs a prompt or a command. In a team's task, team_role routes them to the member in that role."
     )]
     async fn delegate_task(
         &self,
@@ -246,6 +250,11 @@ impl TorchMcp {
                 priority: t.priority,
                 ..TaskSpec::default()
             });
+        }
+        if let Some(role) = &input.team_role {
+            crate::cmd::lifecycle::route_to_role(&self.client, &self.task_id, role, &mut specs)
+                .await
+                .map_err(tool_error)?;
         }
         let resp: SubmitResponse = self
             .client
