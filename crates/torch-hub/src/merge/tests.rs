@@ -4,7 +4,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use super::{MergeError, MergeOutcome, MergeQueue};
+use super::git::MergeError;
+use super::{MergeOutcome, MergeQueue};
 
 /// Runs git in `dir`; its trimmed stdout (panics on failure).
 fn git(dir: &Path, args: &[&str]) -> String {
