@@ -45,6 +45,30 @@ pub(crate) const RUNTIME_FILES: [&str; 5] = [
 const LOCK_TRIES: u32 = 5;
 /// Pause before the first retry; doubled on each further one.
 const LOCK_BACKOFF: Duration = Duration::from_millis(50);
+/// Whether git failed because of another process's concurrent change: a
+/// lock file it holds, or a worktree it is adding or removing (git reads
+/// every worktree's metadata when it adds one).
+fn busy(stderr: &str) -> bool {
+    stderr.contains(".lock") || stderr.contains("/worktrees/")
+}
+
+/// The lock serialising this process's worktree additions and removals in
+/// the repository whose common git dir is `git_dir` (concurrent ones race
+/// on each other's half-written metadata; other processes are covered by
+/// the retries of [`busy`] failures).
+fn repo_lock(git_dir: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::OnceLock<
+        std::sync::Mutex<
+            std::collections::HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>,
+        >,
+    > = std::sync::OnceLock::new();
+    let map = LOCKS.get_or_init(Default::default);
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    map.entry(git_dir.to_path_buf()).or_default().clone()
+}
+
 /// Environment variables that would point git somewhere else.
 const GIT_LOCATION_VARS: [&str; 6] = [
     "GIT_DIR",
@@ -169,7 +193,10 @@ impl Worktree {
                 &dir_s,
                 &commit,
             ];
-            git.run_retrying(repo_path, &args).await?;
+            {
+                let _one = repo_lock(&PathBuf::from(&git_dir)).lock_owned().await;
+                git.run_retrying(repo_path, &args).await?;
+            }
             Origin::Local {
                 repo: repo_path.to_path_buf(),
                 git_dir: PathBuf::from(git_dir),
@@ -311,9 +338,10 @@ impl Worktree {
     /// Removes a local repository's worktree (the branch stays). A clone is
     /// left for the agent's usual work-dir cleanup.
     pub(crate) async fn remove(self) {
-        let Origin::Local { repo, .. } = &self.origin else {
+        let Origin::Local { repo, git_dir } = &self.origin else {
             return;
         };
+        let _one = repo_lock(git_dir).lock_owned().await;
         let git = Git {
             repo: &self.repository,
         };
@@ -379,9 +407,7 @@ impl Git<'_> {
         let mut tries = 1;
         loop {
             match self.run(cwd, args).await {
-                Err(WorktreeError::Git { stderr, .. })
-                    if tries < LOCK_TRIES && stderr.contains(".lock") =>
-                {
+                Err(WorktreeError::Git { stderr, .. }) if tries < LOCK_TRIES && busy(&stderr) => {
                     debug!(stderr = %stderr, "git lock busy; retrying");
                     tokio::time::sleep(pause).await;
                     pause *= 2;

@@ -198,7 +198,10 @@ impl Default for SuccessCriteria {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskContext {
-    /// Repository URL or path.
+    /// The repository the task works on: a git repository (an absolute
+    /// path or a URL; each attempt then works in its own checkout, see
+    /// [`TaskContext::git_repository`]) or just a name, which only steers
+    /// routing to agents that worked on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
     /// Paths within the repository the task touches.
@@ -211,6 +214,20 @@ pub struct TaskContext {
     /// worktree starts from; the repository's `HEAD` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+}
+
+impl TaskContext {
+    /// `repository` when it names a git repository an agent can check out:
+    /// an absolute path, a URL (`scheme://…`) or an scp-like `user@host:path`.
+    /// Any other value (`shop`, `github.com/org/repo`) is only a name, used
+    /// to prefer agents that worked on it: no checkout, no merge queue.
+    pub fn git_repository(&self) -> Option<&str> {
+        let r = self.repository.as_deref()?;
+        let scp_like = r
+            .split_once(':')
+            .is_some_and(|(host, _)| host.contains('@') && !host.contains('/'));
+        (r.starts_with('/') || r.contains("://") || scp_like).then_some(r)
+    }
 }
 
 /// The format of a spec document.
@@ -284,5 +301,35 @@ pub mod opt_duration {
     /// Accepts what [`duration::deserialize`] accepts.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         duration::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskContext;
+
+    fn repo(r: &str) -> Option<String> {
+        TaskContext {
+            repository: Some(r.into()),
+            ..TaskContext::default()
+        }
+        .git_repository()
+        .map(str::to_string)
+    }
+
+    #[test]
+    fn paths_and_urls_are_checked_out_names_are_not() {
+        for r in [
+            "/srv/shop",
+            "file:///srv/shop.git",
+            "https://example.com/shop.git",
+            "ssh://git@example.com/shop.git",
+            "git@example.com:org/shop.git",
+        ] {
+            assert_eq!(repo(r).as_deref(), Some(r), "{r}");
+        }
+        for r in ["shop", "repo-1", "github.com/org/shop", "src/shop:main"] {
+            assert_eq!(repo(r), None, "{r}");
+        }
     }
 }

@@ -30,7 +30,7 @@ impl RedisStore {
             .arg(hub_id)
             .arg(ttl_ms.max(1))
             .arg(fence);
-        let mut conn = self.conn();
+        let mut conn = self.leader_conn.clone();
         inv.invoke_async(&mut conn).await.map_err(map_err)
     }
 

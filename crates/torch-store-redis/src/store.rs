@@ -55,6 +55,10 @@ impl Default for RedisOptions {
 pub struct RedisStore {
     pub(crate) client: Client,
     pub(crate) conn: ConnectionManager,
+    /// The leader lease's own connection: a renewal must not queue behind
+    /// the hub's other requests on the shared one (a long backlog there
+    /// would make the leader step down while Redis is fine).
+    pub(crate) leader_conn: ConnectionManager,
     pub(crate) keys: Keys,
     pub(crate) opts: RedisOptions,
     /// The server, without credentials, for messages.
@@ -134,12 +138,17 @@ impl RedisStore {
             .set_number_of_retries(4)
             .set_max_delay(Duration::from_secs(2));
         let conn = client
+            .get_connection_manager_with_config(config.clone())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {target}: {e}")))?;
+        let leader_conn = client
             .get_connection_manager_with_config(config)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to {target}: {e}")))?;
         let store = RedisStore {
             client,
             conn,
+            leader_conn,
             keys: Keys::new(&opts.key_prefix),
             opts,
             target,

@@ -140,9 +140,9 @@ impl<S: Store> Engine<S> {
             task_token: token,
             sandbox: spec.sandbox,
             checkout: spec.context.and_then(|c| {
-                c.repository.map(|repository| Checkout {
-                    repository,
-                    base: c.branch,
+                c.git_repository().map(|repository| Checkout {
+                    repository: repository.to_string(),
+                    base: c.branch.clone(),
                 })
             }),
         })

@@ -145,7 +145,7 @@ pub(crate) async fn form_teams<S: Store>(
             .spec
             .context
             .as_ref()
-            .and_then(|c| c.repository.clone());
+            .and_then(|c| c.git_repository().map(str::to_string));
         let branch = repository.as_ref().map(|_| integration_branch(task));
         if let (Some(repo), Some(into)) = (&repository, &branch) {
             let base = batch[index]

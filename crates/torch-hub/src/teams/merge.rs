@@ -10,7 +10,9 @@
 //! Merges run in the manager's tick, one at a time per repository (the
 //! queue serialises them). A merge the hub did not finish (it stopped
 //! after `merge.queued`) is merged again by the next tick or the next
-//! leader: merging a branch that already landed is a no-op.
+//! leader: merging a branch that already landed is a no-op. Branches of
+//! subtasks that succeeded just before the team's task ended are merged
+//! before the team disbands (a conflict then gets no follow-up).
 
 use torch_core::events::team::{MergeEvent, TeamMember};
 use torch_core::{EventData, TaskState};
@@ -31,12 +33,14 @@ pub(crate) fn attempt_branch(t: &TaskRecord) -> String {
 
 impl Manager {
     /// Merges the branch of each subtask that succeeded and whose merge has
-    /// not ended yet.
+    /// not ended yet. The last pass (`ending`: the team's task ended)
+    /// records conflicts without follow-ups: nobody would run them.
     pub(super) async fn merge_finished<S: Store>(
         &mut self,
         shared: &std::sync::Arc<Shared<S>>,
         team: &Team,
         subtasks: &[TaskRecord],
+        ending: bool,
     ) {
         let (Some(repo), Some(into)) = (&team.repository, &team.integration_branch) else {
             return;
@@ -74,7 +78,9 @@ impl Manager {
                 }
                 Ok(MergeOutcome::Conflict { paths }) => {
                     info!(task_id = %team.task, branch = %branch, paths = ?paths, "teams: merge conflict");
-                    ev.follow_up = self.follow_up(shared, team, t, &paths, into).await;
+                    if !ending {
+                        ev.follow_up = self.follow_up(shared, team, t, &paths, into).await;
+                    }
                     ev.paths = paths;
                     shared
                         .event(None, Some(team.task), EventData::MergeConflict(ev))

@@ -113,6 +113,10 @@ impl Manager {
                     .ok()
                     .flatten()
                     .map_or("missing".to_string(), |r| r.state.to_string());
+                // Work that finished just before the task ended still lands.
+                let mut subtasks = subtasks(shared, team.task).await;
+                subtasks.retain(|t| !team.replaced.contains(&t.id));
+                self.merge_finished(shared, &team, &subtasks, true).await;
                 self.disband(shared, &team, state).await;
                 continue;
             };
@@ -139,7 +143,7 @@ impl Manager {
                 self.replace(shared, &team, &rec, &gone, &agents, &subtasks)
                     .await;
             }
-            self.merge_finished(shared, &team, &subtasks).await;
+            self.merge_finished(shared, &team, &subtasks, false).await;
         }
     }
 

@@ -360,3 +360,89 @@ fn the_leader_picks_up_tasks_written_to_the_store_behind_its_back() {
     });
     api.wait_state(&dir, &id.to_string(), "succeeded", secs(30));
 }
+
+/// A team's task waits until its two subtasks ended; each subtask waits
+/// for the file `$GATE`.
+const TEAM_LEAD: &str = r#"
+i=0
+while [ $i -lt 1200 ]; do
+  torch team status --json > "status-$$.json" 2>> lead.err && grep -q '"done": 2,' "status-$$.json" && exit 0
+  sleep 0.1; i=$((i+1))
+done
+exit 9
+"#;
+
+#[test]
+fn a_team_survives_the_leader_hub_dying_and_the_new_leader_finishes_it() {
+    let Some(redis) = RedisServer::start_or_skip(&["--appendonly", "yes"]) else {
+        return;
+    };
+    let (da, db) = (TestDir::new("team-hub-a"), TestDir::new("team-hub-b"));
+    let (mut a, b) = two_hubs(&da, &db, &redis);
+    let api = b.api();
+    let token = b.token(&db, "agent");
+    let _agents = [
+        Agent::start(&db, &b.url, &token, "lead", "rust:0.9", 2),
+        Agent::start(&db, &b.url, &token, "data", "sql:0.9", 1),
+    ];
+    db.wait_for("2 agents at the leader", secs(20), || {
+        let v = api.get("/api/v1/agents");
+        (v["agents"].as_array().map_or(0, |a| {
+            a.iter().filter(|x| x["state"] != "disconnected").count()
+        }) == 2)
+            .then_some(())
+    });
+    let gate = db.join("out/gate").to_string_lossy().into_owned();
+    let work = json!({"command": ["sh", "-c", "while [ ! -e \"$GATE\" ]; do sleep 0.1; done"],
+        "env": {"GATE": gate}, "max_retries": 2, "timeout": "3m"});
+    let spec = json!({
+        "name": "team across a failover",
+        "command": ["sh", "-c", TEAM_LEAD],
+        "max_retries": 3,
+        "timeout": "3m",
+        "team": {"roles": [
+            {"name": "backend", "skills": ["rust:0.5"], "task": work},
+            {"name": "data", "skills": ["sql:0.5"], "task": work},
+        ], "leader": "backend"},
+    });
+    let team = api.submit(vec![spec])[0].clone();
+    db.wait_for("the team's task to run", secs(30), || {
+        (api.task(&team)["state"] == "running").then_some(())
+    });
+    a.kill9();
+    db.wait_for("hub B to take over", secs(20), || {
+        (role(&api) == "leader").then_some(())
+    });
+    std::fs::write(&gate, "open").expect("open the gate");
+    api.wait_state(&db, &team, "succeeded", secs(90));
+    let view = db.wait_for("the team to disband", secs(30), || {
+        let v = api.get(&format!("/api/v1/teams/{team}"));
+        (v["state"] == "disbanded").then_some(v)
+    });
+    assert_eq!(view["done"], 2, "{view:#}");
+    assert_eq!(
+        view["members"].as_array().map(Vec::len),
+        Some(2),
+        "{view:#}"
+    );
+    let subtasks: Vec<String> = view["subtasks"]
+        .as_array()
+        .expect("subtasks")
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect();
+    assert_exactly_once(&api, &subtasks);
+    // The new leader hub rebuilt the team from the store's events.
+    let kinds: Vec<String> = api
+        .events("nova.torch.collaboration.team")
+        .into_iter()
+        .filter(|e| e["data"]["task"] == team.as_str())
+        .filter_map(|e| e["kind"].as_str().map(str::to_string))
+        .collect();
+    assert!(kinds.iter().any(|k| k == "team.formed"), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "team.disbanded").count(),
+        1,
+        "{kinds:?}"
+    );
+}

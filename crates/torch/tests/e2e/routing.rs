@@ -132,9 +132,7 @@ fn affinity_keeps_repository_on_warm_agent() {
         .map(|n| Agent::start(&dir, &hub.url, &token, n, "sh", 1))
         .collect();
     let ids: Vec<String> = names.iter().map(|n| api.agent_id(&dir, n)).collect();
-    let repos: Vec<String> = (0..3)
-        .map(|i| format!("https://git.example.com/team/repo-{i}.git"))
-        .collect();
+    let repos: Vec<String> = (0..3).map(|i| format!("team/repo-{i}")).collect();
 
     // Round 1: one task per repository; one slot each spreads them.
     let first = api.submit(
@@ -543,7 +541,7 @@ fn analyze_cli_reports_inferred_skills_and_warnings() {
 name = "unit-suite"
 prompt = "Run the pytest suite and fix what breaks."
 command = ["true"]
-context = { repository = "https://git.example.com/lib.git", paths = ["src/lib.rs", "src/parse.rs"] }
+context = { repository = "acme/lib", paths = ["src/lib.rs", "src/parse.rs"] }
 
 [[task]]
 name = "mystery"
