@@ -295,6 +295,13 @@ impl<S: Store> Engine<S> {
     /// (and its task is retried) unless its agent holds it.
     pub(super) fn adopt(&mut self, leases: Vec<(TaskId, AgentId, u64)>, now: u64) {
         for (task, agent, fence) in leases {
+            // Queued here means this engine saw the lease end after the
+            // store was read (it expired and was requeued): the read is
+            // stale, and adopting it would lease a task the scheduler may
+            // place again.
+            if self.sched.is_queued(task) {
+                continue;
+            }
             if self.leases.adopt(task, agent, fence, now) {
                 warn!(task_id = %task, agent_id = %agent, fence, "adopting a lease the store holds but this hub did not track");
             }

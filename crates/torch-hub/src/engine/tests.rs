@@ -258,3 +258,39 @@ async fn the_assignment_names_the_repository_to_check_out() {
     );
     assert_eq!(got[1].checkout, None, "no repository, no checkout");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_read_of_a_lease_for_a_queued_task_is_not_adopted() {
+    let hub = TestHub::start(cfg()).await;
+    let ids = hub
+        .submit(json!([{"command": ["true"], "skills": ["sh"]}]))
+        .await;
+    let task: TaskId = ids[0].parse().unwrap();
+    // A reconcile whose store read predates the lease's end: it still
+    // shows the task leased, while this engine has it queued.
+    let stale = torch_store::Snapshot {
+        queued: Vec::new(),
+        leased: vec![torch_store::LeaseRecord {
+            task,
+            agent: agent_id(9),
+            fence: 1,
+            attempt: 1,
+        }],
+        backlog: 1,
+    };
+    hub.shared
+        .engine
+        .send(crate::engine::Command::Reconcile(stale))
+        .await;
+    // The task is placed once, on the agent that joins (before the fix the
+    // lease table refused the placement and the engine's debug assertion
+    // stopped it).
+    let mut a = FakeAgent::join(&hub, agent_id(1), 1, &["sh"], 1)
+        .await
+        .unwrap();
+    let got = a.next_assign().await;
+    assert_eq!(got.task_id, task);
+    finish(&hub, a.id, &got, true).await;
+    assert_eq!(state(&hub, &ids[0]).await, TaskState::Succeeded);
+    hub.stop().await;
+}
