@@ -78,6 +78,7 @@ pub(crate) async fn submit<S: Store>(
     let analyses = shared
         .analysis
         .analyze(valid.iter().map(|v| &v.spec), &agents);
+    let needs_team: Vec<bool> = analyses.iter().map(|a| a.needs_team).collect();
     let mut warnings = Vec::with_capacity(valid.len());
     let mut keys = Vec::with_capacity(valid.len());
     let mut batch: Vec<NewTask> = valid
@@ -103,7 +104,7 @@ pub(crate) async fn submit<S: Store>(
         .collect();
     // Teams are formed now: a team task is pinned to its leader and its
     // members' subtasks join the batch.
-    let formed = crate::teams::form::form_teams(&shared, &mut batch, parent.is_none())
+    let formed = crate::teams::form::form_teams(&shared, &mut batch, &needs_team, parent.is_none())
         .await
         .map_err(|e| {
             ApiError::new(

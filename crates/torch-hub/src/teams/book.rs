@@ -102,11 +102,13 @@ impl Team {
     }
 }
 
-/// Every team, and the id of the last event folded in.
+/// Every team, the id of the last event folded in, and when the store
+/// was last read.
 #[derive(Default)]
 struct Folded {
     teams: BTreeMap<TaskId, Team>,
     last_id: u64,
+    read_at: Option<std::time::Instant>,
 }
 
 /// The team book; see the module docs.
@@ -123,7 +125,23 @@ impl TeamBook {
         store: &S,
         read: impl FnOnce(&BTreeMap<TaskId, Team>) -> T,
     ) -> Result<T, StoreError> {
+        self.read_within(store, std::time::Duration::ZERO, read)
+            .await
+    }
+
+    /// As [`TeamBook::read`], without reading the store when it was read
+    /// less than `fresh` ago (for hot paths that may lag a little).
+    pub(crate) async fn read_within<S: Store, T>(
+        &self,
+        store: &S,
+        fresh: std::time::Duration,
+        read: impl FnOnce(&BTreeMap<TaskId, Team>) -> T,
+    ) -> Result<T, StoreError> {
         let mut f = self.inner.lock().await;
+        if f.read_at.is_some_and(|at| at.elapsed() < fresh) {
+            return Ok(read(&f.teams));
+        }
+        f.read_at = Some(std::time::Instant::now());
         loop {
             let page = store
                 .events(f.last_id, vec![COLLAB_TEAM.to_string()], PAGE)

@@ -64,13 +64,15 @@ pub(crate) fn integration_branch(task: TaskId) -> String {
 }
 
 /// Forms a team for every task of `batch` that asks for one (a `team`
-/// spec, or an analysis saying `needs_team` for a top-level task), in
+/// spec, or — `needs_team[i]`, its analysis' verdict — a top-level task no
+/// single agent covers), in
 /// place: the team task is pinned to its leader and its subtasks appended
 /// to `batch`. All or nothing for the submission: the first team that
 /// cannot be formed refuses it (recorded as `team.formation_failed`).
 pub(crate) async fn form_teams<S: Store>(
     shared: &Shared<S>,
     batch: &mut Vec<NewTask>,
+    needs_team: &[bool],
     top_level: bool,
 ) -> Result<Formed, Unformable> {
     let wanted: Vec<(usize, TeamSpec)> = batch
@@ -80,9 +82,11 @@ pub(crate) async fn form_teams<S: Store>(
             if let Some(team) = &t.spec.team {
                 return Some((i, team.clone()));
             }
+            if !(top_level && needs_team.get(i).copied().unwrap_or(false)) {
+                return None;
+            }
             let analysis: TaskAnalysis = serde_json::from_str(t.analysis.as_deref()?).ok()?;
-            (top_level && analysis.needs_team)
-                .then(|| (i, TeamSpec::from_required(&analysis.required)))
+            Some((i, TeamSpec::from_required(&analysis.required)))
         })
         .collect();
     let mut formed = Formed::default();
@@ -182,6 +186,11 @@ pub(crate) async fn form_teams<S: Store>(
         formed.subtasks += subtasks.len();
         formed.teams.push(task);
         batch.extend(subtasks);
+    }
+    // Peer cards read the book with a little lag: bring it up to date now,
+    // so members find each other on the team channel from their first step.
+    if let Err(e) = shared.teams.read(&*shared.store, |_| ()).await {
+        tracing::warn!(error = %e, "teams: could not read the team events back");
     }
     Ok(formed)
 }

@@ -113,9 +113,11 @@ impl Manager {
                     .ok()
                     .flatten()
                     .map_or("missing".to_string(), |r| r.state.to_string());
-                // Work that finished just before the task ended still lands.
+                // Work that finished just before the task ended still lands,
+                // and the final progress is recorded.
                 let mut subtasks = subtasks(shared, team.task).await;
                 subtasks.retain(|t| !team.replaced.contains(&t.id));
+                self.progress(shared, &team, &subtasks).await;
                 self.merge_finished(shared, &team, &subtasks, true).await;
                 self.disband(shared, &team, state).await;
                 continue;

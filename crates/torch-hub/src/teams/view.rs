@@ -67,11 +67,13 @@ pub(crate) async fn find<S: Store>(
         .await
 }
 
-/// The active team `agent` is a member of, if any (the newest).
+/// Each member of an active team, with its team (the newest when it is in
+/// several). Read from the book as of at most 250 ms ago: peer cards may
+/// lag a team's formation by that much.
 pub(crate) async fn team_of_agent<S: Store>(shared: &Shared<S>) -> HashMap<AgentId, TaskId> {
     shared
         .teams
-        .read(&*shared.store, |t| {
+        .read_within(&*shared.store, std::time::Duration::from_millis(250), |t| {
             let mut out = HashMap::new();
             let mut active: Vec<&Team> = t.values().filter(|t| t.disbanded.is_none()).collect();
             active.sort_by_key(|t| t.formed_ms);

@@ -292,10 +292,13 @@ fn a_member_killed_is_replaced_and_its_subtask_moves_to_the_new_member() {
         .expect("its copy")
         .to_string();
     api.wait_state(&dir, &team, "succeeded", secs(90));
-    assert_eq!(
-        api.task(&old)["state"],
-        "cancelled",
-        "the old subtask will not run again"
+    // Cancelled by the replacement, or (on a slow machine, when its lease
+    // ran out first with no retry left) dead: either way it will not run
+    // again.
+    let old_state = api.task(&old)["state"].clone();
+    assert!(
+        old_state == "cancelled" || old_state == "dead",
+        "the old subtask ended: {old_state}"
     );
     let c = api.task(&copy);
     assert_eq!(c["state"], "succeeded", "{c:#}");
