@@ -553,3 +553,85 @@ fn two_members_editing_different_files_both_merge() {
     std::fs::write(&gate, "go").expect("gate");
     api.wait_state(&dir, &team, "succeeded", secs(60));
 }
+
+#[test]
+fn a_role_no_connected_agent_covers_is_filled_from_a_template_and_stopped_at_the_end() {
+    let dir = TestDir::new("team-template");
+    dir.write(
+        "torch.toml",
+        r#"
+[lifecycle]
+tick = "200ms"
+terminate-grace = "2s"
+spawn-timeout = "20s"
+
+[spawn]
+node-cpu-max = 1.0
+node-mem-max = 1.0
+
+[templates.sqlbot]
+skills = ["sql:0.9"]
+slots = 1
+min = 0
+max = 1
+executor = { command = ["sh", "-c", "{prompt}"] }
+"#,
+    );
+    let hub = Hub::start(&dir, QUICK);
+    let api = hub.api();
+    let token = hub.token(&dir, "agent");
+    let _be = Agent::start(&dir, &hub.url, &token, "be", "rust:0.9", 2);
+    let be = api.agent_id(&dir, "be");
+    let spec = json!({
+        "name": "needs a data member",
+        "command": ["sh", "-c", LEAD],
+        "env": {"OUT": dir.subdir("out").to_string_lossy(), "N": "1"},
+        "timeout": "2m",
+        "team": {"roles": [
+            {"name": "backend", "skills": ["rust:0.5"]},
+            {"name": "data", "skills": ["sql:0.5"],
+             "task": {"command": ["true"], "max_retries": 0, "timeout": "1m"}},
+        ], "leader": "backend"},
+    });
+    let team = api.submit(vec![spec])[0].clone();
+    let formed = events_of(&hub, &team, "team.formed")
+        .pop()
+        .expect("team.formed");
+    let members = formed["data"]["members"].as_array().expect("members");
+    let data = members
+        .iter()
+        .find(|m| m["role"] == "data")
+        .expect("a data member");
+    assert_eq!(
+        data["template"], "sqlbot",
+        "spawned from the template: {formed}"
+    );
+    assert_eq!(formed["data"]["leader"], be.as_str());
+    let spawned = data["agent_id"].as_str().expect("its agent id").to_string();
+    let done = api.wait_state(&dir, &team, "succeeded", secs(90));
+    assert_eq!(done["last_agent_id"], be.as_str());
+    let subtask = data["subtask"].as_str().expect("its subtask");
+    let s = api.wait_state(&dir, subtask, "succeeded", secs(30));
+    assert_eq!(
+        s["last_agent_id"],
+        spawned.as_str(),
+        "ran on the spawned member"
+    );
+    // The member started for the team is stopped once the team disbands.
+    dir.wait_for("the spawned member to stop", secs(30), || {
+        let v = api.get("/api/v1/agents");
+        let alive = v["agents"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["id"] == spawned.as_str() && x["state"] != "disconnected")
+        });
+        (!alive).then_some(())
+    });
+    let disbanded = events_of(&hub, &team, "team.disbanded")
+        .pop()
+        .expect("team.disbanded");
+    assert_eq!(
+        disbanded["data"]["stopped"],
+        json!([spawned]),
+        "{disbanded}"
+    );
+}
