@@ -46,6 +46,7 @@ fn handoffs(api: &Api) -> Vec<Value> {
 
 #[test]
 fn a_follower_that_cannot_reach_the_leader_hands_submissions_off() {
+    let _machine = crate::machine_shared();
     let Some(redis) = RedisServer::start_or_skip(&["--appendonly", "yes"]) else {
         return;
     };

@@ -14,3 +14,23 @@ mod handoff;
 mod harness;
 mod maxmemory;
 mod multihub;
+
+/// The machine, shared by the tests of this binary (which cargo runs in
+/// parallel) except the chaos run, which has it to itself: it is about
+/// durability under faults, and the other tests' load (more hubs, Redis
+/// servers and agents on 2 cores) only makes its timing noisy.
+static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by a test that can share the machine.
+pub(crate) fn machine_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    MACHINE
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Held by the test that needs the machine to itself.
+pub(crate) fn machine_to_itself() -> std::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

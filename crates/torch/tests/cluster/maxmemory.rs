@@ -103,6 +103,7 @@ fn role(api: &Api) -> String {
 
 #[test]
 fn maxmemory_reached_submitters_get_503_store_full_and_nothing_is_corrupted() {
+    let _machine = crate::machine_shared();
     let Some(server) = RedisServer::start_or_skip(&["--maxmemory-policy", "noeviction"]) else {
         return;
     };

@@ -70,6 +70,7 @@ pub(crate) fn assert_exactly_once(api: &Api, ids: &[String]) {
 
 #[test]
 fn leader_failover_within_the_lease_and_nothing_lost_or_doubled() {
+    let _machine = crate::machine_shared();
     let Some(redis) =
         RedisServer::start_or_skip(&["--appendonly", "yes", "--appendfsync", "always"])
     else {
@@ -121,6 +122,30 @@ fn leader_failover_within_the_lease_and_nothing_lost_or_doubled() {
     drop(api_a);
 }
 
+/// What a hub's log says went wrong (panics, errors, leadership changes),
+/// and its last lines: for a chaos run that stopped making progress.
+fn hub_trouble(dir: &TestDir) -> String {
+    let log = std::fs::read_to_string(dir.join("hub.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    let trouble: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| {
+            l.contains("panicked")
+                || l.contains("ERROR")
+                || l.contains("leader")
+                || l.contains("stepping")
+        })
+        .collect();
+    let from = trouble.len().saturating_sub(40);
+    let last = lines.len().saturating_sub(30);
+    format!(
+        "{}\n-- last lines --\n{}",
+        trouble[from..].join("\n"),
+        lines[last..].join("\n")
+    )
+}
+
 /// Appends `<task id> <attempt>` to `file`, then succeeds.
 fn effect_spec(i: usize, file: &str) -> Value {
     json!({
@@ -162,6 +187,7 @@ fn chaos_agent(dir: &TestDir, hub: &str, token: &str, name: &str) -> Agent {
 
 #[test]
 fn chaos_agents_leader_and_redis_killed_nothing_lost_or_doubled() {
+    let _machine = crate::machine_to_itself();
     let Some(mut redis) =
         RedisServer::start_or_skip(&["--appendonly", "yes", "--appendfsync", "always"])
     else {
@@ -204,7 +230,9 @@ fn chaos_agents_leader_and_redis_killed_nothing_lost_or_doubled() {
         }
         assert!(
             progressed.elapsed() < stall,
-            "chaos run stalled: no task succeeded for {stall:?}: {c}"
+            "chaos run stalled: no task succeeded for {stall:?}: {c}\nhub A:\n{}\nhub B:\n{}",
+            hub_trouble(&da),
+            hub_trouble(&db)
         );
         assert!(
             start.elapsed() < deadline,
@@ -254,6 +282,7 @@ fn chaos_agents_leader_and_redis_killed_nothing_lost_or_doubled() {
 
 #[test]
 fn partitioned_agent_is_requeued_and_its_late_completion_refused_over_redis() {
+    let _machine = crate::machine_shared();
     let Some(redis) = RedisServer::start_or_skip(&["--appendonly", "yes"]) else {
         return;
     };
@@ -301,6 +330,7 @@ fn partitioned_agent_is_requeued_and_its_late_completion_refused_over_redis() {
 
 #[test]
 fn the_leader_picks_up_tasks_written_to_the_store_behind_its_back() {
+    let _machine = crate::machine_shared();
     let Some(redis) = RedisServer::start_or_skip(&["--appendonly", "yes"]) else {
         return;
     };
@@ -374,6 +404,7 @@ exit 9
 
 #[test]
 fn a_team_survives_the_leader_hub_dying_and_the_new_leader_finishes_it() {
+    let _machine = crate::machine_shared();
     let Some(redis) = RedisServer::start_or_skip(&["--appendonly", "yes"]) else {
         return;
     };
