@@ -217,7 +217,8 @@ while [ -z "$id" ] && [ $i -lt 1200 ]; do
 done
 touch "$OUT/ready-$I"
 i=0; while [ "$(ls "$OUT" | grep -c '^ready-')" -lt 5 ] && [ $i -lt 1200 ]; do sleep 0.02; i=$((i+1)); done
-torch help accept "$id" --json > "$OUT/acc-$I" 2> "$OUT/accerr-$I"; echo $? > "$OUT/accrc-$I"
+torch help accept "$id" --json > "$OUT/acc-$I" 2> "$OUT/accerr-$I"
+echo $? > "$OUT/accrc-$I.tmp"; mv "$OUT/accrc-$I.tmp" "$OUT/accrc-$I"
 "#;
     let peers: Vec<Value> = (0..5)
         .map(|i| {
