@@ -105,18 +105,17 @@ impl Manager {
                     continue;
                 }
             };
-            let Some(rec) = rec.filter(|r| !r.state.is_terminal()) else {
-                let state = shared
-                    .store
-                    .get_task(team.task)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map_or("missing".to_string(), |r| r.state.to_string());
+            let mut subtasks = subtasks(shared, team.task).await;
+            subtasks.retain(|t| !team.replaced.contains(&t.id));
+            let ended = match &rec {
+                Some(r) if !r.state.is_terminal() => None,
+                Some(r) => Some(r.state.to_string()),
+                None => Some("missing".to_string()),
+            };
+            let (Some(rec), None) = (rec, ended.as_ref()) else {
+                let state = ended.unwrap_or_default();
                 // Work that finished just before the task ended still lands,
                 // and the final progress is recorded.
-                let mut subtasks = subtasks(shared, team.task).await;
-                subtasks.retain(|t| !team.replaced.contains(&t.id));
                 self.progress(shared, &team, &subtasks).await;
                 self.merge_finished(shared, &team, &subtasks, true).await;
                 self.disband(shared, &team, state).await;
@@ -132,8 +131,6 @@ impl Manager {
                     .await;
                 self.pinned.insert(team.task, team.leader);
             }
-            let mut subtasks = subtasks(shared, team.task).await;
-            subtasks.retain(|t| !team.replaced.contains(&t.id));
             self.progress(shared, &team, &subtasks).await;
             let gone: Vec<TeamMember> = team
                 .members

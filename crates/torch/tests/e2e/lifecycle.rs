@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::harness::{Api, Hub, TestDir, pid_alive, secs};
 
 /// `[lifecycle]` settings fast enough for tests, plus `extra` TOML.
-fn config(extra: &str) -> String {
+pub(crate) fn config(extra: &str) -> String {
     format!(
         r#"
 [lifecycle]

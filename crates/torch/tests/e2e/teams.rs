@@ -559,16 +559,8 @@ fn a_role_no_connected_agent_covers_is_filled_from_a_template_and_stopped_at_the
     let dir = TestDir::new("team-template");
     dir.write(
         "torch.toml",
-        r#"
-[lifecycle]
-tick = "200ms"
-terminate-grace = "2s"
-spawn-timeout = "20s"
-
-[spawn]
-node-cpu-max = 1.0
-node-mem-max = 1.0
-
+        &crate::lifecycle::config(
+            r#"
 [templates.sqlbot]
 skills = ["sql:0.9"]
 slots = 1
@@ -576,6 +568,7 @@ min = 0
 max = 1
 executor = { command = ["sh", "-c", "{prompt}"] }
 "#,
+        ),
     );
     let hub = Hub::start(&dir, QUICK);
     let api = hub.api();
